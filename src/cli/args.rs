@@ -1,0 +1,174 @@
+//! Every flag of every subcommand, with its default, help text and `KEEL_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "keel", version, about = "A replicated, append-only log for stream pipelines")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start a local cluster on loopback (certificates, data and ports made for you).
+    Dev(DevArgs),
+    /// Create a cluster CA, node certificates and a client certificate.
+    Certs(CertsArgs),
+    /// Run one node of a cluster.
+    Serve(ServeArgs),
+    /// Append records read from stdin, one per line.
+    Produce(ProduceArgs),
+    /// Read records by offset and print them.
+    Consume(ConsumeArgs),
+    /// Show the cluster: members, roles, leader, term, offsets, lag.
+    Status(StatusArgs),
+    /// Measure produce (and optionally consume) throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Number of nodes to start.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// Directory for certificates (DIR/tls) and node data (DIR/node-ID), kept between runs.
+    #[arg(long, default_value = "./keel-data")]
+    pub dir: PathBuf,
+    /// UDP port of node 1; node N listens on PORT+N-1.
+    #[arg(long, default_value_t = 7000)]
+    pub port: u16,
+    /// HTTP port of node 1's /metrics; node N serves on METRICS_PORT+N-1.
+    #[arg(long, default_value_t = 9100)]
+    pub metrics_port: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Directory to write the CA, node and client certificates into.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// A node id to make a certificate for (repeat for each node).
+    #[arg(long = "node", required = true)]
+    pub nodes: Vec<u64>,
+    /// An extra DNS name or IP address for the node certificates (repeatable).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Replace an existing CA (every existing certificate stops being trusted).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// This node's id (must appear in --peers).
+    #[arg(long, env = "KEEL_ID")]
+    pub id: Option<u64>,
+    /// Data directory (segments, hard state, node identity).
+    #[arg(long, env = "KEEL_DIR")]
+    pub dir: Option<PathBuf>,
+    /// UDP address to listen on for peers and clients.
+    #[arg(long, env = "KEEL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Every voter of the initial cluster: ID=HOST:PORT,...
+    #[arg(long, env = "KEEL_PEERS")]
+    pub peers: Option<String>,
+    /// Directory with ca.pem, node-ID.pem and node-ID.key (from `keel certs`).
+    #[arg(long, env = "KEEL_TLS")]
+    pub tls: Option<PathBuf>,
+    /// Address for the Prometheus /metrics endpoint.
+    #[arg(long, env = "KEEL_METRICS")]
+    pub metrics: Option<SocketAddr>,
+    /// TOML file with the same keys (flags and KEEL_* variables override it).
+    #[arg(long, env = "KEEL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KEEL_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Where a client finds the cluster and how it proves who it is.
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    /// Addresses of one or more nodes, comma-separated.
+    #[arg(long, env = "KEEL_BOOTSTRAP", default_value = "127.0.0.1:7000", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Directory with ca.pem and the client certificate (client.pem, client.key).
+    #[arg(long, env = "KEEL_TLS", default_value = "./keel-data/tls")]
+    pub tls: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Split each line at the first occurrence of this character into key and value.
+    #[arg(long)]
+    pub key_separator: Option<char>,
+    /// Print one line per input line: the record's offset once committed, or `-`.
+    #[arg(long)]
+    pub print_offsets: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// First offset to read: a number, `earliest` or `latest`.
+    #[arg(long, default_value = "earliest")]
+    pub from: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Keep waiting for new records at the end of the log.
+    #[arg(long)]
+    pub follow: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Output format (the JSON form is a stable contract for scripts).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Number of records to produce.
+    #[arg(long)]
+    pub records: u64,
+    /// Size of each record value in bytes.
+    #[arg(long)]
+    pub size: usize,
+    /// Batches in flight per producer.
+    #[arg(long, default_value_t = 64)]
+    pub window: usize,
+    /// Concurrent producers.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Read every record back afterwards and verify its bytes.
+    #[arg(long)]
+    pub consume: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,5 @@
+//! keel: a replicated, append-only log service for stream pipelines.
+//!
+//! See ARCHITECTURE.md for the map of this crate.
+
+pub mod raft;
