@@ -2,4 +2,5 @@
 //!
 //! See ARCHITECTURE.md for the map of this crate.
 
+pub mod net;
 pub mod raft;

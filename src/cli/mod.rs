@@ -2,6 +2,7 @@
 //! environment variable live together in `args.rs`). Only this module knows clap.
 
 mod args;
+mod certs;
 
 use std::process::ExitCode;
 
@@ -15,7 +16,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dev(_) => not_implemented("dev"),
-        Command::Certs(_) => not_implemented("certs"),
+        Command::Certs(args) => certs::run(args),
         Command::Serve(_) => not_implemented("serve"),
         Command::Produce(_) => not_implemented("produce"),
         Command::Consume(_) => not_implemented("consume"),

@@ -1,0 +1,116 @@
+//! The one QUIC endpoint of a node (peers and clients share its UDP port), the client
+//! endpoint, and frame I/O on streams.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
+
+use super::frame::{FrameError, check_len};
+use super::tls::NodeTls;
+
+/// A QUIC connection to a node or a client.
+pub type Connection = quinn::Connection;
+
+/// How long a silent connection lives: partitions are noticed within this time.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+const KEEP_ALIVE: Duration = Duration::from_millis(500);
+/// Client requests in flight per connection (one bidirectional stream each).
+pub const CLIENT_STREAMS_MAX: u32 = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot bind UDP {addr}: {source} (is another process using the port?)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: quinn::ConnectError },
+    #[error("connection to {addr}: {source}")]
+    Connection { addr: SocketAddr, source: quinn::ConnectionError },
+    #[error("stream write: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream read: {0}")]
+    Read(String),
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Protocol(String),
+}
+
+fn transport(bidi_streams: u32) -> Arc<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("4 s is a valid idle timeout")))
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_concurrent_bidi_streams(VarInt::from_u32(bidi_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(16))
+        .stream_receive_window(VarInt::from_u32(8 << 20))
+        .receive_window(VarInt::from_u32(32 << 20))
+        .send_window(32 << 20);
+    Arc::new(t)
+}
+
+/// The node's endpoint: accepts peers and clients, dials peers.
+pub fn node_endpoint(listen: SocketAddr, tls: &NodeTls) -> Result<Endpoint, NetError> {
+    let crypto = QuicServerConfig::try_from(tls.server.clone()).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport(CLIENT_STREAMS_MAX));
+    let mut endpoint = Endpoint::server(server, listen).map_err(|source| NetError::Bind { addr: listen, source })?;
+    endpoint.set_default_client_config(client_config(tls.peer_client.clone())?);
+    Ok(endpoint)
+}
+
+fn client_config(tls: Arc<rustls::ClientConfig>) -> Result<quinn::ClientConfig, NetError> {
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport(CLIENT_STREAMS_MAX));
+    Ok(config)
+}
+
+/// An endpoint for a client process: dials nodes only.
+pub fn client_endpoint(tls: Arc<rustls::ClientConfig>) -> Result<Endpoint, NetError> {
+    let any: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
+    let mut endpoint = Endpoint::client(any).map_err(|source| NetError::Bind { addr: any, source })?;
+    endpoint.set_default_client_config(client_config(tls)?);
+    Ok(endpoint)
+}
+
+/// Connects and completes the handshake, checking the server's certificate for `name`.
+pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, name: &str) -> Result<Connection, NetError> {
+    let connecting = endpoint.connect(addr, name).map_err(|source| NetError::Connect { addr, source })?;
+    connecting.await.map_err(|source| NetError::Connection { addr, source })
+}
+
+/// Reads one frame (without its length prefix); `None` when the stream ended cleanly.
+/// The length is checked against `max` before the buffer is allocated.
+pub async fn read_frame(stream: &mut RecvStream, max: usize) -> Result<Option<Bytes>, NetError> {
+    let mut prefix = [0u8; 4];
+    match stream.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+        Err(e) => return Err(NetError::Read(e.to_string())),
+    }
+    let len = check_len(prefix, max)?;
+    let mut buf = BytesMut::zeroed(len);
+    stream.read_exact(&mut buf).await.map_err(|e| NetError::Read(e.to_string()))?;
+    Ok(Some(buf.freeze()))
+}
+
+/// Writes a frame given as chunks (the first carries the length prefix); no copies.
+pub async fn write_frame(stream: &mut SendStream, chunks: &mut [Bytes]) -> Result<(), NetError> {
+    stream.write_all_chunks(chunks).await?;
+    Ok(())
+}
+
+/// The ALPN protocol the peer chose in the handshake.
+pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?.protocol
+}
+
+/// The certificate chain the peer presented (already verified against the cluster CA).
+pub fn peer_certificates(conn: &Connection) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok().map(|b| *b)
+}

@@ -1,0 +1,9 @@
+//! Everything that knows QUIC and TLS: certificates, the endpoint, frames and codecs.
+
+pub mod certs;
+pub mod endpoint;
+pub mod frame;
+pub mod peer;
+pub mod tls;
+
+pub use endpoint::{Connection, NetError};
