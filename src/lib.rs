@@ -4,3 +4,4 @@
 
 pub mod net;
 pub mod raft;
+pub mod record;

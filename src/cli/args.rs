@@ -1,6 +1,5 @@
 //! Every flag of every subcommand, with its default, help text and `KEEL_*` variable.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -62,7 +61,10 @@ pub struct CertsArgs {
     pub force: bool,
 }
 
-#[derive(Args, Debug)]
+/// `keel serve` settings. Each one is a flag, a `KEEL_*` variable and a key of the
+/// `--config` TOML file (same name, underscores); flags and variables win over the file.
+#[derive(Args, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// This node's id (must appear in --peers).
     #[arg(long, env = "KEEL_ID")]
@@ -72,22 +74,38 @@ pub struct ServeArgs {
     pub dir: Option<PathBuf>,
     /// UDP address to listen on for peers and clients.
     #[arg(long, env = "KEEL_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     /// Every voter of the initial cluster: ID=HOST:PORT,...
     #[arg(long, env = "KEEL_PEERS")]
     pub peers: Option<String>,
     /// Directory with ca.pem, node-ID.pem and node-ID.key (from `keel certs`).
     #[arg(long, env = "KEEL_TLS")]
     pub tls: Option<PathBuf>,
-    /// Address for the Prometheus /metrics endpoint.
+    /// Address for the Prometheus /metrics endpoint (none by default).
     #[arg(long, env = "KEEL_METRICS")]
-    pub metrics: Option<SocketAddr>,
-    /// TOML file with the same keys (flags and KEEL_* variables override it).
+    pub metrics: Option<String>,
+    /// Accept clients without a certificate signed by the cluster CA (default: required).
+    #[arg(long, env = "KEEL_ALLOW_ANONYMOUS_CLIENTS")]
+    pub allow_anonymous_clients: bool,
+    /// Delete the oldest sealed segments once the log is larger than this many bytes.
+    #[arg(long, env = "KEEL_RETENTION_BYTES")]
+    pub retention_bytes: Option<u64>,
+    /// Delete sealed segments whose newest record is older than this many milliseconds.
+    #[arg(long, env = "KEEL_RETENTION_MS")]
+    pub retention_ms: Option<u64>,
+    /// Size at which a segment file is sealed and a new one started (default 128 MiB).
+    #[arg(long, env = "KEEL_SEGMENT_BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Largest record a producer may send (default 1 MiB).
+    #[arg(long, env = "KEEL_RECORD_BYTES_MAX")]
+    pub record_bytes_max: Option<u32>,
+    /// TOML file with the keys above.
     #[arg(long, env = "KEEL_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KEEL_LOG_FORMAT")]
-    pub log_format: LogFormat,
+    #[arg(long, value_enum, env = "KEEL_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Where a client finds the cluster and how it proves who it is.
@@ -167,7 +185,8 @@ pub enum OutputFormat {
     Json,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,

@@ -87,16 +87,24 @@ pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, name: &str) -> Resul
 /// Reads one frame (without its length prefix); `None` when the stream ended cleanly.
 /// The length is checked against `max` before the buffer is allocated.
 pub async fn read_frame(stream: &mut RecvStream, max: usize) -> Result<Option<Bytes>, NetError> {
+    let Some(len) = read_len(stream, max).await? else { return Ok(None) };
+    read_body(stream, len).await.map(Some)
+}
+
+/// Reads and checks a frame's length prefix; `None` at a clean end of stream.
+async fn read_len(stream: &mut RecvStream, max: usize) -> Result<Option<usize>, NetError> {
     let mut prefix = [0u8; 4];
     match stream.read_exact(&mut prefix).await {
-        Ok(()) => {}
-        Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-        Err(e) => return Err(NetError::Read(e.to_string())),
+        Ok(()) => Ok(Some(check_len(prefix, max)?)),
+        Err(quinn::ReadExactError::FinishedEarly(0)) => Ok(None),
+        Err(e) => Err(NetError::Read(e.to_string())),
     }
-    let len = check_len(prefix, max)?;
+}
+
+async fn read_body(stream: &mut RecvStream, len: usize) -> Result<Bytes, NetError> {
     let mut buf = BytesMut::zeroed(len);
     stream.read_exact(&mut buf).await.map_err(|e| NetError::Read(e.to_string()))?;
-    Ok(Some(buf.freeze()))
+    Ok(buf.freeze())
 }
 
 /// Writes a frame given as chunks (the first carries the length prefix); no copies.
@@ -113,4 +121,17 @@ pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
 /// The certificate chain the peer presented (already verified against the cluster CA).
 pub fn peer_certificates(conn: &Connection) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
     conn.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok().map(|b| *b)
+}
+
+/// Like `read_frame`, but first takes the frame's length from `budget` (bytes a connection
+/// may hold in the node at once); the permit is released when the caller drops it.
+pub async fn read_frame_budgeted(
+    stream: &mut RecvStream,
+    max: usize,
+    budget: &Arc<tokio::sync::Semaphore>,
+) -> Result<Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>, NetError> {
+    let Some(len) = read_len(stream, max).await? else { return Ok(None) };
+    let permits = u32::try_from(len).expect("frames are bounded below 4 GiB");
+    let permit = budget.clone().acquire_many_owned(permits).await.map_err(|_| NetError::Protocol("closing".into()))?;
+    Ok(Some((read_body(stream, len).await?, permit)))
 }

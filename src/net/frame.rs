@@ -51,10 +51,21 @@ impl FrameBuilder {
         &mut self.buf
     }
 
-    pub fn finish(mut self) -> Bytes {
-        let len = u32::try_from(self.buf.len() - 4).expect("frames are bounded far below 4 GiB");
+    pub fn finish(self) -> Bytes {
+        let mut chunks = self.finish_with(Vec::new());
+        chunks.pop().expect("one chunk")
+    }
+
+    /// Finishes a frame whose body continues in `tail`, which is sent as it is (entries
+    /// go from the mapped segment files to the network without a copy).
+    pub fn finish_with(mut self, tail: Vec<Bytes>) -> Vec<Bytes> {
+        let tail_len: usize = tail.iter().map(Bytes::len).sum();
+        let len = u32::try_from(self.buf.len() - 4 + tail_len).expect("frames are bounded far below 4 GiB");
         self.buf[..4].copy_from_slice(&len.to_le_bytes());
-        self.buf.freeze()
+        let mut chunks = Vec::with_capacity(1 + tail.len());
+        chunks.push(self.buf.freeze());
+        chunks.extend(tail);
+        chunks
     }
 }
 

@@ -1,6 +1,7 @@
 //! Everything that knows QUIC and TLS: certificates, the endpoint, frames and codecs.
 
 pub mod certs;
+pub mod client_codec;
 pub mod endpoint;
 pub mod frame;
 pub mod peer;
