@@ -20,7 +20,7 @@ use crate::format::{
 
 /// Recovery looks this far past a stop for bytes that are not zero (to tell a clean
 /// end from lost or torn data), one page at a time, up to the first all-zero page.
-const PAGE_BYTES: u64 = 4096;
+const PAGE_BYTES: usize = 4096;
 
 /// Owner of a mapping inside `Bytes::from_owner`: every entry handed out keeps it alive.
 struct MapOwner(Arc<MmapRaw>);
@@ -285,18 +285,20 @@ impl SegmentState {
         Ok(())
     }
 
-    /// Counts non-zero bytes from `position`, page by page, until a page of zeros.
+    /// Counts bytes from `position` to the last non-zero byte before the first all-zero page.
     fn nonzero_extent(&self, position: u64) -> u64 {
-        let len = self.map.len() as u64;
-        let mut at = position.min(len);
+        let len = self.map.len();
+        let from = (position as usize).min(len);
+        let (mut at, mut end) = (from, from);
         while at < len {
-            let page_end = ((at / PAGE_BYTES) + 1).saturating_mul(PAGE_BYTES).min(len);
-            if self.map[at as usize..page_end as usize].iter().all(|&b| b == 0) {
-                break;
+            let page_end = (at / PAGE_BYTES + 1).saturating_mul(PAGE_BYTES).min(len);
+            match self.map[at..page_end].iter().rposition(|&b| b != 0) {
+                Some(last) => end = at + last + 1,
+                None => break,
             }
             at = page_end;
         }
-        at - position.min(len)
+        (end - from) as u64
     }
 }
 
