@@ -27,6 +27,9 @@ pub struct RecoveryReport {
     pub last_index: u64,
     /// Segments in the log after recovery.
     pub segments: usize,
+    /// Segment files recovery opened; the other sealed segments load on first use,
+    /// so this stays small however many there are.
+    pub segments_read: usize,
     /// Segments read past their last durable checkpoint, and where each read stopped.
     pub scans: Vec<TailScan>,
     /// Segment files deleted because they were not part of the log.
@@ -75,9 +78,10 @@ impl fmt::Display for RecoveryReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "opened {}: {} segment(s), entries {}..={}, start {}",
+            "opened {}: {} segment(s) ({} read), entries {}..={}, start {}",
             self.dir.display(),
             self.segments,
+            self.segments_read,
             self.first_index,
             self.last_index,
             self.start
@@ -150,6 +154,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Log, RecoveryReport), 
         k -= 1;
         let limit = segs.get(k + 1).map(|&next| next - 1);
         let l = SegmentState::load(dir, segs[k], limit, &config)?;
+        report.segments_read += 1;
         if let Some(s) = &l.scanned {
             report.scans.push(TailScan {
                 segment: l.state.path.clone(),
@@ -177,6 +182,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Log, RecoveryReport), 
     for k in 0..segs.len() {
         if loaded[k].is_none() && !listing.indexes.contains(&segs[k]) {
             loaded[k] = Some(SegmentState::load(dir, segs[k], Some(segs[k + 1] - 1), &config)?);
+            report.segments_read += 1;
         }
     }
 

@@ -88,6 +88,7 @@ fn open_reads_only_the_tail_whatever_the_number_of_sealed_segments() {
     let (log, report) = open(dir.path(), small_config());
     assert!(segments > 30);
     assert!(report.scans.len() <= 2, "only unsealed tail segments are scanned: {report}");
+    assert!(report.segments_read <= 3, "sealed segments load on first use: {report}");
     assert!(report.scans.iter().map(|s| s.to - s.from).sum::<u64>() < 2 * 4096, "{report}");
     check_consistent(&log);
 }
