@@ -2,15 +2,33 @@
 
 use std::path::Path;
 
-use segments::{Config, Entry, EntryMeta, Log, RecoveryReport};
+use segments::{Config, Entry, EntryMeta, Error, Log, RecoveryReport};
 
 /// Small segments (a few entries each) so tests roll, seal and cross boundaries often.
 pub fn small_config() -> Config {
     Config { segment_bytes: 4096, entry_bytes_max: 1024, index_interval_bytes: 256, ..Config::default() }
 }
 
+/// Opens a log, retrying `Locked` for a moment: the crash test forks children while
+/// other tests run, and a child holds a copy of every open file (the LOCK file of a
+/// log just dropped, too) until it execs, which keeps that flock held.
 pub fn open(dir: &Path, config: Config) -> (Log, RecoveryReport) {
-    Log::open(dir, config).unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+    for _ in 0..100 {
+        match Log::open(dir, config) {
+            Err(Error::Locked { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => return other.unwrap_or_else(|e| panic!("open {}: {e}", dir.display())),
+        }
+    }
+    panic!("{} stayed locked", dir.display())
+}
+
+/// A temporary directory on tmpfs when there is one: for tests of logic, not of
+/// durability, where thousands of fsyncs would only cost time.
+pub fn fast_tempdir() -> tempfile::TempDir {
+    match Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap(),
+        false => tempfile::tempdir().unwrap(),
+    }
 }
 
 fn mix(index: u64, term: u64) -> u64 {

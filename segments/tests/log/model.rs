@@ -129,7 +129,7 @@ fn apply(log: &mut Log, m: &mut Model, op: &Op, dir: &std::path::Path) {
         Op::Reopen => {
             let config = *log.config();
             // Swap in a throwaway log first: the directory is locked while `log` lives.
-            let scratch = tempfile::tempdir().unwrap();
+            let scratch = fast_tempdir();
             drop(std::mem::replace(log, open(scratch.path(), config).0));
             let (reopened, report) = open(dir, config);
             *log = reopened;
@@ -160,11 +160,11 @@ fn apply(log: &mut Log, m: &mut Model, op: &Op, dir: &std::path::Path) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn the_log_behaves_like_a_vector(ops in proptest::collection::vec(op(), 1..40)) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = fast_tempdir();
         let (mut log, _) = open(dir.path(), small_config());
         let mut m = Model { start: LogStart::default(), entries: Vec::new(), term: 1 };
         for op in &ops {
