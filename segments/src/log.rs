@@ -198,15 +198,21 @@ impl Log {
         Ok(())
     }
 
-    /// Captures what a sync must flush: every file written since it was last made
-    /// durable, and the last index, which the job will cover.
+    /// Captures what a sync must flush: every data file written since it was last
+    /// made durable, index files holding a new seal, and the last index, which the
+    /// job will cover.
     pub fn begin_sync(&mut self) -> SyncJob {
         self.sync_seq += 1;
         let floor = Arc::new(AtomicU64::new(u64::MAX));
         self.floors.retain(|w| w.strong_count() > 0);
         self.floors.push(Arc::downgrade(&floor));
         let data = self.open.iter().map(|o| (o.data.clone(), files::segment_path(&self.dir, o.first_index)));
-        let index = self.open.iter().map(|o| (o.index.clone(), files::index_path(&self.dir, o.first_index)));
+        // Index files are fsync'd once they hold their seal, not on every sync: an index
+        // record is written only after the data it names is durable, so whenever it
+        // reaches the disk it is true; its durability only shortens recovery's scan.
+        // (A second growing file per sync would cost a second journal commit.)
+        let sealed = self.open.iter().filter(|o| o.sealed_at.is_some());
+        let index = sealed.map(|o| (o.index.clone(), files::index_path(&self.dir, o.first_index)));
         SyncJob {
             files: data.chain(index).collect(),
             covers: self.last_index(),
