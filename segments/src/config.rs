@@ -15,19 +15,11 @@ pub struct Config {
     pub entry_bytes_max: u32,
     /// Bytes of entries between two points of the sparse index: a lookup scans at most this far.
     pub index_interval_bytes: u32,
-    /// Which write path appends use; FORMAT.md "Write path" says why the default won.
-    #[doc(hidden)]
-    pub write_path: crate::WritePath,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            segment_bytes: 128 << 20,
-            entry_bytes_max: 4 << 20,
-            index_interval_bytes: 4096,
-            write_path: crate::WritePath::default(),
-        }
+        Config { segment_bytes: 128 << 20, entry_bytes_max: 4 << 20, index_interval_bytes: 4096 }
     }
 }
 

@@ -29,4 +29,3 @@ pub use log::{Log, SegmentInfo};
 pub use recovery::{Discarded, RecoveryReport, TailScan};
 pub use segment::Stop;
 pub use sync::{SyncDone, SyncJob};
-pub use writer::WritePath;

@@ -185,8 +185,8 @@ impl Log {
         Ok(())
     }
 
-    fn install(&mut self, (segment, open, map): NewSegment) {
-        self.writer.retarget(open.data.clone(), map);
+    fn install(&mut self, (segment, open): NewSegment) {
+        self.writer.retarget(open.data.clone());
         self.segments.push(segment);
         self.open.push(open);
     }
@@ -565,15 +565,14 @@ impl Log {
     }
 }
 
-pub(crate) type NewSegment = (Segment, OpenSegment, Arc<memmap2::MmapRaw>);
+pub(crate) type NewSegment = (Segment, OpenSegment);
 
 /// Creates a segment file (durably): the parts that become the log's active segment.
 pub(crate) fn new_segment(dir: &Path, header: SegmentHeader, config: &Config) -> Result<NewSegment, Error> {
-    let writable = config.write_path == crate::WritePath::Mmap;
-    let (state, data, index, map) = SegmentState::create(dir, header, config, writable)?;
+    let (state, data, index) = SegmentState::create(dir, header, config)?;
     let first_index = header.first_index;
     let open = OpenSegment { first_index, data: Arc::new(data), index: Arc::new(index), persisted: 0, sealed_at: None };
-    Ok((Segment { first_index, state: OnceLock::from(state) }, open, map))
+    Ok((Segment { first_index, state: OnceLock::from(state) }, open))
 }
 
 /// A seal or checkpoint as stored: used by recovery to write whole index files.

@@ -218,7 +218,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Log, RecoveryReport), 
         base_offset: next_offset,
         prev_term: last_term,
     };
-    let (active, open, map) = new_segment(dir, header, &config)?;
+    let (active, open) = new_segment(dir, header, &config)?;
     files::sync_dir(dir)?;
 
     let mut segments: Vec<Segment> = segs
@@ -230,7 +230,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Log, RecoveryReport), 
     assert_eq!(segments[0].first_index, start.index, "the log begins at its start");
     assert!(segments.windows(2).all(|w| w[0].first_index < w[1].first_index), "segments in index order");
 
-    let writer = Writer::new(open.data.clone(), map, config.write_path);
+    let writer = Writer::new(open.data.clone());
     let log = Log {
         dir: dir.to_path_buf(),
         config,

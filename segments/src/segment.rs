@@ -29,7 +29,7 @@ impl AsRef<[u8]> for MapOwner {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: the mapping lives as long as `self`. Bytes inside it that a reader can
         // see are never written again (FORMAT.md, "Bytes are never overwritten"); the
-        // writer only fills the part past every view handed out.
+        // writer only fills (by pwrite) the part past every view handed out.
         unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.0.len()) }
     }
 }
@@ -106,25 +106,18 @@ impl SegmentState {
     }
 
     /// Creates a new, empty segment file and its index file (durably: the directory
-    /// is fsync'd), replacing any of the same name. Returns the state, the data and
-    /// index files, and the mapping (writable when `writable_map`).
-    pub fn create(
-        dir: &Path,
-        header: SegmentHeader,
-        config: &Config,
-        writable_map: bool,
-    ) -> Result<(SegmentState, File, File, Arc<MmapRaw>), Error> {
+    /// is fsync'd), replacing any of the same name. Returns the state (with the file
+    /// mapped read-only) and the data and index files.
+    pub fn create(dir: &Path, header: SegmentHeader, config: &Config) -> Result<(SegmentState, File, File), Error> {
         let path = files::segment_path(dir, header.first_index);
         let index_path = files::index_path(dir, header.first_index);
         let idx = files::create_preallocated(&index_path, &encode_index_header(&header), INDEX_HEADER_LEN as u64)?;
         let data = files::create_preallocated(&path, &header.encode(), config.segment_bytes)?;
         files::sync_dir(dir)?;
-        let options = MmapOptions::new();
-        let raw = if writable_map { options.map_raw(&data) } else { options.map_raw_read_only(&data) };
-        let raw = Arc::new(raw.map_err(Error::io("map", &path))?);
+        let raw = Arc::new(MmapOptions::new().map_raw_read_only(&data).map_err(Error::io("map", &path))?);
         let capacity = (config.segment_bytes / u64::from(config.index_interval_bytes)).min(1 << 16) as usize + 16;
         let checkpoints = Checkpoints::Owned(Vec::with_capacity(capacity));
-        Ok((SegmentState::empty(path, header, map_bytes(raw.clone()), checkpoints), data, idx, raw))
+        Ok((SegmentState::empty(path, header, map_bytes(raw), checkpoints), data, idx))
     }
 
     /// Reads a segment from disk. Trusts a valid sealed index; otherwise scans from

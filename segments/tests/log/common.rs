@@ -6,7 +6,7 @@ use segments::{Config, Entry, EntryMeta, Error, Log, RecoveryReport};
 
 /// Small segments (a few entries each) so tests roll, seal and cross boundaries often.
 pub fn small_config() -> Config {
-    Config { segment_bytes: 4096, entry_bytes_max: 1024, index_interval_bytes: 256, ..Config::default() }
+    Config { segment_bytes: 4096, entry_bytes_max: 1024, index_interval_bytes: 256 }
 }
 
 /// Opens a log, retrying `Locked` for a moment: the crash test forks children while
