@@ -1,0 +1,173 @@
+//! What a crash or a bad disk leaves behind: lost unsynced writes (power cut),
+//! torn entries, flipped bits. Synced entries survive; the rest vanishes as a
+//! suffix; damage in sealed segments is reported on read, never returned as data.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use segments::{DecodeError, Error, SEGMENT_HEADER_LEN, Stop};
+
+use crate::common::*;
+
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    /// The pages never reached the disk: zeros (preallocated space).
+    Zeros,
+    /// The file ends early (e.g. a file system without preallocation).
+    Cut,
+    /// Stale or half-written sectors.
+    Garbage,
+}
+
+fn lose(path: &Path, from: u64, loss: Loss) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    let len = file.metadata().unwrap().len();
+    match loss {
+        Loss::Zeros => file.write_all_at(&vec![0; (len - from) as usize], from).unwrap(),
+        Loss::Cut => file.set_len(from).unwrap(),
+        Loss::Garbage => {
+            let junk: Vec<u8> = (0..(len - from).min(9000)).map(|i| (i * 7919 % 251) as u8 | 1).collect();
+            file.write_all_at(&junk, from).unwrap()
+        }
+    }
+}
+
+fn flip(path: &Path, at: u64) {
+    let file = OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut b = [0u8];
+    file.read_exact_at(&mut b, at).unwrap();
+    file.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+}
+
+/// Simulates a power cut: everything written after the last sync is lost, in the
+/// file that holds the first unsynced entry and in every segment created after it.
+#[test]
+fn unsynced_writes_lost_in_a_power_cut_vanish_as_a_suffix() {
+    for loss in [Loss::Zeros, Loss::Cut, Loss::Garbage] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = synced_log(dir.path(), 10, 10);
+        append_made(&mut log, 40, 11, 400); // unsynced, across several segments
+        let synced = log.synced_index();
+        assert_eq!(synced, 100);
+        let (path, position) = log.position_of(synced + 1).unwrap();
+        let later: Vec<PathBuf> =
+            log.segments().into_iter().filter(|s| s.first_index > synced + 1).map(|s| s.path).collect();
+        assert!(later.len() >= 2, "the unsynced entries span segments");
+        let mut expected = Vec::new();
+        log.read(1, usize::MAX, &mut expected).unwrap();
+        expected.truncate(synced as usize);
+        drop(log);
+        lose(&path, position, loss);
+        for p in &later {
+            lose(p, SEGMENT_HEADER_LEN as u64, loss);
+        }
+        let (mut log, report) = open(dir.path(), small_config());
+        assert_eq!(log.last_index(), synced, "{loss:?}: {report}");
+        assert_eq!(check_consistent(&log), expected, "{loss:?}");
+        assert_eq!(
+            report.discarded.len(),
+            later.len() - usize::from(position == SEGMENT_HEADER_LEN as u64),
+            "{report}"
+        );
+        append_made(&mut log, 20, 12, 400);
+        log.sync().unwrap();
+        drop(log);
+        let (log, report) = open(dir.path(), small_config());
+        assert!(report.is_clean(), "{loss:?}: {report}");
+        assert_eq!(log.last_index(), synced + 20);
+        check_consistent(&log);
+    }
+}
+
+/// A log of 20 entries in one segment, closed, with the position of entry 15.
+fn one_segment_log(dir: &Path) -> (PathBuf, u64, Vec<segments::Entry>) {
+    let (mut log, _) = open(dir, segments::Config::default());
+    let written = append_made(&mut log, 20, 1, 300);
+    log.sync().unwrap();
+    let (path, position) = log.position_of(15).unwrap();
+    (path, position, written)
+}
+
+#[test]
+fn an_entry_torn_mid_write_is_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, position, written) = one_segment_log(dir.path());
+    lose(&path, position + 10, Loss::Cut);
+    let (log, report) = open(dir.path(), segments::Config::default());
+    assert_eq!(check_consistent(&log), written[..14]);
+    let scan = report.scans.iter().find(|s| s.segment == path).expect("the tail was scanned");
+    assert!(scan.is_cut() && !report.is_clean(), "{report}");
+    assert_eq!(scan.to, position, "{report}");
+    assert!((1..=10).contains(&scan.bytes_dropped), "the 10 bytes left (trailing zeros not counted): {report}");
+    assert!(matches!(scan.stop, Stop::Torn(DecodeError::Truncated { .. })), "{report}");
+    assert!(report.to_string().contains("CUT at byte"), "{report}");
+}
+
+#[test]
+fn a_flipped_byte_in_the_tail_cuts_the_log_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, position, written) = one_segment_log(dir.path());
+    flip(&path, position + 17); // the index field of entry 15
+    let (log, report) = open(dir.path(), segments::Config::default());
+    assert_eq!(check_consistent(&log), written[..14]);
+    let scan = report.scans.iter().find(|s| s.segment == path).unwrap();
+    assert!(matches!(scan.stop, Stop::Torn(DecodeError::BadCrc { .. })), "{report}");
+    let tail: usize = written[14..].iter().map(|e| e.encoded_len()).sum();
+    assert_eq!(scan.bytes_dropped, tail as u64, "{report}");
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_segment_is_reported_on_read_then_repaired_by_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = synced_log(dir.path(), 20, 10);
+    let expected = check_consistent(&log);
+    let sealed = &log.segments()[3];
+    let bad = sealed.first_index + 1;
+    let (path, position) = log.position_of(bad).unwrap();
+    assert_eq!(path, sealed.path);
+    let bad_term = expected[bad as usize - 1].term();
+    // Live: the map shows the damage at once (entries are views of it: `expected[bad]`
+    // changes too), and every read checks the CRC again.
+    flip(&path, position + 30);
+    let corrupt_at = |log: &segments::Log, from: u64| {
+        let err = log.read(from, usize::MAX, &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Corrupt { segment, position: p, reason: DecodeError::BadCrc { .. } }
+                if *segment == path && *p == position),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    };
+    corrupt_at(&log, 1);
+    corrupt_at(&log, bad);
+    drop(log);
+    // On disk: open does not scan sealed segments, reads still catch it.
+    let (mut log, report) = open(dir.path(), small_config());
+    assert!(report.is_clean() && !report.scans.iter().any(|s| s.segment == path), "{report}");
+    corrupt_at(&log, 1);
+    let mut after = Vec::new();
+    log.read(bad + 1, usize::MAX, &mut after).unwrap();
+    assert_eq!(after, expected[bad as usize..], "entries after the damage are intact");
+    assert_eq!(log.term(bad), Some(bad_term), "terms need no entry bytes");
+    // The replica's repair: drop the damaged suffix and fetch it again.
+    log.truncate_after(bad - 1).unwrap();
+    let refetched = append_made(&mut log, 30, 50, 400);
+    let mut want = expected[..bad as usize - 1].to_vec();
+    want.extend(refetched);
+    assert_eq!(check_consistent(&log), want);
+    log.sync().unwrap();
+    drop(log);
+    let (log, report) = open(dir.path(), small_config());
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(check_consistent(&log), want, "the damaged bytes stay behind the next segment's start");
+}
+
+#[test]
+fn a_corrupt_log_start_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(synced_log(dir.path(), 2, 5));
+    flip(&dir.path().join("log-start"), 20);
+    let err = segments::Log::open(dir.path(), small_config()).err().expect("refused");
+    assert!(matches!(err, Error::BadFile { .. }), "{err}");
+}
