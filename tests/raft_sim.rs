@@ -51,14 +51,15 @@ fn run_seed(seed: u64, verbose: bool) -> world::Stats {
         Ok(Ok(())) => return world.stats,
         Ok(Err(violation)) => violation,
         Err(panic) => {
-            let text = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            let text =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             format!("the core panicked: {}", text.unwrap_or_default())
         }
     };
     let trace: Vec<&str> = world.trace.iter().map(String::as_str).collect();
     panic!(
-        "SIMULATION FAILED at seed {seed}: {failure}\n\n{}\n\nlast events:\n{}\n\nstate:\n{}\nreplay: KEEL_SIM_SEED={seed} \
-         KEEL_SIM_TRACE=1 cargo test --release --test raft_sim -- --nocapture",
+        "SIMULATION FAILED at seed {seed}: {failure}\n\n{}\n\nlast events:\n{}\n\nstate:\n{}\n\
+         replay: KEEL_SIM_SEED={seed} KEEL_SIM_TRACE=1 cargo test --release --test raft_sim -- --nocapture",
         world.schedule,
         trace.join("\n"),
         world.describe()

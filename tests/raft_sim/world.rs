@@ -21,12 +21,30 @@ const DURABLE_CHECK_EVERY: u64 = 1_000;
 
 #[derive(Debug)]
 enum Event {
-    Tick { node: NodeId, epoch: u64 },
-    Deliver { from: NodeId, to: NodeId, msg: Message },
-    DiskDone { node: NodeId, epoch: u64 },
+    Tick {
+        node: NodeId,
+        epoch: u64,
+    },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    },
+    DiskDone {
+        node: NodeId,
+        epoch: u64,
+    },
     Fault(usize),
     Restart(NodeId),
-    DiskRecovered { node: NodeId, epoch: u64 },
+    /// Churn: crash this leader if it still leads in the same life.
+    CrashLeader {
+        node: NodeId,
+        epoch: u64,
+    },
+    DiskRecovered {
+        node: NodeId,
+        epoch: u64,
+    },
     Propose,
     Heal,
     Marker,
@@ -56,6 +74,8 @@ pub struct World {
     pub trace: VecDeque<String>,
     pub trace_live: bool,
     healed_at: Option<Micros>,
+    /// While `now` is below this, new leaders are crashed soon after their election.
+    churn_until: Micros,
     /// Liveness markers proposed after healing: (index, term).
     markers: Vec<(u64, u64)>,
     pub stats: Stats,
@@ -127,6 +147,7 @@ impl World {
             trace: VecDeque::new(),
             trace_live: false,
             healed_at: None,
+            churn_until: 0,
             markers: Vec::new(),
             stats: Stats::default(),
             schedule,
@@ -167,7 +188,7 @@ impl World {
                 return Err(format!("more than {EVENTS_MAX} events: livelock?"));
             }
             self.handle(event)?;
-            if self.stats.events % DURABLE_CHECK_EVERY == 0 {
+            if self.stats.events.is_multiple_of(DURABLE_CHECK_EVERY) {
                 self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
             }
             if let Some(healed_at) = self.healed_at {
@@ -177,7 +198,10 @@ impl World {
                 }
                 if self.now > healed_at + LIVENESS_DEADLINE {
                     let state = self.describe();
-                    return Err(format!("liveness: no convergence {}ms after healing\n{state}", LIVENESS_DEADLINE / MS));
+                    return Err(format!(
+                        "liveness: no convergence {}ms after healing\n{state}",
+                        LIVENESS_DEADLINE / MS
+                    ));
                 }
             }
         }
@@ -229,6 +253,16 @@ impl World {
             }
             Event::Fault(k) => self.fault(k),
             Event::Restart(node) => self.restart(node),
+            Event::CrashLeader { node, epoch } => {
+                let sim = &self.nodes[&node];
+                let leads = sim.node.try_raft().is_some_and(|r| r.role() == Role::Leader);
+                if sim.epoch == epoch && leads && self.healed_at.is_none() {
+                    let down = self.rng.random_range(30..=300) * MS;
+                    self.at(self.now + down, Event::Restart(node));
+                    self.crash(node, true)?;
+                }
+                Ok(())
+            }
             Event::DiskRecovered { node, epoch } => {
                 let sim = self.nodes.get_mut(&node).expect("node");
                 if sim.disk_epoch == epoch {
@@ -276,6 +310,13 @@ impl World {
             if let Some(soft) = ready.soft_state {
                 if soft.role == Role::Leader {
                     self.stats.elections += 1;
+                    if self.now < self.churn_until {
+                        let epoch = self.nodes[&id].epoch;
+                        // Often before its first Append lands, so its entries stay its own.
+                        let within = if self.rng.random_range(0..2) == 0 { 2 * MS } else { 20 * MS };
+                        let when = self.now + self.rng.random_range(0..=within);
+                        self.at(when, Event::CrashLeader { node: id, epoch });
+                    }
                 }
                 self.note(|| format!("node {id}: {:?} term {} leader {:?}", soft.role, soft.term, soft.leader));
             }
@@ -286,6 +327,14 @@ impl World {
             if let Some((start, _)) = ready.reset {
                 self.stats.resets += 1;
                 self.note(|| format!("node {id}: reset to {start:?}"));
+            }
+            let leads = self.nodes[&id].node.raft().role() == Role::Leader;
+            if leads && ready.commit.is_some() && self.now < self.churn_until && self.rng.random_range(0..2) == 0 {
+                // A crash point: the leader dies right after its commit index moved,
+                // before the messages of that step leave.
+                let down = self.rng.random_range(30..=300) * MS;
+                self.at(self.now + down, Event::Restart(id));
+                return self.crash(id, true);
             }
             for (to, msg) in ready.messages {
                 self.send(id, to, msg);
@@ -359,7 +408,8 @@ impl World {
             Fault::MembershipChange => self.change_membership()?,
             Fault::Transfer => {
                 if let Some(leader) = self.leader() {
-                    let voters: Vec<NodeId> = self.nodes[&leader].node.raft().membership().voters.iter().copied().collect();
+                    let voters: Vec<NodeId> =
+                        self.nodes[&leader].node.raft().membership().voters.iter().copied().collect();
                     let to = voters[self.rng.random_range(0..voters.len())];
                     let result = self.nodes.get_mut(&leader).expect("node").node.transfer_leadership(to);
                     self.stats.transfers += u64::from(result.is_ok() && to != leader);
@@ -367,6 +417,7 @@ impl World {
                     self.flush(leader)?;
                 }
             }
+            Fault::Churn { duration } => self.churn_until = self.now + duration,
             Fault::Compact { node, keep } => {
                 let sim = self.nodes.get_mut(&node).expect("node");
                 if sim.node.is_up() {
@@ -488,7 +539,7 @@ impl World {
             sim.disk_epoch += 1;
             self.restart(id)?;
         }
-        self.events.retain(|_, e| !matches!(e, Event::Fault(_) | Event::Restart(_)));
+        self.events.retain(|_, e| !matches!(e, Event::Fault(_) | Event::Restart(_) | Event::CrashLeader { .. }));
         self.at(self.now, Event::Marker);
         Ok(())
     }
