@@ -17,7 +17,7 @@ impl Raft {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.lead = LeaderState::default();
-        self.sync_progress(store);
+        self.sync_progress(self.log.last_index(store) + 1);
         // Raft §5.4.2 and §8: entries of earlier terms commit only once an entry of the
         // leader's own term does, so a new leader appends an empty one at once.
         self.lead.term_start = self.append_own(store, kind::NOOP, &[], 0).index;
@@ -140,10 +140,9 @@ impl Raft {
         index
     }
 
-    /// Keeps one Progress per member of the active configuration (new ones probe from the end).
-    pub(super) fn sync_progress(&mut self, store: &impl LogStore) {
+    /// Keeps one Progress per member of the active configuration; new ones probe from `next`.
+    pub(super) fn sync_progress(&mut self, next: u64) {
         let members = self.configs.active().members();
-        let next = self.log.last_index(store) + 1;
         self.lead.progress.retain(|id, _| members.contains(id));
         for id in members.into_iter().filter(|id| *id != self.config.id) {
             self.lead.progress.entry(id).or_insert_with(|| Progress::new(next));

@@ -10,6 +10,11 @@
 
 use super::{Entry, LogStart, Membership};
 
+/// The largest term, index or record offset a peer may name. A message with a larger
+/// number is malformed: real clusters never get near it, and the bound keeps every sum
+/// and increment in the core far from overflowing.
+pub const NUMBER_MAX: u64 = 1 << 62;
+
 /// A follower's hint for where its log stops matching the leader's (fast backtracking,
 /// Raft §5.3 and thesis §5.3.2): `index` is the last index at or below the rejected
 /// `prev_index` whose entry has a term `<= prev_term`, and `term` that entry's term. The
@@ -106,6 +111,35 @@ impl Message {
             | Message::TimeoutNow { term }
             | Message::Reset { term, .. } => *term,
         }
+    }
+
+    /// Whether every number in the message (entries included) is at most `NUMBER_MAX`.
+    pub fn numbers_in_range(&self) -> bool {
+        let entry_ok = |e: &Entry| e.index().max(e.term()).max(e.base_offset()) <= NUMBER_MAX;
+        let numbers: &[u64] = match self {
+            Message::PreVote { term, last_index, last_term } | Message::Vote { term, last_index, last_term, .. } => {
+                &[*term, *last_index, *last_term]
+            }
+            Message::PreVoteResponse { term, .. }
+            | Message::VoteResponse { term, .. }
+            | Message::HeartbeatResponse { term }
+            | Message::TimeoutNow { term } => &[*term],
+            Message::Append { term, prev_index, prev_term, commit, entries } => {
+                if !entries.iter().all(entry_ok) {
+                    return false;
+                }
+                &[*term, *prev_index, *prev_term, *commit]
+            }
+            Message::AppendResponse { term, index, reject } => {
+                let hint = reject.map_or(0, |c| c.index.max(c.term));
+                &[*term, *index, hint]
+            }
+            Message::Heartbeat { term, commit } => &[*term, *commit],
+            Message::Reset { term, start, membership_index, .. } => {
+                &[*term, start.index, start.prev_term, start.offset, *membership_index]
+            }
+        };
+        numbers.iter().all(|n| *n <= NUMBER_MAX)
     }
 
     /// A short name for logs and the simulator's trace.

@@ -52,7 +52,7 @@ pub mod testkit;
 pub use config::{Config, ConfigError};
 pub use error::{BusyReason, ProposeError, StartError, TransferError};
 pub use membership::{MEMBERS_MAX, Membership, MembershipChange, MembershipError};
-pub use message::{Conflict, Message};
+pub use message::{Conflict, Message, NUMBER_MAX};
 pub use node::{Proposal, Raft};
 pub use progress::{ProgressState, ProgressView};
 pub use ready::{Ready, Role, SoftState};

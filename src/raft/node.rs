@@ -138,7 +138,8 @@ impl Raft {
     /// malformed or out-of-range messages are dropped or rejected.
     pub fn step(&mut self, from: NodeId, msg: Message, store: &impl LogStore) {
         self.log.check_store(store);
-        if from == self.config.id || from == 0 {
+        if from == self.config.id || from == 0 || !msg.numbers_in_range() {
+            tracing::warn!(id = self.config.id, from, msg = msg.name(), "malformed message dropped");
             return;
         }
         let term = msg.term();
@@ -333,7 +334,9 @@ impl Raft {
     /// roles and the leader's follower set follow it.
     pub(super) fn membership_changed(&mut self, store: &impl LogStore) {
         match self.role {
-            Role::Leader => self.sync_progress(store),
+            // A leader's configuration changes only by appending its own entry, the last
+            // one: new members are probed from it, so it is the first thing they are sent.
+            Role::Leader => self.sync_progress(self.log.last_index(store)),
             Role::Candidate | Role::PreCandidate if !self.promotable() => {
                 self.become_follower(self.term, None);
             }
