@@ -5,7 +5,7 @@
 
 use super::memstore::MemStore;
 use super::{Config, HardState, LogStore, Membership, MembershipChange, Message, NodeId, Proposal};
-use super::{ProposeError, Raft, Ready, Role, StartError, TransferError};
+use super::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, StartError, TransferError, kind};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -156,6 +156,17 @@ impl Node {
         self.writes.clear();
     }
 
+    /// Replaces the node's disk with `store` (made durable) and `hard_state`, and starts a
+    /// fresh core on it: tests set up a history this way.
+    pub fn reload(&mut self, mut store: MemStore, hard_state: HardState) -> Result<(), StartError> {
+        store.sync(store.written());
+        self.store = store;
+        self.hard_state = hard_state;
+        self.lazy_hard_state = None;
+        self.writes.clear();
+        self.restart()
+    }
+
     /// Starts the core again from what the disk holds.
     pub fn restart(&mut self) -> Result<(), StartError> {
         let raft = Raft::new(self.config.clone(), self.hard_state, self.membership.clone(), &self.store)?;
@@ -167,6 +178,9 @@ impl Node {
 
 /// Deliveries one `Cluster::deliver` performs at most, so a livelock fails a test instead of hanging it.
 pub const DELIVERIES_MAX: usize = 1_000_000;
+
+/// Election timeouts `Cluster::elect` waits through before giving up.
+pub const ELECTION_ROUNDS_MAX: usize = 10;
 
 /// Nodes over an in-memory network: messages are delivered in the order sent, except on
 /// cut links, where they are dropped.
@@ -257,12 +271,7 @@ impl Cluster {
 
     /// Delivers messages until none are in flight.
     pub fn deliver(&mut self) {
-        for _ in 0..DELIVERIES_MAX {
-            if !self.deliver_one() {
-                return;
-            }
-        }
-        panic!("the network never went quiet after {DELIVERIES_MAX} deliveries");
+        self.deliver_until(|c| c.network.is_empty());
     }
 
     pub fn tick(&mut self, id: NodeId) {
@@ -281,16 +290,35 @@ impl Cluster {
         }
     }
 
-    /// Ticks node `id` alone until its election timeout fires, then lets the election run.
-    pub fn campaign(&mut self, id: NodeId) {
-        let ticks_max = self.node(id).config.election_ticks_max * 2;
-        for _ in 0..ticks_max {
-            self.tick(id);
-            if self.raft(id).role() != Role::Follower {
-                break;
+    /// Delivers messages one at a time until `done` holds; false if the network went quiet first.
+    pub fn deliver_until(&mut self, done: impl Fn(&Cluster) -> bool) -> bool {
+        for _ in 0..DELIVERIES_MAX {
+            if done(self) {
+                return true;
+            }
+            if !self.deliver_one() {
+                return done(self);
             }
         }
-        self.deliver();
+        panic!("no end after {DELIVERIES_MAX} deliveries");
+    }
+
+    /// Ticks node `id` alone until it campaigns and lets the election run, message by
+    /// message, until it leads; its first Appends stay queued. Retries for a few timeouts.
+    pub fn elect(&mut self, id: NodeId) {
+        let ticks_max = self.node(id).config.election_ticks_max * 2;
+        for _ in 0..ELECTION_ROUNDS_MAX {
+            for _ in 0..ticks_max {
+                self.tick(id);
+                if self.raft(id).role() != Role::Follower {
+                    break;
+                }
+            }
+            if self.deliver_until(|c| c.raft(id).role() == Role::Leader) {
+                return;
+            }
+        }
+        panic!("node {id} did not win an election in {ELECTION_ROUNDS_MAX} rounds: {:?}", self.raft(id));
     }
 
     /// Proposes on node `id` and queues what follows.
@@ -298,6 +326,23 @@ impl Cluster {
         let proposal = self.node_mut(id).propose(payload, 1);
         self.flush(id);
         proposal
+    }
+
+    /// Gives node `id` a log whose entries have `terms` (index 1 on, one record each) and
+    /// `hard_state`, as if it had lived that history and restarted.
+    pub fn load_log(&mut self, id: NodeId, terms: &[u64], hard_state: HardState) {
+        let mut store = MemStore::default();
+        store.apply(&Ready { entries: data_entries(terms), ..Ready::default() });
+        self.node_mut(id).reload(store, hard_state).expect("the loaded history is valid");
+    }
+
+    /// Proposes `count` one-record entries (payloads 0, 1, ...) on leader `id` and delivers
+    /// what follows.
+    pub fn propose_entries(&mut self, id: NodeId, count: u8) {
+        for k in 0..count {
+            self.propose(id, &[k]).expect("the node leads and has room");
+        }
+        self.deliver();
     }
 
     /// Cuts every link to and from `id`.
@@ -313,4 +358,13 @@ impl Cluster {
     pub fn heal(&mut self) {
         self.cut.clear();
     }
+}
+
+/// Data entries with `terms`, from index 1, one record each, payload `[index]`.
+pub fn data_entries(terms: &[u64]) -> Vec<Entry> {
+    let entry = |k: usize, term: u64| {
+        let meta = EntryMeta { index: k as u64 + 1, term, kind: kind::DATA, base_offset: k as u64, record_count: 1 };
+        Entry::encode(meta, &[k as u8 + 1])
+    };
+    terms.iter().enumerate().map(|(k, t)| entry(k, *t)).collect()
 }
