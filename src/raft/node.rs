@@ -239,12 +239,13 @@ impl Raft {
         if let Some(newest) = commit.and_then(|c| self.configs.take_committed(c)) {
             committed_membership = Some(newest);
         }
-        let must_sync =
-            (hard_state.term, hard_state.vote) != (self.reported_hard_state.term, self.reported_hard_state.vote);
+        // A term or a vote must be durable before anyone hears of it (Raft Figure 2).
+        let term_changed = hard_state.term != self.reported_hard_state.term;
+        let vote_changed = hard_state.vote != self.reported_hard_state.vote;
         let soft_state = self.soft_state();
         let ready = Ready {
             hard_state: (hard_state != self.reported_hard_state).then_some(hard_state),
-            hard_state_must_sync: must_sync,
+            hard_state_must_sync: term_changed || vote_changed,
             reset,
             truncate_after,
             entries,
