@@ -22,7 +22,7 @@ use std::time::Instant;
 use world::World;
 
 /// Seeds CI runs: even seeds run 3 voters, odd seeds 5.
-const SEEDS_CI: u64 = 2_000;
+const SEEDS_CI: u64 = 5_000;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")))
