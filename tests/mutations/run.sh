@@ -23,7 +23,8 @@ restore() {
     applied=""
   fi
 }
-trap restore EXIT INT TERM
+trap restore EXIT
+trap 'restore; exit 130' INT TERM
 
 survivors=0
 for patch in "${patches[@]}"; do
