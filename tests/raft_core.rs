@@ -217,6 +217,44 @@ fn term_and_vote_survive_a_restart() {
     assert_eq!((c.raft(2).term(), c.raft(2).vote()), (term, vote));
 }
 
+// Raft Figure 2 (votedFor is persistent state): a vote cast in a term the node already
+// knew must be fsync'd before the answer leaves, or a crash lets it vote twice in a term.
+#[test]
+fn a_vote_without_a_term_change_is_synced_before_the_answer() {
+    let mut c = Cluster::new(&[1, 2, 3], |config| config.check_quorum = false);
+    c.elect(1);
+    c.propose_entries(1, 3);
+    let term = c.raft(2).term() + 1;
+    // A stale candidate brings S2 into the next term without its vote...
+    c.node_mut(2).step(3, Message::Vote { term, last_index: 0, last_term: 0, transfer: false });
+    c.flush(2);
+    assert_eq!((c.raft(2).term(), c.raft(2).vote()), (term, None));
+    // ...then an up-to-date one gets it, in the same term.
+    let (last_index, last_term) = (c.node(1).store.last_index(), c.raft(1).term());
+    c.node_mut(2).step(1, Message::Vote { term, last_index, last_term, transfer: false });
+    c.flush(2);
+    assert_eq!(c.raft(2).vote(), Some(1));
+    c.node_mut(2).crash(&mut SmallRng::seed_from_u64(7), false);
+    c.node_mut(2).restart().unwrap();
+    assert_eq!(c.raft(2).vote(), Some(1), "the vote survived the crash");
+}
+
+// The Ready contract: a follower's AppendResponse covering entries only leaves once
+// `persisted` reported them durable; written is not enough.
+#[test]
+fn a_follower_acknowledges_only_durable_entries() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    c.auto_sync = false;
+    let index = c.propose(1, b"x").unwrap().index;
+    assert!(c.deliver_until(|c| c.node(2).store.last_index() == index), "S2 wrote the entry");
+    let acks = |c: &Cluster| queued(c, 2, 1, |m| matches!(m, Message::AppendResponse { index: i, .. } if *i >= index));
+    assert_eq!(acks(&c), 0, "written, not durable: no acknowledgement yet");
+    c.sync(2);
+    assert_eq!(acks(&c), 1, "durable: acknowledged");
+}
+
 fn number() -> impl Strategy<Value = u64> {
     prop_oneof![0..4u64, 0..64u64, Just(NUMBER_MAX), Just(NUMBER_MAX + 1), Just(u64::MAX), any::<u64>()]
 }

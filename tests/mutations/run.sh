@@ -16,12 +16,22 @@ if [ ${#patches[@]} -eq 0 ]; then
   patches=(tests/mutations/*.patch)
 fi
 logs=$(mktemp -d -t keel-mutations.XXXXXX)
+# A mutation makes proptest record its failing cases; keep the files as they were.
+regressions=(tests/*.proptest-regressions)
+for f in "${regressions[@]}"; do
+  [ -e "$f" ] && cp "$f" "$logs/"
+done
 applied=""
 restore() {
   if [ -n "$applied" ]; then
     git apply -R "$applied"
     applied=""
   fi
+  for f in "${regressions[@]}"; do
+    if [ -e "$logs/$(basename "$f")" ]; then
+      cp "$logs/$(basename "$f")" "$f"
+    fi
+  done
 }
 trap restore EXIT
 trap 'restore; exit 130' INT TERM
