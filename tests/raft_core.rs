@@ -306,16 +306,23 @@ proptest! {
     // messages are dropped or rejected, and what the core asks of the store stays valid
     // (MemStore asserts contiguous appends and truncations inside the log).
     #[test]
-    fn garbage_and_out_of_range_messages_never_panic(msgs in proptest::collection::vec((1..5u64, message()), 1..12)) {
+    fn garbage_and_out_of_range_messages_never_panic(
+        msgs in proptest::collection::vec((1..5u64, message(), 0..40u32), 1..16)
+    ) {
         let mut c = Cluster::new(&[1, 2, 3], |_| {});
         c.load_log(1, &[1, 1, 2], HardState { term: 2, vote: None, commit: 1 });
         c.elect(1);
         c.deliver();
         c.tick(3);
-        for (k, (from, msg)) in msgs.into_iter().enumerate() {
+        // Ticks between the messages move nodes through elections while garbage arrives.
+        for (k, (from, msg, ticks)) in msgs.into_iter().enumerate() {
             let to = [1, 2, 3][k % 3];
+            for _ in 0..ticks {
+                c.tick(to);
+            }
             c.node_mut(to).step(from, msg);
             c.flush(to);
+            c.deliver();
         }
         c.run(3);
     }

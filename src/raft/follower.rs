@@ -214,7 +214,8 @@ impl Raft {
         if !self.heard_from_leader(from) {
             return;
         }
-        if start.index == 0 || membership.1.validate().is_err() {
+        // Like an Append's entries, the start's term cannot be later than the leader's.
+        if start.index == 0 || start.prev_term > self.term || membership.1.validate().is_err() {
             tracing::warn!(id = self.config.id, from, ?start, "malformed Reset dropped");
             return;
         }
