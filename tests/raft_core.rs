@@ -4,7 +4,7 @@
 use keel::raft::testkit::Cluster;
 use keel::raft::{
     BusyReason, Conflict, Entry, EntryMeta, HardState, LogStart, LogStore, Membership, MembershipChange, Message,
-    NUMBER_MAX, NodeId, ProgressState, ProposeError, Role, TransferError,
+    NUMBER_MAX, NodeId, ProgressState, ProposeError, Role, TransferError, kind,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -93,7 +93,26 @@ fn a_follower_behind_the_leaders_log_start_is_reset_to_it() {
     assert_eq!(follower.entry(31), leader.entry(31));
     assert_eq!(follower.next_offset(), leader.next_offset());
     assert_eq!(c.raft(3).commit(), 31);
-    assert_eq!(c.node(3).membership, (0, Membership::new([1, 2, 3])), "the reset carried the configuration");
+    let bootstrap = (1, Membership::new([1, 2, 3]));
+    assert_eq!(c.node(3).membership, bootstrap, "the reset carried the configuration, from entry 1");
+}
+
+// Regression (simulator seed 180464): the bootstrap configuration was in no entry, so a
+// node that joined later and learned everything from the log had no committed
+// configuration to put in a Reset. The first leader now records it as its first entry.
+#[test]
+fn the_first_leader_records_the_bootstrap_configuration_in_the_log() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    let first = c.node(2).store.live().entry(1).cloned().expect("entry 1");
+    assert_eq!(first.kind(), kind::CONFIG);
+    assert_eq!(Membership::decode(&first.payload()), Ok(Membership::new([1, 2, 3])));
+    c.node_mut(1).transfer_leadership(2).unwrap();
+    c.run(10);
+    assert_eq!(c.leader(), Some(2));
+    let second = c.node(2).store.live().entry(2).cloned().expect("entry 2");
+    assert_eq!(second.kind(), kind::NOOP, "later leaders append a no-op");
 }
 
 // Raft thesis §4.2.1: a new server joins as a learner, catches up without counting toward

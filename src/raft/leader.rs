@@ -19,8 +19,15 @@ impl Raft {
         self.lead = LeaderState::default();
         self.sync_progress(self.log.last_index(store) + 1);
         // Raft §5.4.2 and §8: entries of earlier terms commit only once an entry of the
-        // leader's own term does, so a new leader appends an empty one at once.
-        self.lead.term_start = self.append_own(store, kind::NOOP, &[], 0).index;
+        // leader's own term does, so a new leader appends one at once: a no-op, or, while
+        // the configuration in force is still the bootstrap one the caller passed to
+        // `new` (index 0, in no entry), that configuration. Nodes that join later then
+        // learn it from the log, or from a Reset that carries it once it is committed.
+        self.lead.term_start = if self.configs.active_index() == 0 {
+            self.append_config(store, self.configs.active().clone())
+        } else {
+            self.append_own(store, kind::NOOP, &[], 0).index
+        };
         self.broadcast_append(store);
         // A joint configuration may already be committed (its leader changed mid-change):
         // finish the change.

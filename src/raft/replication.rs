@@ -62,6 +62,9 @@ impl Raft {
     fn send_reset(&mut self, to: NodeId, store: &impl LogStore) {
         let start = self.log.start(store);
         let (membership_index, membership) = self.configs.committed().clone();
+        // The leader's log starts after a committed entry, so some configuration was
+        // committed by then: the bootstrap one is in the log (see `become_leader`).
+        assert!(membership.validate().is_ok(), "a Reset carries a valid configuration, not {membership:?}");
         self.send(to, Message::Reset { term: self.term, start, membership_index, membership });
         if let Some(pr) = self.lead.progress.get_mut(&to) {
             if pr.state == ProgressState::Replicate {
