@@ -23,6 +23,9 @@ pub struct Checker {
     written: HashMap<(u64, u64), (Entry, u64)>,
     /// State Machine Safety: every entry some node reported committed.
     pub committed: BTreeMap<u64, Entry>,
+    /// For each committed index, the lowest term in which a node reported it committed:
+    /// it was committed in that term or earlier, so every leader of a later term holds it.
+    committed_by_term: BTreeMap<u64, u64>,
     /// Per node: the commit index up to which its committed entries were compared.
     compared: BTreeMap<NodeId, u64>,
     seen: BTreeMap<NodeId, Seen>,
@@ -37,6 +40,7 @@ impl Checker {
             leaders: BTreeMap::new(),
             written: HashMap::new(),
             committed: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
             compared: BTreeMap::new(),
             seen: BTreeMap::new(),
         }
@@ -53,9 +57,12 @@ impl Checker {
             if let Some(other) = self.leaders.insert(term, id).filter(|other| *other != id) {
                 return Err(format!("two leaders in term {term}: {other} and {id}"));
             }
-            // Leader Completeness (§5.4): a new leader holds every committed entry.
+            // Leader Completeness (§5.4): a leader holds every entry committed in an earlier
+            // term. (A late election can still end in an older term; that leader cannot
+            // commit anything, and is not held to entries committed after its term.)
             for (index, entry) in self.committed.range(log.first_index()..) {
-                if log.entry(*index) != Some(entry) {
+                let earlier = self.committed_by_term.get(index).is_some_and(|t| *t < term);
+                if earlier && log.entry(*index) != Some(entry) {
                     return Err(format!("leader {id} of term {term} lacks committed entry {index}"));
                 }
             }
@@ -106,6 +113,7 @@ impl Checker {
     fn on_commit(&mut self, node: &Node, commit: u64) -> Result<(), Violation> {
         let id = node.id();
         let log = node.store.live();
+        let term = node.raft().term();
         let from = self.compared.get(&id).copied().unwrap_or(0).max(log.first_index() - 1) + 1;
         for index in from..=commit {
             let entry = log.entry(index).ok_or_else(|| format!("node {id} committed {index} it does not hold"))?;
@@ -118,6 +126,8 @@ impl Checker {
                     self.committed.insert(index, entry.clone());
                 }
             }
+            let by_term = self.committed_by_term.entry(index).or_insert(term);
+            *by_term = (*by_term).min(term);
         }
         let compared = self.compared.entry(id).or_default();
         *compared = (*compared).max(commit);
