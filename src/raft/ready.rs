@@ -36,12 +36,16 @@ pub struct Ready {
     pub hard_state_must_sync: bool,
     /// Apply to the store before calling the core again, in this order: `reset`, then
     /// `truncate_after`, then append `entries`. Writing is enough; no fsync is needed before
-    /// the messages go out. Durability is reported later through `Raft::persisted`.
+    /// the messages go out. Once an fsync covers these writes, report the store's last
+    /// index as it was right after them, with that entry's term, to `Raft::persisted` (after
+    /// a reset alone: `start.index - 1` and `start.prev_term`). Fsyncs may cover several
+    /// Readies at once; reports must follow the order of the writes.
     ///
     /// `reset`: replace the whole log with an empty one starting at this `LogStart`, whose
     /// configuration is this membership (also given in `committed_membership`).
     pub reset: Option<(LogStart, Membership)>,
-    /// Delete every entry after this index. Never at or below the commit index (asserted).
+    /// Delete every entry after this index. It is never below the commit index, so no
+    /// committed entry is ever deleted (asserted).
     pub truncate_after: Option<u64>,
     /// Append these, contiguous with the log (after reset and truncation).
     pub entries: Vec<Entry>,
