@@ -1,1 +1,97 @@
 //! The Raft consensus core: a deterministic state machine with no I/O.
+//!
+//! The core decides *what* to do; the caller (the replica glue, the simulator, the
+//! benchmarks) does it. Inputs are `tick` (time), `step` (a message from a peer),
+//! `propose*` (a client request) and `persisted` (the disk caught up); every input may
+//! leave outputs behind, which [`Raft::take_ready`] hands out as one [`Ready`] batch. The
+//! core owns no storage: it reads the caller's log through [`LogStore`] and asks for
+//! changes in the Ready. It never reads a clock or a global RNG, so one seed and one
+//! sequence of inputs always give the same outputs (the simulator relies on it).
+//!
+//! The loop around the core, as `testkit::Node` and the server run it:
+//!
+//! ```text
+//! input:  raft.tick(&store) | raft.step(from, msg, &store) | raft.propose(..) | raft.persisted(i, t, &store)
+//! let ready = raft.take_ready();
+//! 1. ready.hard_state (+ committed_membership): fsync it now if hard_state_must_sync, else write it lazily
+//! 2. ready.reset, ready.truncate_after, ready.entries: apply to the store, in that order (no fsync needed yet)
+//! 3. ready.messages: send
+//! 4. ready.commit: serve records up to it
+//! later, when an fsync covers index i whose entry has term t: raft.persisted(i, t, &store)
+//! ```
+//!
+//! The log is its own state machine (keel replicates a log of record batches), so there
+//! is no snapshot: a follower behind the leader's first index is *reset* to the leader's
+//! log start and configuration, and catches up from there.
+//!
+//! Files: `node.rs` (the state and the input/output plumbing), `election.rs` (timeouts,
+//! pre-vote, votes, check-quorum, transfer), `leader.rs` (becoming leader, proposals,
+//! membership changes), `replication.rs` (the leader's side of AppendEntries),
+//! `follower.rs` (the follower's side), `progress.rs` (per-follower flow control),
+//! `membership.rs` (configurations, quorums, their codec), `log.rs` (the store seen through
+//! the changes not yet handed out), `message.rs`, `ready.rs`, `store.rs`, `config.rs`,
+//! `error.rs`; `memstore.rs` and `testkit.rs` are an in-memory store and cluster for tests,
+//! the simulator and the benchmarks.
+
+mod config;
+mod election;
+mod error;
+mod follower;
+mod leader;
+mod log;
+mod membership;
+pub mod memstore;
+mod message;
+mod node;
+mod progress;
+mod ready;
+mod replication;
+mod store;
+pub mod testkit;
+
+pub use config::{Config, ConfigError};
+pub use error::{BusyReason, ProposeError, StartError, TransferError};
+pub use membership::{MEMBERS_MAX, Membership, MembershipChange, MembershipError};
+pub use message::{Conflict, Message, NUMBER_MAX};
+pub use node::{Proposal, Raft};
+pub use progress::{ProgressState, ProgressView};
+pub use ready::{Ready, Role, SoftState};
+pub use segments::{Entry, EntryMeta};
+pub use store::{LogStore, StoreError};
+
+/// A node's id within the cluster; 0 is never a valid id.
+pub type NodeId = u64;
+
+/// The `kind` byte of an entry's header, as the core writes and reads it.
+pub mod kind {
+    /// A client batch of `record_count >= 1` records.
+    pub const DATA: u8 = 0;
+    /// The empty entry a new leader appends to commit the entries of earlier terms (Raft §5.4.2).
+    pub const NOOP: u8 = 1;
+    /// A membership configuration, encoded by `Membership::encode`; carries no records.
+    pub const CONFIG: u8 = 2;
+}
+
+/// What must survive a crash besides the log: Raft's persistent state (Figure 2) and the commit index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    pub term: u64,
+    pub vote: Option<NodeId>,
+    /// Committed and durable on this node; after a restart the core never reports less.
+    pub commit: u64,
+}
+
+/// Where a log begins after retention deleted its prefix (or a reset replaced it): the
+/// first index it holds, the term of the entry just before it, and the record offset of
+/// its first entry. An empty log holds `start.index - 1` as its last index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogStart {
+    pub index: u64,
+    pub prev_term: u64,
+    pub offset: u64,
+}
+
+impl LogStart {
+    /// The start of a log that never lost its prefix.
+    pub const INITIAL: LogStart = LogStart { index: 1, prev_term: 0, offset: 0 };
+}

@@ -1,0 +1,33 @@
+//! The core's read-only view of the log the caller keeps.
+
+use super::{Entry, LogStart};
+
+/// The entries the caller has written, durable or not. The core owns no storage: it reads
+/// through this trait and asks for changes in `Ready` (reset, truncate_after, entries),
+/// which the caller applies before calling the core again.
+pub trait LogStore {
+    /// The first index held; an empty log has `last_index() == first_index() - 1`.
+    fn first_index(&self) -> u64;
+    fn last_index(&self) -> u64;
+    /// The term of the entry at `index`: `Some` for `first_index() - 1 ..= last_index()`
+    /// (the entry before the first is known through `start().prev_term`), else `None`.
+    fn term(&self, index: u64) -> Option<u64>;
+    /// Appends to `out` the entries from `from` on, stopping before `max_bytes` encoded bytes
+    /// or `max_count` entries, but always at least one if `from <= last_index()`.
+    fn entries(&self, from: u64, max_bytes: usize, max_count: usize, out: &mut Vec<Entry>) -> Result<(), StoreError>;
+    /// The record offset after the last entry (the log start's offset if empty).
+    fn next_offset(&self) -> u64;
+    fn start(&self) -> LogStart;
+}
+
+/// Why the store could not hand out entries. The core never crashes on one: it skips the
+/// send that needed them and retries on a later tick or response; the caller repairs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("entry {index} is corrupt: {detail}")]
+    Corrupt { index: u64, detail: String },
+    #[error("entries from {index} are unavailable: {detail}")]
+    Unavailable { index: u64, detail: String },
+    #[error("entry {index} was compacted away (the log starts at {first_index})")]
+    Compacted { index: u64, first_index: u64 },
+}

@@ -1,0 +1,348 @@
+//! Behaviours of the Raft core one at a time: backtracking, flow control, resets,
+//! learners, transfer, backpressure, store errors and hostile messages.
+
+use keel::raft::testkit::Cluster;
+use keel::raft::{
+    BusyReason, Conflict, Entry, EntryMeta, HardState, LogStart, LogStore, Membership, MembershipChange, Message,
+    NUMBER_MAX, NodeId, ProgressState, ProposeError, Role, TransferError, kind,
+};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+fn progress_of(c: &Cluster, leader: NodeId, id: NodeId) -> keel::raft::ProgressView {
+    c.raft(leader).progress().into_iter().find(|p| p.id == id).expect("a follower of the leader")
+}
+
+/// Messages queued from `from` to `to` that satisfy `which`.
+fn queued(c: &Cluster, from: NodeId, to: NodeId, which: impl Fn(&Message) -> bool) -> usize {
+    c.network.iter().filter(|(f, t, m)| *f == from && *t == to && which(m)).count()
+}
+
+// Thesis §5.3.2 (fast backtracking): a follower holding 50 entries of a term the leader
+// does not have is repaired in one rejection, not fifty.
+#[test]
+fn fast_backtracking_skips_a_conflicting_term_in_one_round_trip() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    let ours = [vec![1; 3], vec![3; 50]].concat();
+    c.load_log(1, &ours, HardState { term: 3, vote: None, commit: 3 });
+    c.load_log(3, &ours, HardState { term: 3, vote: None, commit: 3 });
+    c.load_log(2, &[vec![1; 3], vec![2; 50]].concat(), HardState { term: 3, vote: None, commit: 3 });
+    c.elect(1);
+    let mut rejections = 0;
+    while let Some((from, _, msg)) = c.network.front() {
+        if *from == 2 && matches!(msg, Message::AppendResponse { reject: Some(_), .. }) {
+            rejections += 1;
+        }
+        c.deliver_one();
+    }
+    assert_eq!(rejections, 1, "one hint takes the leader back to the end of term 1");
+    c.run(10);
+    assert_eq!(c.node(2).store.live().entry(53), c.node(1).store.live().entry(53));
+    assert_eq!(c.raft(2).commit(), 54);
+}
+
+// etcd's Progress: a new leader probes each follower with one Append at a time; once an
+// answer shows where the logs match it streams, at most `inflight_max` Appends unanswered.
+#[test]
+fn a_follower_is_probed_then_replicated_to_within_the_inflight_window() {
+    let mut c = Cluster::new(&[1, 2, 3], |config| {
+        config.inflight_max = 2;
+        config.append_entries_max = 1;
+    });
+    c.elect(1);
+    assert_eq!(progress_of(&c, 1, 2).state, ProgressState::Probe);
+    assert_eq!(queued(&c, 1, 2, |m| matches!(m, Message::Append { .. })), 1, "one probe in flight");
+    c.deliver();
+    assert_eq!(progress_of(&c, 1, 2).state, ProgressState::Replicate);
+    for k in 0..10u8 {
+        c.propose(1, &[k]).unwrap();
+    }
+    assert_eq!(queued(&c, 1, 2, |m| matches!(m, Message::Append { .. })), 2, "the window holds two Appends");
+    assert_eq!(progress_of(&c, 1, 2).inflight, 2);
+    c.deliver();
+    assert_eq!(c.raft(1).commit(), 11, "acks reopen the window until everything is sent");
+    // A lost Append does not stall a full window: a heartbeat answer frees a slot and the
+    // follower's rejection sends the leader back to probing.
+    c.propose(1, b"a").unwrap();
+    c.propose(1, b"b").unwrap();
+    c.network.retain(|(_, to, _)| *to != 2);
+    c.run(10);
+    assert_eq!(progress_of(&c, 1, 2).match_index, 13);
+}
+
+// The log is its own state machine, so a follower behind the leader's first index (the
+// prefix was deleted by retention) restarts its log at the leader's start.
+#[test]
+fn a_follower_behind_the_leaders_log_start_is_reset_to_it() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    c.isolate(3);
+    c.propose_entries(1, 30);
+    c.run(10);
+    assert_eq!(c.node(1).reported_commit, 31);
+    for id in [1, 2] {
+        c.node_mut(id).store.compact(20);
+    }
+    c.heal();
+    c.run(20);
+    let (leader, follower) = (c.node(1).store.live(), c.node(3).store.live());
+    assert_eq!(follower.start(), LogStart { index: 21, prev_term: 1, offset: 19 });
+    assert_eq!(follower.last_index(), leader.last_index());
+    assert_eq!(follower.entry(31), leader.entry(31));
+    assert_eq!(follower.next_offset(), leader.next_offset());
+    assert_eq!(c.raft(3).commit(), 31);
+    let bootstrap = (1, Membership::new([1, 2, 3]));
+    assert_eq!(c.node(3).membership, bootstrap, "the reset carried the configuration, from entry 1");
+}
+
+// Regression (simulator seed 180464): the bootstrap configuration was in no entry, so a
+// node that joined later and learned everything from the log had no committed
+// configuration to put in a Reset. The first leader now records it as its first entry.
+#[test]
+fn the_first_leader_records_the_bootstrap_configuration_in_the_log() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    let first = c.node(2).store.live().entry(1).cloned().expect("entry 1");
+    assert_eq!(first.kind(), kind::CONFIG);
+    assert_eq!(Membership::decode(&first.payload()), Ok(Membership::new([1, 2, 3])));
+    c.node_mut(1).transfer_leadership(2).unwrap();
+    c.run(10);
+    assert_eq!(c.leader(), Some(2));
+    let second = c.node(2).store.live().entry(2).cloned().expect("entry 2");
+    assert_eq!(second.kind(), kind::NOOP, "later leaders append a no-op");
+}
+
+// Raft thesis §4.2.1: a new server joins as a learner, catches up without counting toward
+// any quorum or campaigning, and is then promoted to voter (through a joint configuration).
+#[test]
+fn a_learner_replicates_without_voting_and_can_be_promoted() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.add_node(4, Membership::default(), |_| {});
+    c.elect(1);
+    c.deliver();
+    c.node_mut(1).propose_membership(&[MembershipChange::AddLearner(4)]).unwrap();
+    c.flush(1);
+    c.deliver();
+    c.run(10);
+    assert_eq!(c.raft(4).role(), Role::Learner);
+    assert_eq!(c.raft(4).commit(), c.raft(1).commit());
+    // With both other voters cut off, the learner's acknowledgement commits nothing.
+    c.isolate(2);
+    c.isolate(3);
+    let before = c.raft(1).commit();
+    c.propose(1, b"x").unwrap();
+    c.deliver();
+    let last = |id: NodeId| c.node(id).store.live().last_index();
+    assert_eq!(last(4), last(1), "the learner has the entry");
+    assert_eq!(c.raft(1).commit(), before, "a learner is not part of any quorum");
+    c.heal();
+    c.run(10);
+    assert_eq!(c.raft(1).commit(), before + 1);
+    // Cut off, a learner never campaigns.
+    c.isolate(4);
+    c.run(10 * 30);
+    assert_eq!((c.raft(4).role(), c.raft(4).term()), (Role::Learner, c.raft(1).term()));
+    c.heal();
+    c.node_mut(1).propose_membership(&[MembershipChange::PromoteLearner(4)]).unwrap();
+    c.flush(1);
+    c.run(10);
+    let membership = c.raft(1).membership().clone();
+    assert_eq!((membership.is_joint(), membership.voters), (false, [1, 2, 3, 4].into()));
+    assert_eq!(c.raft(4).role(), Role::Follower);
+}
+
+// Thesis §3.10: the leader brings the target up to date, then tells it to campaign at
+// once (TimeoutNow); the target's vote requests pass the other followers' lease.
+#[test]
+fn leadership_transfer_hands_over_once_the_target_caught_up() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    let term = c.raft(1).term();
+    assert_eq!(c.node_mut(2).transfer_leadership(3), Err(TransferError::NotLeader { leader: Some(1) }));
+    assert_eq!(c.node_mut(1).transfer_leadership(9), Err(TransferError::NotVoter(9)));
+    c.isolate(3);
+    c.propose_entries(1, 10);
+    c.node_mut(1).transfer_leadership(3).unwrap();
+    assert_eq!(c.propose(1, b"late"), Err(ProposeError::Busy(BusyReason::LeadershipTransfer)));
+    c.heal();
+    c.run(10);
+    assert_eq!(c.leader(), Some(3));
+    assert_eq!(c.raft(3).term(), term + 1);
+    assert_eq!(c.raft(2).leader(), Some(3));
+    assert_eq!(c.raft(3).commit(), 12, "nothing was lost on the way");
+}
+
+// Everything is bounded: a leader that cannot commit refuses proposals past
+// uncommitted_bytes_max, and takes them again once the backlog commits.
+#[test]
+fn proposals_are_refused_when_uncommitted_bytes_reach_the_limit() {
+    let mut c = Cluster::new(&[1, 2, 3], |config| {
+        config.append_bytes_max = 1024;
+        config.uncommitted_bytes_max = 4096;
+    });
+    c.elect(1);
+    c.deliver();
+    assert_eq!(c.node_mut(1).propose(&[0; 1024], 1), Err(ProposeError::TooLarge { bytes: 1064, max: 1024 }));
+    assert_eq!(c.node_mut(1).propose(b"x", 0), Err(ProposeError::Empty));
+    assert_eq!(c.node_mut(2).propose(b"x", 1), Err(ProposeError::NotLeader { leader: Some(1) }));
+    c.isolate(2);
+    c.isolate(3);
+    let mut accepted = 0;
+    let refusal = loop {
+        match c.propose(1, &[7; 100]) {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(refusal, ProposeError::Busy(BusyReason::UncommittedBytes { max: 4096, .. })));
+    assert_eq!(accepted, 4096 / 140, "140-byte entries up to the 4096-byte limit");
+    c.heal();
+    c.run(10);
+    assert!(c.propose(1, &[7; 100]).is_ok(), "committing the backlog makes room");
+}
+
+// A store read error is an operational fault: the leader skips the send and retries.
+#[test]
+fn a_store_read_error_delays_replication_without_a_crash() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    c.node(1).store.fail_reads(100);
+    c.isolate(2);
+    c.propose(1, b"x").unwrap();
+    c.heal();
+    c.run(10);
+    assert_eq!(c.raft(2).commit(), 1, "no entries could be read for node 2 yet");
+    c.node(1).store.fail_reads(0);
+    c.run(10);
+    assert_eq!(c.raft(2).commit(), 2);
+}
+
+// A crash loses what was not durable, but never the term or the vote: they are fsync'd
+// before any message depending on them leaves.
+#[test]
+fn term_and_vote_survive_a_restart() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    let (term, vote) = (c.raft(2).term(), c.raft(2).vote());
+    assert_eq!(vote, Some(1));
+    c.node_mut(2).crash(&mut SmallRng::seed_from_u64(7), true);
+    c.node_mut(2).restart().unwrap();
+    assert_eq!((c.raft(2).term(), c.raft(2).vote()), (term, vote));
+}
+
+// Raft Figure 2 (votedFor is persistent state): a vote cast in a term the node already
+// knew must be fsync'd before the answer leaves, or a crash lets it vote twice in a term.
+#[test]
+fn a_vote_without_a_term_change_is_synced_before_the_answer() {
+    let mut c = Cluster::new(&[1, 2, 3], |config| config.check_quorum = false);
+    c.elect(1);
+    c.propose_entries(1, 3);
+    let term = c.raft(2).term() + 1;
+    // A stale candidate brings S2 into the next term without its vote...
+    c.node_mut(2).step(3, Message::Vote { term, last_index: 0, last_term: 0, transfer: false });
+    c.flush(2);
+    assert_eq!((c.raft(2).term(), c.raft(2).vote()), (term, None));
+    // ...then an up-to-date one gets it, in the same term.
+    let (last_index, last_term) = (c.node(1).store.last_index(), c.raft(1).term());
+    c.node_mut(2).step(1, Message::Vote { term, last_index, last_term, transfer: false });
+    c.flush(2);
+    assert_eq!(c.raft(2).vote(), Some(1));
+    c.node_mut(2).crash(&mut SmallRng::seed_from_u64(7), false);
+    c.node_mut(2).restart().unwrap();
+    assert_eq!(c.raft(2).vote(), Some(1), "the vote survived the crash");
+}
+
+// The Ready contract: a follower's AppendResponse covering entries only leaves once
+// `persisted` reported them durable; written is not enough.
+#[test]
+fn a_follower_acknowledges_only_durable_entries() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.deliver();
+    c.auto_sync = false;
+    let index = c.propose(1, b"x").unwrap().index;
+    assert!(c.deliver_until(|c| c.node(2).store.last_index() == index), "S2 wrote the entry");
+    let acks = |c: &Cluster| queued(c, 2, 1, |m| matches!(m, Message::AppendResponse { index: i, .. } if *i >= index));
+    assert_eq!(acks(&c), 0, "written, not durable: no acknowledgement yet");
+    c.sync(2);
+    assert_eq!(acks(&c), 1, "durable: acknowledged");
+}
+
+fn number() -> impl Strategy<Value = u64> {
+    prop_oneof![0..4u64, 0..64u64, Just(NUMBER_MAX), Just(NUMBER_MAX + 1), Just(u64::MAX), any::<u64>()]
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    let payload = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..16),
+        Just(Membership::new([1, 2, 3]).encode()),
+        Just(Membership::new([1, 9]).encode()),
+    ];
+    (number(), number(), 0..4u8, number(), 0..3u32, payload).prop_map(|(index, term, kind, base, records, p)| {
+        Entry::encode(EntryMeta { index, term, kind, base_offset: base, record_count: records }, &p)
+    })
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let entries = proptest::collection::vec(entry(), 0..4);
+    let hint = proptest::option::of((number(), number()).prop_map(|(index, term)| Conflict { index, term }));
+    let membership = prop_oneof![Just(Membership::new([1, 2, 3])), Just(Membership::default())];
+    let start =
+        (number(), number(), number()).prop_map(|(index, prev_term, offset)| LogStart { index, prev_term, offset });
+    prop_oneof![
+        (number(), number(), number()).prop_map(|(term, i, t)| Message::PreVote { term, last_index: i, last_term: t }),
+        (number(), any::<bool>()).prop_map(|(term, granted)| Message::PreVoteResponse { term, granted }),
+        (number(), number(), number(), any::<bool>()).prop_map(|(term, i, t, transfer)| Message::Vote {
+            term,
+            last_index: i,
+            last_term: t,
+            transfer
+        }),
+        (number(), any::<bool>()).prop_map(|(term, granted)| Message::VoteResponse { term, granted }),
+        (number(), number(), number(), number(), entries).prop_map(|(term, prev_index, prev_term, commit, entries)| {
+            Message::Append { term, prev_index, prev_term, commit, entries }
+        }),
+        (number(), number(), hint).prop_map(|(term, index, reject)| Message::AppendResponse { term, index, reject }),
+        (number(), number()).prop_map(|(term, commit)| Message::Heartbeat { term, commit }),
+        number().prop_map(|term| Message::HeartbeatResponse { term }),
+        number().prop_map(|term| Message::TimeoutNow { term }),
+        (number(), start, number(), membership).prop_map(|(term, start, membership_index, membership)| {
+            Message::Reset { term, start, membership_index, membership }
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    // A peer's message must never crash the core, whatever the role it finds it in: bad
+    // messages are dropped or rejected, and what the core asks of the store stays valid
+    // (MemStore asserts contiguous appends and truncations inside the log).
+    #[test]
+    fn garbage_and_out_of_range_messages_never_panic(
+        msgs in proptest::collection::vec((1..5u64, message(), 0..40u32), 1..16)
+    ) {
+        let mut c = Cluster::new(&[1, 2, 3], |_| {});
+        c.load_log(1, &[1, 1, 2], HardState { term: 2, vote: None, commit: 1 });
+        c.elect(1);
+        c.deliver();
+        c.tick(3);
+        // Ticks between the messages move nodes through elections while garbage arrives.
+        for (k, (from, msg, ticks)) in msgs.into_iter().enumerate() {
+            let to = [1, 2, 3][k % 3];
+            for _ in 0..ticks {
+                c.tick(to);
+            }
+            c.node_mut(to).step(from, msg);
+            c.flush(to);
+            c.deliver();
+        }
+        c.run(3);
+    }
+}

@@ -1,0 +1,221 @@
+//! The safety invariants (Raft Figure 3 and the durability promises), checked as the run
+//! goes: most incrementally on every Ready, the costlier ones whenever a durable image
+//! could have lost something.
+
+use keel::raft::testkit::Node;
+use keel::raft::{Entry, LogStore, Membership, NodeId, Ready, Role, kind};
+use std::collections::{BTreeMap, HashMap};
+
+/// What was last seen of a running node, to check that nothing goes backwards.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    term: u64,
+    vote: Option<NodeId>,
+    commit: u64,
+}
+
+#[derive(Debug)]
+pub struct Checker {
+    initial: Membership,
+    /// Election Safety: the leader of each term.
+    leaders: BTreeMap<u64, NodeId>,
+    /// Log Matching: the entry and its predecessor's term for every (index, term) ever written.
+    written: HashMap<(u64, u64), (Entry, u64)>,
+    /// State Machine Safety: every entry some node reported committed.
+    pub committed: BTreeMap<u64, Entry>,
+    /// For each committed index, the lowest term in which a node reported it committed:
+    /// it was committed in that term or earlier, so every leader of a later term holds it.
+    committed_by_term: BTreeMap<u64, u64>,
+    /// Per node: the commit index up to which its committed entries were compared.
+    compared: BTreeMap<NodeId, u64>,
+    seen: BTreeMap<NodeId, Seen>,
+}
+
+pub type Violation = String;
+
+impl Checker {
+    pub fn new(initial: Membership) -> Checker {
+        Checker {
+            initial,
+            leaders: BTreeMap::new(),
+            written: HashMap::new(),
+            committed: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
+            compared: BTreeMap::new(),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// After a node applied a Ready (its store already holds the changes).
+    pub fn on_ready(&mut self, node: &Node, ready: &Ready) -> Result<(), Violation> {
+        let id = node.id();
+        let raft = node.raft();
+        let log = node.store.live();
+        if ready.soft_state.is_some_and(|s| s.role == Role::Leader) {
+            // Election Safety (§5.2): at most one leader per term.
+            let term = raft.term();
+            if let Some(other) = self.leaders.insert(term, id).filter(|other| *other != id) {
+                return Err(format!("two leaders in term {term}: {other} and {id}"));
+            }
+            // Leader Completeness (§5.4): a leader holds every entry committed in an earlier
+            // term. (A late election can still end in an older term; that leader cannot
+            // commit anything, and is not held to entries committed after its term.)
+            for (index, entry) in self.committed.range(log.first_index()..) {
+                let earlier = self.committed_by_term.get(index).is_some_and(|t| *t < term);
+                if earlier && log.entry(*index) != Some(entry) {
+                    return Err(format!("leader {id} of term {term} lacks committed entry {index}"));
+                }
+            }
+        }
+        if let Some(after) = ready.truncate_after {
+            // Compared with the commit before this step: the step may have committed more.
+            let before = self.seen.get(&id).map_or(0, |s| s.commit);
+            if after < before {
+                return Err(format!("node {id} truncated after {after}, below its commit {before}"));
+            }
+        }
+        // Log Matching (§5.3): the same (index, term) means the same entry after the same history.
+        for entry in &ready.entries {
+            let prev_term = log.term(entry.index() - 1).expect("an appended entry has a predecessor");
+            let key = (entry.index(), entry.term());
+            match self.written.get(&key) {
+                Some((first, first_prev)) if first != entry || *first_prev != prev_term => {
+                    return Err(format!("node {id} holds a different entry at index {} term {}", key.0, key.1));
+                }
+                Some(_) => {}
+                None => {
+                    self.written.insert(key, (entry.clone(), prev_term));
+                }
+            }
+        }
+        // A log change must leave what this node considers committed untouched.
+        if ready.has_storage() {
+            let changed_from = match (&ready.reset, ready.truncate_after, ready.entries.first()) {
+                (Some((start, _)), _, _) => start.index,
+                (None, Some(after), _) => after + 1,
+                (None, None, Some(first)) => first.index(),
+                (None, None, None) => log.last_index() + 1,
+            };
+            let through = raft.commit().min(log.last_index());
+            for index in changed_from.max(log.first_index())..=through {
+                if let Some(entry) = self.committed.get(&index).filter(|c| log.entry(index) != Some(*c)) {
+                    return Err(format!("node {id} replaced committed entry {index} ({entry:?})"));
+                }
+            }
+        }
+        if let Some(commit) = ready.commit {
+            self.on_commit(node, commit)?;
+        }
+        Ok(())
+    }
+
+    /// State Machine Safety (§5.4.3): no two nodes commit different entries at one index.
+    fn on_commit(&mut self, node: &Node, commit: u64) -> Result<(), Violation> {
+        let id = node.id();
+        let log = node.store.live();
+        let term = node.raft().term();
+        let from = self.compared.get(&id).copied().unwrap_or(0).max(log.first_index() - 1) + 1;
+        for index in from..=commit {
+            let entry = log.entry(index).ok_or_else(|| format!("node {id} committed {index} it does not hold"))?;
+            match self.committed.get(&index) {
+                Some(other) if other != entry => {
+                    return Err(format!("index {index} committed as {other:?} and as {entry:?} on node {id}"));
+                }
+                Some(_) => {}
+                None => {
+                    self.committed.insert(index, entry.clone());
+                }
+            }
+            let by_term = self.committed_by_term.entry(index).or_insert(term);
+            *by_term = (*by_term).min(term);
+        }
+        let compared = self.compared.entry(id).or_default();
+        *compared = (*compared).max(commit);
+        Ok(())
+    }
+
+    /// Term, vote and commit never go backwards on a running node; a restarted node comes
+    /// back with at least the term and vote it had (they were fsync'd before anyone heard).
+    pub fn after_event(&mut self, node: &Node) -> Result<(), Violation> {
+        let Some(raft) = node.try_raft() else { return Ok(()) };
+        let id = node.id();
+        let seen = self.seen.entry(id).or_default();
+        let now = Seen { term: raft.term(), vote: raft.vote(), commit: raft.commit() };
+        if now.term < seen.term {
+            return Err(format!("node {id}: term went back from {} to {}", seen.term, now.term));
+        }
+        if now.term == seen.term && seen.vote.is_some() && now.vote != seen.vote {
+            return Err(format!("node {id}: vote in term {} changed from {:?} to {:?}", now.term, seen.vote, now.vote));
+        }
+        if now.commit < seen.commit {
+            return Err(format!("node {id}: commit went back from {} to {}", seen.commit, now.commit));
+        }
+        *seen = now;
+        Ok(())
+    }
+
+    /// A node restarted: its commit may be lower than before the crash (commit is written
+    /// lazily) but never below what its disk held.
+    pub fn on_restart(&mut self, node: &Node) -> Result<(), Violation> {
+        let raft = node.raft();
+        if raft.commit() < node.hard_state.commit {
+            return Err(format!("node {}: restarted below its persisted commit", node.id()));
+        }
+        self.seen.entry(node.id()).or_default().commit = raft.commit();
+        self.after_event(node)
+    }
+
+    /// The newest configuration known committed: from committed entries, or persisted by a node.
+    fn committed_membership<'a>(&self, nodes: impl Iterator<Item = &'a Node>) -> Membership {
+        let from_log = self.committed.iter().rev().find(|(_, e)| e.kind() == kind::CONFIG);
+        let mut newest = (0, self.initial.clone());
+        if let Some((index, entry)) = from_log {
+            newest = (*index, Membership::decode(&entry.payload()).expect("committed configurations decode"));
+        }
+        for node in nodes {
+            if node.membership.0 > newest.0 {
+                newest = node.membership.clone();
+            }
+        }
+        newest.1
+    }
+
+    /// Every committed entry is durable on a majority of the voters that can elect the next
+    /// leader (C_new's voters once a joint configuration committed): crashes never lose it.
+    pub fn durable_majority<'a>(&self, nodes: impl Iterator<Item = &'a Node> + Clone) -> Result<(), Violation> {
+        let voters = self.committed_membership(nodes.clone()).voters;
+        let majority = voters.len() / 2 + 1;
+        let images: Vec<_> = nodes.filter(|n| voters.contains(&n.id())).map(|n| n.store.durable()).collect();
+        for (index, entry) in &self.committed {
+            let holding = images.iter().filter(|d| *index < d.first_index() || d.entry(*index) == Some(entry)).count();
+            if holding < majority {
+                return Err(format!(
+                    "committed entry {index} is durable on {holding} of voters {voters:?}, below a majority"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end: every pair of logs agrees wherever both hold an entry of the same term.
+    pub fn final_log_matching<'a>(&self, nodes: impl Iterator<Item = &'a Node> + Clone) -> Result<(), Violation> {
+        for a in nodes.clone() {
+            for b in nodes.clone().filter(|b| b.id() > a.id()) {
+                let (la, lb) = (a.store.live(), b.store.live());
+                let from = la.first_index().max(lb.first_index());
+                let to = la.last_index().min(lb.last_index());
+                let mut matching = false;
+                for index in (from..=to).rev() {
+                    let (ea, eb) = (la.entry(index), lb.entry(index));
+                    if ea.map(Entry::term) == eb.map(Entry::term) {
+                        matching = true;
+                    }
+                    if matching && ea != eb {
+                        return Err(format!("nodes {} and {} differ at index {index} below a match", a.id(), b.id()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

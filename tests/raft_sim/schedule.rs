@@ -1,0 +1,233 @@
+//! The fault schedule: everything one seed decides up front, printable so a failure can
+//! be read and replayed. Choices that depend on the run (which node leads when a fault
+//! fires, which membership change is valid then) are made at fire time from the same
+//! seed, so a replay is exact.
+
+use keel::raft::NodeId;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::fmt;
+
+/// Microseconds of virtual time.
+pub type Micros = u64;
+
+pub const MS: Micros = 1_000;
+
+/// How the network treats messages for a while.
+#[derive(Clone, Copy, Debug)]
+pub struct NetworkProfile {
+    /// Per mille of messages dropped.
+    pub loss_permille: u32,
+    /// Per mille of messages delivered twice.
+    pub dup_permille: u32,
+    /// Each delivery takes a uniform delay in this range; a wide range reorders messages.
+    pub delay: (Micros, Micros),
+}
+
+impl NetworkProfile {
+    pub const CALM: NetworkProfile = NetworkProfile { loss_permille: 0, dup_permille: 0, delay: (200, 2 * MS) };
+}
+
+#[derive(Clone, Debug)]
+pub enum Partition {
+    /// The nodes of `side` hear nobody else, and nobody else hears them.
+    Split { side: Vec<NodeId> },
+    /// Whoever leads when the fault fires is cut off from everyone.
+    IsolateLeader,
+    /// Messages from `from` to `to` are dropped; the other direction works.
+    OneWay { from: Vec<NodeId>, to: Vec<NodeId> },
+    /// `left` and `right` cannot talk, but `bridge` talks to both.
+    Bridge { bridge: NodeId, left: Vec<NodeId>, right: Vec<NodeId> },
+}
+
+/// A node a fault hits: a fixed one, or whoever leads when it fires.
+#[derive(Clone, Copy, Debug)]
+pub enum Target {
+    Node(NodeId),
+    Leader,
+}
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    Network(NetworkProfile),
+    Partition(Partition),
+    Heal,
+    /// Power loss: what was not durable is lost (with `torn`, the last write may be cut).
+    Crash {
+        target: Target,
+        down: Micros,
+        torn: bool,
+    },
+    SlowDisk {
+        node: NodeId,
+        latency: (Micros, Micros),
+        duration: Micros,
+    },
+    /// The leader proposes a membership change chosen among those valid when this fires.
+    MembershipChange,
+    /// The leader hands leadership to a random other voter.
+    Transfer,
+    /// The node deletes its log prefix up to a little below its commit index (retention).
+    Compact {
+        node: NodeId,
+        keep: u64,
+    },
+    /// For a while every new leader crashes soon after its election and restarts shortly
+    /// after: leaders come and go with entries of their terms half replicated (Figure 8).
+    Churn {
+        duration: Micros,
+    },
+}
+
+/// One seed's run.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub seed: u64,
+    /// Voters at start: 1..=voters.
+    pub voters: usize,
+    /// Every node, spares (which may join through membership changes) included.
+    pub nodes: Vec<NodeId>,
+    /// Faults happen before this; then everything heals and liveness is checked.
+    pub fault_phase: Micros,
+    pub faults: Vec<(Micros, Fault)>,
+    /// Per node: tick period (a little clock drift) and first tick.
+    pub ticks: Vec<(Micros, Micros)>,
+    /// A client proposes every so often, uniformly in this range.
+    pub propose_every: (Micros, Micros),
+    /// The core's bounds, small so batching, windows and backpressure all get exercised.
+    pub inflight_max: usize,
+    pub append_entries_max: usize,
+    pub append_bytes_max: usize,
+    pub uncommitted_bytes_max: u64,
+}
+
+/// Seeds with an even number run 3 voters, odd ones 5; two spares each.
+pub fn generate(seed: u64) -> Schedule {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let voters = if seed.is_multiple_of(2) { 3 } else { 5 };
+    let nodes: Vec<NodeId> = (1..=voters as u64 + 2).collect();
+    let fault_phase = rng.random_range(3_000..=7_000) * MS;
+    // Each seed has its own temperament: how often faults come and which kinds dominate.
+    let gap_max = [150, 400, 1_000][rng.random_range(0..3)] * MS;
+    let mut weights: Vec<u32> = (0..9).map(|_| rng.random_range(0..=10)).collect();
+    let mut faults = Vec::new();
+    // A quarter of the seeds are leader storms: every leader crashes soon after its
+    // election, the whole fault phase long, and Appends carry one entry each. That is
+    // where entries of several terms pile up unevenly (the histories of Figure 8).
+    let storm = rng.random_range(0..4) == 0;
+    if storm {
+        faults.push((0, Fault::Churn { duration: fault_phase }));
+        weights = vec![weights[0], weights[1], weights[2], 0, 0, 0, 0, 0, 0];
+    }
+    let mut t = rng.random_range(0..gap_max);
+    while t < fault_phase {
+        let kind = pick_weighted(&mut rng, &weights);
+        faults.push((t, fault(&mut rng, kind, &nodes)));
+        t += rng.random_range(10 * MS..=gap_max);
+    }
+    let ticks = nodes.iter().map(|_| (rng.random_range(9_800..=10_200), rng.random_range(0..10 * MS))).collect();
+    let slow_client = rng.random_range(0..4) == 0;
+    Schedule {
+        seed,
+        voters,
+        nodes,
+        fault_phase,
+        faults,
+        ticks,
+        propose_every: if slow_client { (20 * MS, 80 * MS) } else { (2 * MS, 20 * MS) },
+        inflight_max: [1, 2, 4, 16][rng.random_range(0..4)],
+        append_entries_max: if storm { 1 } else { [1, 2, 16, 256][rng.random_range(0..4)] },
+        append_bytes_max: [256, 1_024, 64 * 1_024][rng.random_range(0..3)],
+        uncommitted_bytes_max: [64 * 1_024, 1 << 20][rng.random_range(0..2)],
+    }
+}
+
+fn pick_weighted(rng: &mut SmallRng, weights: &[u32]) -> usize {
+    let total: u32 = weights.iter().sum::<u32>().max(1);
+    let mut roll = rng.random_range(0..total);
+    for (k, w) in weights.iter().enumerate() {
+        if roll < *w {
+            return k;
+        }
+        roll -= w;
+    }
+    0
+}
+
+/// `count_min..=count_max` distinct nodes of `nodes`, sorted.
+fn some_nodes(rng: &mut SmallRng, nodes: &[NodeId], count_min: usize, count_max: usize) -> Vec<NodeId> {
+    let count = rng.random_range(count_min..=count_max);
+    let mut pool = nodes.to_vec();
+    let mut out = Vec::new();
+    for _ in 0..count.min(pool.len()) {
+        out.push(pool.swap_remove(rng.random_range(0..pool.len())));
+    }
+    out.sort_unstable();
+    out
+}
+
+fn fault(rng: &mut SmallRng, kind: usize, nodes: &[NodeId]) -> Fault {
+    let node = nodes[rng.random_range(0..nodes.len())];
+    match kind {
+        0 => Fault::Network(NetworkProfile {
+            loss_permille: [0, 10, 50, 200, 400][rng.random_range(0..5)],
+            dup_permille: [0, 10, 100][rng.random_range(0..3)],
+            delay: [(100, MS), (200, 5 * MS), (0, 30 * MS), (5 * MS, 60 * MS)][rng.random_range(0..4)],
+        }),
+        1 => Fault::Partition(match rng.random_range(0..4) {
+            0 => Partition::Split { side: some_nodes(rng, nodes, 1, 2) },
+            1 => Partition::IsolateLeader,
+            2 => {
+                let from = some_nodes(rng, nodes, 1, 2);
+                let rest: Vec<NodeId> = nodes.iter().copied().filter(|n| !from.contains(n)).collect();
+                let to = some_nodes(rng, &rest, 1, rest.len());
+                Partition::OneWay { from, to }
+            }
+            _ => {
+                let rest: Vec<NodeId> = nodes.iter().copied().filter(|n| *n != node).collect();
+                let left = some_nodes(rng, &rest, rest.len() / 2, rest.len() / 2);
+                let right = rest.into_iter().filter(|n| !left.contains(n)).collect();
+                Partition::Bridge { bridge: node, left, right }
+            }
+        }),
+        2 => Fault::Heal,
+        3 => Fault::Crash {
+            target: if rng.random_range(0..3) == 0 { Target::Leader } else { Target::Node(node) },
+            down: [20, 200, 1_000, 3_000][rng.random_range(0..4)] * MS,
+            torn: rng.random_range(0..2) == 0,
+        },
+        4 => Fault::SlowDisk {
+            node,
+            latency: [(5 * MS, 30 * MS), (50 * MS, 200 * MS)][rng.random_range(0..2)],
+            duration: rng.random_range(100..=2_000) * MS,
+        },
+        5 => Fault::MembershipChange,
+        6 => Fault::Transfer,
+        7 => Fault::Compact { node, keep: [0, 5, 50][rng.random_range(0..3)] },
+        _ => Fault::Churn { duration: rng.random_range(200..=2_000) * MS },
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} voters, nodes {:?}, faults until {}ms, proposals every {}..{}ms",
+            self.seed,
+            self.voters,
+            self.nodes,
+            self.fault_phase / MS,
+            self.propose_every.0 / MS,
+            self.propose_every.1 / MS
+        )?;
+        writeln!(
+            f,
+            "  bounds: inflight_max {}, append_entries_max {}, append_bytes_max {}, uncommitted_bytes_max {}",
+            self.inflight_max, self.append_entries_max, self.append_bytes_max, self.uncommitted_bytes_max
+        )?;
+        for (at, fault) in &self.faults {
+            writeln!(f, "  {:>9.3}ms  {fault:?}", *at as f64 / MS as f64)?;
+        }
+        write!(f, "  {:>9.3}ms  heal everything; liveness phase", self.fault_phase as f64 / MS as f64)
+    }
+}

@@ -1,0 +1,593 @@
+//! The simulated world: nodes driven by the testkit glue, a network that loses,
+//! duplicates, delays and reorders, disks that are sometimes slow, and virtual time that
+//! jumps from one event to the next. Every random choice comes from the seed.
+
+use super::check::{Checker, Violation};
+use super::schedule::{Fault, MS, Micros, NetworkProfile, Partition, Schedule, Target};
+use keel::raft::testkit::Node;
+use keel::raft::{Config, LogStore, Membership, MembershipChange, Message, NodeId, Role};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// After healing, a leader must commit a new proposal and every member catch up within this.
+pub const LIVENESS_DEADLINE: Micros = 10_000 * MS;
+/// Events in one run at most, so a livelock ends the run instead of hanging it.
+const EVENTS_MAX: u64 = 5_000_000;
+/// Lines of trace kept for the failure report.
+const TRACE_LINES_MAX: usize = 400;
+/// Events between two checks of durable majorities besides those after crashes and cuts.
+const DURABLE_CHECK_EVERY: u64 = 1_000;
+
+#[derive(Debug)]
+enum Event {
+    Tick {
+        node: NodeId,
+        epoch: u64,
+    },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Message,
+    },
+    DiskDone {
+        node: NodeId,
+        epoch: u64,
+    },
+    Fault(usize),
+    Restart(NodeId),
+    /// Churn: crash this leader if it still leads in the same life.
+    CrashLeader {
+        node: NodeId,
+        epoch: u64,
+    },
+    DiskRecovered {
+        node: NodeId,
+        epoch: u64,
+    },
+    Propose,
+    Heal,
+    Marker,
+}
+
+struct SimNode {
+    node: Node,
+    /// Bumped by every crash, so the events of an earlier life are ignored.
+    epoch: u64,
+    tick_period: Micros,
+    disk_latency: (Micros, Micros),
+    disk_epoch: u64,
+    /// The disk completes writes in order: the next one finishes no earlier than this.
+    disk_free_at: Micros,
+}
+
+pub struct World {
+    pub schedule: Schedule,
+    now: Micros,
+    seq: u64,
+    events: BTreeMap<(Micros, u64), Event>,
+    nodes: BTreeMap<NodeId, SimNode>,
+    rng: SmallRng,
+    network: NetworkProfile,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    checker: Checker,
+    pub trace: VecDeque<String>,
+    pub trace_live: bool,
+    healed_at: Option<Micros>,
+    /// While `now` is below this, new leaders are crashed soon after their election.
+    churn_until: Micros,
+    /// Liveness markers proposed after healing: (index, term).
+    markers: Vec<(u64, u64)>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub events: u64,
+    pub messages: u64,
+    pub crashes: u64,
+    pub elections: u64,
+    pub committed: u64,
+    pub virtual_ms: u64,
+    pub liveness_ms: u64,
+    pub membership_changes: u64,
+    pub transfers: u64,
+    pub truncations: u64,
+    pub resets: u64,
+    pub compactions: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, other: &Stats) {
+        self.events += other.events;
+        self.messages += other.messages;
+        self.crashes += other.crashes;
+        self.elections += other.elections;
+        self.committed += other.committed;
+        self.virtual_ms += other.virtual_ms;
+        self.liveness_ms = self.liveness_ms.max(other.liveness_ms);
+        self.membership_changes += other.membership_changes;
+        self.transfers += other.transfers;
+        self.truncations += other.truncations;
+        self.resets += other.resets;
+        self.compactions += other.compactions;
+    }
+}
+
+impl World {
+    pub fn new(schedule: Schedule) -> World {
+        let initial = Membership::new(1..=schedule.voters as u64);
+        let mut nodes = BTreeMap::new();
+        for (k, &id) in schedule.nodes.iter().enumerate() {
+            let mut config = Config::new(id, schedule.seed.wrapping_mul(31).wrapping_add(id));
+            config.inflight_max = schedule.inflight_max;
+            config.append_entries_max = schedule.append_entries_max;
+            config.append_bytes_max = schedule.append_bytes_max;
+            config.uncommitted_bytes_max = schedule.uncommitted_bytes_max;
+            let membership = if id <= schedule.voters as u64 { initial.clone() } else { Membership::default() };
+            let sim = SimNode {
+                node: Node::new(config, membership),
+                epoch: 0,
+                tick_period: schedule.ticks[k].0,
+                disk_latency: (100, 2 * MS),
+                disk_epoch: 0,
+                disk_free_at: 0,
+            };
+            nodes.insert(id, sim);
+        }
+        let mut world = World {
+            now: 0,
+            seq: 0,
+            events: BTreeMap::new(),
+            nodes,
+            rng: SmallRng::seed_from_u64(schedule.seed ^ 0x5eed_5eed_5eed_5eed),
+            network: NetworkProfile::CALM,
+            blocked: BTreeSet::new(),
+            checker: Checker::new(initial),
+            trace: VecDeque::new(),
+            trace_live: false,
+            healed_at: None,
+            churn_until: 0,
+            markers: Vec::new(),
+            stats: Stats::default(),
+            schedule,
+        };
+        for (k, &id) in world.schedule.nodes.clone().iter().enumerate() {
+            world.at(world.schedule.ticks[k].1, Event::Tick { node: id, epoch: 0 });
+        }
+        for k in 0..world.schedule.faults.len() {
+            world.at(world.schedule.faults[k].0, Event::Fault(k));
+        }
+        world.at(0, Event::Propose);
+        world.at(world.schedule.fault_phase, Event::Heal);
+        world
+    }
+
+    fn at(&mut self, time: Micros, event: Event) {
+        self.seq += 1;
+        self.events.insert((time, self.seq), event);
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        let line = format!("{:>10.3}ms {}", self.now as f64 / MS as f64, line());
+        if self.trace_live {
+            eprintln!("{line}");
+        }
+        if self.trace.len() == TRACE_LINES_MAX {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    /// Runs the fault phase, heals, and runs until the liveness condition holds.
+    pub fn run(&mut self) -> Result<(), Violation> {
+        while let Some(((time, _), event)) = self.events.pop_first() {
+            self.now = time;
+            self.stats.events += 1;
+            if self.stats.events > EVENTS_MAX {
+                return Err(format!("more than {EVENTS_MAX} events: livelock?"));
+            }
+            self.handle(event)?;
+            if self.stats.events.is_multiple_of(DURABLE_CHECK_EVERY) {
+                self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
+            }
+            if let Some(healed_at) = self.healed_at {
+                if self.converged() {
+                    self.stats.liveness_ms = (self.now - healed_at) / MS;
+                    break;
+                }
+                if self.now > healed_at + LIVENESS_DEADLINE {
+                    let state = self.describe();
+                    return Err(format!(
+                        "liveness: no convergence {}ms after healing\n{state}",
+                        LIVENESS_DEADLINE / MS
+                    ));
+                }
+            }
+        }
+        self.stats.virtual_ms = self.now / MS;
+        self.stats.committed = self.checker.committed.len() as u64;
+        let nodes = || self.nodes.values().map(|s| &s.node);
+        self.checker.durable_majority(nodes())?;
+        self.checker.final_log_matching(nodes())
+    }
+
+    fn handle(&mut self, event: Event) -> Result<(), Violation> {
+        match event {
+            Event::Tick { node, epoch } => {
+                let sim = &mut self.nodes.get_mut(&node).expect("node");
+                if sim.epoch != epoch || !sim.node.is_up() {
+                    return Ok(());
+                }
+                sim.node.tick();
+                let next = self.now + sim.tick_period;
+                self.at(next, Event::Tick { node, epoch });
+                self.flush(node)
+            }
+            Event::Deliver { from, to, msg } => {
+                let sim = self.nodes.get_mut(&to).expect("node");
+                if self.blocked.contains(&(from, to)) || !sim.node.is_up() {
+                    return Ok(());
+                }
+                self.stats.messages += 1;
+                if self.trace_live || !matches!(msg, Message::Heartbeat { .. } | Message::HeartbeatResponse { .. }) {
+                    let line = describe_message(from, to, &msg);
+                    self.note(|| line);
+                }
+                self.nodes.get_mut(&to).expect("node").node.step(from, msg);
+                self.flush(to)
+            }
+            Event::DiskDone { node, epoch } => {
+                let sim = self.nodes.get_mut(&node).expect("node");
+                if sim.epoch != epoch {
+                    return Ok(());
+                }
+                let cuts = sim.node.store.durable_cuts();
+                sim.node.complete_write();
+                let cut = sim.node.store.durable_cuts() != cuts;
+                self.flush(node)?;
+                if cut {
+                    self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
+                }
+                Ok(())
+            }
+            Event::Fault(k) => self.fault(k),
+            Event::Restart(node) => self.restart(node),
+            Event::CrashLeader { node, epoch } => {
+                let sim = &self.nodes[&node];
+                let leads = sim.node.try_raft().is_some_and(|r| r.role() == Role::Leader);
+                if sim.epoch == epoch && leads && self.healed_at.is_none() {
+                    let down = self.rng.random_range(30..=300) * MS;
+                    self.at(self.now + down, Event::Restart(node));
+                    self.crash(node, true)?;
+                }
+                Ok(())
+            }
+            Event::DiskRecovered { node, epoch } => {
+                let sim = self.nodes.get_mut(&node).expect("node");
+                if sim.disk_epoch == epoch {
+                    sim.disk_latency = (100, 2 * MS);
+                }
+                Ok(())
+            }
+            Event::Propose => {
+                let (lo, hi) = self.schedule.propose_every;
+                let next = self.now + self.rng.random_range(lo..=hi);
+                self.at(next, Event::Propose);
+                self.propose_somewhere();
+                Ok(())
+            }
+            Event::Heal => self.heal(),
+            Event::Marker => {
+                self.at(self.now + 100 * MS, Event::Marker);
+                if let Some(leader) = self.leader() {
+                    if let Ok(p) = self.nodes.get_mut(&leader).expect("node").node.propose(b"marker", 1) {
+                        self.markers.push((p.index, p.term));
+                        self.note(|| format!("marker proposed at {leader}: index {} term {}", p.index, p.term));
+                    }
+                    self.flush(leader)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs a node's glue until its core is quiet, checking every Ready and sending its
+    /// messages through the network.
+    fn flush(&mut self, id: NodeId) -> Result<(), Violation> {
+        loop {
+            let sim = self.nodes.get_mut(&id).expect("node");
+            let writes_before = sim.node.pending_writes();
+            let Some(ready) = sim.node.advance() else { break };
+            if sim.node.pending_writes() > writes_before {
+                let latency = self.rng.random_range(sim.disk_latency.0..=sim.disk_latency.1);
+                let done = (self.now + latency).max(sim.disk_free_at);
+                sim.disk_free_at = done;
+                let epoch = sim.epoch;
+                self.at(done, Event::DiskDone { node: id, epoch });
+            }
+            self.checker.on_ready(&self.nodes[&id].node, &ready)?;
+            if let Some(soft) = ready.soft_state {
+                if soft.role == Role::Leader {
+                    self.stats.elections += 1;
+                    if self.now < self.churn_until {
+                        let epoch = self.nodes[&id].epoch;
+                        // Often before its first Append lands, so its entries stay its own.
+                        let within = if self.rng.random_range(0..2) == 0 { 2 * MS } else { 20 * MS };
+                        let when = self.now + self.rng.random_range(0..=within);
+                        self.at(when, Event::CrashLeader { node: id, epoch });
+                    }
+                }
+                self.note(|| format!("node {id}: {:?} term {} leader {:?}", soft.role, soft.term, soft.leader));
+            }
+            if let Some(after) = ready.truncate_after {
+                self.stats.truncations += 1;
+                self.note(|| format!("node {id}: truncate after {after}"));
+            }
+            if let Some((start, _)) = ready.reset {
+                self.stats.resets += 1;
+                self.note(|| format!("node {id}: reset to {start:?}"));
+            }
+            let leads = self.nodes[&id].node.raft().role() == Role::Leader;
+            if leads && ready.commit.is_some() && self.now < self.churn_until && self.rng.random_range(0..2) == 0 {
+                // A crash point: the leader dies right after its commit index moved,
+                // before the messages of that step leave.
+                let down = self.rng.random_range(30..=300) * MS;
+                self.at(self.now + down, Event::Restart(id));
+                return self.crash(id, true);
+            }
+            for (to, msg) in ready.messages {
+                self.send(id, to, msg);
+            }
+        }
+        self.checker.after_event(&self.nodes[&id].node)
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        if self.blocked.contains(&(from, to)) || self.rng.random_range(0..1000) < self.network.loss_permille {
+            return;
+        }
+        let (lo, hi) = self.network.delay;
+        if self.rng.random_range(0..1000) < self.network.dup_permille {
+            let again = self.now + self.rng.random_range(lo..=hi);
+            self.at(again, Event::Deliver { from, to, msg: msg.clone() });
+        }
+        let when = self.now + self.rng.random_range(lo..=hi);
+        self.at(when, Event::Deliver { from, to, msg });
+    }
+
+    /// The node that leads in the highest term, among those running.
+    fn leader(&self) -> Option<NodeId> {
+        let leaders = self.nodes.values().filter_map(|s| s.node.try_raft()).filter(|r| r.role() == Role::Leader);
+        leaders.max_by_key(|r| r.term()).map(|r| r.id())
+    }
+
+    /// A client sends a batch to whoever it believes leads (sometimes a stale leader).
+    fn propose_somewhere(&mut self) {
+        let leaders: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|s| s.node.try_raft().is_some_and(|r| r.role() == Role::Leader))
+            .map(|s| s.node.id())
+            .collect();
+        if leaders.is_empty() {
+            return;
+        }
+        let id = leaders[self.rng.random_range(0..leaders.len())];
+        let len = self.rng.random_range(0..64);
+        let payload: Vec<u8> = (0..len).map(|_| self.rng.random()).collect();
+        let records = self.rng.random_range(1..=4);
+        let _ = self.nodes.get_mut(&id).expect("node").node.propose(&payload, records);
+        let _ = self.flush(id);
+    }
+
+    fn fault(&mut self, k: usize) -> Result<(), Violation> {
+        let fault = self.schedule.faults[k].1.clone();
+        self.note(|| format!("FAULT {fault:?}"));
+        match fault {
+            Fault::Network(profile) => self.network = profile,
+            Fault::Partition(partition) => self.partition(partition),
+            Fault::Heal => self.blocked.clear(),
+            Fault::Crash { target, down, torn } => {
+                let node = match target {
+                    Target::Node(node) => Some(node),
+                    Target::Leader => self.leader(),
+                };
+                if let Some(node) = node {
+                    self.at(self.now + down, Event::Restart(node));
+                    self.crash(node, torn)?;
+                }
+            }
+            Fault::SlowDisk { node, latency, duration } => {
+                let sim = self.nodes.get_mut(&node).expect("node");
+                sim.disk_latency = latency;
+                sim.disk_epoch += 1;
+                let epoch = sim.disk_epoch;
+                self.at(self.now + duration, Event::DiskRecovered { node, epoch });
+            }
+            Fault::MembershipChange => self.change_membership()?,
+            Fault::Transfer => {
+                if let Some(leader) = self.leader() {
+                    let voters: Vec<NodeId> =
+                        self.nodes[&leader].node.raft().membership().voters.iter().copied().collect();
+                    let to = voters[self.rng.random_range(0..voters.len())];
+                    let result = self.nodes.get_mut(&leader).expect("node").node.transfer_leadership(to);
+                    self.stats.transfers += u64::from(result.is_ok() && to != leader);
+                    self.note(|| format!("transfer from {leader} to {to}: {result:?}"));
+                    self.flush(leader)?;
+                }
+            }
+            Fault::Churn { duration } => self.churn_until = self.now + duration,
+            Fault::Compact { node, keep } => {
+                let sim = self.nodes.get_mut(&node).expect("node");
+                if sim.node.is_up() {
+                    let through = sim.node.reported_commit.saturating_sub(keep);
+                    if through >= sim.node.store.first_index() {
+                        sim.node.store.compact(through);
+                        self.stats.compactions += 1;
+                        self.note(|| format!("node {node}: compacted through {through}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn partition(&mut self, partition: Partition) {
+        self.blocked.clear();
+        let all = self.schedule.nodes.clone();
+        let leader = self.leader();
+        let mut cut_between = |a: &[NodeId], b: &[NodeId], both: bool| {
+            for &x in a {
+                for &y in b.iter().filter(|y| **y != x) {
+                    self.blocked.insert((x, y));
+                    if both {
+                        self.blocked.insert((y, x));
+                    }
+                }
+            }
+        };
+        match partition {
+            Partition::Split { side } => cut_between(&side, &all, true),
+            Partition::IsolateLeader => {
+                if let Some(leader) = leader {
+                    cut_between(&[leader], &all, true);
+                }
+            }
+            Partition::OneWay { from, to } => cut_between(&from, &to, false),
+            Partition::Bridge { bridge, left, right } => {
+                assert!(!left.contains(&bridge) && !right.contains(&bridge), "the bridge sees both sides");
+                cut_between(&left, &right, true);
+            }
+        }
+    }
+
+    fn crash(&mut self, node: NodeId, torn: bool) -> Result<(), Violation> {
+        let sim = self.nodes.get_mut(&node).expect("node");
+        if !sim.node.is_up() {
+            return Ok(());
+        }
+        sim.node.crash(&mut self.rng, torn);
+        sim.epoch += 1;
+        sim.disk_free_at = self.now;
+        self.stats.crashes += 1;
+        self.note(|| format!("node {node}: CRASH (torn: {torn})"));
+        self.checker.durable_majority(self.nodes.values().map(|s| &s.node))
+    }
+
+    fn restart(&mut self, node: NodeId) -> Result<(), Violation> {
+        let sim = self.nodes.get_mut(&node).expect("node");
+        if sim.node.is_up() {
+            return Ok(());
+        }
+        sim.node.restart().map_err(|e| format!("node {node} cannot restart: {e}"))?;
+        let (epoch, period) = (sim.epoch, sim.tick_period);
+        self.note(|| format!("node {node}: RESTART"));
+        self.checker.on_restart(&self.nodes[&node].node)?;
+        self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
+        self.at(self.now + period, Event::Tick { node, epoch });
+        self.flush(node)
+    }
+
+    /// Proposes, through the leader, a change chosen among those valid now.
+    fn change_membership(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader() else { return Ok(()) };
+        let m = self.nodes[&leader].node.raft().membership().clone();
+        let outsiders: Vec<NodeId> = self.schedule.nodes.iter().copied().filter(|n| !m.contains(*n)).collect();
+        let voters: Vec<NodeId> = m.voters.iter().copied().collect();
+        let mut options: Vec<Vec<MembershipChange>> = Vec::new();
+        for &o in &outsiders {
+            options.push(vec![MembershipChange::AddLearner(o)]);
+            options.push(vec![MembershipChange::AddVoter(o)]);
+        }
+        for &l in &m.learners {
+            options.push(vec![MembershipChange::PromoteLearner(l)]);
+            options.push(vec![MembershipChange::RemoveLearner(l)]);
+        }
+        if voters.len() > 2 {
+            options.extend(voters.iter().map(|v| vec![MembershipChange::RemoveVoter(*v)]));
+        }
+        if let (Some(&o), true) = (outsiders.first(), voters.len() >= 2) {
+            let v = voters[self.rng.random_range(0..voters.len())];
+            options.push(vec![MembershipChange::RemoveVoter(v), MembershipChange::AddVoter(o)]);
+        }
+        if outsiders.len() >= 2 && voters.len() >= 3 {
+            // Replacing two voters at once: C_old's and C_new's majorities can be disjoint.
+            let (v1, v2) = (voters[0], voters[voters.len() - 1]);
+            let mut change: Vec<_> = [v1, v2].map(MembershipChange::RemoveVoter).to_vec();
+            change.extend(outsiders[..2].iter().map(|o| MembershipChange::AddVoter(*o)));
+            options.push(change.clone());
+            options.push(change);
+        }
+        let change = options.swap_remove(self.rng.random_range(0..options.len()));
+        let result = self.nodes.get_mut(&leader).expect("node").node.propose_membership(&change);
+        self.stats.membership_changes += u64::from(result.is_ok());
+        self.note(|| format!("membership change at {leader}: {change:?} -> {result:?}"));
+        self.flush(leader)
+    }
+
+    /// The end of the fault phase: a connected network, running nodes, normal disks.
+    fn heal(&mut self) -> Result<(), Violation> {
+        self.note(|| "HEAL: liveness phase".to_string());
+        self.healed_at = Some(self.now);
+        self.blocked.clear();
+        self.network = NetworkProfile::CALM;
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let sim = self.nodes.get_mut(&id).expect("node");
+            sim.disk_latency = (100, 2 * MS);
+            sim.disk_epoch += 1;
+            self.restart(id)?;
+        }
+        self.events.retain(|_, e| !matches!(e, Event::Fault(_) | Event::Restart(_) | Event::CrashLeader { .. }));
+        self.at(self.now, Event::Marker);
+        Ok(())
+    }
+
+    /// Liveness: some marker proposed after healing is committed, and every running member
+    /// of the committed configuration has caught up with it.
+    fn converged(&self) -> bool {
+        let committed = &self.checker.committed;
+        let Some(&(index, _)) = self.markers.iter().find(|(i, t)| committed.get(i).is_some_and(|e| e.term() == *t))
+        else {
+            return false;
+        };
+        let Some(leader) = self.leader() else { return false };
+        let members = self.nodes[&leader].node.raft().membership().members();
+        members.iter().all(|id| self.nodes[id].node.try_raft().is_some_and(|r| r.commit() >= index))
+    }
+
+    /// Each node's state, for a failure report.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (id, sim) in &self.nodes {
+            let log = sim.node.store.live();
+            let line = match sim.node.try_raft() {
+                Some(r) => format!(
+                    "node {id}: {:?} term {} vote {:?} leader {:?} commit {} log {}..={} membership {:?}\n",
+                    r.role(),
+                    r.term(),
+                    r.vote(),
+                    r.leader(),
+                    r.commit(),
+                    log.first_index(),
+                    log.last_index(),
+                    r.membership()
+                ),
+                None => format!("node {id}: down\n"),
+            };
+            out.push_str(&line);
+        }
+        out
+    }
+}
+
+fn describe_message(from: NodeId, to: NodeId, msg: &Message) -> String {
+    match msg {
+        Message::Append { term, prev_index, prev_term, commit, entries } => format!(
+            "{from}->{to} Append t{term} prev {prev_index}/{prev_term} commit {commit} entries {}",
+            entries.len()
+        ),
+        other => format!("{from}->{to} {other:?}"),
+    }
+}
