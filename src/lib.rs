@@ -2,6 +2,10 @@
 //!
 //! See ARCHITECTURE.md for the map of this crate.
 
+pub mod client;
+pub mod metrics;
 pub mod net;
 pub mod raft;
 pub mod record;
+pub mod replica;
+pub mod server;

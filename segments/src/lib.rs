@@ -18,6 +18,7 @@ mod format;
 mod log;
 mod recovery;
 mod segment;
+pub mod state_file;
 mod sync;
 mod writer;
 

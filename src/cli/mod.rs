@@ -2,37 +2,50 @@
 //! environment variable live together in `args.rs`). Only this module knows clap.
 
 mod args;
+mod bench;
 mod certs;
+mod consume;
+mod dev;
+mod logging;
+mod produce;
+mod serve;
+mod signals;
+mod status;
 
 use std::process::ExitCode;
 
 use args::{Cli, Command};
 use clap::Parser;
 
-/// Exit status for a usage error or a feature that is not available.
+/// Exit status for a usage error (as clap uses for its own).
 const EXIT_USAGE: u8 = 2;
+
+/// An error in how keel was called: a bad flag value, a missing setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Dev(_) => not_implemented("dev"),
+        Command::Dev(args) => dev::run(args),
         Command::Certs(args) => certs::run(args),
-        Command::Serve(_) => not_implemented("serve"),
-        Command::Produce(_) => not_implemented("produce"),
-        Command::Consume(_) => not_implemented("consume"),
-        Command::Status(_) => not_implemented("status"),
-        Command::Bench(_) => not_implemented("bench"),
+        Command::Serve(args) => serve::run(args),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<Usage>().is_some() { ExitCode::from(EXIT_USAGE) } else { ExitCode::FAILURE }
         }
     }
 }
 
-fn not_implemented(name: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("error: `keel {name}` is not implemented yet in this build");
-    Ok(ExitCode::from(EXIT_USAGE))
+/// The client settings every client command shares.
+fn client_config(args: &args::ClientArgs) -> keel::client::ClientConfig {
+    keel::client::ClientConfig::new(args.bootstrap.iter().cloned(), &args.tls)
 }

@@ -362,7 +362,8 @@ mod tests {
         #[test]
         fn decoding_a_truncated_response_fails_cleanly(cut in 0usize..200) {
             let entry = Entry::encode(EntryMeta { index: 1, term: 1, kind: 0, base_offset: 0, record_count: 1 }, b"v");
-            let frame = join(Response::Fetched { log_start_offset: 0, high_watermark: 1, entries: vec![entry] }.encode());
+            let fetched = Response::Fetched { log_start_offset: 0, high_watermark: 1, entries: vec![entry] };
+            let frame = join(fetched.encode());
             let cut = cut.min(frame.len().saturating_sub(1));
             prop_assert!(Response::decode(frame.slice(..cut), 1 << 20).is_err());
         }

@@ -5,6 +5,7 @@ pub mod client_codec;
 pub mod endpoint;
 pub mod frame;
 pub mod peer;
+pub mod peer_codec;
 pub mod tls;
 
 pub use endpoint::{Connection, NetError};

@@ -275,19 +275,28 @@ async fn dial_loop(
     conn_tx: watch::Sender<Option<Connection>>,
 ) {
     let mut backoff = BACKOFF_MIN;
+    let mut last_error = String::new();
     loop {
         let target = *addr.lock().expect("addr lock");
         match dial(&shared, peer, target).await {
             Ok(conn) => {
                 info!(peer, addr = %target, "connected to peer");
                 backoff = BACKOFF_MIN;
+                last_error.clear();
                 spawn_readers(shared.clone(), peer, conn.clone());
                 conn_tx.send_replace(Some(conn.clone()));
                 let reason = conn.closed().await;
                 debug!(peer, %reason, "peer connection closed");
             }
             Err(e) => {
-                debug!(peer, addr = %target, error = %e, "dial failed");
+                // A peer that is down fails the same way every time: say it once.
+                let error = e.to_string();
+                if error != last_error {
+                    warn!(peer, addr = %target, %error, "cannot connect to peer; retrying with backoff");
+                    last_error = error;
+                } else {
+                    debug!(peer, addr = %target, %error, "dial failed");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }

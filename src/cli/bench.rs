@@ -1,0 +1,173 @@
+//! `keel bench`: produce N records of S bytes with a window of batches in flight, report
+//! throughput and ack latency percentiles, optionally read everything back and verify it.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use keel::client::{Client, Offset, ProducerConfig};
+use keel::record::Record;
+use tokio::sync::Mutex;
+
+use super::args::BenchArgs;
+use super::{Usage, client_config};
+
+/// A record's first 16 bytes say who wrote it (producer, sequence); the rest is derived
+/// from those, so the consume phase can verify every byte without keeping a copy.
+const RECORD_HEADER: usize = 16;
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.size < RECORD_HEADER {
+        let why =
+            format!("--size must be at least {RECORD_HEADER} bytes (each record carries its producer and sequence)");
+        return Err(Usage(why).into());
+    }
+    if args.records == 0 || args.producers == 0 || args.window == 0 {
+        return Err(Usage("--records, --producers and --window must be at least 1".into()).into());
+    }
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(bench(args))
+}
+
+fn value(producer: u64, seq: u64, size: usize) -> Bytes {
+    let mut buf = BytesMut::with_capacity(size);
+    buf.put_u64_le(producer);
+    buf.put_u64_le(seq);
+    let mut x = producer.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq.wrapping_add(1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    while buf.len() < size {
+        // xorshift64*: cheap, deterministic filler.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let word = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+        let n = (size - buf.len()).min(8);
+        buf.put_slice(&word[..n]);
+    }
+    buf.freeze()
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::connect(client_config(&args.client)).await?;
+    let start_offset = client.metadata().await?.log_end_offset;
+    let bar = ProgressBar::new(args.records);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} produce [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")));
+    let started = Instant::now();
+    let per_producer = args.records.div_ceil(args.producers as u64);
+    let mut tasks = Vec::new();
+    for p in 0..args.producers as u64 {
+        let count = per_producer.min(args.records.saturating_sub(p * per_producer));
+        let producer = client.producer(ProducerConfig { in_flight: args.window, ..ProducerConfig::default() });
+        let (latency, bar, size) = (latency.clone(), bar.clone(), args.size);
+        tasks.push(tokio::spawn(async move {
+            let mut acks = tokio::task::JoinSet::new();
+            let mut failed = 0u64;
+            for seq in 0..count {
+                let sent = Instant::now();
+                let ack = producer.send(Record::new(value(p, seq, size))).await;
+                let (latency, bar) = (latency.clone(), bar.clone());
+                acks.spawn(async move {
+                    let ok = matches!(ack.await, Ok(Ok(_)));
+                    if ok {
+                        let micros = sent.elapsed().as_micros().max(1) as u64;
+                        let _ = latency.lock().await.record(micros);
+                        bar.inc(1);
+                    }
+                    ok
+                });
+                while let Some(done) = acks.try_join_next() {
+                    failed += u64::from(!done.unwrap_or(false));
+                }
+            }
+            producer.close().await;
+            while let Some(done) = acks.join_next().await {
+                failed += u64::from(!done.unwrap_or(false));
+            }
+            failed
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.context("producer task")?;
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let acked = args.records - failed;
+    let h = latency.lock().await;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let rate = acked as f64 / elapsed.as_secs_f64();
+    let mbps = rate * args.size as f64 / 1e6;
+    println!(
+        "produced {acked} records of {} B in {:.2?}: {rate:.0} records/s, {mbps:.1} MB/s ({failed} failed)",
+        args.size, elapsed
+    );
+    println!(
+        "ack latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    );
+    let mut summary = serde_json::json!({
+        "records": acked, "failed": failed, "size": args.size, "window": args.window, "producers": args.producers,
+        "seconds": elapsed.as_secs_f64(), "records_per_sec": rate, "mb_per_sec": mbps,
+        "latency_ms": {
+            "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": h.max() as f64 / 1000.0
+        },
+    });
+    drop(h);
+    if args.consume {
+        let (verified, seconds) = consume_and_verify(&client, start_offset, acked, args.size).await?;
+        let rate = verified as f64 / seconds;
+        println!(
+            "consumed and verified {verified} records in {seconds:.2} s: {rate:.0} records/s, {:.1} MB/s",
+            rate * args.size as f64 / 1e6
+        );
+        let consumed = &mut summary["consume"];
+        consumed["records"] = verified.into();
+        consumed["seconds"] = seconds.into();
+        consumed["records_per_sec"] = rate.into();
+        consumed["mb_per_sec"] = (rate * args.size as f64 / 1e6).into();
+    }
+    println!("{summary}");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn consume_and_verify(client: &Client, from: u64, expected: u64, size: usize) -> anyhow::Result<(u64, f64)> {
+    let mut consumer = client.consumer(Offset::At(from)).max_bytes(8 << 20).max_wait(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut verified = 0u64;
+    let mut idle = 0;
+    while verified < expected {
+        let batch = consumer.poll().await?;
+        if batch.is_empty() {
+            idle += 1;
+            if idle > 50 {
+                bail!("only {verified} of {expected} records came back within 10 s of silence");
+            }
+            continue;
+        }
+        idle = 0;
+        for (offset, record) in batch {
+            let v = &record.value;
+            if v.len() != size {
+                bail!("record at offset {offset} has {} bytes, expected {size}", v.len());
+            }
+            let producer = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+            let seq = u64::from_le_bytes(v[8..16].try_into().expect("8 bytes"));
+            if *v != value(producer, seq, size) {
+                bail!("record at offset {offset} (producer {producer}, seq {seq}) differs from what was sent");
+            }
+            verified += 1;
+        }
+    }
+    Ok((verified, started.elapsed().as_secs_f64()))
+}

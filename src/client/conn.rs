@@ -1,0 +1,152 @@
+//! Connections to the nodes of one cluster, reused across requests, and one request/response
+//! exchange on its own QUIC stream.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::Endpoint;
+
+use super::{ClientConfig, ClientError};
+use crate::net::Connection;
+use crate::net::client_codec::{ClusterView, Request, Response};
+use crate::net::endpoint::{client_endpoint, connect, read_frame, write_frame};
+use crate::net::tls::{ANY_NODE_NAME, client_config};
+
+/// Largest response accepted (a fetch is bounded well below this by the node).
+const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// Largest entry accepted in a fetch response.
+pub(super) const ENTRY_BYTES_MAX: u32 = 64 << 20;
+
+/// How a request failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The request never reached a node: it certainly had no effect.
+    NotSent(String),
+    /// The request may have reached the node; its effect is unknown.
+    Lost(String),
+}
+
+impl Failure {
+    pub(super) fn message(&self) -> &str {
+        match self {
+            Failure::NotSent(m) | Failure::Lost(m) => m,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct Nodes {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    bootstrap: Vec<String>,
+    conns: Mutex<HashMap<SocketAddr, Connection>>,
+    leader: Mutex<Option<SocketAddr>>,
+}
+
+impl Nodes {
+    pub(super) fn new(config: &ClientConfig) -> Result<Nodes, ClientError> {
+        if config.bootstrap.is_empty() {
+            return Err(ClientError::Config("no bootstrap address given (--bootstrap HOST:PORT)".into()));
+        }
+        let tls = client_config(&config.tls_dir).map_err(|e| ClientError::Config(e.to_string()))?;
+        let endpoint = client_endpoint(tls).map_err(|e| ClientError::Config(e.to_string()))?;
+        let inner = Inner {
+            endpoint,
+            bootstrap: config.bootstrap.clone(),
+            conns: Mutex::new(HashMap::new()),
+            leader: Mutex::new(None),
+        };
+        Ok(Nodes { inner: Arc::new(inner) })
+    }
+
+    /// Every bootstrap address that resolves.
+    pub(super) fn bootstrap(&self) -> Vec<SocketAddr> {
+        self.inner.bootstrap.iter().filter_map(|a| resolve(a).ok()).collect()
+    }
+
+    pub(super) fn leader(&self) -> Option<SocketAddr> {
+        *self.inner.leader.lock().expect("leader lock")
+    }
+
+    pub(super) fn set_leader(&self, addr: Option<SocketAddr>) {
+        *self.inner.leader.lock().expect("leader lock") = addr;
+    }
+
+    async fn conn(&self, addr: SocketAddr) -> Result<Connection, Failure> {
+        let existing = self.inner.conns.lock().expect("conns lock").get(&addr).cloned();
+        if let Some(conn) = existing
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn);
+        }
+        let conn = connect(&self.inner.endpoint, addr, ANY_NODE_NAME)
+            .await
+            .map_err(|e| Failure::NotSent(format!("cannot connect to {addr}: {e}")))?;
+        self.inner.conns.lock().expect("conns lock").insert(addr, conn.clone());
+        Ok(conn)
+    }
+
+    /// Sends one request to `addr` and waits up to `timeout` for its response.
+    pub(super) async fn request(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, Failure> {
+        let conn = self.conn(addr).await?;
+        let (mut send, mut recv) = match conn.open_bi().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.inner.conns.lock().expect("conns lock").remove(&addr);
+                return Err(Failure::NotSent(format!("connection to {addr} failed: {e}")));
+            }
+        };
+        let exchange = async {
+            write_frame(&mut send, &mut request.encode()).await.map_err(|e| Failure::Lost(e.to_string()))?;
+            let _ = send.finish();
+            let frame = read_frame(&mut recv, RESPONSE_BYTES_MAX)
+                .await
+                .map_err(|e| Failure::Lost(format!("{addr}: {e}")))?
+                .ok_or_else(|| Failure::Lost(format!("{addr} closed the stream without answering")))?;
+            Response::decode(frame, ENTRY_BYTES_MAX)
+                .map_err(|e| Failure::Lost(format!("bad response from {addr}: {e}")))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::Lost(format!("{addr} did not answer within {timeout:?}"))),
+        }
+    }
+
+    pub(super) async fn metadata_at(&self, addr: &str, timeout: Duration) -> Result<ClusterView, ClientError> {
+        let addr = resolve(addr)?;
+        match self.request(addr, &Request::Metadata, timeout).await {
+            Ok(Response::Metadata(view)) => Ok(view),
+            Ok(Response::Error(e)) => Err(e.into()),
+            Ok(other) => Err(ClientError::Unavailable(format!("unexpected answer from {addr}: {other:?}"))),
+            Err(f) => Err(ClientError::Unavailable(f.message().to_string())),
+        }
+    }
+
+    pub(super) async fn metadata_any(&self, timeout: Duration) -> Result<ClusterView, ClientError> {
+        let mut last = ClientError::Unavailable("no bootstrap address resolves".into());
+        for addr in &self.inner.bootstrap {
+            match self.metadata_at(addr, timeout).await {
+                Ok(view) => return Ok(view),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+pub(super) fn resolve(addr: &str) -> Result<SocketAddr, ClientError> {
+    addr.to_socket_addrs()
+        .map_err(|e| ClientError::Config(format!("cannot resolve {addr}: {e}")))?
+        .next()
+        .ok_or_else(|| ClientError::Config(format!("{addr} resolves to no address")))
+}

@@ -1,0 +1,155 @@
+//! Consuming: fetch committed records by offset from any node, long-polling at the end of
+//! the log, failing over to another node when one cannot serve.
+
+use std::time::Duration;
+
+use super::conn::ENTRY_BYTES_MAX;
+use super::{Client, ClientError};
+use crate::net::client_codec::{Request, Response};
+use crate::raft::kind;
+use crate::record::{BatchIter, Record};
+
+/// Where a consumer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offset {
+    /// The first record the cluster still holds.
+    Earliest,
+    /// The offset after the last committed record: only new records.
+    Latest,
+    At(u64),
+}
+
+pub struct Consumer {
+    client: Client,
+    from: Offset,
+    next: Option<u64>,
+    node: usize,
+    max_bytes: u32,
+    max_wait: Duration,
+    high_watermark: u64,
+}
+
+impl Consumer {
+    pub(super) fn new(client: Client, from: Offset) -> Consumer {
+        let next = match from {
+            Offset::At(o) => Some(o),
+            _ => None,
+        };
+        Consumer {
+            client,
+            from,
+            next,
+            node: 0,
+            max_bytes: 4 << 20,
+            max_wait: Duration::from_millis(500),
+            high_watermark: 0,
+        }
+    }
+
+    /// How long a poll waits at the end of the log.
+    pub fn max_wait(mut self, wait: Duration) -> Consumer {
+        self.max_wait = wait;
+        self
+    }
+
+    pub fn max_bytes(mut self, bytes: u32) -> Consumer {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Prefer the `n`-th bootstrap node (consumers spread over replicas).
+    pub fn prefer_node(mut self, n: usize) -> Consumer {
+        self.node = n;
+        self
+    }
+
+    /// The next offset this consumer will read, once known.
+    pub fn position(&self) -> Option<u64> {
+        self.next
+    }
+
+    /// The offset after the last committed record, as of the last poll.
+    pub fn high_watermark(&self) -> u64 {
+        self.high_watermark
+    }
+
+    /// Resolves `earliest`/`latest` into an offset.
+    pub async fn start(&mut self) -> Result<u64, ClientError> {
+        if let Some(next) = self.next {
+            return Ok(next);
+        }
+        let view = self.client.metadata().await?;
+        let next = match self.from {
+            Offset::Earliest => view.log_start_offset,
+            Offset::Latest => view.log_end_offset,
+            Offset::At(o) => o,
+        };
+        self.high_watermark = view.log_end_offset;
+        self.next = Some(next);
+        Ok(next)
+    }
+
+    /// The next records (offset and record), waiting up to the max wait at the end of the
+    /// log; an empty vector means nothing new arrived in time.
+    pub async fn poll(&mut self) -> Result<Vec<(u64, Record)>, ClientError> {
+        let offset = self.start().await?;
+        let nodes = self.client.nodes.bootstrap();
+        if nodes.is_empty() {
+            return Err(ClientError::Config("no bootstrap address resolves".into()));
+        }
+        let request =
+            Request::Fetch { offset, max_bytes: self.max_bytes, max_wait_ms: self.max_wait.as_millis() as u32 };
+        let timeout = self.max_wait + self.client.config.request_timeout;
+        let mut last = String::new();
+        for attempt in 0..nodes.len() * 2 {
+            let addr = nodes[(self.node + attempt) % nodes.len()];
+            match self.client.nodes.request(addr, &request, timeout).await {
+                Ok(Response::Fetched { high_watermark, entries, .. }) => {
+                    self.node = (self.node + attempt) % nodes.len();
+                    self.high_watermark = high_watermark;
+                    return self.take(offset, entries);
+                }
+                Ok(Response::Error(e)) => {
+                    let err: ClientError = e.into();
+                    if matches!(err, ClientError::OffsetOutOfRange { .. } | ClientError::Refused(_)) {
+                        return Err(err);
+                    }
+                    last = err.to_string();
+                }
+                Ok(other) => last = format!("unexpected answer from {addr}: {other:?}"),
+                Err(f) => last = f.message().to_string(),
+            }
+            if attempt + 1 >= nodes.len() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Err(ClientError::Unavailable(last))
+    }
+
+    /// Records at or after `offset` from fetched entries (the first entry may start earlier).
+    fn take(&mut self, offset: u64, entries: Vec<segments::Entry>) -> Result<Vec<(u64, Record)>, ClientError> {
+        let mut out = Vec::new();
+        let mut next = offset;
+        for entry in entries.iter().filter(|e| e.kind() == kind::DATA) {
+            let base = entry.base_offset();
+            let iter =
+                BatchIter::new(entry.payload()).map_err(|e| ClientError::Unavailable(format!("bad batch: {e}")))?;
+            for (i, record) in iter.enumerate() {
+                let record = record.map_err(|e| ClientError::Unavailable(format!("bad record: {e}")))?;
+                let at = base + i as u64;
+                if at >= next {
+                    if at != next {
+                        return Err(ClientError::Unavailable(format!(
+                            "gap in the log: expected offset {next}, got {at}"
+                        )));
+                    }
+                    out.push((at, record));
+                    next = at + 1;
+                }
+            }
+        }
+        let _ = ENTRY_BYTES_MAX;
+        self.next = Some(next);
+        Ok(out)
+    }
+}

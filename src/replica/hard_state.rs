@@ -1,0 +1,153 @@
+//! What a replica keeps beside its log: its identity (cluster and node id, fixed at first
+//! start) and Raft's hard state (term, vote, commit, last committed configuration).
+
+use std::path::{Path, PathBuf};
+
+use crate::net::frame::{FrameError, Reader};
+use crate::raft::{HardState, Membership};
+
+use segments::state_file::{self, StateFileError};
+
+const IDENTITY_FILE: &str = "identity";
+const HARD_STATE_FILE: &str = "hard-state";
+const KIND_IDENTITY: u8 = 1;
+const KIND_HARD_STATE: u8 = 2;
+const VERSION: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    File(#[from] StateFileError),
+    #[error(
+        "{dir} belongs to cluster {found:016x}, but this node's certificates are for cluster {expected:016x}; \
+         use the data directory of this cluster, or an empty one"
+    )]
+    OtherCluster { dir: PathBuf, found: u64, expected: u64 },
+    #[error("{dir} belongs to node {found}, not node {expected}; point --dir at node {expected}'s data")]
+    OtherNode { dir: PathBuf, found: u64, expected: u64 },
+    #[error("{path} is malformed: {why}")]
+    Malformed { path: PathBuf, why: String },
+}
+
+/// Records the cluster and node id in `dir` at first start, and checks them afterwards.
+pub fn check_identity(dir: &Path, cluster_id: u64, node_id: u64) -> Result<(), StateError> {
+    let path = dir.join(IDENTITY_FILE);
+    match state_file::read(&path, KIND_IDENTITY)? {
+        None => {
+            let mut payload = cluster_id.to_le_bytes().to_vec();
+            payload.extend_from_slice(&node_id.to_le_bytes());
+            state_file::write(&path, KIND_IDENTITY, VERSION, &payload)?;
+            Ok(())
+        }
+        Some((_, payload)) => {
+            let mut r = Reader::new(payload.into());
+            let parsed = (r.u64("cluster id"), r.u64("node id"));
+            let (Ok(found_cluster), Ok(found_node)) = parsed else {
+                return Err(StateError::Malformed { path, why: "too short".into() });
+            };
+            if found_cluster != cluster_id {
+                return Err(StateError::OtherCluster { dir: dir.into(), found: found_cluster, expected: cluster_id });
+            }
+            if found_node != node_id {
+                return Err(StateError::OtherNode { dir: dir.into(), found: found_node, expected: node_id });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The persisted hard state and the last committed configuration (with its index).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Persisted {
+    pub hard_state: HardState,
+    pub membership_index: u64,
+    pub membership: Membership,
+}
+
+pub struct HardStateFile {
+    path: PathBuf,
+    last: Persisted,
+}
+
+impl HardStateFile {
+    /// Opens the file in `dir`; a node's first start uses `initial` (the --peers voters).
+    pub fn open(dir: &Path, initial: Membership) -> Result<HardStateFile, StateError> {
+        let path = dir.join(HARD_STATE_FILE);
+        let last = match state_file::read(&path, KIND_HARD_STATE)? {
+            None => Persisted { hard_state: HardState::default(), membership_index: 0, membership: initial },
+            Some((_, payload)) => {
+                decode(payload).map_err(|e| StateError::Malformed { path: path.clone(), why: e.to_string() })?
+            }
+        };
+        Ok(HardStateFile { path, last })
+    }
+
+    pub fn persisted(&self) -> &Persisted {
+        &self.last
+    }
+
+    /// Writes and fsyncs the new state (a no-op when nothing changed).
+    pub fn save(&mut self, next: Persisted) -> Result<(), StateError> {
+        if next == self.last {
+            return Ok(());
+        }
+        assert!(next.hard_state.term >= self.last.hard_state.term, "term never goes backwards");
+        state_file::write(&self.path, KIND_HARD_STATE, VERSION, &encode(&next))?;
+        self.last = next;
+        Ok(())
+    }
+}
+
+fn encode(p: &Persisted) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&p.hard_state.term.to_le_bytes());
+    out.extend_from_slice(&p.hard_state.vote.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&p.hard_state.commit.to_le_bytes());
+    out.extend_from_slice(&p.membership_index.to_le_bytes());
+    out.extend_from_slice(&p.membership.encode());
+    out
+}
+
+fn decode(payload: Vec<u8>) -> Result<Persisted, FrameError> {
+    let mut r = Reader::new(payload.into());
+    let term = r.u64("term")?;
+    let vote = r.u64("vote")?;
+    let commit = r.u64("commit")?;
+    let membership_index = r.u64("membership index")?;
+    let membership = Membership::decode(&r.rest()).map_err(|_| FrameError::Invalid { what: "membership" })?;
+    Ok(Persisted {
+        hard_state: HardState { term, vote: (vote != 0).then_some(vote), commit },
+        membership_index,
+        membership,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_is_fixed_at_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        check_identity(dir.path(), 7, 1).unwrap();
+        check_identity(dir.path(), 7, 1).unwrap();
+        assert!(matches!(check_identity(dir.path(), 8, 1), Err(StateError::OtherCluster { .. })));
+        assert!(matches!(check_identity(dir.path(), 7, 2), Err(StateError::OtherNode { .. })));
+    }
+
+    #[test]
+    fn hard_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let initial = Membership { voters: [1, 2, 3].into(), ..Membership::default() };
+        let mut file = HardStateFile::open(dir.path(), initial.clone()).unwrap();
+        assert_eq!(file.persisted().membership, initial);
+        let next = Persisted {
+            hard_state: HardState { term: 4, vote: Some(2), commit: 9 },
+            membership_index: 3,
+            membership: Membership { voters: [1, 2].into(), ..Membership::default() },
+        };
+        file.save(next.clone()).unwrap();
+        let reopened = HardStateFile::open(dir.path(), initial).unwrap();
+        assert_eq!(reopened.persisted(), &next);
+    }
+}

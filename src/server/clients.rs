@@ -1,0 +1,220 @@
+//! Serves client connections (`keel-client/1`): one request per bidirectional stream.
+//! Produce goes to the group loop and waits for the commit; fetch and metadata are read
+//! here, from the shared log and the loop's published state, so reads scale with nodes.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use segments::{Entry, Log};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::{debug, warn};
+
+use super::config::Limits;
+use super::disk::FreeSpace;
+use super::group::{Committed, Event, LeaderHint};
+use crate::metrics as m;
+use crate::net::Connection;
+use crate::net::client_codec::{ErrorReply, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
+use crate::net::endpoint::{read_frame_budgeted, write_frame};
+use crate::record;
+
+/// Application close codes on client connections.
+pub const CLOSE_BAD_FRAME: u32 = 0x21;
+pub const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x22;
+
+pub struct ClientService {
+    pub events: mpsc::Sender<Event>,
+    pub log: Arc<RwLock<Log>>,
+    pub committed: watch::Receiver<Committed>,
+    pub leader: watch::Receiver<LeaderHint>,
+    pub limits: Limits,
+    pub free_space: FreeSpace,
+    pub connections: Arc<Semaphore>,
+}
+
+impl ClientService {
+    /// Serves one client connection until it closes.
+    pub async fn serve(self: Arc<Self>, conn: Connection) {
+        let Ok(_slot) = self.connections.clone().try_acquire_owned() else {
+            metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => "too_many_connections").increment(1);
+            conn.close(CLOSE_TOO_MANY_CONNECTIONS.into(), b"too many client connections; retry later");
+            return;
+        };
+        let gauge = metrics::gauge!(m::QUIC_CONNECTIONS, "kind" => "client");
+        gauge.increment(1.0);
+        let budget = Arc::new(Semaphore::new(self.limits.connection_bytes_max));
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let this = self.clone();
+            let conn = conn.clone();
+            let budget = budget.clone();
+            tokio::spawn(async move {
+                let max = this.limits.batch_bytes_max + 64;
+                let (frame, _permit) =
+                    match read_frame_budgeted(&mut recv, max.max(REQUEST_BYTES_MAX_DEFAULT), &budget).await {
+                        Ok(Some(f)) => f,
+                        Ok(None) => return,
+                        Err(e) => {
+                            reject(&conn, &e.to_string());
+                            return;
+                        }
+                    };
+                let request = match Request::decode(frame) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        reject(&conn, &e.to_string());
+                        return;
+                    }
+                };
+                let response = this.handle(request).await;
+                let mut chunks = response.encode();
+                if write_frame(&mut send, &mut chunks).await.is_ok() {
+                    let _ = send.finish();
+                }
+            });
+        }
+        gauge.decrement(1.0);
+    }
+
+    async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::Produce { record_count, records } => self.produce(record_count, records).await,
+            Request::Fetch { offset, max_bytes, max_wait_ms } => self.fetch(offset, max_bytes, max_wait_ms).await,
+            Request::Metadata => self.metadata().await,
+        }
+    }
+
+    async fn produce(&self, record_count: u32, records: Bytes) -> Response {
+        let received = Instant::now();
+        metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
+        let refuse = |kind: &'static str, err: ErrorReply| {
+            metrics::counter!(m::PRODUCE_ERRORS, "kind" => kind).increment(1);
+            Response::Error(err)
+        };
+        let hint = *self.leader.borrow();
+        if !hint.me {
+            let address = hint.address.map(|a| a.to_string());
+            return refuse("not_leader", ErrorReply::NotLeader { leader: hint.leader, address });
+        }
+        let limit = self.limits.batch_bytes_max;
+        if records.len() > limit {
+            let msg = format!("batch of {} bytes exceeds the limit of {limit} bytes (batch_bytes_max)", records.len());
+            return refuse("too_large", ErrorReply::Refused(msg));
+        }
+        if let Err(e) = record::validate(&records, record_count, self.limits.record_bytes_max) {
+            let kind = if matches!(e, record::BatchError::RecordTooLarge { .. }) { "too_large" } else { "malformed" };
+            return refuse(kind, ErrorReply::Refused(e.to_string()));
+        }
+        if let Some(why) = self.free_space.too_low() {
+            return refuse("disk_full", ErrorReply::Busy(why));
+        }
+        let payload = record::batch_payload(now_ms(), &records).freeze();
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Propose { payload, record_count, received, reply };
+        if self.events.send(event).await.is_err() {
+            return refuse("shutting_down", ErrorReply::Busy("the node is shutting down".into()));
+        }
+        match rx.await {
+            Ok(Ok((base_offset, record_count))) => Response::Produced { base_offset, record_count },
+            Ok(Err(e)) => Response::Error(e),
+            Err(_) => Response::Error(ErrorReply::OutcomeUnknown { reason: "the node stopped".into() }),
+        }
+    }
+
+    async fn fetch(&self, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Response {
+        metrics::counter!(m::FETCH_REQUESTS).increment(1);
+        let wait = Duration::from_millis(u64::from(max_wait_ms)).min(self.limits.fetch_wait_max);
+        let deadline = tokio::time::Instant::now() + wait;
+        let max_bytes = (max_bytes as usize).clamp(1, self.limits.fetch_bytes_max);
+        let mut committed = self.committed.clone();
+        let mut waited = false;
+        loop {
+            let c = *committed.borrow_and_update();
+            match self.read_committed(offset, max_bytes, c) {
+                Ok(Some(response)) => return response,
+                Ok(None) => {}
+                Err(response) => return response,
+            }
+            if !waited {
+                waited = true;
+                metrics::counter!(m::FETCH_LONG_POLLS).increment(1);
+            }
+            let start = self.log.read().expect("log lock").start_offset();
+            let empty = Response::Fetched { log_start_offset: start, high_watermark: c.next_offset, entries: vec![] };
+            match tokio::time::timeout_at(deadline, committed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return empty,
+            }
+        }
+    }
+
+    /// The entries holding `offset` and after, up to the commit; `None` when there is
+    /// nothing committed at `offset` yet; `Err` with the response for a bad offset.
+    fn read_committed(&self, offset: u64, max_bytes: usize, c: Committed) -> Result<Option<Response>, Response> {
+        let log = self.log.read().expect("log lock");
+        let start = log.start_offset();
+        let out_of_range =
+            || Response::Error(ErrorReply::OffsetOutOfRange { requested: offset, start, end: c.next_offset });
+        if offset < start {
+            return Err(out_of_range());
+        }
+        if offset >= c.next_offset {
+            // Beyond what this node committed: wait if the log (or the cluster) may get there.
+            return if offset > c.next_offset && offset > log.next_offset() { Err(out_of_range()) } else { Ok(None) };
+        }
+        let index = match log.locate_offset(offset) {
+            Ok(Some(index)) => index,
+            Ok(None) => return Ok(None),
+            Err(segments::Error::OffsetBelowStart { .. }) => return Err(out_of_range()),
+            Err(e) => return Err(self.read_failed(e, start_index(&log, offset))),
+        };
+        let mut entries: Vec<Entry> = Vec::new();
+        if let Err(e) = log.read(index, max_bytes, &mut entries) {
+            return Err(self.read_failed(e, index));
+        }
+        entries.retain(|e| e.index() <= c.index);
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let bytes: usize = entries.iter().map(Entry::encoded_len).sum();
+        metrics::counter!(m::FETCH_BYTES).increment(bytes as u64);
+        Ok(Some(Response::Fetched { log_start_offset: start, high_watermark: c.next_offset, entries }))
+    }
+
+    /// A failed read; corruption is reported to the loop, which repairs from `from_index` on.
+    fn read_failed(&self, e: segments::Error, from_index: u64) -> Response {
+        if let segments::Error::Corrupt { .. } = &e {
+            let _ = self.events.try_send(Event::Corrupt { from_index, detail: e.to_string() });
+        }
+        warn!(error = %e, "fetch failed");
+        Response::Error(ErrorReply::Internal(format!("{e}; this node is repairing its log, read from another node")))
+    }
+
+    async fn metadata(&self) -> Response {
+        let (reply, rx) = oneshot::channel();
+        if self.events.send(Event::Status(reply)).await.is_err() {
+            return Response::Error(ErrorReply::Busy("the node is shutting down".into()));
+        }
+        match rx.await {
+            Ok(view) => Response::Metadata(view),
+            Err(_) => Response::Error(ErrorReply::Busy("the node is shutting down".into())),
+        }
+    }
+}
+
+/// Where to start looking for a corrupt entry that broke an offset lookup.
+fn start_index(log: &Log, _offset: u64) -> u64 {
+    log.first_index()
+}
+
+/// Closes a connection that sent a frame the protocol does not allow; the node goes on.
+fn reject(conn: &Connection, why: &str) {
+    metrics::counter!(m::FRAMES_REJECTED, "protocol" => "client").increment(1);
+    debug!(addr = %conn.remote_address(), why, "closing client connection after a bad frame");
+    let reason = format!("bad frame: {why}");
+    conn.close(CLOSE_BAD_FRAME.into(), reason.as_bytes());
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,123 @@
+//! A node's settings, as the library takes them (the CLI builds this from flags, `KEEL_*`
+//! variables and the TOML file).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::raft::NodeId;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Every voter of the initial cluster, this node included.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    pub tls_dir: PathBuf,
+    pub metrics: Option<SocketAddr>,
+    /// Clients must present a certificate signed by the cluster CA.
+    pub require_client_cert: bool,
+    pub limits: Limits,
+    pub retention: Retention,
+    /// Period of the Raft core's clock; election timeouts and heartbeats count these.
+    pub tick: Duration,
+    pub segment_bytes: u64,
+}
+
+/// Every bound a node enforces, with its default.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest record (key, value and headers encoded).
+    pub record_bytes_max: usize,
+    /// Largest produce batch; also the largest entry.
+    pub batch_bytes_max: usize,
+    /// Bytes of requests a client connection may have buffered in the node at once.
+    pub connection_bytes_max: usize,
+    /// Concurrent client connections.
+    pub client_connections_max: usize,
+    /// Longest wait a fetch may ask for at the end of the log.
+    pub fetch_wait_max: Duration,
+    /// Largest fetch response.
+    pub fetch_bytes_max: usize,
+    /// Produce is refused while the data directory's file system has less free space.
+    pub disk_free_bytes_min: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            record_bytes_max: 1 << 20,
+            batch_bytes_max: 4 << 20,
+            connection_bytes_max: 64 << 20,
+            client_connections_max: 1024,
+            fetch_wait_max: Duration::from_secs(30),
+            fetch_bytes_max: 8 << 20,
+            disk_free_bytes_min: 256 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Retention {
+    /// Delete the oldest sealed segments while the log is larger than this.
+    pub bytes: Option<u64>,
+    /// Delete sealed segments last written longer ago than this.
+    pub age: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--peers: `{0}` is not ID=HOST:PORT")]
+    PeerSyntax(String),
+    #[error("--peers: node id 0 is not allowed (ids start at 1)")]
+    ZeroId,
+    #[error("--peers: node {0} is listed twice")]
+    DuplicatePeer(NodeId),
+    #[error("--peers: cannot resolve `{addr}` for node {id}: {why}")]
+    Resolve { id: NodeId, addr: String, why: String },
+    #[error("this node's id {0} is not in --peers; list every voter, this node included")]
+    SelfMissing(NodeId),
+}
+
+/// Parses `1=host:port,2=host:port,...`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| ConfigError::PeerSyntax(part.into()))?;
+        let id: NodeId = id.trim().parse().map_err(|_| ConfigError::PeerSyntax(part.into()))?;
+        if id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        let resolved = addr
+            .trim()
+            .to_socket_addrs()
+            .map_err(|e| ConfigError::Resolve { id, addr: addr.into(), why: e.to_string() })?
+            .next()
+            .ok_or_else(|| ConfigError::Resolve { id, addr: addr.into(), why: "no address".into() })?;
+        if peers.insert(id, resolved).is_some() {
+            return Err(ConfigError::DuplicatePeer(id));
+        }
+    }
+    if peers.is_empty() {
+        return Err(ConfigError::PeerSyntax(text.into()));
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_lists_say_why() {
+        let peers = parse_peers("1=127.0.0.1:7000, 2=127.0.0.1:7001").unwrap();
+        assert_eq!(peers.len(), 2);
+        assert!(matches!(parse_peers("1=127.0.0.1:7000,1=127.0.0.1:7001"), Err(ConfigError::DuplicatePeer(1))));
+        assert!(matches!(parse_peers("x=127.0.0.1:7000"), Err(ConfigError::PeerSyntax(_))));
+        assert!(matches!(parse_peers("0=127.0.0.1:7000"), Err(ConfigError::ZeroId)));
+        assert!(matches!(parse_peers("1=nohost.invalid:7000"), Err(ConfigError::Resolve { .. })));
+    }
+}

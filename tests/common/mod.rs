@@ -1,0 +1,242 @@
+//! A cluster of real `keel serve` processes on loopback, for end-to-end tests.
+#![allow(dead_code)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel::client::{Client, ClientConfig};
+use keel::net::client_codec::ClusterView;
+
+pub const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+
+/// Ports that were free a moment ago (bound and released), distinct from each other.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    sockets.iter().map(|s| s.local_addr().expect("addr").port()).collect()
+}
+
+pub fn free_tcp_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub metrics: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+pub struct Cluster {
+    pub root: tempfile::TempDir,
+    pub tls: PathBuf,
+    pub nodes: Vec<Node>,
+    pub peers: String,
+}
+
+impl Cluster {
+    /// Makes certificates and starts `n` nodes; `extra` flags go to every `keel serve`.
+    pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        let root = tempfile::Builder::new().prefix("keel-test-").tempdir_in(test_tmp()).expect("tempdir");
+        let tls = root.path().join("tls");
+        let ids: Vec<String> = (1..=n).flat_map(|i| ["--node".to_string(), i.to_string()]).collect();
+        let status = Command::new(KEEL).args(["certs", "--dir"]).arg(&tls).args(&ids).stdout(Stdio::null()).status();
+        assert!(status.expect("keel certs").success(), "keel certs failed");
+        let ports = free_ports(n as usize);
+        let metrics = free_tcp_ports(n as usize);
+        let peers: Vec<String> = (1..=n).map(|i| format!("{i}=127.0.0.1:{}", ports[i as usize - 1])).collect();
+        let mut cluster = Cluster { root, tls, nodes: Vec::new(), peers: peers.join(",") };
+        for id in 1..=n {
+            let node = Node {
+                id,
+                addr: format!("127.0.0.1:{}", ports[id as usize - 1]),
+                metrics: format!("127.0.0.1:{}", metrics[id as usize - 1]),
+                dir: cluster.root.path().join(format!("node-{id}")),
+                log: cluster.root.path().join(format!("node-{id}.log")),
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            };
+            cluster.nodes.push(node);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let tls = self.tls.clone();
+        let peers = self.peers.clone();
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("node log");
+        let child = Command::new(KEEL)
+            .arg("serve")
+            .args(["--id", &node.id.to_string(), "--listen", &node.addr, "--peers", &peers, "--metrics", &node.metrics])
+            .arg("--dir")
+            .arg(&node.dir)
+            .arg("--tls")
+            .arg(&tls)
+            .args(&node.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn keel serve");
+        node.child = Some(child);
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn bootstrap_arg(&self) -> String {
+        self.bootstrap().join(",")
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(ClientConfig::new(self.bootstrap(), &self.tls)).await.expect("client")
+    }
+
+    pub async fn client_of(&self, id: u64) -> Client {
+        Client::connect(ClientConfig::new([self.node(id).addr.clone()], &self.tls)).await.expect("client")
+    }
+
+    /// Restarts node `id` (it must be stopped).
+    pub fn restart(&mut self, id: u64) {
+        assert!(self.nodes[id as usize - 1].child.is_none(), "node {id} is still running");
+        self.spawn(id as usize - 1);
+    }
+
+    pub fn pid(&self, id: u64) -> i32 {
+        self.node(id).child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, id: u64, signal: i32) {
+        // SAFETY: kill(2) on a child process this test started and has not reaped.
+        unsafe {
+            libc::kill(self.pid(id), signal);
+        }
+    }
+
+    /// kill -9, and reap.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.nodes[id as usize - 1].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait up to `timeout` for a clean exit; returns the exit status.
+    pub fn stop(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.nodes[id as usize - 1].child.take()?;
+        // SAFETY: as in `signal`.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn stop_all(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.stop(id, Duration::from_secs(10));
+        }
+    }
+
+    /// Node `id`'s own view, if it answers.
+    pub async fn view(&self, id: u64) -> Option<ClusterView> {
+        let client = self.client_of(id).await;
+        tokio::time::timeout(Duration::from_secs(2), client.metadata()).await.ok()?.ok()
+    }
+
+    /// Waits until a running node reports itself leader; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration, excluding: &[u64]) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            for node in &self.nodes {
+                if node.child.is_none() || excluding.contains(&node.id) {
+                    continue;
+                }
+                if let Some(v) = self.view(node.id).await
+                    && v.role == "leader"
+                {
+                    return Some(node.id);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            out.push_str(&format!("--- node {} ---\n", n.id));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut child) = n.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Where test clusters keep their data: on the real disk (fsync matters), under target/.
+pub fn test_tmp() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).to_path_buf();
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    dir
+}
+
+/// Runs `keel` with `args` and `stdin`, returning (status, stdout, stderr).
+pub fn keel(args: &[&str], stdin: &[u8]) -> (std::process::ExitStatus, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(KEEL)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keel");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("keel output");
+    let _ = writer.join();
+    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
