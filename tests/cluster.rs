@@ -204,3 +204,35 @@ async fn a_paused_leader_steps_down_without_disrupting_the_new_one() {
     assert_eq!(old_view.role, "follower");
     assert_eq!(old_view.leader, Some(new));
 }
+
+// Regression: empty Appends once travelled apart from entries, overtook them, were rejected,
+// and threw the leader's pipeline back to probing: under pipelined load every entry was sent
+// many times over (and produce slowed to a crawl).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_load_sends_each_entry_about_once_per_follower() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    let client = cluster.client().await;
+    // Measure the steady state: start once both followers are replicating.
+    client.produce(vec![Record::new("warm-up")]).await.expect("produce");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_before = common::sample(&common::scrape(&cluster.node(leader).metrics), "keel_append_entries_sent_total");
+    let last_before = cluster.view(leader).await.expect("leader view").last_index as f64;
+    let config = keel::client::ProducerConfig { in_flight: 64, batch_bytes: 256 << 10, ..Default::default() };
+    let producer = client.producer(config);
+    let mut acks = Vec::new();
+    for i in 0..30_000u32 {
+        acks.push(producer.send(Record::new(vec![(i % 251) as u8; 1000])).await);
+    }
+    producer.close().await;
+    for ack in acks {
+        ack.await.expect("ack").expect("produced");
+    }
+    let view = cluster.view(leader).await.expect("leader view");
+    let metrics = common::scrape(&cluster.node(leader).metrics);
+    let sent =
+        common::sample(&metrics, "keel_append_entries_sent_total").expect("entries sent") - sent_before.unwrap_or(0.0);
+    let entries = view.last_index as f64 - last_before;
+    println!("{entries} entries, {sent} entries sent to 2 followers");
+    assert!(sent <= 2.5 * entries, "the leader sent {sent} entries to 2 followers for {entries} entries");
+}

@@ -22,11 +22,13 @@ mod kind {
     pub const RESET: u8 = 19;
 }
 
-/// Which stream a message travels on: entries on the bulk lane, all else beside them.
+/// Which stream a message travels on. Every Append (empty ones too) and Reset shares the
+/// ordered bulk lane: an empty Append that overtook the entries before it would be
+/// rejected and throw the leader's pipeline back to probing. Votes, heartbeats and every
+/// response take the control lane, so they never wait behind a large batch.
 pub fn lane(msg: &Message) -> Lane {
     match msg {
-        Message::Append { entries, .. } if !entries.is_empty() => Lane::Bulk,
-        Message::Reset { .. } => Lane::Bulk,
+        Message::Append { .. } | Message::Reset { .. } => Lane::Bulk,
         _ => Lane::Control,
     }
 }
