@@ -45,7 +45,7 @@ for patch in "${patches[@]}"; do
   echo "== $name: $(head -n 1 "$patch")"
 
   fast="none"
-  if ! cargo test --release --lib --test raft_core --test raft_paper >"$logs/$name.fast" 2>&1; then
+  if ! cargo test --release --no-fail-fast --lib --test raft_core --test raft_paper >"$logs/$name.fast" 2>&1; then
     fast=$(grep -oE '^test [A-Za-z0-9_:]+ \.\.\. FAILED' "$logs/$name.fast" | awk '{print $2}' | paste -sd, - || true)
     fast=${fast:-"(did not build or run; see $logs/$name.fast)"}
   fi
