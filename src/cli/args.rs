@@ -136,7 +136,7 @@ pub struct ConsumeArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// First offset to read: a number, `earliest` or `latest`.
-    #[arg(long, default_value = "earliest")]
+    #[arg(long, default_value = "earliest", allow_hyphen_values = true)]
     pub from: String,
     /// Stop after this many records.
     #[arg(long)]
@@ -171,6 +171,9 @@ pub struct BenchArgs {
     /// Batches in flight per producer.
     #[arg(long, default_value_t = 64)]
     pub window: usize,
+    /// Records per batch: as many as fit in this many bytes (at least one).
+    #[arg(long, default_value_t = 65536)]
+    pub batch_bytes: usize,
     /// Concurrent producers.
     #[arg(long, default_value_t = 1)]
     pub producers: usize,

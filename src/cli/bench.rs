@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use keel::client::{Client, Offset, ProducerConfig};
+use keel::client::{Client, Offset};
 use keel::record::Record;
 use tokio::sync::Mutex;
 
@@ -18,6 +18,7 @@ use super::{Usage, client_config};
 
 /// A record's first 16 bytes say who wrote it (producer, sequence); the rest is derived
 /// from those, so the consume phase can verify every byte without keeping a copy.
+/// Sequences are global across producers (each record has a unique one).
 const RECORD_HEADER: usize = 16;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -26,8 +27,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             format!("--size must be at least {RECORD_HEADER} bytes (each record carries its producer and sequence)");
         return Err(Usage(why).into());
     }
-    if args.records == 0 || args.producers == 0 || args.window == 0 {
-        return Err(Usage("--records, --producers and --window must be at least 1".into()).into());
+    if args.records == 0 || args.producers == 0 || args.window == 0 || args.batch_bytes == 0 {
+        return Err(Usage("--records, --producers, --window and --batch-bytes must be at least 1".into()).into());
     }
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(bench(args))
@@ -60,42 +61,40 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")));
     let started = Instant::now();
-    let per_producer = args.records.div_ceil(args.producers as u64);
-    let mut tasks = Vec::new();
-    for p in 0..args.producers as u64 {
-        let count = per_producer.min(args.records.saturating_sub(p * per_producer));
-        let producer = client.producer(ProducerConfig { in_flight: args.window, ..ProducerConfig::default() });
-        let (latency, bar, size) = (latency.clone(), bar.clone(), args.size);
-        tasks.push(tokio::spawn(async move {
-            let mut acks = tokio::task::JoinSet::new();
+    let per_batch = (args.batch_bytes / args.size).max(1) as u64;
+    // Every producer runs `window` lanes; a lane sends one batch and waits for its ack, so
+    // `window` batches are in flight and the latency is the request's, not a queue's.
+    let lanes = (args.producers * args.window) as u64;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..lanes {
+        let (client, latency, bar, next) = (client.clone(), latency.clone(), bar.clone(), next.clone());
+        let (size, total, producer) = (args.size, args.records, lane / args.window as u64);
+        tasks.spawn(async move {
             let mut failed = 0u64;
-            for seq in 0..count {
+            loop {
+                let first = next.fetch_add(per_batch, std::sync::atomic::Ordering::Relaxed);
+                if first >= total {
+                    return failed;
+                }
+                let n = per_batch.min(total - first);
+                let records: Vec<Record> =
+                    (first..first + n).map(|seq| Record::new(value(producer, seq, size))).collect();
                 let sent = Instant::now();
-                let ack = producer.send(Record::new(value(p, seq, size))).await;
-                let (latency, bar) = (latency.clone(), bar.clone());
-                acks.spawn(async move {
-                    let ok = matches!(ack.await, Ok(Ok(_)));
-                    if ok {
+                match client.produce(records).await {
+                    Ok(_) => {
                         let micros = sent.elapsed().as_micros().max(1) as u64;
-                        let _ = latency.lock().await.record(micros);
-                        bar.inc(1);
+                        let _ = latency.lock().await.record_n(micros, n);
+                        bar.inc(n);
                     }
-                    ok
-                });
-                while let Some(done) = acks.try_join_next() {
-                    failed += u64::from(!done.unwrap_or(false));
+                    Err(_) => failed += n,
                 }
             }
-            producer.close().await;
-            while let Some(done) = acks.join_next().await {
-                failed += u64::from(!done.unwrap_or(false));
-            }
-            failed
-        }));
+        });
     }
     let mut failed = 0;
-    for t in tasks {
-        failed += t.await.context("producer task")?;
+    while let Some(lane) = tasks.join_next().await {
+        failed += lane.context("bench lane")?;
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
@@ -118,6 +117,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let mut summary = serde_json::json!({
         "records": acked, "failed": failed, "size": args.size, "window": args.window, "producers": args.producers,
+        "batch_records": per_batch,
         "seconds": elapsed.as_secs_f64(), "records_per_sec": rate, "mb_per_sec": mbps,
         "latency_ms": {
             "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": h.max() as f64 / 1000.0

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use base64::Engine;
-use keel::client::{Client, Offset};
+use keel::client::{Client, ClientError, Offset};
 use keel::record::Record;
 
 use super::args::{ConsumeArgs, OutputFormat};
@@ -34,9 +34,13 @@ pub fn parse_offset(text: &str) -> anyhow::Result<Offset> {
 async fn consume(args: ConsumeArgs, from: Offset) -> anyhow::Result<ExitCode> {
     let client = Client::connect(client_config(&args.client)).await?;
     let mut consumer = client.consumer(from);
-    consumer.start().await?;
+    let start = consumer.start().await?;
     // Without --follow, stop at the end of the committed log as it is now.
     let end = if args.follow { u64::MAX } else { client.end_offset().await? };
+    if start > end {
+        let first = client.metadata().await?.log_start_offset;
+        return Err(ClientError::OffsetOutOfRange { requested: start, start: first, end }.into());
+    }
     let mut printed = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     loop {

@@ -39,7 +39,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             if err.downcast_ref::<Usage>().is_some() { ExitCode::from(EXIT_USAGE) } else { ExitCode::FAILURE }
         }
     }
@@ -48,4 +48,17 @@ pub fn main() -> ExitCode {
 /// The client settings every client command shares.
 fn client_config(args: &args::ClientArgs) -> keel::client::ClientConfig {
     keel::client::ClientConfig::new(args.bootstrap.iter().cloned(), &args.tls)
+}
+
+/// An error and its causes on one line, skipping a cause its parent already quotes.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

@@ -116,10 +116,15 @@ impl Nodes {
             Response::decode(frame, ENTRY_BYTES_MAX)
                 .map_err(|e| Failure::Lost(format!("bad response from {addr}: {e}")))
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Failure::Lost(format!("{addr} did not answer within {timeout:?}"))),
-        }
+        };
+        // Say why the node closed the connection (a refused certificate shows up only here).
+        result.map_err(|failure| match (failure, conn.close_reason()) {
+            (Failure::Lost(_), Some(reason)) => Failure::Lost(format!("{addr} closed the connection: {reason}")),
+            (failure, _) => failure,
+        })
     }
 
     pub(super) async fn metadata_at(&self, addr: &str, timeout: Duration) -> Result<ClusterView, ClientError> {

@@ -78,13 +78,12 @@ impl Consumer {
         if let Some(next) = self.next {
             return Ok(next);
         }
-        let view = self.client.metadata().await?;
         let next = match self.from {
-            Offset::Earliest => view.log_start_offset,
-            Offset::Latest => view.log_end_offset,
+            Offset::Earliest => self.client.metadata().await?.log_start_offset,
+            // From the leader: a follower's end may lag it by a heartbeat.
+            Offset::Latest => self.client.end_offset().await?,
             Offset::At(o) => o,
         };
-        self.high_watermark = view.log_end_offset;
         self.next = Some(next);
         Ok(next)
     }

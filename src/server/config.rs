@@ -79,6 +79,27 @@ pub enum ConfigError {
     Resolve { id: NodeId, addr: String, why: String },
     #[error("this node's id {0} is not in --peers; list every voter, this node included")]
     SelfMissing(NodeId),
+    #[error(
+        "segment_bytes {segment_bytes} is too small for record_bytes_max {record_bytes_max}: \
+         a segment must hold a whole batch; raise segment_bytes or lower record_bytes_max"
+    )]
+    SegmentTooSmall { segment_bytes: u64, record_bytes_max: usize },
+}
+
+/// Room a segment needs besides one batch: its header, the entry header, the batch header.
+const SEGMENT_OVERHEAD_BYTES: u64 = 64 << 10;
+
+impl Limits {
+    /// Shrinks the batch limit to what one segment can hold; a record that cannot fit in a
+    /// segment is a configuration error.
+    pub fn fit_segment(&mut self, segment_bytes: u64) -> Result<(), ConfigError> {
+        let room = segment_bytes.saturating_sub(SEGMENT_OVERHEAD_BYTES) as usize;
+        self.batch_bytes_max = self.batch_bytes_max.min(room);
+        if self.record_bytes_max > self.batch_bytes_max {
+            return Err(ConfigError::SegmentTooSmall { segment_bytes, record_bytes_max: self.record_bytes_max });
+        }
+        Ok(())
+    }
 }
 
 /// Parses `1=host:port,2=host:port,...`.

@@ -76,7 +76,8 @@ pub fn cluster_id(tls_dir: &std::path::Path) -> Result<u64, StartError> {
 }
 
 impl NodeHandle {
-    pub async fn start(config: NodeConfig) -> Result<NodeHandle, StartError> {
+    pub async fn start(mut config: NodeConfig) -> Result<NodeHandle, StartError> {
+        config.limits.fit_segment(config.segment_bytes)?;
         if !config.peers.contains_key(&config.id) {
             return Err(ConfigError::SelfMissing(config.id).into());
         }
