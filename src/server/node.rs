@@ -109,7 +109,7 @@ impl NodeHandle {
         let log = Arc::new(RwLock::new(log));
 
         if let Some(addr) = config.metrics {
-            crate::metrics::serve(addr)?;
+            crate::metrics::serve(addr, config.peers.keys().copied().filter(|&p| p != config.id))?;
             info!(%addr, "serving /metrics");
         }
         let endpoint = node_endpoint(config.listen, &tls)?;
@@ -253,25 +253,23 @@ async fn accept_loop(endpoint: quinn::Endpoint, peers: Peers, service: Arc<Clien
                 Ok(c) => c,
                 Err(e) => {
                     let reason = handshake_failure_reason(&e.to_string());
-                    metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
+                    m::handshake_failure(reason);
                     warn!(%remote, error = %e, reason, "refused a connection");
                     return;
                 }
             };
             match alpn(&conn).as_deref() {
                 Some(ALPN_PEER) => {
-                    let gauge = metrics::gauge!(m::QUIC_CONNECTIONS, "kind" => "peer");
                     if peers.accept(conn.clone()).await.is_ok() {
-                        gauge.increment(1.0);
+                        let _open = m::OpenConnection::new("peer");
                         conn.closed().await;
-                        gauge.decrement(1.0);
                     } else {
-                        metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => "peer_identity").increment(1);
+                        m::handshake_failure("peer_identity");
                     }
                 }
                 Some(ALPN_CLIENT) => service.serve(conn).await,
                 _ => {
-                    metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => "wrong_alpn").increment(1);
+                    m::handshake_failure("wrong_alpn");
                     conn.close(0x20u32.into(), b"unknown application protocol");
                 }
             }
