@@ -67,8 +67,12 @@ pub struct CertsArgs {
 #[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// This node's id (must appear in --peers).
-    #[arg(long, env = "KEEL_ID")]
+    #[arg(long, env = "KEEL_ID", conflicts_with = "id_from_hostname")]
     pub id: Option<u64>,
+    /// Take the id from the host name's trailing number plus one (keel-0 is node 1), as a
+    /// Kubernetes StatefulSet names its pods.
+    #[arg(long, env = "KEEL_ID_FROM_HOSTNAME")]
+    pub id_from_hostname: bool,
     /// Data directory (segments, hard state, node identity).
     #[arg(long, env = "KEEL_DIR")]
     pub dir: Option<PathBuf>,

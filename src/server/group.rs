@@ -62,6 +62,8 @@ pub enum Event {
         to: NodeId,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A peer was found at a new address (its host name now resolves elsewhere).
+    PeerAddress(NodeId, SocketAddr),
     /// A reader found a corrupt entry at or after this index.
     Corrupt {
         from_index: u64,
@@ -248,6 +250,10 @@ impl Group {
                 let log = self.log.read().expect("log lock");
                 let result = self.raft.transfer_leadership(to, &SegmentStore(&log)).map_err(|e| e.to_string());
                 let _ = reply.send(result);
+            }
+            Event::PeerAddress(id, addr) => {
+                self.addresses.insert(id, addr);
+                self.publish_role();
             }
             Event::Corrupt { from_index, detail } => self.repair(from_index, &detail)?,
             Event::Shutdown(reply) => return Ok(Some(reply)),
