@@ -160,6 +160,10 @@ pub struct StatusArgs {
     /// Output format (the JSON form is a stable contract for scripts).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// Ask only the first --bootstrap node whether it knows a leader; exit 0 if it does, 1 if
+    /// not or if it does not answer (a readiness probe).
+    #[arg(long)]
+    pub ready: bool,
 }
 
 #[derive(Args, Debug)]
