@@ -35,6 +35,7 @@ pub const FSYNC_SECONDS: &str = "keel_fsync_seconds";
 pub const FSYNCS: &str = "keel_fsyncs_total";
 pub const LOG_SEGMENTS: &str = "keel_log_segments";
 pub const LOG_BYTES: &str = "keel_log_bytes";
+pub const LOG_DISK_BYTES: &str = "keel_log_disk_bytes";
 pub const RETENTION_DELETED_SEGMENTS: &str = "keel_retention_deleted_segments_total";
 pub const PRODUCE_REQUESTS: &str = "keel_produce_requests_total";
 pub const PRODUCE_RECORDS: &str = "keel_produce_records_total";
@@ -56,52 +57,85 @@ enum Kind {
     Histogram(&'static [f64]),
 }
 
+/// The labels a metric carries. Every label takes a bounded set of values: a fixed list,
+/// or the ids of the cluster's nodes (`peer`, for what the leader knows of each follower).
+enum Labels {
+    None,
+    Peer,
+    Fixed(&'static str, &'static [&'static str]),
+}
+
+/// The `version` label of `keel_build_info`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Values of `keel_raft_role`'s `role` label: one 0/1 series per role (a state set).
+pub const ROLES: &[&str] = &["leader", "follower", "candidate", "pre_candidate", "learner"];
+/// Values of `keel_produce_errors_total`'s `kind` label.
+pub const PRODUCE_ERROR_KINDS: &[&str] =
+    &["not_leader", "busy", "refused", "outcome_unknown", "too_large", "malformed", "disk_full", "shutting_down"];
+/// Values of `keel_quic_handshake_failures_total`'s `reason` label.
+pub const HANDSHAKE_FAILURE_REASONS: &[&str] =
+    &["bad_certificate", "wrong_alpn", "timeout", "peer_identity", "too_many_connections", "other"];
+/// Values of the `kind` label of `keel_quic_connections` and the `protocol` label of
+/// `keel_frames_rejected_total`.
+pub const PROTOCOLS: &[&str] = &["peer", "client"];
+
 const LATENCY_BUCKETS: &[f64] =
     &[0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 const BYTES_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0];
 
-/// name, kind, unit, description.
-const METRICS: &[(&str, Kind, Unit, &str)] = &[
-    (BUILD_INFO, Kind::Gauge, Unit::Count, "Always 1; the version label names the running build."),
-    (RAFT_TERM, Kind::Gauge, Unit::Count, "The node's current Raft term."),
-    (RAFT_ROLE, Kind::Gauge, Unit::Count, "1 for the node's current role (label role), 0 for the others."),
-    (RAFT_LEADER_ID, Kind::Gauge, Unit::Count, "The leader this node knows of (0: none)."),
-    (RAFT_COMMIT_INDEX, Kind::Gauge, Unit::Count, "Highest Raft index committed and durable on this node."),
-    (RAFT_LAST_INDEX, Kind::Gauge, Unit::Count, "Highest Raft index in this node's log."),
-    (LOG_START_OFFSET, Kind::Gauge, Unit::Count, "Offset of the first record this node still holds."),
-    (LOG_END_OFFSET, Kind::Gauge, Unit::Count, "Offset after the last committed record on this node."),
-    (REPLICATION_MATCH_INDEX, Kind::Gauge, Unit::Count, "Leader only: highest index known replicated to peer."),
-    (REPLICATION_LAG_ENTRIES, Kind::Gauge, Unit::Count, "Leader only: entries the peer is missing."),
-    (REPLICATION_LAG_BYTES, Kind::Gauge, Unit::Bytes, "Leader only: bytes of entries the peer is missing."),
-    (REPLICATION_INFLIGHT, Kind::Gauge, Unit::Count, "Leader only: AppendEntries in flight to the peer."),
-    (REPLICATION_RTT, Kind::Histogram(LATENCY_BUCKETS), Unit::Seconds, "AppendEntries/heartbeat round trip."),
-    (ELECTIONS_STARTED, Kind::Counter, Unit::Count, "Elections this node started as a candidate."),
-    (ELECTIONS_WON, Kind::Counter, Unit::Count, "Elections this node won."),
-    (LEADER_CHANGES, Kind::Counter, Unit::Count, "Times the leader this node knows of changed."),
-    (PRE_VOTES_REJECTED, Kind::Counter, Unit::Count, "Pre-vote requests of this node that a peer rejected."),
-    (APPEND_BATCHES_SENT, Kind::Counter, Unit::Count, "AppendEntries messages with entries sent."),
-    (APPEND_ENTRIES_SENT, Kind::Counter, Unit::Count, "Entries sent in AppendEntries messages."),
-    (APPEND_BATCHES_RECEIVED, Kind::Counter, Unit::Count, "AppendEntries messages with entries received."),
-    (APPEND_ENTRIES_RECEIVED, Kind::Counter, Unit::Count, "Entries received in AppendEntries messages."),
-    (APPEND_BATCH_BYTES, Kind::Histogram(BYTES_BUCKETS), Unit::Bytes, "Entry bytes per AppendEntries sent."),
-    (FSYNC_SECONDS, Kind::Histogram(LATENCY_BUCKETS), Unit::Seconds, "Time of one log fsync (group commit)."),
-    (FSYNCS, Kind::Counter, Unit::Count, "Log fsyncs."),
-    (LOG_SEGMENTS, Kind::Gauge, Unit::Count, "Segment files in the log."),
-    (LOG_BYTES, Kind::Gauge, Unit::Bytes, "Bytes of entries in the log's segment files."),
-    (RETENTION_DELETED_SEGMENTS, Kind::Counter, Unit::Count, "Segments deleted by retention."),
-    (PRODUCE_REQUESTS, Kind::Counter, Unit::Count, "Produce requests received."),
-    (PRODUCE_RECORDS, Kind::Counter, Unit::Count, "Records acknowledged to producers."),
-    (PRODUCE_BYTES, Kind::Counter, Unit::Bytes, "Record bytes acknowledged to producers."),
-    (PRODUCE_LATENCY, Kind::Histogram(LATENCY_BUCKETS), Unit::Seconds, "Produce request received to acknowledged."),
-    (PRODUCE_ERRORS, Kind::Counter, Unit::Count, "Produce requests answered with an error, by kind."),
-    (FETCH_REQUESTS, Kind::Counter, Unit::Count, "Fetch requests received."),
-    (FETCH_BYTES, Kind::Counter, Unit::Bytes, "Entry bytes returned by fetches."),
-    (FETCH_LONG_POLLS, Kind::Counter, Unit::Count, "Fetches that waited at the end of the log."),
-    (QUIC_CONNECTIONS, Kind::Gauge, Unit::Count, "Open QUIC connections, by kind (peer, client)."),
-    (QUIC_HANDSHAKE_FAILURES, Kind::Counter, Unit::Count, "Refused connections, by reason."),
-    (FRAMES_REJECTED, Kind::Counter, Unit::Count, "Malformed frames received, by protocol."),
-    (PEER_FRAMES_DROPPED, Kind::Counter, Unit::Count, "Frames to peers dropped because their queue was full."),
-    (STORAGE_CORRUPTIONS, Kind::Counter, Unit::Count, "Corrupt entries found on disk (then repaired)."),
+use Kind::{Counter, Gauge, Histogram};
+use Labels::{Fixed, Peer};
+const NONE: Labels = Labels::None;
+const LAT: Kind = Histogram(LATENCY_BUCKETS);
+const SIZE: Kind = Histogram(BYTES_BUCKETS);
+const N: Unit = Unit::Count;
+const B: Unit = Unit::Bytes;
+const S: Unit = Unit::Seconds;
+
+/// name, kind, unit, labels, description.
+#[rustfmt::skip]
+const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
+    (BUILD_INFO, Gauge, N, Fixed("version", &[VERSION]), "Always 1; the version label names the running build."),
+    (RAFT_TERM, Gauge, N, NONE, "The node's current Raft term."),
+    (RAFT_ROLE, Gauge, N, Fixed("role", ROLES), "1 for the node's current role (label role), 0 for the others."),
+    (RAFT_LEADER_ID, Gauge, N, NONE, "The leader this node knows of (0: none)."),
+    (RAFT_COMMIT_INDEX, Gauge, N, NONE, "Highest Raft index committed and durable on this node."),
+    (RAFT_LAST_INDEX, Gauge, N, NONE, "Highest Raft index in this node's log."),
+    (LOG_START_OFFSET, Gauge, N, NONE, "Offset of the first record this node still holds."),
+    (LOG_END_OFFSET, Gauge, N, NONE, "Offset after the last committed record on this node."),
+    (REPLICATION_MATCH_INDEX, Gauge, N, Peer, "Highest index known replicated to the peer (leader; 0 elsewhere)."),
+    (REPLICATION_LAG_ENTRIES, Gauge, N, Peer, "Entries the peer is missing (leader; 0 elsewhere)."),
+    (REPLICATION_LAG_BYTES, Gauge, B, Peer, "Bytes of entries the peer is missing (leader; 0 elsewhere)."),
+    (REPLICATION_INFLIGHT, Gauge, N, Peer, "AppendEntries in flight to the peer (leader; 0 elsewhere)."),
+    (REPLICATION_RTT, LAT, S, Peer, "Round trip of AppendEntries and heartbeats to the peer."),
+    (ELECTIONS_STARTED, Counter, N, NONE, "Elections this node started as a candidate (after a won pre-vote)."),
+    (ELECTIONS_WON, Counter, N, NONE, "Elections this node won."),
+    (LEADER_CHANGES, Counter, N, NONE, "Times this node learned of a new leader."),
+    (PRE_VOTES_REJECTED, Counter, N, NONE, "Pre-vote requests of this node that a peer rejected."),
+    (APPEND_BATCHES_SENT, Counter, N, NONE, "AppendEntries messages with entries sent."),
+    (APPEND_ENTRIES_SENT, Counter, N, NONE, "Entries sent in AppendEntries messages."),
+    (APPEND_BATCHES_RECEIVED, Counter, N, NONE, "AppendEntries messages with entries received."),
+    (APPEND_ENTRIES_RECEIVED, Counter, N, NONE, "Entries received in AppendEntries messages."),
+    (APPEND_BATCH_BYTES, SIZE, B, NONE, "Entry bytes per AppendEntries sent."),
+    (FSYNC_SECONDS, LAT, S, NONE, "Time of one log fsync (group commit)."),
+    (FSYNCS, Counter, N, NONE, "Log fsyncs."),
+    (LOG_SEGMENTS, Gauge, N, NONE, "Segment files in the log."),
+    (LOG_BYTES, Gauge, B, NONE, "Bytes of headers and entries in the log's segment files."),
+    (LOG_DISK_BYTES, Gauge, B, NONE, "Size of the log's segment files on disk (preallocated)."),
+    (RETENTION_DELETED_SEGMENTS, Counter, N, NONE, "Segments deleted by retention."),
+    (PRODUCE_REQUESTS, Counter, N, NONE, "Produce requests received."),
+    (PRODUCE_RECORDS, Counter, N, NONE, "Records acknowledged to producers."),
+    (PRODUCE_BYTES, Counter, B, NONE, "Record bytes acknowledged to producers."),
+    (PRODUCE_LATENCY, LAT, S, NONE, "Produce request received to acknowledged (committed)."),
+    (PRODUCE_ERRORS, Counter, N, Fixed("kind", PRODUCE_ERROR_KINDS), "Produce requests answered with an error."),
+    (FETCH_REQUESTS, Counter, N, NONE, "Fetch requests received."),
+    (FETCH_BYTES, Counter, B, NONE, "Entry bytes returned by fetches."),
+    (FETCH_LONG_POLLS, Counter, N, NONE, "Fetches that waited at the end of the log."),
+    (QUIC_CONNECTIONS, Gauge, N, Fixed("kind", PROTOCOLS), "Open QUIC connections, by kind."),
+    (QUIC_HANDSHAKE_FAILURES, Counter, N, Fixed("reason", HANDSHAKE_FAILURE_REASONS), "Refused connections."),
+    (FRAMES_REJECTED, Counter, N, Fixed("protocol", PROTOCOLS), "Malformed frames received, by protocol."),
+    (PEER_FRAMES_DROPPED, Counter, N, NONE, "Frames to peers dropped because their queue was full."),
+    (STORAGE_CORRUPTIONS, Counter, N, NONE, "Corrupt entries found on disk (then repaired)."),
 ];
 
 /// Every metric name, for tests that check the dashboard against what is exported.
@@ -116,28 +150,123 @@ pub struct MetricsError {
     why: String,
 }
 
-/// Installs the process-wide recorder and serves `/metrics` on `addr` over HTTP.
-pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
+/// Installs the process-wide recorder and serves `/metrics` on `addr` over HTTP. Every
+/// series, those about each of `peers` too, is registered before the first scrape is
+/// answered. Must run inside a tokio runtime.
+pub fn serve(addr: SocketAddr, peers: impl IntoIterator<Item = u64>) -> Result<(), MetricsError> {
+    let failed = |why: String| MetricsError { addr, why };
     let mut builder = PrometheusBuilder::new().with_http_listener(addr);
     for (name, kind, ..) in METRICS {
-        if let Kind::Histogram(buckets) = kind {
+        if let Histogram(buckets) = kind {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
-                .map_err(|e| MetricsError { addr, why: e.to_string() })?;
+                .map_err(|e| failed(e.to_string()))?;
         }
     }
-    builder.install().map_err(|e| MetricsError { addr, why: e.to_string() })?;
+    let (recorder, exporter) = builder.build().map_err(|e| failed(e.to_string()))?;
+    metrics::set_global_recorder(recorder).map_err(|e| failed(e.to_string()))?;
     describe();
+    register_peers(peers);
+    tokio::spawn(exporter);
     Ok(())
 }
 
+/// Describes every metric and registers every series that does not name a peer, at zero,
+/// so that a scrape of a node that just started already lists them all (the exporter
+/// leaves out a series until it is first touched).
 fn describe() {
-    for (name, kind, unit, help) in METRICS {
+    for (name, kind, unit, labels, help) in METRICS {
         match kind {
-            Kind::Counter => metrics::describe_counter!(*name, *unit, *help),
-            Kind::Gauge => metrics::describe_gauge!(*name, *unit, *help),
-            Kind::Histogram(_) => metrics::describe_histogram!(*name, *unit, *help),
+            Counter => metrics::describe_counter!(*name, *unit, *help),
+            Gauge => metrics::describe_gauge!(*name, *unit, *help),
+            Histogram(_) => metrics::describe_histogram!(*name, *unit, *help),
+        }
+        match labels {
+            Labels::None => register(name, kind, &[]),
+            Fixed(label, values) => {
+                for value in *values {
+                    register(name, kind, &[(label, value)]);
+                }
+            }
+            Peer => {}
         }
     }
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(BUILD_INFO, "version" => VERSION).set(1.0);
+}
+
+/// Registers the per-peer series for `peers` at zero (see `describe`).
+pub fn register_peers(peers: impl IntoIterator<Item = u64>) {
+    for peer in peers {
+        let peer = peer.to_string();
+        for (name, kind, _, labels, _) in METRICS {
+            if let Peer = labels {
+                register(name, kind, &[("peer", &peer)]);
+            }
+        }
+    }
+}
+
+/// Touches a series without changing it: it then appears in the exposition.
+fn register(name: &'static str, kind: &Kind, labels: &[(&'static str, &str)]) {
+    let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.to_string())).collect();
+    match kind {
+        Counter => metrics::counter!(name, labels).increment(0),
+        Gauge => metrics::gauge!(name, labels).increment(0.0),
+        Histogram(_) => drop(metrics::histogram!(name, labels)),
+    }
+}
+
+/// Counts a produce request answered with an error; `kind` is one of `PRODUCE_ERROR_KINDS`.
+pub fn produce_error(kind: &'static str) {
+    debug_assert!(PRODUCE_ERROR_KINDS.contains(&kind), "undeclared produce error kind {kind}");
+    metrics::counter!(PRODUCE_ERRORS, "kind" => kind).increment(1);
+}
+
+/// Counts a refused connection; `reason` is one of `HANDSHAKE_FAILURE_REASONS`.
+pub fn handshake_failure(reason: &'static str) {
+    debug_assert!(HANDSHAKE_FAILURE_REASONS.contains(&reason), "undeclared handshake failure reason {reason}");
+    metrics::counter!(QUIC_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
+}
+
+/// Counts one open QUIC connection of `kind` (one of `PROTOCOLS`) in `keel_quic_connections`
+/// for as long as it lives; dropping it, also by aborting the task that holds it, uncounts it.
+pub struct OpenConnection(metrics::Gauge);
+
+impl OpenConnection {
+    pub fn new(kind: &'static str) -> OpenConnection {
+        debug_assert!(PROTOCOLS.contains(&kind), "undeclared connection kind {kind}");
+        let gauge = metrics::gauge!(QUIC_CONNECTIONS, "kind" => kind);
+        gauge.increment(1.0);
+        OpenConnection(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prometheus conventions that a name can be checked for on its own.
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, kind, unit, _, help) in METRICS {
+            assert!(seen.insert(*name), "{name} is listed twice");
+            assert!(name.starts_with("keel_"), "{name}: no keel_ prefix");
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{name}");
+            assert_eq!(matches!(kind, Counter), name.ends_with("_total"), "{name}: _total is for counters only");
+            let suffix = name.trim_end_matches("_total");
+            match unit {
+                Unit::Seconds => assert!(suffix.ends_with("_seconds"), "{name}: a time in seconds ends in _seconds"),
+                Unit::Bytes => assert!(suffix.ends_with("_bytes"), "{name}: a size in bytes ends in _bytes"),
+                _ => assert!(!suffix.ends_with("_seconds") && !suffix.ends_with("_bytes"), "{name}: wrong unit"),
+            }
+            assert!(help.ends_with('.'), "{name}: the description is a sentence");
+        }
+    }
 }

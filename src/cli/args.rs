@@ -67,8 +67,12 @@ pub struct CertsArgs {
 #[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
     /// This node's id (must appear in --peers).
-    #[arg(long, env = "KEEL_ID")]
+    #[arg(long, env = "KEEL_ID", conflicts_with = "id_from_hostname")]
     pub id: Option<u64>,
+    /// Take the id from the host name's trailing number plus one (keel-0 is node 1), as a
+    /// Kubernetes StatefulSet names its pods.
+    #[arg(long, env = "KEEL_ID_FROM_HOSTNAME")]
+    pub id_from_hostname: bool,
     /// Data directory (segments, hard state, node identity).
     #[arg(long, env = "KEEL_DIR")]
     pub dir: Option<PathBuf>,
@@ -156,6 +160,10 @@ pub struct StatusArgs {
     /// Output format (the JSON form is a stable contract for scripts).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// Ask only the first --bootstrap node whether it knows a leader; exit 0 if it does, 1 if
+    /// not or if it does not answer (a readiness probe).
+    #[arg(long)]
+    pub ready: bool,
 }
 
 #[derive(Args, Debug)]

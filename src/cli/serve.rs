@@ -1,10 +1,12 @@
 //! `keel serve`: run one node until Ctrl-C or SIGTERM, then stop gracefully.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use keel::server::config::{self, ConfigError};
 use keel::server::{Limits, NodeConfig, NodeHandle, Retention};
 
 use super::Usage;
@@ -13,10 +15,11 @@ use super::args::{LogFormat, ServeArgs};
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let args = with_config_file(args)?;
     super::logging::init(args.log_format.unwrap_or(LogFormat::Text));
-    let config = node_config(&args)?;
+    let (config, peer_names) = node_config(&args)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let mut node = NodeHandle::start(config).await?;
+        node.follow_peer_names(peer_names);
         tokio::select! {
             stopped = node.stopped() => {
                 stopped.context("the node stopped")?;
@@ -37,6 +40,10 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read --config {}", path.display()))?;
     let file: ServeArgs =
         toml::from_str(&text).with_context(|| format!("{} is not a valid keel config", path.display()))?;
+    // One way of naming the node: the flags' or variables' if they give one, else the file's.
+    if args.id.is_none() && !args.id_from_hostname {
+        args.id_from_hostname = file.id_from_hostname;
+    }
     macro_rules! fill {
         ($($field:ident),*) => { $( if args.$field.is_none() { args.$field = file.$field; } )* };
     }
@@ -71,11 +78,23 @@ fn socket(text: &str, what: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{what}: `{text}` resolves to no address"))
 }
 
-fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
-    let id = required(&args.id, "id", "KEEL_ID", "id")?;
+/// How long `keel serve` waits at start for the peers' names to resolve.
+const PEER_LOOKUP_WAIT: Duration = Duration::from_secs(60);
+
+/// The node's settings, and the peers' addresses as written (for `follow_peer_names`).
+fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, String>)> {
+    let id = if args.id_from_hostname {
+        let name = hostname().context("--id-from-hostname: cannot read the host name")?;
+        id_from_hostname(&name).ok_or_else(|| {
+            Usage(format!("--id-from-hostname: host name `{name}` does not end in -N (as keel-0, keel-1, ...)"))
+        })?
+    } else {
+        required(&args.id, "id", "KEEL_ID", "id")?
+    };
     let data_dir = required(&args.dir, "dir", "KEEL_DIR", "dir")?;
     let listen = socket(&required(&args.listen, "listen", "KEEL_LISTEN", "listen")?, "--listen")?;
-    let peers = keel::server::config::parse_peers(&required(&args.peers, "peers", "KEEL_PEERS", "peers")?)?;
+    let peer_names = config::parse_peer_names(&required(&args.peers, "peers", "KEEL_PEERS", "peers")?)?;
+    let peers = resolve_peers(&peer_names)?;
     let tls_dir = required(&args.tls, "tls", "KEEL_TLS", "tls")?;
     let metrics = args.metrics.as_deref().map(|m| socket(m, "--metrics")).transpose()?;
     let mut limits = Limits::default();
@@ -84,7 +103,7 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
         limits.batch_bytes_max = limits.batch_bytes_max.max(max as usize + 64 * 1024);
     }
     let segment_bytes = args.segment_bytes.unwrap_or(segments::Config::default().segment_bytes);
-    Ok(NodeConfig {
+    let config = NodeConfig {
         id,
         data_dir,
         listen,
@@ -96,5 +115,56 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
         retention: Retention { bytes: args.retention_bytes, age: args.retention_ms.map(Duration::from_millis) },
         tick: Duration::from_millis(10),
         segment_bytes,
-    })
+    };
+    Ok((config, peer_names))
+}
+
+/// Resolves the peers' addresses, waiting up to `PEER_LOOKUP_WAIT` for names that do not
+/// resolve yet: in Compose or a StatefulSet a peer's name exists only once its container
+/// or pod does.
+fn resolve_peers(names: &BTreeMap<u64, String>) -> anyhow::Result<BTreeMap<u64, SocketAddr>> {
+    let deadline = Instant::now() + PEER_LOOKUP_WAIT;
+    let mut said = false;
+    loop {
+        match config::resolve_peers(names) {
+            Err(e @ ConfigError::Resolve { .. }) if Instant::now() < deadline => {
+                if !said {
+                    tracing::warn!(error = %e, "waiting up to {PEER_LOOKUP_WAIT:?} for the peers' names to resolve");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            result => return Ok(result?),
+        }
+    }
+}
+
+/// The node id of a StatefulSet pod: its host name's trailing ordinal plus one (keel-0 is 1).
+fn id_from_hostname(name: &str) -> Option<u64> {
+    let (_, ordinal) = name.rsplit_once('-')?;
+    ordinal.parse::<u64>().ok()?.checked_add(1)
+}
+
+fn hostname() -> std::io::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most buf.len() bytes into buf, which outlives the call.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_from_hostname;
+
+    #[test]
+    fn a_statefulset_pod_name_gives_its_ordinal_plus_one() {
+        assert_eq!(id_from_hostname("keel-0"), Some(1));
+        assert_eq!(id_from_hostname("my-keel-12"), Some(13));
+        assert_eq!(id_from_hostname("keel"), None);
+        assert_eq!(id_from_hostname("keel-x"), None);
+        assert_eq!(id_from_hostname("keel-"), None);
+    }
 }

@@ -38,6 +38,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let mut config = client_config(&args.client);
         config.request_timeout = Duration::from_secs(3);
         let client = Client::connect(config).await?;
+        if args.ready {
+            let addr = args.client.bootstrap.first().context("--bootstrap names no node")?;
+            return ready(&client, addr).await;
+        }
         let first = client.metadata().await.context("no node answered")?;
         let mut views: Vec<(u64, String, Option<ClusterView>)> = Vec::new();
         let asks = first.members.iter().map(|m| {
@@ -58,6 +62,23 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `--ready`: whether the node at `addr` knows a leader. A node that does can serve reads
+/// and send producers to the leader; one that does not is cut off from a quorum or still
+/// starting. Prints one line either way; exit status 1 when not ready.
+async fn ready(client: &Client, addr: &str) -> anyhow::Result<ExitCode> {
+    let view = client.metadata_from(addr).await.with_context(|| format!("not ready: {addr} did not answer"))?;
+    match view.leader {
+        Some(leader) => {
+            println!("ready: node {} ({}) knows leader node {leader} in term {}", view.node_id, view.role, view.term);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!("not ready: node {} ({}) knows no leader in term {}", view.node_id, view.role, view.term);
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>

@@ -26,6 +26,7 @@ use tracing::{debug, info, warn};
 use super::endpoint::{Connection, NetError, connect, peer_certificates, read_frame, write_frame};
 use super::frame::{self, FrameBuilder};
 use super::tls::{node_name, verify_node_identity};
+use crate::metrics as m;
 
 pub type NodeId = u64;
 
@@ -285,6 +286,7 @@ async fn dial_loop(
                 last_error.clear();
                 spawn_readers(shared.clone(), peer, conn.clone());
                 conn_tx.send_replace(Some(conn.clone()));
+                let _open = m::OpenConnection::new("peer");
                 let reason = conn.closed().await;
                 debug!(peer, %reason, "peer connection closed");
             }
@@ -345,6 +347,9 @@ fn spawn_readers(shared: Arc<Shared>, peer: NodeId, conn: Connection) {
                         }
                         Ok(None) => return,
                         Err(e) => {
+                            if let NetError::Frame(_) = e {
+                                metrics::counter!(m::FRAMES_REJECTED, "protocol" => "peer").increment(1);
+                            }
                             warn!(peer, error = %e, "closing peer connection after a bad frame");
                             conn.close(VarInt::from_u32(0x11), b"bad frame");
                             return;

@@ -37,12 +37,11 @@ impl ClientService {
     /// Serves one client connection until it closes.
     pub async fn serve(self: Arc<Self>, conn: Connection) {
         let Ok(_slot) = self.connections.clone().try_acquire_owned() else {
-            metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => "too_many_connections").increment(1);
+            m::handshake_failure("too_many_connections");
             conn.close(CLOSE_TOO_MANY_CONNECTIONS.into(), b"too many client connections; retry later");
             return;
         };
-        let gauge = metrics::gauge!(m::QUIC_CONNECTIONS, "kind" => "client");
-        gauge.increment(1.0);
+        let _open = m::OpenConnection::new("client");
         let budget = Arc::new(Semaphore::new(self.limits.connection_bytes_max));
         while let Ok((mut send, mut recv)) = conn.accept_bi().await {
             let this = self.clone();
@@ -73,7 +72,6 @@ impl ClientService {
                 }
             });
         }
-        gauge.decrement(1.0);
     }
 
     async fn handle(&self, request: Request) -> Response {
@@ -88,7 +86,7 @@ impl ClientService {
         let received = Instant::now();
         metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
         let refuse = |kind: &'static str, err: ErrorReply| {
-            metrics::counter!(m::PRODUCE_ERRORS, "kind" => kind).increment(1);
+            m::produce_error(kind);
             Response::Error(err)
         };
         let hint = *self.leader.borrow();

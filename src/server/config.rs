@@ -102,9 +102,13 @@ impl Limits {
     }
 }
 
-/// Parses `1=host:port,2=host:port,...`.
+/// Parses `1=host:port,2=host:port,...` and resolves every address.
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
-    use std::net::ToSocketAddrs;
+    resolve_peers(&parse_peer_names(text)?)
+}
+
+/// Parses `1=host:port,2=host:port,...` into each node's address as written.
+pub fn parse_peer_names(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut peers = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part.split_once('=').ok_or_else(|| ConfigError::PeerSyntax(part.into()))?;
@@ -112,18 +116,27 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigErr
         if id == 0 {
             return Err(ConfigError::ZeroId);
         }
-        let resolved = addr
-            .trim()
-            .to_socket_addrs()
-            .map_err(|e| ConfigError::Resolve { id, addr: addr.into(), why: e.to_string() })?
-            .next()
-            .ok_or_else(|| ConfigError::Resolve { id, addr: addr.into(), why: "no address".into() })?;
-        if peers.insert(id, resolved).is_some() {
+        if peers.insert(id, addr.trim().to_owned()).is_some() {
             return Err(ConfigError::DuplicatePeer(id));
         }
     }
     if peers.is_empty() {
         return Err(ConfigError::PeerSyntax(text.into()));
+    }
+    Ok(peers)
+}
+
+/// Looks up every peer's address (the first one a name resolves to).
+pub fn resolve_peers(names: &BTreeMap<NodeId, String>) -> Result<BTreeMap<NodeId, SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let mut peers = BTreeMap::new();
+    for (&id, addr) in names {
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|e| ConfigError::Resolve { id, addr: addr.clone(), why: e.to_string() })?
+            .next()
+            .ok_or_else(|| ConfigError::Resolve { id, addr: addr.clone(), why: "no address".into() })?;
+        peers.insert(id, resolved);
     }
     Ok(peers)
 }

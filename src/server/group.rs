@@ -62,6 +62,8 @@ pub enum Event {
         to: NodeId,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A peer was found at a new address (its host name now resolves elsewhere).
+    PeerAddress(NodeId, SocketAddr),
     /// A reader found a corrupt entry at or after this index.
     Corrupt {
         from_index: u64,
@@ -249,6 +251,10 @@ impl Group {
                 let result = self.raft.transfer_leadership(to, &SegmentStore(&log)).map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
+            Event::PeerAddress(id, addr) => {
+                self.addresses.insert(id, addr);
+                self.publish_role();
+            }
             Event::Corrupt { from_index, detail } => self.repair(from_index, &detail)?,
             Event::Shutdown(reply) => return Ok(Some(reply)),
         }
@@ -271,15 +277,15 @@ impl Group {
                 self.pending.insert(p.index, pending);
             }
             Err(ProposeError::NotLeader { leader }) => {
-                produce_error("not_leader");
+                m::produce_error("not_leader");
                 let _ = reply.send(Err(ErrorReply::NotLeader { leader, address: self.address_text(leader) }));
             }
             Err(ProposeError::Busy(why)) => {
-                produce_error("busy");
+                m::produce_error("busy");
                 let _ = reply.send(Err(ErrorReply::Busy(why.to_string())));
             }
             Err(e) => {
-                produce_error("refused");
+                m::produce_error("refused");
                 let _ = reply.send(Err(ErrorReply::Refused(e.to_string())));
             }
         }
@@ -409,11 +415,11 @@ impl Group {
                 }
                 Some(_) => {
                     // Another leader's entry won the index: ours will never commit.
-                    produce_error("not_leader");
+                    m::produce_error("not_leader");
                     Err(ErrorReply::NotLeader { leader: self.leader, address: self.address_text(self.leader) })
                 }
                 None => {
-                    produce_error("outcome_unknown");
+                    m::produce_error("outcome_unknown");
                     Err(ErrorReply::OutcomeUnknown { reason: "the log was reset past the entry".into() })
                 }
             };
@@ -431,14 +437,16 @@ impl Group {
             metrics::counter!(m::ELECTIONS_WON).increment(1);
             info!(term = soft.term, "became leader");
         }
-        if soft.leader != self.leader {
+        // As etcd's leader_changes_seen_total: a leader became known that is not the last one seen.
+        if let Some(leader) = soft.leader
+            && soft.leader != self.leader
+        {
             metrics::counter!(m::LEADER_CHANGES).increment(1);
-            if let Some(leader) = soft.leader {
-                info!(leader, term = soft.term, "leader known");
-            }
+            info!(leader, term = soft.term, "leader known");
         }
         if self.role == Role::Leader && soft.role != Role::Leader {
             warn!(term = soft.term, pending = self.pending.len(), "lost leadership");
+            self.zero_peer_gauges();
             let grace = Instant::now() + ORPHAN_GRACE;
             for p in self.pending.values_mut() {
                 p.deadline = p.deadline.min(grace);
@@ -453,14 +461,15 @@ impl Group {
         let hint =
             LeaderHint { me: self.role == Role::Leader, leader: self.leader, address: self.address_of(self.leader) };
         self.leader_tx.send_replace(hint);
-        for (name, role) in [
-            ("leader", Role::Leader),
-            ("follower", Role::Follower),
-            ("candidate", Role::Candidate),
-            ("pre_candidate", Role::PreCandidate),
-            ("learner", Role::Learner),
-        ] {
-            metrics::gauge!(m::RAFT_ROLE, "role" => name).set(if self.role == role { 1.0 } else { 0.0 });
+        let current = match self.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre_candidate",
+            Role::Learner => "learner",
+        };
+        for name in m::ROLES {
+            metrics::gauge!(m::RAFT_ROLE, "role" => *name).set(if *name == current { 1.0 } else { 0.0 });
         }
         metrics::gauge!(m::RAFT_LEADER_ID).set(self.leader.unwrap_or(0) as f64);
     }
@@ -481,6 +490,7 @@ impl Group {
                 self.peers.add(*id, *addr);
             }
         }
+        m::register_peers(members.iter().copied().filter(|&id| id != self.id));
         let active = members_of(self.raft.membership());
         for id in self.addresses.keys().copied().collect::<Vec<_>>() {
             if !members.contains(&id) && !active.contains(&id) && id != self.id {
@@ -503,7 +513,7 @@ impl Group {
         let expired: Vec<u64> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(i, _)| *i).collect();
         for index in expired {
             let p = self.pending.remove(&index).expect("present");
-            produce_error("outcome_unknown");
+            m::produce_error("outcome_unknown");
             let reason = if self.role == Role::Leader {
                 format!("entry {index} was not committed within {PRODUCE_TIMEOUT:?}")
             } else {
@@ -561,6 +571,7 @@ impl Group {
         let segments = log.segments();
         metrics::gauge!(m::LOG_SEGMENTS).set(segments.len() as f64);
         metrics::gauge!(m::LOG_BYTES).set(segments.iter().map(|s| s.bytes_used).sum::<u64>() as f64);
+        metrics::gauge!(m::LOG_DISK_BYTES).set(segments.iter().map(|s| s.file_bytes).sum::<u64>() as f64);
         if self.role != Role::Leader {
             return;
         }
@@ -575,6 +586,18 @@ impl Group {
             metrics::gauge!(m::REPLICATION_LAG_BYTES, "peer" => peer.clone())
                 .set(bytes_after(&segments, p.match_index) as f64);
             metrics::gauge!(m::REPLICATION_INFLIGHT, "peer" => peer).set(p.inflight as f64);
+        }
+    }
+
+    /// The per-peer gauges are the leader's view; a node that is not the leader shows 0, not
+    /// what it knew when it last led.
+    fn zero_peer_gauges(&self) {
+        for peer in self.addresses.keys().filter(|&&id| id != self.id) {
+            let peer = peer.to_string();
+            for name in [m::REPLICATION_MATCH_INDEX, m::REPLICATION_LAG_ENTRIES, m::REPLICATION_LAG_BYTES] {
+                metrics::gauge!(name, "peer" => peer.clone()).set(0.0);
+            }
+            metrics::gauge!(m::REPLICATION_INFLIGHT, "peer" => peer).set(0.0);
         }
     }
 
@@ -668,10 +691,6 @@ impl Group {
         let _ = done.send(());
         Ok(())
     }
-}
-
-fn produce_error(kind: &'static str) {
-    metrics::counter!(m::PRODUCE_ERRORS, "kind" => kind).increment(1);
 }
 
 pub fn role_name(role: Role) -> &'static str {

@@ -1,6 +1,7 @@
 //! Starting a node: check the configuration and the data directory, open the log, start
 //! the QUIC endpoint, the peer links, the group loop, the client service and /metrics.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
@@ -24,6 +25,8 @@ use crate::replica::hard_state::{HardStateFile, check_identity};
 use crate::replica::store::SegmentStore;
 
 const INBOUND_FRAMES_MAX: usize = 4096;
+/// How often a peer's host name is looked up again while its link is down.
+const PEER_LOOKUP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -56,6 +59,7 @@ pub struct NodeHandle {
     leader: watch::Receiver<LeaderHint>,
     task: JoinHandle<Result<(), GroupError>>,
     endpoint: quinn::Endpoint,
+    peers: Peers,
 }
 
 /// The cluster's id: the first 8 bytes of the SHA-256 of its CA certificate. Certificates
@@ -110,7 +114,7 @@ impl NodeHandle {
         let log = Arc::new(RwLock::new(log));
 
         if let Some(addr) = config.metrics {
-            crate::metrics::serve(addr)?;
+            crate::metrics::serve(addr, config.peers.keys().copied().filter(|&p| p != config.id))?;
             info!(%addr, "serving /metrics");
         }
         let endpoint = node_endpoint(config.listen, &tls)?;
@@ -162,7 +166,7 @@ impl NodeHandle {
             connections: Arc::new(Semaphore::new(config.limits.client_connections_max)),
             limits: config.limits.clone(),
         });
-        tokio::spawn(accept_loop(endpoint.clone(), peers, service));
+        tokio::spawn(accept_loop(endpoint.clone(), peers.clone(), service));
         info!(id = config.id, addr = %local_addr, cluster = format!("{cluster_id:016x}"), "node started");
         Ok(NodeHandle {
             id: config.id,
@@ -174,7 +178,42 @@ impl NodeHandle {
             leader,
             task,
             endpoint,
+            peers,
         })
+    }
+
+    /// Follows peers named by host name (`names` as in `--peers`): while a link is down, its
+    /// name is looked up again every few seconds and the link re-addressed. A Compose
+    /// container or a Kubernetes pod gets a new address when it restarts; its name follows it.
+    pub fn follow_peer_names(&self, names: BTreeMap<NodeId, String>) {
+        let names: Vec<(NodeId, String)> =
+            names.into_iter().filter(|(id, name)| *id != self.id && name.parse::<SocketAddr>().is_err()).collect();
+        if names.is_empty() {
+            return;
+        }
+        let (peers, events) = (self.peers.clone(), self.events.clone());
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(PEER_LOOKUP_PERIOD);
+            loop {
+                ticker.tick().await;
+                for (id, name) in &names {
+                    if peers.connected(*id) {
+                        continue;
+                    }
+                    let Some(addr) = tokio::net::lookup_host(name.as_str()).await.ok().and_then(|mut a| a.next())
+                    else {
+                        continue;
+                    };
+                    if peers.address(*id).is_some_and(|known| known != addr) {
+                        info!(peer = id, name, %addr, "peer has a new address");
+                        peers.add(*id, addr);
+                        if events.send(Event::PeerAddress(*id, addr)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// This node's view of the cluster.
@@ -254,25 +293,23 @@ async fn accept_loop(endpoint: quinn::Endpoint, peers: Peers, service: Arc<Clien
                 Ok(c) => c,
                 Err(e) => {
                     let reason = handshake_failure_reason(&e.to_string());
-                    metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
+                    m::handshake_failure(reason);
                     warn!(%remote, error = %e, reason, "refused a connection");
                     return;
                 }
             };
             match alpn(&conn).as_deref() {
                 Some(ALPN_PEER) => {
-                    let gauge = metrics::gauge!(m::QUIC_CONNECTIONS, "kind" => "peer");
                     if peers.accept(conn.clone()).await.is_ok() {
-                        gauge.increment(1.0);
+                        let _open = m::OpenConnection::new("peer");
                         conn.closed().await;
-                        gauge.decrement(1.0);
                     } else {
-                        metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => "peer_identity").increment(1);
+                        m::handshake_failure("peer_identity");
                     }
                 }
                 Some(ALPN_CLIENT) => service.serve(conn).await,
                 _ => {
-                    metrics::counter!(m::QUIC_HANDSHAKE_FAILURES, "reason" => "wrong_alpn").increment(1);
+                    m::handshake_failure("wrong_alpn");
                     conn.close(0x20u32.into(), b"unknown application protocol");
                 }
             }
