@@ -15,7 +15,7 @@ use crate::net::endpoint::{client_endpoint, connect, read_frame, write_frame};
 use crate::net::tls::{ANY_NODE_NAME, client_config};
 
 /// Largest response accepted (a fetch is bounded well below this by the node).
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
+pub(super) const RESPONSE_BYTES_MAX: usize = 64 << 20;
 /// Largest entry accepted in a fetch response.
 pub(super) const ENTRY_BYTES_MAX: u32 = 64 << 20;
 
@@ -89,6 +89,18 @@ impl Nodes {
             .map_err(|e| Failure::NotSent(format!("cannot connect to {addr}: {e}")))?;
         self.inner.conns.lock().expect("conns lock").insert(addr, conn.clone());
         Ok(conn)
+    }
+
+    /// Opens a stream to `addr` for a sequence of requests (a producer's session).
+    pub(super) async fn open_stream(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), Failure> {
+        let conn = self.conn(addr).await?;
+        conn.open_bi().await.map_err(|e| {
+            self.inner.conns.lock().expect("conns lock").remove(&addr);
+            Failure::NotSent(format!("connection to {addr} failed: {e}"))
+        })
     }
 
     /// Sends one request to `addr` and waits up to `timeout` for its response.

@@ -2,17 +2,18 @@
 //! records into batches (linger and batch size, as Kafka's producer does) and keeps a
 //! bounded window of batches in flight.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::conn::{Failure, Nodes, resolve};
+use super::conn::{ENTRY_BYTES_MAX, Failure, Nodes, RESPONSE_BYTES_MAX, resolve};
 use super::{Client, ClientConfig, ClientError};
 use crate::net::client_codec::{ErrorReply, Request, Response};
+use crate::net::endpoint::{read_frame, write_frame};
 use crate::record::Record;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -110,8 +111,12 @@ pub type Ack = oneshot::Receiver<Result<u64, ClientError>>;
 
 type Queued = (Record, oneshot::Sender<Result<u64, ClientError>>);
 
-/// Batches records and sends them with a bounded window of batches in flight. Acks may
-/// complete out of order across batches; within a batch offsets follow the send order.
+/// Batches records and keeps a window of batches in flight on one ordered stream to the
+/// leader, so records are appended in the order they were sent. When the leader refuses a
+/// batch (it is not the leader, it is busy), it refuses every later batch of the stream too;
+/// the producer then resends from the refused batch, in order, on a new stream. Only a batch
+/// whose outcome is unknown (the connection broke while it was in flight) may leave a gap
+/// or a duplicate; its records are reported as [`ClientError::OutcomeUnknown`].
 pub struct Producer {
     tx: mpsc::Sender<Queued>,
     task: tokio::task::JoinHandle<()>,
@@ -120,7 +125,9 @@ pub struct Producer {
 impl Producer {
     pub(super) fn new(client: Client, config: ProducerConfig) -> Producer {
         let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(run(client, config, rx));
+        let (batches_tx, batches_rx) = mpsc::channel(config.in_flight.max(1));
+        tokio::spawn(gather(rx, batches_tx, config.clone(), client.config.retry_for));
+        let task = tokio::spawn(drive(client, config, batches_rx));
         Producer { tx, task }
     }
 
@@ -141,15 +148,47 @@ impl Producer {
     }
 }
 
-async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Queued>) {
-    let window = Arc::new(Semaphore::new(config.in_flight.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    while let Some(first) = rx.recv().await {
+/// One batch on its way: the request and who waits for each record's offset.
+struct Batch {
+    request: Request,
+    replies: Vec<oneshot::Sender<Result<u64, ClientError>>>,
+    give_up: Instant,
+}
+
+impl Batch {
+    fn resolve(self, result: Result<u64, ClientError>) {
+        for (i, reply) in self.replies.into_iter().enumerate() {
+            let _ = reply.send(result.clone().map(|base| base + i as u64));
+        }
+    }
+}
+
+/// Turns records into batches: a batch closes after `linger` or at `batch_bytes`; a record
+/// that would overflow a non-empty batch starts the next one.
+async fn gather(
+    mut rx: mpsc::Receiver<Queued>,
+    batches: mpsc::Sender<Batch>,
+    config: ProducerConfig,
+    retry_for: Duration,
+) {
+    let mut carry = None;
+    loop {
+        let first = match carry.take() {
+            Some(record) => record,
+            None => match rx.recv().await {
+                Some(record) => record,
+                None => return,
+            },
+        };
         let mut bytes = first.0.encoded_len();
         let mut batch = vec![first];
         let linger = Instant::now() + config.linger;
         while bytes < config.batch_bytes {
             match tokio::time::timeout_at(linger, rx.recv()).await {
+                Ok(Some(next)) if bytes + next.0.encoded_len() > config.batch_bytes => {
+                    carry = Some(next);
+                    break;
+                }
                 Ok(Some(next)) => {
                     bytes += next.0.encoded_len();
                     batch.push(next);
@@ -157,17 +196,215 @@ async fn run(client: Client, config: ProducerConfig, mut rx: mpsc::Receiver<Queu
                 _ => break,
             }
         }
-        let permit = window.clone().acquire_owned().await.expect("the window is never closed");
-        let client = client.clone();
-        tasks.spawn(async move {
-            let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
-            let result = client.produce(records).await;
-            for (i, reply) in replies.into_iter().enumerate() {
-                let _ = reply.send(result.clone().map(|base| base + i as u64));
-            }
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
+        let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
+        let mut buf = BytesMut::with_capacity(bytes);
+        for r in &records {
+            r.encode(&mut buf);
+        }
+        let request = Request::Produce { record_count: records.len() as u32, records: buf.freeze() };
+        let batch = Batch { request, replies, give_up: Instant::now() + retry_for };
+        if batches.send(batch).await.is_err() {
+            return;
+        }
     }
-    while tasks.join_next().await.is_some() {}
+}
+
+/// How a session with the leader ended.
+enum Ended {
+    /// Every batch was answered and no more will come.
+    Done,
+    /// Resend the requeued batches on a new session, after `pause`.
+    Retry { pause: Duration, why: String },
+}
+
+/// Sends batches in order on one stream at a time, resending refused ones in order.
+async fn drive(client: Client, config: ProducerConfig, mut batches: mpsc::Receiver<Batch>) {
+    let mut queue: VecDeque<Batch> = VecDeque::new();
+    let mut open = true;
+    let mut backoff = BACKOFF_MIN;
+    let mut rotation = 0usize;
+    loop {
+        if queue.is_empty() {
+            match batches.recv().await {
+                Some(batch) => queue.push_back(batch),
+                None => return,
+            }
+        }
+        let target = match client.nodes.leader() {
+            Some(addr) => addr,
+            None => {
+                let candidates = client.nodes.bootstrap();
+                if candidates.is_empty() {
+                    fail_all(&mut queue, ClientError::Config("no bootstrap address resolves".into()));
+                    continue;
+                }
+                rotation += 1;
+                candidates[rotation % candidates.len()]
+            }
+        };
+        let ended = match client.nodes.open_stream(target).await {
+            Ok((send, recv)) => {
+                let streams = Session { target, send, recv };
+                session(&client, &config, streams, &mut queue, &mut batches, &mut open).await
+            }
+            Err(failure) => {
+                client.nodes.set_leader(None);
+                Ended::Retry { pause: backoff, why: failure.message().to_string() }
+            }
+        };
+        match ended {
+            Ended::Done => return,
+            Ended::Retry { pause, why } => {
+                let now = Instant::now();
+                while queue.front().is_some_and(|b| b.give_up <= now) {
+                    let late = queue.pop_front().expect("non-empty");
+                    let waited = client.config.retry_for;
+                    late.resolve(Err(ClientError::Unavailable(format!("gave up after {waited:?}: {why}"))));
+                }
+                if pause.is_zero() {
+                    backoff = BACKOFF_MIN;
+                } else {
+                    tokio::time::sleep(pause.max(backoff)).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        if !open && queue.is_empty() {
+            return;
+        }
+    }
+}
+
+fn fail_all(queue: &mut VecDeque<Batch>, error: ClientError) {
+    for batch in queue.drain(..) {
+        batch.resolve(Err(error.clone()));
+    }
+}
+
+/// A stream open to the node believed to lead.
+struct Session {
+    target: SocketAddr,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+/// One ordered stream to the leader: keeps up to `in_flight` batches on it and takes the
+/// answers in order. Batches to resend go back to the front of `queue`, in order.
+async fn session(
+    client: &Client,
+    config: &ProducerConfig,
+    Session { target, mut send, recv }: Session,
+    queue: &mut VecDeque<Batch>,
+    batches: &mut mpsc::Receiver<Batch>,
+    open: &mut bool,
+) -> Ended {
+    let (answers_tx, mut answers) = mpsc::channel(config.in_flight.max(1) + 1);
+    let reader = tokio::spawn(read_answers(recv, answers_tx));
+    let mut inflight: VecDeque<Batch> = VecDeque::new();
+    let ended = loop {
+        while inflight.len() < config.in_flight.max(1)
+            && let Some(batch) = queue.pop_front()
+        {
+            if write_frame(&mut send, &mut batch.request.encode()).await.is_err() {
+                // The answers (or the broken stream) tell what became of those before it.
+                queue.push_front(batch);
+                break;
+            }
+            inflight.push_back(batch);
+        }
+        if inflight.is_empty() && queue.is_empty() && !*open {
+            break Ended::Done;
+        }
+        let room = inflight.len() < config.in_flight.max(1) && queue.is_empty() && *open;
+        tokio::select! {
+            answer = answers.recv() => {
+                let Some(batch) = inflight.pop_front() else {
+                    break Ended::Retry { pause: Duration::ZERO, why: "an answer nobody asked for".into() };
+                };
+                match answer {
+                    Some(Ok(Response::Produced { base_offset, .. })) => {
+                        client.nodes.set_leader(Some(target));
+                        batch.resolve(Ok(base_offset));
+                    }
+                    Some(Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. }))) => batch.resolve(Err(e.into())),
+                    Some(Ok(Response::Error(ErrorReply::NotLeader { leader, address }))) => {
+                        let next = address.as_deref().and_then(|a| resolve(a).ok()).filter(|a| *a != target);
+                        client.nodes.set_leader(next);
+                        requeue(queue, batch, &mut inflight);
+                        let pause = if next.is_some() { Duration::ZERO } else { BACKOFF_MIN };
+                        break Ended::Retry { pause, why: format!("{target} is not the leader (leader: {leader:?})") };
+                    }
+                    Some(Ok(Response::Error(ErrorReply::Busy(why)))) => {
+                        requeue(queue, batch, &mut inflight);
+                        break Ended::Retry { pause: BACKOFF_MIN, why: format!("{target} is busy: {why}") };
+                    }
+                    Some(Ok(Response::Error(e))) => {
+                        // Refused for good (too large, malformed): the later ones go again.
+                        batch.resolve(Err(e.into()));
+                        requeue_rest(queue, &mut inflight);
+                        break Ended::Retry { pause: Duration::ZERO, why: "an earlier batch was refused".into() };
+                    }
+                    Some(Ok(other)) => {
+                        batch.resolve(Err(ClientError::OutcomeUnknown(format!("unexpected answer: {other:?}"))));
+                        unknown(&mut inflight, "the session broke");
+                        break Ended::Retry { pause: BACKOFF_MIN, why: "unexpected answer".into() };
+                    }
+                    Some(Err(why)) => {
+                        client.nodes.set_leader(None);
+                        batch.resolve(Err(ClientError::OutcomeUnknown(why.clone())));
+                        unknown(&mut inflight, &why);
+                        break Ended::Retry { pause: BACKOFF_MIN, why };
+                    }
+                    None => {
+                        client.nodes.set_leader(None);
+                        let why = format!("{target} closed the stream");
+                        batch.resolve(Err(ClientError::OutcomeUnknown(why.clone())));
+                        unknown(&mut inflight, &why);
+                        break Ended::Retry { pause: BACKOFF_MIN, why };
+                    }
+                }
+            }
+            more = batches.recv(), if room => match more {
+                Some(batch) => queue.push_back(batch),
+                None => *open = false,
+            },
+        }
+    };
+    reader.abort();
+    let _ = send.finish();
+    ended
+}
+
+/// Puts `batch` and every later batch in flight back at the front of `queue`, in order.
+fn requeue(queue: &mut VecDeque<Batch>, batch: Batch, inflight: &mut VecDeque<Batch>) {
+    requeue_rest(queue, inflight);
+    queue.push_front(batch);
+}
+
+fn requeue_rest(queue: &mut VecDeque<Batch>, inflight: &mut VecDeque<Batch>) {
+    while let Some(b) = inflight.pop_back() {
+        queue.push_front(b);
+    }
+}
+
+/// Batches in flight on a broken session: they may or may not have been appended.
+fn unknown(inflight: &mut VecDeque<Batch>, why: &str) {
+    for batch in inflight.drain(..) {
+        batch.resolve(Err(ClientError::OutcomeUnknown(why.to_string())));
+    }
+}
+
+/// Reads a session's answers in order until the stream ends or breaks.
+async fn read_answers(mut recv: quinn::RecvStream, answers: mpsc::Sender<Result<Response, String>>) {
+    loop {
+        let answer = match read_frame(&mut recv, RESPONSE_BYTES_MAX).await {
+            Ok(Some(frame)) => Response::decode(frame, ENTRY_BYTES_MAX).map_err(|e| format!("bad answer: {e}")),
+            Ok(None) => return,
+            Err(e) => Err(e.to_string()),
+        };
+        let stop = answer.is_err();
+        if answers.send(answer).await.is_err() || stop {
+            return;
+        }
+    }
 }

@@ -1,7 +1,9 @@
-//! Serves client connections (`keel-client/1`): one request per bidirectional stream.
+//! Serves client connections (`keel-client/1`): requests on bidirectional streams, answered
+//! in order per stream (a producer keeps one stream and pipelines its batches on it).
 //! Produce goes to the group loop and waits for the commit; fetch and metadata are read
 //! here, from the shared log and the loop's published state, so reads scale with nodes.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +14,7 @@ use tracing::{debug, warn};
 
 use super::config::Limits;
 use super::disk::FreeSpace;
-use super::group::{Committed, Event, LeaderHint};
+use super::group::{Committed, Event, LeaderHint, ProduceResult};
 use crate::metrics as m;
 use crate::net::Connection;
 use crate::net::client_codec::{ErrorReply, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
@@ -31,7 +33,12 @@ pub struct ClientService {
     pub limits: Limits,
     pub free_space: FreeSpace,
     pub connections: Arc<Semaphore>,
+    /// Numbers client streams, so the loop can tell their batches apart (0 is "none").
+    pub streams: AtomicU64,
 }
+
+/// Requests of one stream whose answers are pending at once.
+const STREAM_PIPELINE_MAX: usize = 128;
 
 impl ClientService {
     /// Serves one client connection until it closes.
@@ -43,46 +50,120 @@ impl ClientService {
         };
         let _open = m::OpenConnection::new("client");
         let budget = Arc::new(Semaphore::new(self.limits.connection_bytes_max));
-        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-            let this = self.clone();
-            let conn = conn.clone();
-            let budget = budget.clone();
-            tokio::spawn(async move {
-                let max = this.limits.batch_bytes_max + 64;
-                let (frame, _permit) =
-                    match read_frame_budgeted(&mut recv, max.max(REQUEST_BYTES_MAX_DEFAULT), &budget).await {
-                        Ok(Some(f)) => f,
-                        Ok(None) => return,
-                        Err(e) => {
-                            reject(&conn, &e.to_string());
-                            return;
-                        }
-                    };
-                let request = match Request::decode(frame) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        reject(&conn, &e.to_string());
-                        return;
-                    }
-                };
-                let response = this.handle(request).await;
-                let mut chunks = response.encode();
-                if write_frame(&mut send, &mut chunks).await.is_ok() {
-                    let _ = send.finish();
-                }
-            });
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let stream = self.streams.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(self.clone().serve_stream(conn.clone(), stream, send, recv, budget.clone()));
         }
+    }
+
+    /// Serves the requests of one stream in order. Produce requests are pipelined: each is
+    /// handed to the loop as soon as it is read, and the answers are written in request
+    /// order as the batches commit. After a refused batch, later batches of the stream are
+    /// refused too (here and in the loop), so a producer that resends from the refused one
+    /// keeps its records in order.
+    async fn serve_stream(
+        self: Arc<Self>,
+        conn: Connection,
+        stream: u64,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        budget: Arc<Semaphore>,
+    ) {
+        let refused = Arc::new(AtomicBool::new(false));
+        let (answers_tx, mut answers) = mpsc::channel::<(oneshot::Receiver<Response>, bool)>(STREAM_PIPELINE_MAX);
+        let writer_refused = refused.clone();
+        let writer = tokio::spawn(async move {
+            while let Some((answer, is_produce)) = answers.recv().await {
+                let response = answer.await.unwrap_or_else(|_| {
+                    Response::Error(ErrorReply::OutcomeUnknown { reason: "the node stopped".into() })
+                });
+                if is_produce && matches!(response, Response::Error(_)) {
+                    writer_refused.store(true, Ordering::Relaxed);
+                }
+                if write_frame(&mut send, &mut response.encode()).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+        });
+        let max = (self.limits.batch_bytes_max + 64).max(REQUEST_BYTES_MAX_DEFAULT);
+        loop {
+            let (frame, permit) = match read_frame_budgeted(&mut recv, max, &budget).await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    reject(&conn, &e.to_string());
+                    break;
+                }
+            };
+            let request = match Request::decode(frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    reject(&conn, &e.to_string());
+                    break;
+                }
+            };
+            let (answer_tx, answer) = oneshot::channel();
+            let is_produce = matches!(request, Request::Produce { .. });
+            match request {
+                Request::Produce { record_count, records } => {
+                    let pending = if refused.load(Ordering::Relaxed) {
+                        m::produce_error("busy");
+                        let why = "an earlier batch on this stream was refused; resend from it".to_string();
+                        Err(Response::Error(ErrorReply::Busy(why)))
+                    } else {
+                        self.start_produce(record_count, records, stream).await
+                    };
+                    match pending {
+                        Ok(reply) => {
+                            tokio::spawn(async move {
+                                let response = finish_produce(reply).await;
+                                drop(permit);
+                                let _ = answer_tx.send(response);
+                            });
+                        }
+                        Err(response) => {
+                            refused.store(true, Ordering::Relaxed);
+                            let _ = answer_tx.send(response);
+                        }
+                    }
+                }
+                other => {
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let response = this.handle(other).await;
+                        drop(permit);
+                        let _ = answer_tx.send(response);
+                    });
+                }
+            }
+            if answers_tx.send((answer, is_produce)).await.is_err() {
+                break;
+            }
+        }
+        drop(answers_tx);
+        let _ = writer.await;
+        let _ = self.events.send(Event::StreamEnded(stream)).await;
     }
 
     async fn handle(&self, request: Request) -> Response {
         match request {
-            Request::Produce { record_count, records } => self.produce(record_count, records).await,
+            Request::Produce { record_count, records } => match self.start_produce(record_count, records, 0).await {
+                Ok(reply) => finish_produce(reply).await,
+                Err(response) => response,
+            },
             Request::Fetch { offset, max_bytes, max_wait_ms } => self.fetch(offset, max_bytes, max_wait_ms).await,
             Request::Metadata => self.metadata().await,
         }
     }
 
-    async fn produce(&self, record_count: u32, records: Bytes) -> Response {
+    /// Checks a batch and hands it to the loop; the receiver answers once it commits.
+    async fn start_produce(
+        &self,
+        record_count: u32,
+        records: Bytes,
+        stream: u64,
+    ) -> Result<oneshot::Receiver<ProduceResult>, Response> {
         let received = Instant::now();
         metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
         let refuse = |kind: &'static str, err: ErrorReply| {
@@ -92,31 +173,27 @@ impl ClientService {
         let hint = *self.leader.borrow();
         if !hint.me {
             let address = hint.address.map(|a| a.to_string());
-            return refuse("not_leader", ErrorReply::NotLeader { leader: hint.leader, address });
+            return Err(refuse("not_leader", ErrorReply::NotLeader { leader: hint.leader, address }));
         }
         let limit = self.limits.batch_bytes_max;
         if records.len() > limit {
             let msg = format!("batch of {} bytes exceeds the limit of {limit} bytes (batch_bytes_max)", records.len());
-            return refuse("too_large", ErrorReply::Refused(msg));
+            return Err(refuse("too_large", ErrorReply::Refused(msg)));
         }
         if let Err(e) = record::validate(&records, record_count, self.limits.record_bytes_max) {
             let kind = if matches!(e, record::BatchError::RecordTooLarge { .. }) { "too_large" } else { "malformed" };
-            return refuse(kind, ErrorReply::Refused(e.to_string()));
+            return Err(refuse(kind, ErrorReply::Refused(e.to_string())));
         }
         if let Some(why) = self.free_space.too_low() {
-            return refuse("disk_full", ErrorReply::Busy(why));
+            return Err(refuse("disk_full", ErrorReply::Busy(why)));
         }
         let payload = record::batch_payload(now_ms(), &records).freeze();
         let (reply, rx) = oneshot::channel();
-        let event = Event::Propose { payload, record_count, received, reply };
+        let event = Event::Propose { payload, record_count, stream, received, reply };
         if self.events.send(event).await.is_err() {
-            return refuse("shutting_down", ErrorReply::Busy("the node is shutting down".into()));
+            return Err(refuse("shutting_down", ErrorReply::Busy("the node is shutting down".into())));
         }
-        match rx.await {
-            Ok(Ok((base_offset, record_count))) => Response::Produced { base_offset, record_count },
-            Ok(Err(e)) => Response::Error(e),
-            Err(_) => Response::Error(ErrorReply::OutcomeUnknown { reason: "the node stopped".into() }),
-        }
+        Ok(rx)
     }
 
     async fn fetch(&self, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Response {
@@ -206,6 +283,15 @@ fn start_index(log: &Log, _offset: u64) -> u64 {
 }
 
 /// Closes a connection that sent a frame the protocol does not allow; the node goes on.
+/// The answer to a produce once the loop replied.
+async fn finish_produce(reply: oneshot::Receiver<ProduceResult>) -> Response {
+    match reply.await {
+        Ok(Ok((base_offset, record_count))) => Response::Produced { base_offset, record_count },
+        Ok(Err(e)) => Response::Error(e),
+        Err(_) => Response::Error(ErrorReply::OutcomeUnknown { reason: "the node stopped".into() }),
+    }
+}
+
 fn reject(conn: &Connection, why: &str) {
     metrics::counter!(m::FRAMES_REJECTED, "protocol" => "client").increment(1);
     debug!(addr = %conn.remote_address(), why, "closing client connection after a bad frame");

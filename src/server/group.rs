@@ -40,12 +40,18 @@ pub type ProduceResult = Result<(u64, u32), ErrorReply>;
 
 pub enum Event {
     Peer(NodeId, Message),
+    /// `stream`: the client stream the batch came on (0: none). Once a batch of a stream is
+    /// refused, every later batch of that stream is refused too, so a producer that resends
+    /// from the refused batch keeps its order.
     Propose {
         payload: Bytes,
         record_count: u32,
+        stream: u64,
         received: Instant,
         reply: oneshot::Sender<ProduceResult>,
     },
+    /// A client stream ended: forget whether it was refused.
+    StreamEnded(u64),
     Synced {
         index: u64,
         term: u64,
@@ -123,6 +129,8 @@ pub struct Group {
     retention: super::config::Retention,
     tick: Duration,
     pending: BTreeMap<u64, Pending>,
+    /// Client streams with a refused batch: their later batches are refused too.
+    refused_streams: std::collections::HashSet<u64>,
     committed: Committed,
     committed_tx: watch::Sender<Committed>,
     leader_tx: watch::Sender<LeaderHint>,
@@ -165,6 +173,7 @@ impl Group {
             retention: parts.retention,
             tick: parts.tick,
             pending: BTreeMap::new(),
+            refused_streams: std::collections::HashSet::new(),
             committed,
             committed_tx,
             leader_tx,
@@ -224,8 +233,17 @@ impl Group {
                 let log = self.log.read().expect("log lock");
                 self.raft.step(from, msg, &SegmentStore(&log));
             }
-            Event::Propose { payload, record_count, received, reply } => {
-                self.propose(payload, record_count, received, reply)
+            Event::Propose { payload, record_count, stream, received, reply } => {
+                if stream != 0 && self.refused_streams.contains(&stream) {
+                    m::produce_error("busy");
+                    let why = "an earlier batch on this stream was refused; resend from it".to_string();
+                    let _ = reply.send(Err(ErrorReply::Busy(why)));
+                } else if !self.propose(payload, record_count, received, reply) && stream != 0 {
+                    self.refused_streams.insert(stream);
+                }
+            }
+            Event::StreamEnded(stream) => {
+                self.refused_streams.remove(&stream);
             }
             Event::Synced { index, term, seconds } => {
                 metrics::histogram!(m::FSYNC_SECONDS).record(seconds);
@@ -261,7 +279,14 @@ impl Group {
         Ok(None)
     }
 
-    fn propose(&mut self, payload: Bytes, record_count: u32, received: Instant, reply: oneshot::Sender<ProduceResult>) {
+    /// Proposes a batch; false if it was refused (the reply says why).
+    fn propose(
+        &mut self,
+        payload: Bytes,
+        record_count: u32,
+        received: Instant,
+        reply: oneshot::Sender<ProduceResult>,
+    ) -> bool {
         let log = self.log.read().expect("log lock");
         match self.raft.propose(&payload, record_count, &SegmentStore(&log)) {
             Ok(p) => {
@@ -275,6 +300,7 @@ impl Group {
                     reply,
                 };
                 self.pending.insert(p.index, pending);
+                return true;
             }
             Err(ProposeError::NotLeader { leader }) => {
                 m::produce_error("not_leader");
@@ -289,6 +315,7 @@ impl Group {
                 let _ = reply.send(Err(ErrorReply::Refused(e.to_string())));
             }
         }
+        false
     }
 
     /// Carries out the core's outputs in the contract's order.

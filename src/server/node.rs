@@ -164,6 +164,7 @@ impl NodeHandle {
             leader: leader.clone(),
             free_space: FreeSpace::watch(&config.data_dir, config.limits.disk_free_bytes_min),
             connections: Arc::new(Semaphore::new(config.limits.client_connections_max)),
+            streams: std::sync::atomic::AtomicU64::new(1),
             limits: config.limits.clone(),
         });
         tokio::spawn(accept_loop(endpoint.clone(), peers.clone(), service));
@@ -242,7 +243,7 @@ impl NodeHandle {
         use crate::net::client_codec::ErrorReply;
         let payload = crate::record::batch_payload(super::clients::now_ms(), &records).freeze();
         let (reply, rx) = oneshot::channel();
-        let event = Event::Propose { payload, record_count, received: std::time::Instant::now(), reply };
+        let event = Event::Propose { payload, record_count, stream: 0, received: std::time::Instant::now(), reply };
         let stopped = || ErrorReply::OutcomeUnknown { reason: "the node stopped".into() };
         self.events.send(event).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
