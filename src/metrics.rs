@@ -49,6 +49,8 @@ pub const QUIC_HANDSHAKE_FAILURES: &str = "keel_quic_handshake_failures_total";
 pub const FRAMES_REJECTED: &str = "keel_frames_rejected_total";
 pub const PEER_FRAMES_DROPPED: &str = "keel_peer_frames_dropped_total";
 pub const STORAGE_CORRUPTIONS: &str = "keel_storage_corruptions_total";
+pub const STORAGE_REPAIRS: &str = "keel_storage_repairs_total";
+pub const RAFT_VOTE_BARRIER: &str = "keel_raft_vote_barrier_index";
 
 enum Kind {
     Counter,
@@ -102,6 +104,18 @@ const METRICS: &[(&str, Kind, Unit, &str)] = &[
     (FRAMES_REJECTED, Kind::Counter, Unit::Count, "Malformed frames received, by protocol."),
     (PEER_FRAMES_DROPPED, Kind::Counter, Unit::Count, "Frames to peers dropped because their queue was full."),
     (STORAGE_CORRUPTIONS, Kind::Counter, Unit::Count, "Corrupt entries found on disk (then repaired)."),
+    (
+        STORAGE_REPAIRS,
+        Kind::Counter,
+        Unit::Count,
+        "Log cuts before a damaged entry, to fetch it again from the leader.",
+    ),
+    (
+        RAFT_VOTE_BARRIER,
+        Kind::Gauge,
+        Unit::Count,
+        "While above the durable log's end: the index this node needs again before it votes (0: none).",
+    ),
 ];
 
 /// Every metric name, for tests that check the dashboard against what is exported.
