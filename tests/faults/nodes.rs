@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::net::{Topology, node_ip};
 
-pub const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+/// The binary under test; `KEEL_FAULTS_KEEL` overrides it (a soak runs a copy, so that
+/// rebuilding meanwhile does not change the nodes it restarts).
+fn keel() -> String {
+    std::env::var("KEEL_FAULTS_KEEL").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").to_string())
+}
 const PORT: u16 = 7000;
 /// The smallest segment that holds one largest batch (4 MiB): segments seal often, so
 /// disk faults find sealed segments to damage.
@@ -34,7 +38,7 @@ impl Nodes {
     /// Makes certificates in `root` and starts one node per id.
     pub fn start(root: &Path, ids: &[u64], net: Option<&Topology>) -> Result<Nodes, String> {
         let tls = root.join("tls");
-        let mut certs = Command::new(KEEL);
+        let mut certs = Command::new(keel());
         certs.args(["certs", "--dir"]).arg(&tls);
         for id in ids {
             certs.args(["--node", &id.to_string()]);
@@ -75,10 +79,10 @@ impl Nodes {
         let mut cmd = match &node.ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, KEEL]);
+                c.args(["netns", "exec", ns, &keel()]);
                 c
             }
-            None => Command::new(KEEL),
+            None => Command::new(keel()),
         };
         cmd.args(["serve", "--id", &id.to_string(), "--listen", &node.addr, "--peers", &peers])
             .arg("--dir")
