@@ -159,9 +159,13 @@ fn main() -> ExitCode {
     let options = run::Options { seed, duration: args.duration, dir: dir.clone(), history: args.history.clone() };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let outcome = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        // Interrupted, the run is dropped: its guards kill the nodes; then the namespaces go.
         tokio::select! {
             outcome = run::run(&options, topology.as_mut(), schedule.clone()) => outcome,
-            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+            _ = tokio::signal::ctrl_c() => Err("interrupted (SIGINT)".to_string()),
+            _ = term.recv() => Err("interrupted (SIGTERM)".to_string()),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(5));
