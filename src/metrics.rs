@@ -50,6 +50,8 @@ pub const QUIC_HANDSHAKE_FAILURES: &str = "keel_quic_handshake_failures_total";
 pub const FRAMES_REJECTED: &str = "keel_frames_rejected_total";
 pub const PEER_FRAMES_DROPPED: &str = "keel_peer_frames_dropped_total";
 pub const STORAGE_CORRUPTIONS: &str = "keel_storage_corruptions_total";
+pub const STORAGE_REPAIRS: &str = "keel_storage_repairs_total";
+pub const RAFT_VOTE_BARRIER: &str = "keel_raft_vote_barrier_index";
 
 enum Kind {
     Counter,
@@ -136,6 +138,9 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (FRAMES_REJECTED, Counter, N, Fixed("protocol", PROTOCOLS), "Malformed frames received, by protocol."),
     (PEER_FRAMES_DROPPED, Counter, N, NONE, "Frames to peers dropped because their queue was full."),
     (STORAGE_CORRUPTIONS, Counter, N, NONE, "Corrupt entries found on disk (then repaired)."),
+    (STORAGE_REPAIRS, Counter, N, NONE, "Log cuts before a damaged entry, to fetch it again from the leader."),
+    (RAFT_VOTE_BARRIER, Gauge, N, NONE,
+        "While above the durable log's end: the index this node needs again before it votes (0: none)."),
 ];
 
 /// Every metric name, for tests that check the dashboard against what is exported.

@@ -4,7 +4,7 @@
 use keel::raft::testkit::Cluster;
 use keel::raft::{
     BusyReason, Conflict, Entry, EntryMeta, HardState, LogStart, LogStore, Membership, MembershipChange, Message,
-    NUMBER_MAX, NodeId, ProgressState, ProposeError, Role, TransferError, kind,
+    NUMBER_MAX, NodeId, ProgressState, ProposeError, Role, TransferError, VoteBarrier, kind,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -272,6 +272,96 @@ fn a_follower_acknowledges_only_durable_entries() {
     assert_eq!(acks(&c), 0, "written, not durable: no acknowledgement yet");
     c.sync(2);
     assert_eq!(acks(&c), 1, "durable: acknowledged");
+}
+
+// FAST'18, "Protocol-Aware Recovery for Consensus-Based Storage": a node whose disk
+// damaged committed entries cuts them and fetches them again; meanwhile it must not
+// judge candidates by its shorter log, or it and a node that never had those entries
+// elect a leader without them. Here S2 and S1 committed 12..=16 while S3 was away; S2
+// loses them; S1 goes away: no leader until S1 is back.
+#[test]
+fn a_node_that_lost_committed_entries_helps_elect_no_leader_without_them() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose_entries(1, 10);
+    c.isolate(3);
+    c.propose_entries(1, 5);
+    c.run(10);
+    assert_eq!(c.raft(2).commit(), 16, "S1 and S2 committed 12..=16 without S3");
+    c.node_mut(2).cut_damaged(4).unwrap();
+    assert_eq!((c.node(2).store.last_index(), c.raft(2).commit()), (4, 4));
+    assert_eq!(c.raft(2).vote_barrier(), Some(VoteBarrier { term: 1, index: 16 }));
+    c.isolate(1);
+    c.cut.retain(|(a, b)| *a == 1 || *b == 1);
+    for _ in 0..20 {
+        c.run(5);
+        for id in [2, 3] {
+            assert_ne!(c.raft(id).role(), Role::Leader, "S{id} leads without committed entries 12..=16");
+        }
+        assert!(matches!(c.raft(2).role(), Role::Follower), "S2 never campaigns below its barrier");
+    }
+    c.heal();
+    c.run(40);
+    let leader = c.leader().expect("a leader once S1 is back");
+    assert_eq!(leader, 1, "only S1 holds every committed entry");
+    assert_eq!(c.raft(2).vote_barrier(), None, "S2 caught up and votes as usual again");
+    for index in 1..=16 {
+        assert_eq!(c.node(2).store.live().entry(index), c.node(1).store.live().entry(index), "entry {index}");
+    }
+}
+
+// A follower that cut damaged entries tells the leader where its log now ends, so an
+// idle leader (which sends nothing past the match index it knows) sends them again.
+#[test]
+fn a_follower_that_lost_entries_gets_them_again_from_an_idle_leader() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose_entries(1, 8);
+    c.run(10);
+    c.node_mut(2).cut_damaged(3).unwrap();
+    c.run(10);
+    assert_eq!(c.leader(), Some(1), "the leader kept its office");
+    assert_eq!(c.node(2).store.last_index(), 9, "S2 has its entries again without any new proposal");
+    assert_eq!(c.node(2).store.live().entry(9), c.node(1).store.live().entry(9));
+    assert_eq!(c.raft(2).vote_barrier(), None);
+}
+
+// The barrier in isolation: below it a node never campaigns and judges candidates by the
+// log it had before the cut: it refuses one that its shorter log would have accepted,
+// and grants one at least as up to date as its old log.
+#[test]
+fn below_its_vote_barrier_a_node_votes_as_its_old_log_would_and_never_campaigns() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose_entries(1, 4);
+    c.node_mut(3).cut_damaged(2).unwrap();
+    let barrier = VoteBarrier { term: 1, index: 5 };
+    assert_eq!(c.raft(3).vote_barrier(), Some(barrier));
+    let answer = |c: &mut Cluster, msg: Message| {
+        c.network.clear();
+        c.node_mut(3).step(2, msg);
+        c.flush(3);
+        c.network.iter().any(|(_, to, m)| {
+            *to == 2
+                && matches!(
+                    m,
+                    Message::PreVoteResponse { granted: true, .. } | Message::VoteResponse { granted: true, .. }
+                )
+        })
+    };
+    let term = c.raft(3).term() + 1;
+    assert!(!answer(&mut c, Message::PreVote { term, last_index: 4, last_term: 1 }), "shorter than the old log");
+    assert!(!answer(&mut c, Message::Vote { term, last_index: 4, last_term: 1, transfer: false }));
+    assert!(answer(&mut c, Message::Vote { term, last_index: 5, last_term: 1, transfer: false }), "as long");
+    let term = c.raft(3).term();
+    c.network.clear();
+    c.node_mut(3).step(1, Message::TimeoutNow { term });
+    c.flush(3);
+    assert_eq!(c.raft(3).role(), Role::Follower, "not even a leadership transfer makes it campaign");
+    c.network.clear();
+    c.run(40);
+    assert_eq!(c.raft(3).vote_barrier(), None, "the entries came back from the leader");
+    assert_eq!(c.node(3).store.last_index(), c.node(c.leader().unwrap()).store.last_index());
 }
 
 fn number() -> impl Strategy<Value = u64> {

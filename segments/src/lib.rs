@@ -26,7 +26,7 @@ pub use config::{Config, SEGMENT_BYTES_MAX};
 pub use entry::{DecodeError, ENTRY_VERSION, Entry, EntryMeta, HEADER_LEN, peek_len};
 pub use error::Error;
 pub use format::{FORMAT_VERSION, HeaderError, LogStart, SEGMENT_HEADER_LEN};
-pub use log::{Log, SegmentInfo};
+pub use log::{Damage, Log, SegmentInfo};
 pub use recovery::{Discarded, RecoveryReport, TailScan};
 pub use segment::Stop;
 pub use sync::{SyncDone, SyncJob};

@@ -57,6 +57,14 @@ pub(crate) struct OpenSegment {
     pub sealed_at: Option<u64>,
 }
 
+/// An entry that does not read back intact (`Log::verify`): the log must be truncated
+/// before `index`, and the entries from there fetched again.
+#[derive(Debug)]
+pub struct Damage {
+    pub index: u64,
+    pub error: Error,
+}
+
 /// What `Log::segments` reports about one segment (for retention by size and age).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
@@ -298,6 +306,32 @@ impl Log {
             k += 1;
         }
         Ok(())
+    }
+
+    /// Checks entries for damage, a bounded amount at a time (a scrub, or a search for
+    /// the first bad entry after a read failed): from the checkpoint at or before `from`
+    /// (so damage in the walk a read from `from` makes is found too) to the end of that
+    /// segment, stopping once `max_bytes` past `from` were checked. Returns the index to
+    /// continue from (`last_index() + 1` at the end), or the first entry that does not
+    /// read back intact: the index to truncate before, and why.
+    pub fn verify(&self, from: u64, max_bytes: usize) -> Result<u64, Damage> {
+        let (first, last) = (self.first_index(), self.last_index());
+        let from = from.max(first);
+        if from > last {
+            return Ok(last + 1);
+        }
+        let k = self.segment_of(from);
+        let segment_first = self.segments[k].first_index;
+        let state = self.state(k).map_err(|error| Damage { index: segment_first, error })?;
+        let (max_len, segment_last) = (self.config.entry_bytes_max, self.last_of(k));
+        let ((mut position, mut index), mut bytes) = (state.walk_start(from), 0usize);
+        while index <= segment_last && (index < from || bytes < max_bytes) {
+            let e = state.entry_at(position, index, max_len).map_err(|error| Damage { index, error })?;
+            position += e.encoded_len() as u64;
+            bytes += if index >= from { e.encoded_len() } else { 0 };
+            index += 1;
+        }
+        Ok(index)
     }
 
     /// The index of the entry whose records contain `offset`; `None` at or past `next_offset()`.

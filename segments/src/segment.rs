@@ -230,8 +230,7 @@ impl SegmentState {
     /// Where entry `index` (of this segment) starts: a binary search of the
     /// checkpoints, then a short walk that checks every entry it passes.
     pub fn position_of(&self, index: u64, max_len: u32) -> Result<u64, Error> {
-        let c = self.checkpoints.floor(index, |c| c.index).expect("index within segment has a checkpoint");
-        let (mut position, mut at) = (c.position, c.index);
+        let (mut position, mut at) = self.walk_start(index);
         while at < index {
             position += self.entry_at(position, at, max_len)?.encoded_len() as u64;
             at += 1;
@@ -239,11 +238,22 @@ impl SegmentState {
         Ok(position)
     }
 
+    /// Where a walk to entry `index` starts: the checkpoint at or before it, else the
+    /// segment's first entry (a segment rebuilt by a scan that stopped at its first
+    /// entry has no checkpoint; the walk then reports that entry's damage).
+    pub fn walk_start(&self, index: u64) -> (u64, u64) {
+        let first = (SEGMENT_HEADER_LEN as u64, self.header.first_index);
+        self.checkpoints.floor(index, |c| c.index).map_or(first, |c| (c.position, c.index))
+    }
+
     /// The index of the entry whose records contain `offset`, which the caller knows
     /// lies in this segment (at or before entry `last`).
     pub fn index_of_offset(&self, offset: u64, last: u64, max_len: u32) -> Result<Option<u64>, Error> {
-        let Some(c) = self.checkpoints.floor(offset, |c| c.base_offset) else { return Ok(None) };
-        let (mut position, mut at) = (c.position, c.index);
+        let (mut position, mut at) = match self.checkpoints.floor(offset, |c| c.base_offset) {
+            Some(c) => (c.position, c.index),
+            None if offset >= self.header.base_offset => (SEGMENT_HEADER_LEN as u64, self.header.first_index),
+            None => return Ok(None),
+        };
         while at <= last {
             let e = self.entry_at(position, at, max_len)?;
             if offset < e.next_offset() {

@@ -119,9 +119,17 @@ impl Raft {
     ) {
         let can_vote =
             self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none()) || (pre_vote && term > self.term);
-        let (my_index, my_term) = (self.log.last_index(store), self.log.last_term(store));
-        let up_to_date = last_term > my_term || (last_term == my_term && last_index >= my_index);
+        let mut ours = (self.log.last_term(store), self.log.last_index(store));
+        if let Some(b) = self.vote_barrier {
+            // A log cut below what this node acknowledged judges as the log it had (see
+            // `set_vote_barrier`), or as the one it has if that is more up to date.
+            ours = ours.max((b.term, b.index));
+        }
+        let up_to_date = (last_term, last_index) >= ours;
         let granted = can_vote && up_to_date;
+        if self.barred() {
+            tracing::debug!(id = self.config.id, from, term, granted, ?ours, "vote request while under repair");
+        }
         if pre_vote {
             let term = if granted { term } else { self.term };
             self.send(from, Message::PreVoteResponse { term, granted });

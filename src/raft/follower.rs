@@ -2,7 +2,7 @@
 //! the consistency check, truncate a conflicting suffix (never a committed entry), append,
 //! and acknowledge only what is durable.
 
-use super::{Entry, LogStart, LogStore, Membership, Message, NodeId, Raft, Role, kind};
+use super::{Conflict, Entry, LogStart, LogStore, Membership, Message, NodeId, Raft, Role, kind};
 
 impl Raft {
     /// A message from the leader of our term: follow it and restart the election timer.
@@ -195,9 +195,17 @@ impl Raft {
             return;
         }
         // The leader sends min(its commit, our match), so the entries are ours and durable.
-        let commit_to = leader_commit.min(self.log.last_index(store));
+        let last = self.log.last_index(store);
+        let commit_to = leader_commit.min(last);
         if commit_to > self.log.commit() {
             self.log.commit_to(store, commit_to);
+        }
+        if leader_commit > last {
+            // Only a log that lost entries it acknowledged ends below our match: the glue
+            // cut damaged entries. Say where the log ends, or an idle leader, which sends
+            // nothing past our match, never sends them again.
+            let hint = Conflict { index: last, term: self.log.last_term(store) };
+            self.send(from, Message::AppendResponse { term: self.term, index: last, reject: Some(hint) });
         }
         self.send(from, Message::HeartbeatResponse { term: self.term });
     }

@@ -81,6 +81,17 @@ pub struct HardState {
     pub commit: u64,
 }
 
+/// The end of the log a node had before it cut entries its disk damaged, which it may
+/// have acknowledged: until its durable log reaches `index` again, it votes only for a
+/// candidate at least as up to date as (`term`, `index`) and never campaigns
+/// (`Raft::set_vote_barrier`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VoteBarrier {
+    /// Compared first, as Raft compares logs (§5.4.1): then `index`.
+    pub term: u64,
+    pub index: u64,
+}
+
 /// Where a log begins after retention deleted its prefix (or a reset replaced it): the
 /// first index it holds, the term of the entry just before it, and the record offset of
 /// its first entry. An empty log holds `start.index - 1` as its last index.

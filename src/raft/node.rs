@@ -4,7 +4,7 @@
 use super::log::RaftLog;
 use super::membership::Configs;
 use super::progress::Progress;
-use super::{Config, HardState, LogStore, Membership, Message, NodeId, ProgressView, StartError, kind};
+use super::{Config, HardState, LogStore, Membership, Message, NodeId, ProgressView, StartError, VoteBarrier, kind};
 use super::{Ready, Role, SoftState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -61,6 +61,9 @@ pub struct Raft {
     pub(super) votes: BTreeMap<NodeId, bool>,
     pub(super) lead: LeaderState,
     pub(super) ack: AckState,
+    /// While set, this node never campaigns and votes only for candidates at least as up
+    /// to date as it (see `set_vote_barrier`).
+    pub(super) vote_barrier: Option<VoteBarrier>,
     messages: Vec<(NodeId, Message)>,
     committed_membership: Option<(u64, Membership)>,
     reported_hard_state: HardState,
@@ -114,6 +117,7 @@ impl Raft {
             votes: BTreeMap::new(),
             lead: LeaderState::default(),
             ack: AckState::default(),
+            vote_barrier: None,
             messages: Vec::new(),
             committed_membership: None,
             reported_hard_state: hard_state,
@@ -122,6 +126,48 @@ impl Raft {
         };
         raft.role = raft.follower_role();
         Ok(raft)
+    }
+
+    /// The caller cut entries this node may have acknowledged (storage damage, FAST'18
+    /// "Protocol-Aware Recovery"): `barrier` is where the log ended before the cut (the
+    /// term of its last entry may be an upper bound, e.g. the current term, when it is not
+    /// known any more). Until the durable log reaches `barrier.index` again, the node
+    /// never campaigns (its log lacks entries) and grants a vote or pre-vote only to a
+    /// candidate at least as up to date as the log it had (Raft §5.4.1, with `barrier`
+    /// standing in for its last entry). Judged by its shorter log, it and a node that
+    /// never had the lost entries could elect a leader without committed entries; judged
+    /// by the log it had, every vote it grants is one it could have granted before the
+    /// damage. It still accepts and acknowledges entries from a leader. Call it right
+    /// after `new`; persist it beside the hard state and pass it again after a restart.
+    /// A leader steps down.
+    pub fn set_vote_barrier(&mut self, barrier: Option<VoteBarrier>) {
+        let Some(barrier) = barrier.filter(|b| b.index > self.log.persisted()) else { return };
+        let last = self.log.persisted();
+        tracing::warn!(id = self.config.id, ?barrier, last, "log cut below what it acknowledged: no campaigns");
+        self.vote_barrier = Some(self.vote_barrier.map_or(barrier, |b| b.max(barrier)));
+        if matches!(self.role, Role::Leader | Role::Candidate | Role::PreCandidate) {
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// The vote barrier in force (`None` once the durable log reached it again).
+    pub fn vote_barrier(&self) -> Option<VoteBarrier> {
+        self.vote_barrier
+    }
+
+    /// Whether the vote barrier holds.
+    pub(super) fn barred(&self) -> bool {
+        self.vote_barrier.is_some()
+    }
+
+    /// Lifts the vote barrier once the durable log reached its index. Entries a leader
+    /// sent hold every committed entry up to there (Leader Completeness), so the log
+    /// again holds whatever this node acknowledged before the cut and may vote with it.
+    fn maybe_lift_vote_barrier(&mut self) {
+        if let Some(barrier) = self.vote_barrier.filter(|b| self.log.persisted() >= b.index) {
+            tracing::info!(id = self.config.id, ?barrier, "log repaired: campaigning and voting as usual again");
+            self.vote_barrier = None;
+        }
     }
 
     /// Advances time by one tick: election timeouts, heartbeats, check-quorum.
@@ -213,6 +259,7 @@ impl Raft {
         if !self.log.persisted_to(store, index, term) {
             return;
         }
+        self.maybe_lift_vote_barrier();
         if self.role == Role::Leader {
             self.maybe_commit(store);
         } else {
@@ -314,11 +361,12 @@ impl Raft {
     /// that configuration is not committed yet and it votes in an earlier one still in
     /// play. Thesis §4.2.2: a server removed by an uncommitted C_new may still be needed to
     /// elect a leader; it campaigns, though its own vote does not count (`vote_result`
-    /// counts the latest configuration's voters only).
+    /// counts the latest configuration's voters only). Never while the vote barrier holds.
     pub(super) fn promotable(&self) -> bool {
         let id = self.config.id;
-        self.configs.active().is_voter(id)
-            || (self.log.commit() < self.configs.active_index() && self.configs.any_has_voter(id))
+        let voter = self.configs.active().is_voter(id)
+            || (self.log.commit() < self.configs.active_index() && self.configs.any_has_voter(id));
+        voter && !self.barred()
     }
 
     pub(super) fn reset_election_timer(&mut self) {
@@ -412,6 +460,7 @@ impl std::fmt::Debug for Raft {
             .field("leader", &self.leader)
             .field("commit", &self.log.commit())
             .field("persisted", &self.log.persisted())
+            .field("vote_barrier", &self.vote_barrier)
             .field("membership", self.configs.active())
             .finish()
     }

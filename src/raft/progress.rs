@@ -29,7 +29,8 @@ pub struct ProgressView {
 
 #[derive(Debug)]
 pub(super) struct Progress {
-    /// The follower's log matches the leader's and is durable through here.
+    /// The follower's log matches the leader's and is durable through here. Never goes
+    /// down, unless the follower lost entries to storage damage (`lost_entries`).
     pub(super) match_index: u64,
     /// The next index to send.
     pub(super) next_index: u64,
@@ -113,6 +114,13 @@ impl Progress {
         let next = rejected.min(resume_after.saturating_add(1)).max(self.match_index + 1);
         self.become_probe(next);
         true
+    }
+
+    /// The follower's log matches ours only through `matched`, below what it acknowledged
+    /// (it lost entries): the one case where the match index goes down. Probe from there.
+    pub(super) fn lost_entries(&mut self, matched: u64) {
+        self.match_index = self.match_index.min(matched);
+        self.become_probe(matched + 1);
     }
 
     pub(super) fn become_probe(&mut self, next_index: u64) {

@@ -89,6 +89,14 @@ impl Raft {
         let Some(pr) = self.lead.progress.get_mut(&from) else { return };
         pr.recent_active = true;
         if let Some(resume_after) = resume_after {
+            if reject.is_some_and(|hint| hint.index < pr.match_index) {
+                // The follower's log ends below what it acknowledged: it cut entries its
+                // disk damaged (or this rejection is stale; another probe does no harm).
+                tracing::warn!(id = self.config.id, from, resume_after, "a follower lost entries; sending them again");
+                pr.lost_entries(resume_after);
+                self.send_append(from, store, true);
+                return;
+            }
             if pr.maybe_back_off(index, resume_after) {
                 self.send_append(from, store, true);
             }

@@ -5,7 +5,7 @@
 
 use super::memstore::MemStore;
 use super::{Config, HardState, LogStore, Membership, MembershipChange, Message, NodeId, Proposal};
-use super::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, StartError, TransferError, kind};
+use super::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, StartError, TransferError, VoteBarrier, kind};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -31,6 +31,8 @@ pub struct Node {
     pub membership: (u64, Membership),
     /// The highest commit a Ready reported since the last start: entries the glue may compact.
     pub reported_commit: u64,
+    /// The vote barrier as persisted beside the hard state (`Raft::set_vote_barrier`).
+    pub vote_barrier: Option<VoteBarrier>,
     writes: VecDeque<PendingWrite>,
 }
 
@@ -49,6 +51,7 @@ impl Node {
             lazy_hard_state: None,
             membership: (0, membership),
             reported_commit: 0,
+            vote_barrier: None,
             writes: VecDeque::new(),
         }
     }
@@ -107,6 +110,11 @@ impl Node {
             return None;
         }
         let ready = raft.take_ready();
+        // A lifted barrier may be forgotten lazily: a restart below it is impossible, as
+        // the core lifts it only once the entries up to it are durable.
+        if raft.vote_barrier().is_none() {
+            self.vote_barrier = None;
+        }
         if let Some(membership) = &ready.committed_membership {
             self.membership = membership.clone();
         }
@@ -167,9 +175,30 @@ impl Node {
         self.restart()
     }
 
+    /// The disk damaged the entries after `keep` (the server finds this by CRC): cut them
+    /// as the server does. Whatever was durable may have been acknowledged, so the vote
+    /// barrier goes at the durable log's end (or the persisted commit, if higher); the
+    /// cut is made durable with everything kept, the persisted commit index is lowered
+    /// to the log, and the core restarts from that.
+    pub fn cut_damaged(&mut self, keep: u64) -> Result<(), StartError> {
+        let acked = self.store.durable().last_index().max(self.hard_state.commit);
+        if acked > keep {
+            let term = self.store.live().term(acked).expect("what was acknowledged is in the log");
+            let barrier = VoteBarrier { term, index: acked };
+            self.vote_barrier = Some(self.vote_barrier.map_or(barrier, |b| b.max(barrier)));
+        }
+        self.store.apply(&Ready { truncate_after: Some(keep), ..Ready::default() });
+        self.store.sync(self.store.written());
+        self.hard_state.commit = self.hard_state.commit.min(keep);
+        self.lazy_hard_state = None;
+        self.writes.clear();
+        self.restart()
+    }
+
     /// Starts the core again from what the disk holds.
     pub fn restart(&mut self) -> Result<(), StartError> {
-        let raft = Raft::new(self.config.clone(), self.hard_state, self.membership.clone(), &self.store)?;
+        let mut raft = Raft::new(self.config.clone(), self.hard_state, self.membership.clone(), &self.store)?;
+        raft.set_vote_barrier(self.vote_barrier);
         self.raft = Some(raft);
         self.reported_commit = self.hard_state.commit;
         Ok(())

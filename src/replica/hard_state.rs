@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::net::frame::{FrameError, Reader};
-use crate::raft::{HardState, Membership};
+use crate::raft::{HardState, Membership, VoteBarrier};
 
 use segments::state_file::{self, StateFileError};
 
@@ -13,6 +13,8 @@ const HARD_STATE_FILE: &str = "hard-state";
 const KIND_IDENTITY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 const VERSION: u8 = 1;
+/// Version 2 of the hard state adds the vote barrier.
+const HARD_STATE_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -62,6 +64,8 @@ pub struct Persisted {
     pub hard_state: HardState,
     pub membership_index: u64,
     pub membership: Membership,
+    /// Where the log ended before damage was cut from it (`Raft::set_vote_barrier`).
+    pub vote_barrier: Option<VoteBarrier>,
 }
 
 pub struct HardStateFile {
@@ -74,10 +78,14 @@ impl HardStateFile {
     pub fn open(dir: &Path, initial: Membership) -> Result<HardStateFile, StateError> {
         let path = dir.join(HARD_STATE_FILE);
         let last = match state_file::read(&path, KIND_HARD_STATE)? {
-            None => Persisted { hard_state: HardState::default(), membership_index: 0, membership: initial },
-            Some((_, payload)) => {
-                decode(payload).map_err(|e| StateError::Malformed { path: path.clone(), why: e.to_string() })?
-            }
+            None => Persisted {
+                hard_state: HardState::default(),
+                membership_index: 0,
+                membership: initial,
+                vote_barrier: None,
+            },
+            Some((version, payload)) => decode(version, payload)
+                .map_err(|e| StateError::Malformed { path: path.clone(), why: e.to_string() })?,
         };
         Ok(HardStateFile { path, last })
     }
@@ -92,7 +100,7 @@ impl HardStateFile {
             return Ok(());
         }
         assert!(next.hard_state.term >= self.last.hard_state.term, "term never goes backwards");
-        state_file::write(&self.path, KIND_HARD_STATE, VERSION, &encode(&next))?;
+        state_file::write(&self.path, KIND_HARD_STATE, HARD_STATE_VERSION, &encode(&next))?;
         self.last = next;
         Ok(())
     }
@@ -104,21 +112,35 @@ fn encode(p: &Persisted) -> Vec<u8> {
     out.extend_from_slice(&p.hard_state.vote.unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&p.hard_state.commit.to_le_bytes());
     out.extend_from_slice(&p.membership_index.to_le_bytes());
+    let barrier = p.vote_barrier.unwrap_or_default();
+    out.extend_from_slice(&barrier.index.to_le_bytes());
+    out.extend_from_slice(&barrier.term.to_le_bytes());
     out.extend_from_slice(&p.membership.encode());
     out
 }
 
-fn decode(payload: Vec<u8>) -> Result<Persisted, FrameError> {
+/// Version 1 has no vote barrier; version 2 has its index and term (0 and 0 for none)
+/// after the membership index.
+fn decode(version: u8, payload: Vec<u8>) -> Result<Persisted, FrameError> {
     let mut r = Reader::new(payload.into());
     let term = r.u64("term")?;
     let vote = r.u64("vote")?;
     let commit = r.u64("commit")?;
     let membership_index = r.u64("membership index")?;
+    let vote_barrier = match version {
+        1 => None,
+        2 => {
+            let (index, term) = (r.u64("vote barrier index")?, r.u64("vote barrier term")?);
+            (index > 0).then_some(VoteBarrier { term, index })
+        }
+        _ => return Err(FrameError::Invalid { what: "hard state version" }),
+    };
     let membership = Membership::decode(&r.rest()).map_err(|_| FrameError::Invalid { what: "membership" })?;
     Ok(Persisted {
         hard_state: HardState { term, vote: (vote != 0).then_some(vote), commit },
         membership_index,
         membership,
+        vote_barrier,
     })
 }
 
@@ -145,9 +167,30 @@ mod tests {
             hard_state: HardState { term: 4, vote: Some(2), commit: 9 },
             membership_index: 3,
             membership: Membership { voters: [1, 2].into(), ..Membership::default() },
+            vote_barrier: Some(VoteBarrier { term: 3, index: 12 }),
         };
         file.save(next.clone()).unwrap();
         let reopened = HardStateFile::open(dir.path(), initial).unwrap();
         assert_eq!(reopened.persisted(), &next);
+    }
+
+    #[test]
+    fn a_version_1_hard_state_reads_with_no_vote_barrier() {
+        let dir = tempfile::tempdir().unwrap();
+        let membership = Membership { voters: [1, 2, 3].into(), ..Membership::default() };
+        let mut v1 = Vec::new();
+        for n in [5u64, 2, 40, 1] {
+            v1.extend_from_slice(&n.to_le_bytes());
+        }
+        v1.extend_from_slice(&membership.encode());
+        state_file::write(&dir.path().join(HARD_STATE_FILE), KIND_HARD_STATE, 1, &v1).unwrap();
+        let file = HardStateFile::open(dir.path(), Membership::default()).unwrap();
+        let want = Persisted {
+            hard_state: HardState { term: 5, vote: Some(2), commit: 40 },
+            membership_index: 1,
+            membership,
+            vote_barrier: None,
+        };
+        assert_eq!(file.persisted(), &want);
     }
 }

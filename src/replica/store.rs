@@ -1,11 +1,29 @@
 //! The Raft core's read-only view of a segments log.
 
+use std::cell::Cell;
+
 use segments::{Entry, Log};
 
 use crate::raft::{LogStart, LogStore, StoreError};
 
-/// Borrows a log (through its lock guard) for one call into the core.
-pub struct SegmentStore<'a>(pub &'a Log);
+/// Borrows a log (through its lock guard) for one call into the core, and remembers the
+/// lowest index at which a read found damaged bytes, for the caller to repair.
+pub struct SegmentStore<'a> {
+    log: &'a Log,
+    damaged: Cell<Option<u64>>,
+}
+
+impl<'a> SegmentStore<'a> {
+    pub fn new(log: &'a Log) -> SegmentStore<'a> {
+        SegmentStore { log, damaged: Cell::new(None) }
+    }
+
+    /// Where a read through this view found damage: the first bad entry is at or after
+    /// the checkpoint before this index (`Log::verify` finds it).
+    pub fn damaged(&self) -> Option<u64> {
+        self.damaged.get()
+    }
+}
 
 pub fn to_raft_start(start: segments::LogStart) -> LogStart {
     LogStart { index: start.index, prev_term: start.prev_term, offset: start.offset }
@@ -15,25 +33,34 @@ pub fn to_segments_start(start: LogStart) -> segments::LogStart {
     segments::LogStart { index: start.index, prev_term: start.prev_term, offset: start.offset }
 }
 
+/// Whether a storage error means damaged bytes (to cut and fetch again), not an
+/// operational fault such as an I/O error.
+pub fn is_damage(e: &segments::Error) -> bool {
+    matches!(e, segments::Error::Corrupt { .. } | segments::Error::Misplaced { .. } | segments::Error::BadFile { .. })
+}
+
 impl LogStore for SegmentStore<'_> {
     fn first_index(&self) -> u64 {
-        self.0.first_index()
+        self.log.first_index()
     }
 
     fn last_index(&self) -> u64 {
-        self.0.last_index()
+        self.log.last_index()
     }
 
     fn term(&self, index: u64) -> Option<u64> {
-        self.0.term(index)
+        self.log.term(index)
     }
 
     fn entries(&self, from: u64, max_bytes: usize, max_count: usize, out: &mut Vec<Entry>) -> Result<(), StoreError> {
         let start = out.len();
-        self.0.read(from, max_bytes, out).map_err(|e| match e {
-            segments::Error::Corrupt { .. } => StoreError::Corrupt { index: from, detail: e.to_string() },
-            segments::Error::OutOfRange { .. } if from < self.0.first_index() => {
-                StoreError::Compacted { index: from, first_index: self.0.first_index() }
+        self.log.read(from, max_bytes, out).map_err(|e| match e {
+            e if is_damage(&e) => {
+                self.damaged.set(Some(self.damaged.get().map_or(from, |d| d.min(from))));
+                StoreError::Corrupt { index: from, detail: e.to_string() }
+            }
+            segments::Error::OutOfRange { .. } if from < self.log.first_index() => {
+                StoreError::Compacted { index: from, first_index: self.log.first_index() }
             }
             other => StoreError::Unavailable { index: from, detail: other.to_string() },
         })?;
@@ -42,10 +69,10 @@ impl LogStore for SegmentStore<'_> {
     }
 
     fn next_offset(&self) -> u64 {
-        self.0.next_offset()
+        self.log.next_offset()
     }
 
     fn start(&self) -> LogStart {
-        to_raft_start(self.0.log_start())
+        to_raft_start(self.log.log_start())
     }
 }

@@ -20,6 +20,7 @@ use crate::net::Connection;
 use crate::net::client_codec::{ErrorReply, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
 use crate::net::endpoint::{read_frame_budgeted, write_frame};
 use crate::record;
+use crate::replica::store::is_damage;
 
 /// Application close codes on client connections.
 pub const CLOSE_BAD_FRAME: u32 = 0x21;
@@ -258,7 +259,7 @@ impl ClientService {
 
     /// A failed read; corruption is reported to the loop, which repairs from `from_index` on.
     fn read_failed(&self, e: segments::Error, from_index: u64) -> Response {
-        if let segments::Error::Corrupt { .. } = &e {
+        if is_damage(&e) {
             let _ = self.events.try_send(Event::Corrupt { from_index, detail: e.to_string() });
         }
         warn!(error = %e, "fetch failed");

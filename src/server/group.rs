@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use segments::{Entry, Log};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::repair::{self, Damage};
 use crate::metrics as m;
 use crate::net::client_codec::{ClusterView, ErrorReply, MemberView};
 use crate::net::peer::{Peers, SendError};
@@ -70,11 +71,13 @@ pub enum Event {
     },
     /// A peer was found at a new address (its host name now resolves elsewhere).
     PeerAddress(NodeId, SocketAddr),
-    /// A reader found a corrupt entry at or after this index.
+    /// A reader found a corrupt entry at or after the checkpoint before this index.
     Corrupt {
         from_index: u64,
         detail: String,
     },
+    /// A search for damage (a scrub, or after `Corrupt`) ended: the first damaged entry.
+    Damaged(Option<Damage>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -138,6 +141,11 @@ pub struct Group {
     rtt: BTreeMap<NodeId, VecDeque<(u64, Instant)>>,
     role: Role,
     leader: Option<NodeId>,
+    /// For the tasks the loop starts that report back (set by `run`).
+    events_tx: Option<mpsc::Sender<Event>>,
+    /// A search for damage is running; another from this index is due after it.
+    verifying: bool,
+    verify_next: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +187,9 @@ impl Group {
             leader_tx,
             sync: Arc::new(Notify::new()),
             rtt: BTreeMap::new(),
+            events_tx: None,
+            verifying: false,
+            verify_next: None,
         };
         (group, committed_rx, leader_rx)
     }
@@ -189,7 +200,12 @@ impl Group {
         mut events: mpsc::Receiver<Event>,
         events_tx: mpsc::Sender<Event>,
     ) -> Result<(), GroupError> {
-        tokio::spawn(sync_task(self.log.clone(), self.sync.clone(), events_tx));
+        tokio::spawn(sync_task(self.log.clone(), self.sync.clone(), events_tx.clone()));
+        self.events_tx = Some(events_tx);
+        // A scrub after start: sealed segments are not read at open, so damage in them
+        // would otherwise wait for a reader (FORMAT.md, "Assumptions about the medium").
+        let first = self.log.read().expect("log lock").first_index();
+        self.suspect(first);
         let mut ticker = tokio::time::interval(self.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
@@ -214,10 +230,7 @@ impl Group {
                         }
                     }
                 }
-                _ = ticker.tick() => {
-                    let log = self.log.read().expect("log lock");
-                    self.raft.tick(&SegmentStore(&log));
-                }
+                _ = ticker.tick() => self.core(|raft, store| raft.tick(store)),
                 _ = lazy_hard.tick() => self.flush_lazy_hard_state()?,
                 _ = housekeeping.tick() => self.housekeeping(),
             }
@@ -230,8 +243,7 @@ impl Group {
         match event {
             Event::Peer(from, msg) => {
                 self.observe_incoming(from, &msg);
-                let log = self.log.read().expect("log lock");
-                self.raft.step(from, msg, &SegmentStore(&log));
+                self.core(|raft, store| raft.step(from, msg, store));
             }
             Event::Propose { payload, record_count, stream, received, reply } => {
                 if stream != 0 && self.refused_streams.contains(&stream) {
@@ -248,8 +260,7 @@ impl Group {
             Event::Synced { index, term, seconds } => {
                 metrics::histogram!(m::FSYNC_SECONDS).record(seconds);
                 metrics::counter!(m::FSYNCS).increment(1);
-                let log = self.log.read().expect("log lock");
-                self.raft.persisted(index, term, &SegmentStore(&log));
+                self.core(|raft, store| raft.persisted(index, term, store));
             }
             Event::SyncFailed(why) => return Err(GroupError::Storage(why)),
             Event::Status(reply) => {
@@ -260,20 +271,31 @@ impl Group {
                     self.addresses.insert(id, addr);
                     self.peers.add(id, addr);
                 }
-                let log = self.log.read().expect("log lock");
-                let result = self.raft.propose_membership(&changes, &SegmentStore(&log)).map_err(|e| e.to_string());
-                let _ = reply.send(result);
+                let result = self.core(|raft, store| raft.propose_membership(&changes, store));
+                let _ = reply.send(result.map_err(|e| e.to_string()));
             }
             Event::TransferLeadership { to, reply } => {
-                let log = self.log.read().expect("log lock");
-                let result = self.raft.transfer_leadership(to, &SegmentStore(&log)).map_err(|e| e.to_string());
-                let _ = reply.send(result);
+                let result = self.core(|raft, store| raft.transfer_leadership(to, store));
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
+            Event::Corrupt { from_index, detail } => {
+                warn!(from_index, detail, "a read found damaged bytes; looking for the first damaged entry");
+                self.suspect(from_index);
+            }
+            Event::Damaged(found) => {
+                self.verifying = false;
+                match found {
+                    Some(damage) => self.repair(damage)?,
+                    None => debug!("no damage found"),
+                }
+                if let Some(hint) = self.verify_next.take() {
+                    self.suspect(hint);
+                }
             }
             Event::PeerAddress(id, addr) => {
                 self.addresses.insert(id, addr);
                 self.publish_role();
             }
-            Event::Corrupt { from_index, detail } => self.repair(from_index, &detail)?,
             Event::Shutdown(reply) => return Ok(Some(reply)),
         }
         Ok(None)
@@ -287,8 +309,7 @@ impl Group {
         received: Instant,
         reply: oneshot::Sender<ProduceResult>,
     ) -> bool {
-        let log = self.log.read().expect("log lock");
-        match self.raft.propose(&payload, record_count, &SegmentStore(&log)) {
+        match self.core(|raft, store| raft.propose(&payload, record_count, store)) {
             Ok(p) => {
                 let pending = Pending {
                     term: p.term,
@@ -324,6 +345,11 @@ impl Group {
             return Ok(());
         }
         let ready = self.raft.take_ready();
+        if self.raft.vote_barrier().is_none() && self.next_hard.vote_barrier.is_some() {
+            // Lifted: the entries up to it are durable again. Forgetting it may be lazy.
+            self.next_hard.vote_barrier = None;
+            self.hard_dirty = true;
+        }
         // 1. Hard state: durable before any message of this Ready leaves.
         let mut save_now = false;
         if let Some(hs) = ready.hard_state {
@@ -593,6 +619,7 @@ impl Group {
         metrics::gauge!(m::RAFT_TERM).set(self.raft.term() as f64);
         metrics::gauge!(m::RAFT_COMMIT_INDEX).set(self.committed.index as f64);
         metrics::gauge!(m::RAFT_LAST_INDEX).set(log.last_index() as f64);
+        metrics::gauge!(m::RAFT_VOTE_BARRIER).set(self.raft.vote_barrier().map_or(0, |b| b.index) as f64);
         metrics::gauge!(m::LOG_START_OFFSET).set(log.start_offset() as f64);
         metrics::gauge!(m::LOG_END_OFFSET).set(self.committed.next_offset as f64);
         let segments = log.segments();
@@ -628,13 +655,71 @@ impl Group {
         }
     }
 
-    /// A reader found corruption: cut the log before the bad entry so that it is fetched
-    /// again from the leader. Committed entries are cut too: this replica no longer has
-    /// them, and a majority still does (see ARCHITECTURE.md, "Corruption").
-    fn repair(&mut self, index: u64, detail: &str) -> Result<(), GroupError> {
+    /// Calls into the core with a view of the log; damage a read came across is searched.
+    fn core<R>(&mut self, f: impl FnOnce(&mut Raft, &SegmentStore<'_>) -> R) -> R {
+        let (out, damaged) = {
+            let log = self.log.read().expect("log lock");
+            let store = SegmentStore::new(&log);
+            let out = f(&mut self.raft, &store);
+            (out, store.damaged())
+        };
+        if let Some(index) = damaged {
+            warn!(index, "reading entries for a follower found damaged bytes");
+            self.suspect(index);
+        }
+        out
+    }
+
+    /// Damaged bytes lie at or after the checkpoint before `hint`: find the first damaged
+    /// entry off the loop; `Event::Damaged` brings the answer back. One search at a time.
+    fn suspect(&mut self, hint: u64) {
+        if self.verifying {
+            self.verify_next = Some(self.verify_next.map_or(hint, |h| h.min(hint)));
+            return;
+        }
+        let Some(events) = self.events_tx.clone() else { return };
+        self.verifying = true;
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let found = tokio::task::spawn_blocking(move || repair::find_damage(&log, hint)).await.ok().flatten();
+            let _ = events.send(Event::Damaged(found)).await;
+        });
+    }
+
+    /// Damage found: the node stops serving and voting with what it cannot trust. The
+    /// log is cut before the damaged entry (ARCHITECTURE.md, "Corruption"), and a fresh
+    /// core starts on it as a follower in the same term, with the same vote, the lowered
+    /// commit index and, if the cut took entries it may have acknowledged, the vote
+    /// barrier; the leader sends the entries again. A leader steps down this way:
+    /// producers waiting on it learn that their outcome is unknown.
+    fn repair(&mut self, damage: Damage) -> Result<(), GroupError> {
+        if !repair::still_damaged(&self.log.read().expect("log lock"), damage.index) {
+            info!(index = damage.index, "the damaged entry is no longer in the log");
+            return Ok(());
+        }
         metrics::counter!(m::STORAGE_CORRUPTIONS).increment(1);
-        error!(index, detail, "corrupt entry on disk; cutting the log before it to fetch it again");
-        let _ = (index, detail);
+        error!(index = damage.index, detail = %damage.detail, role = role_name(self.role), "damaged entry in the log");
+        let storage = |e: repair::RepairError| GroupError::Storage(e.to_string());
+        let (log, hard, next) = (&self.log, &mut self.hard, &mut self.next_hard);
+        let commit = repair::cut_before(log, hard, next, damage.index, self.raft.commit()).map_err(storage)?;
+        let config = self.raft.config().clone();
+        self.raft = repair::start_core(config, log, hard, next, commit).map_err(storage)?;
+        self.hard_dirty = false;
+        for (_, p) in std::mem::take(&mut self.pending) {
+            m::produce_error("outcome_unknown");
+            let reason = "the node found damage in its log and stopped leading".to_string();
+            let _ = p.reply.send(Err(ErrorReply::OutcomeUnknown { reason }));
+        }
+        let index = self.raft.commit();
+        let next_offset = {
+            let log = self.log.read().expect("log lock");
+            offset_after(&log, index).unwrap_or(log.start_offset())
+        };
+        self.committed = Committed { index, next_offset };
+        self.committed_tx.send_replace(self.committed);
+        self.role = self.raft.role();
+        self.leader = None;
+        self.publish_role();
         Ok(())
     }
 
@@ -689,10 +774,7 @@ impl Group {
                 .map(|p| p.id);
             if let Some(to) = target {
                 info!(to, "transferring leadership before shutting down");
-                {
-                    let log = self.log.read().expect("log lock");
-                    let _ = self.raft.transfer_leadership(to, &SegmentStore(&log));
-                }
+                let _ = self.core(|raft, store| raft.transfer_leadership(to, store));
                 self.process_ready()?;
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
                 let mut ticker = tokio::time::interval(self.tick);
@@ -703,10 +785,7 @@ impl Group {
                                 self.handle(event)?;
                             }
                         }
-                        _ = ticker.tick() => {
-                            let log = self.log.read().expect("log lock");
-                            self.raft.tick(&SegmentStore(&log));
-                        }
+                        _ = ticker.tick() => self.core(|raft, store| raft.tick(store)),
                     }
                     self.process_ready()?;
                 }

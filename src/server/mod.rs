@@ -5,6 +5,7 @@ pub mod config;
 mod disk;
 pub mod group;
 pub mod node;
+pub mod repair;
 
 pub use config::{Limits, NodeConfig, Retention};
 pub use node::{NodeHandle, StartError};

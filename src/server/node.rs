@@ -14,15 +14,15 @@ use super::clients::ClientService;
 use super::config::{ConfigError, NodeConfig};
 use super::disk::FreeSpace;
 use super::group::{self, Committed, Event, Group, GroupError, GroupParts, LeaderHint};
+use super::repair;
 use crate::metrics as m;
 use crate::net::client_codec::ClusterView;
 use crate::net::endpoint::{alpn, node_endpoint};
 use crate::net::peer::Peers;
 use crate::net::tls::{ALPN_CLIENT, ALPN_PEER, CA_CERT, NodeTls};
 use crate::net::{Connection, peer_codec};
-use crate::raft::{self, Membership, MembershipChange, NodeId, Raft};
+use crate::raft::{self, Membership, MembershipChange, NodeId};
 use crate::replica::hard_state::{HardStateFile, check_identity};
-use crate::replica::store::SegmentStore;
 
 const INBOUND_FRAMES_MAX: usize = 4096;
 /// How often a peer's host name is looked up again while its link is down.
@@ -42,6 +42,8 @@ pub enum StartError {
     Log(#[from] segments::Error),
     #[error("cannot start Raft: {0}")]
     Raft(#[from] raft::StartError),
+    #[error(transparent)]
+    Repair(#[from] super::repair::RepairError),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
@@ -88,6 +90,11 @@ impl NodeHandle {
         let tls = NodeTls::load(&config.tls_dir, config.id, config.require_client_cert)
             .map_err(|source| StartError::Tls { dir: config.tls_dir.clone(), source })?;
         let cluster_id = cluster_id(&config.tls_dir)?;
+        // First, so that what start-up finds (a repaired log) is counted too.
+        if let Some(addr) = config.metrics {
+            crate::metrics::serve(addr, config.peers.keys().copied().filter(|&p| p != config.id))?;
+            info!(%addr, "serving /metrics");
+        }
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| StartError::DataDir { dir: config.data_dir.clone(), source })?;
         check_identity(&config.data_dir, cluster_id, config.id)?;
@@ -99,24 +106,17 @@ impl NodeHandle {
         let (log, report) = Log::open(&config.data_dir.join("log"), seg_config)?;
         info!(%report, "log opened");
         let initial = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
-        let hard = HardStateFile::open(&config.data_dir, initial)?;
-        let persisted = hard.persisted().clone();
+        let mut hard = HardStateFile::open(&config.data_dir, initial)?;
+        repair::check_commit_within_log(&log, &mut hard)?;
         let mut raft_config = raft::Config::new(config.id, rand::random());
         raft_config.append_bytes_max = config.limits.batch_bytes_max + 1024;
         raft_config.uncommitted_bytes_max =
             raft_config.uncommitted_bytes_max.max(4 * raft_config.append_bytes_max as u64);
-        let raft = Raft::new(
-            raft_config,
-            persisted.hard_state,
-            (persisted.membership_index, persisted.membership.clone()),
-            &SegmentStore(&log),
-        )?;
         let log = Arc::new(RwLock::new(log));
+        let mut next = hard.persisted().clone();
+        let commit = next.hard_state.commit;
+        let raft = repair::start_core(raft_config, &log, &mut hard, &mut next, commit)?;
 
-        if let Some(addr) = config.metrics {
-            crate::metrics::serve(addr, config.peers.keys().copied().filter(|&p| p != config.id))?;
-            info!(%addr, "serving /metrics");
-        }
         let endpoint = node_endpoint(config.listen, &tls)?;
         let local_addr =
             endpoint.local_addr().map_err(|source| crate::net::NetError::Bind { addr: config.listen, source })?;

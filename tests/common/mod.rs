@@ -187,6 +187,19 @@ impl Cluster {
         None
     }
 
+    /// A metric's value (summed over labels) from node `id`'s `/metrics`, if it answers.
+    pub fn metric(&self, id: u64, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(&self.node(id).metrics).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text).ok()?;
+        let values = text.lines().filter(|l| l.starts_with(name) && !l[name.len()..].starts_with('_'));
+        let values: Vec<f64> = values.filter_map(|l| l.rsplit(' ').next()?.parse().ok()).collect();
+        (!values.is_empty()).then(|| values.iter().sum())
+    }
+
     /// The last lines of every node's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();

@@ -171,3 +171,54 @@ fn a_corrupt_log_start_file_is_refused() {
     let err = segments::Log::open(dir.path(), small_config()).err().expect("refused");
     assert!(matches!(err, Error::BadFile { .. }), "{err}");
 }
+
+/// Checks the whole log a little at a time, as a scrub does: the first damaged entry, if any.
+fn scrub(log: &segments::Log, chunk: usize) -> Option<segments::Damage> {
+    let mut next = log.first_index();
+    while next <= log.last_index() {
+        match log.verify(next, chunk) {
+            Ok(after) => {
+                assert!(after > next, "verify makes progress");
+                next = after;
+            }
+            Err(damage) => return Some(damage),
+        }
+    }
+    None
+}
+
+#[test]
+fn verify_finds_the_first_damaged_entry_of_a_sealed_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = synced_log(dir.path(), 20, 10);
+    assert!(scrub(&log, 500).is_none(), "an intact log has no damage");
+    let sealed = &log.segments()[4];
+    let bad = sealed.first_index + 2;
+    let (path, position) = log.position_of(bad).unwrap();
+    flip(&path, position + 45);
+    for chunk in [1, 500, usize::MAX] {
+        let damage = scrub(&log, chunk).expect("the flipped byte is found");
+        assert_eq!(damage.index, bad, "chunk {chunk}: {}", damage.error);
+        assert!(matches!(damage.error, Error::Corrupt { .. }), "{}", damage.error);
+    }
+    // A read from after the damage in the same segment still walks over it: so does verify.
+    let err = log.verify(bad + 1, 1).unwrap_err();
+    assert!(err.index <= bad + 1, "{}", err.error);
+    // Past the damage's segment the log is intact.
+    assert!(log.verify(sealed.last_index + 1, usize::MAX).is_ok());
+}
+
+#[test]
+fn a_sealed_segment_without_its_index_and_with_a_damaged_first_entry_is_reported_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = synced_log(dir.path(), 20, 10);
+    let sealed = log.segments()[2].clone();
+    drop(log);
+    flip(&sealed.path, SEGMENT_HEADER_LEN as u64 + 45);
+    std::fs::remove_file(sealed.path.with_extension("idx")).unwrap();
+    let (log, _) = open(dir.path(), small_config());
+    let err = log.read(sealed.first_index, usize::MAX, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    let damage = scrub(&log, 500).expect("found");
+    assert_eq!(damage.index, sealed.first_index, "{}", damage.error);
+}

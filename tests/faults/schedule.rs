@@ -1,0 +1,186 @@
+//! The fault schedule: everything one seed decides up front, printed before the run so a
+//! failure can be read and replayed. Every kind of fault the run can inject comes once,
+//! in an order the seed shuffles; after that, faults and pairs of faults at random.
+//! Choices that depend on the cluster when a fault fires (who leads) are made then,
+//! with a random generator seeded from the window, so the same seed makes the same
+//! choices given the same cluster.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::disk::DiskFault;
+
+/// Which node a fault hits, decided when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Leader,
+    Follower,
+    Any,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// kill -9; restarted at heal.
+    Kill(Target),
+    /// kill -9 of a majority; restarted at heal.
+    KillMajority,
+    /// SIGSTOP; SIGCONT at heal.
+    Pause(Target),
+    /// SIGSTOP, then kill -9 while paused; restarted at heal.
+    PauseThenKill(Target),
+    /// The leader hears no node and no node hears it.
+    IsolateLeader,
+    /// One node on one side, the others on the other (1|2 with three nodes).
+    Split,
+    /// Two nodes cannot talk; a third, the bridge, talks to both.
+    Bridge,
+    /// One node's packets to the others are dropped (`outbound`), or theirs to it.
+    OneWay { outbound: bool },
+    /// A share of the packets to and from one node is dropped.
+    Lossy { percent: u32 },
+    /// A share of the packets to and from one node queue behind a narrow link: 100% is a
+    /// slow link, less also reorders (the rest overtakes them).
+    Slow { percent: u32 },
+    /// One minority node is killed, its files damaged, and it is restarted; the fault
+    /// lasts until it caught up again. Never combined with another fault.
+    Disk(DiskFault),
+}
+
+impl Fault {
+    pub fn needs_netns(&self) -> bool {
+        matches!(self, Fault::IsolateLeader | Fault::Split | Fault::Bridge | Fault::OneWay { .. }) || self.needs_nft()
+    }
+
+    pub fn needs_nft(&self) -> bool {
+        matches!(self, Fault::Lossy { .. } | Fault::Slow { .. })
+    }
+
+    fn is_network(&self) -> bool {
+        self.needs_netns()
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = |t: &Target| match t {
+            Target::Leader => "the leader",
+            Target::Follower => "a follower",
+            Target::Any => "a node",
+        };
+        match self {
+            Fault::Kill(t) => write!(f, "kill -9 {}", target(t)),
+            Fault::KillMajority => write!(f, "kill -9 a majority"),
+            Fault::Pause(t) => write!(f, "pause {}", target(t)),
+            Fault::PauseThenKill(t) => write!(f, "pause {} then kill -9 it", target(t)),
+            Fault::IsolateLeader => write!(f, "isolate the leader"),
+            Fault::Split => write!(f, "split 1|2"),
+            Fault::Bridge => write!(f, "bridge"),
+            Fault::OneWay { outbound: true } => write!(f, "one-way: a node's packets out dropped"),
+            Fault::OneWay { outbound: false } => write!(f, "one-way: packets to a node dropped"),
+            Fault::Lossy { percent } => write!(f, "{percent}% loss on a node's links"),
+            Fault::Slow { percent: 100 } => write!(f, "slow links to a node"),
+            Fault::Slow { percent } => write!(f, "{percent}% of a node's packets delayed (reordering)"),
+            Fault::Disk(d) => write!(f, "disk: {}", d.name()),
+        }
+    }
+}
+
+/// One or two faults, started together and healed together.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub faults: Vec<Fault>,
+    pub hold: Duration,
+    /// Quiet time after healing, before the next window.
+    pub calm: Duration,
+    /// Seeds the choices made when the window fires.
+    pub seed: u64,
+}
+
+impl Window {
+    pub fn name(&self) -> String {
+        self.faults.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ")
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub seed: u64,
+    pub duration: Duration,
+    pub windows: Vec<Window>,
+}
+
+/// Every fault the run can inject (network faults only with namespaces, loss and slow
+/// links only with nftables).
+fn kinds(netns: bool, nft: bool) -> Vec<Fault> {
+    let mut all = vec![
+        Fault::Kill(Target::Any),
+        Fault::Kill(Target::Leader),
+        Fault::KillMajority,
+        Fault::Pause(Target::Leader),
+        Fault::Pause(Target::Follower),
+        Fault::PauseThenKill(Target::Leader),
+        Fault::IsolateLeader,
+        Fault::Split,
+        Fault::Bridge,
+        Fault::OneWay { outbound: true },
+        Fault::OneWay { outbound: false },
+        Fault::Lossy { percent: 30 },
+        Fault::Slow { percent: 100 },
+        Fault::Slow { percent: 30 },
+    ];
+    all.extend(DiskFault::ALL.map(Fault::Disk));
+    all.retain(|f| (netns || !f.needs_netns()) && (nft || !f.needs_nft()));
+    all
+}
+
+pub fn generate(seed: u64, duration: Duration, netns: bool, nft: bool) -> Schedule {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let kinds = kinds(netns, nft);
+    let mut first_pass = kinds.clone();
+    first_pass.shuffle(&mut rng);
+    let mut windows = Vec::new();
+    let mut planned = Duration::ZERO;
+    while planned < duration {
+        let faults = match first_pass.pop() {
+            Some(f) => vec![f],
+            None => {
+                let a = kinds[rng.random_range(0..kinds.len())].clone();
+                let b = kinds[rng.random_range(0..kinds.len())].clone();
+                // Pairs: a network fault with a process fault; disk faults alone.
+                let pair = rng.random_range(0..3) == 0
+                    && !matches!(a, Fault::Disk(_))
+                    && !matches!(b, Fault::Disk(_))
+                    && a.is_network() != b.is_network();
+                if pair { vec![a, b] } else { vec![a] }
+            }
+        };
+        let hold = Duration::from_millis(rng.random_range(3_000..=8_000));
+        let calm = Duration::from_millis(rng.random_range(1_500..=3_500));
+        planned += hold + calm;
+        windows.push(Window { faults, hold, calm, seed: rng.random() });
+    }
+    Schedule { seed, duration, windows }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "schedule of seed {} ({}s of faults, then heal):", self.seed, self.duration.as_secs())?;
+        let mut at = Duration::ZERO;
+        for (k, w) in self.windows.iter().enumerate() {
+            writeln!(
+                f,
+                "  #{k:<3} ~{:>6.1}s  hold {:>4.1}s  calm {:>3.1}s  {}",
+                at.as_secs_f64(),
+                w.hold.as_secs_f64(),
+                w.calm.as_secs_f64(),
+                w.name()
+            )?;
+            at += w.hold + w.calm;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! The workload: producers that send uniquely named records (`w<writer>-<sequence>`, then
+//! `|` and padding) through any node, and consumers that follow the log from offset 0
+//! through one node each. Every operation goes to the history with its outcome.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use keel::client::{Client, ClientConfig, Offset};
+use keel::record::Record;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::history::{Op, Outcome, Recorder, id_of};
+
+/// Records per batch: 1..=this.
+const BATCH_RECORDS_MAX: usize = 4;
+const PADDING_BYTES: usize = 1000;
+/// A producer's pause between sends: the workload measures, it does not saturate.
+const SEND_PAUSE: Duration = Duration::from_millis(10);
+const ERROR_PAUSE: Duration = Duration::from_millis(100);
+const POLL_WAIT: Duration = Duration::from_millis(500);
+
+pub fn client_config(addrs: Vec<String>, tls: &std::path::Path) -> ClientConfig {
+    let mut config = ClientConfig::new(addrs, tls);
+    // Short, so that unavailability shows as failed operations rather than long waits.
+    config.request_timeout = Duration::from_secs(4);
+    config.retry_for = Duration::from_secs(4);
+    config
+}
+
+pub struct Workload {
+    stop_producers: watch::Sender<bool>,
+    producers: Vec<JoinHandle<()>>,
+    /// Consumers stop once they reach this offset (`u64::MAX` until the end is known).
+    consumers_until: Arc<AtomicU64>,
+    consumers: Vec<JoinHandle<u64>>,
+}
+
+impl Workload {
+    /// `writers` producers through all `addrs`; one consumer per (node, address).
+    pub async fn start(
+        writers: u32,
+        addrs: Vec<String>,
+        consumer_nodes: Vec<(u64, String)>,
+        tls: PathBuf,
+        recorder: Recorder,
+        seed: u64,
+    ) -> Workload {
+        let (stop_producers, stop) = watch::channel(false);
+        let mut producers = Vec::new();
+        for w in 1..=writers {
+            let client = Client::connect(client_config(addrs.clone(), &tls)).await.expect("client");
+            let rng = SmallRng::seed_from_u64(seed ^ u64::from(w));
+            producers.push(tokio::spawn(produce(w, client, recorder.clone(), stop.clone(), rng)));
+        }
+        let consumers_until = Arc::new(AtomicU64::new(u64::MAX));
+        let mut consumers = Vec::new();
+        for (k, (node, addr)) in consumer_nodes.into_iter().enumerate() {
+            let client = Client::connect(client_config(vec![addr], &tls)).await.expect("client");
+            let until = consumers_until.clone();
+            consumers.push(tokio::spawn(consume(k as u32 + 1, node, client, recorder.clone(), until)));
+        }
+        Workload { stop_producers, producers, consumers_until, consumers }
+    }
+
+    pub async fn stop_producers(&mut self) {
+        let _ = self.stop_producers.send(true);
+        for p in self.producers.drain(..) {
+            let _ = p.await;
+        }
+    }
+
+    /// Lets the consumers read up to `end`, waiting at most `within`; returns each one's
+    /// position (those that did not get there are aborted).
+    pub async fn finish_consumers(&mut self, end: u64, within: Duration) -> Vec<Option<u64>> {
+        self.consumers_until.store(end, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        for mut c in self.consumers.drain(..) {
+            match tokio::time::timeout_at(deadline, &mut c).await {
+                Ok(Ok(position)) => out.push(Some(position)),
+                _ => {
+                    c.abort();
+                    out.push(None);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.producers.iter().for_each(JoinHandle::abort);
+        self.consumers.iter().for_each(JoinHandle::abort);
+    }
+}
+
+async fn produce(writer: u32, client: Client, recorder: Recorder, stop: watch::Receiver<bool>, mut rng: SmallRng) {
+    let padding = "x".repeat(PADDING_BYTES);
+    let mut seq = 0u64;
+    while !*stop.borrow() {
+        let n = rng.random_range(1..=BATCH_RECORDS_MAX);
+        let ids: Vec<String> = (0..n)
+            .map(|_| {
+                seq += 1;
+                format!("w{writer}-{seq:06}")
+            })
+            .collect();
+        let records = ids.iter().map(|id| Record::new(format!("{id}|{padding}"))).collect();
+        let t = recorder.now();
+        let result = client.produce(records).await;
+        let done = recorder.now();
+        let outcome = match result {
+            Ok(offset) => Outcome::Ok { offset },
+            Err(e) if e.known_failed() => Outcome::Fail { error: e.to_string() },
+            Err(e) => Outcome::Unknown { error: e.to_string() },
+        };
+        let failed = !matches!(outcome, Outcome::Ok { .. });
+        recorder.record(Op::Send { t, writer, ids, outcome, done });
+        tokio::time::sleep(if failed { ERROR_PAUSE } else { SEND_PAUSE }).await;
+    }
+}
+
+/// Follows the log from offset 0 through one node until `until`; returns the position.
+async fn consume(consumer: u32, node: u64, client: Client, recorder: Recorder, until: Arc<AtomicU64>) -> u64 {
+    let mut c = client.consumer(Offset::At(0)).max_wait(POLL_WAIT);
+    loop {
+        let offset = c.position().unwrap_or(0);
+        if offset >= until.load(Ordering::SeqCst) {
+            return offset;
+        }
+        match c.poll().await {
+            Ok(batch) => record_polls(&recorder, consumer, node, &batch),
+            Err(e) => {
+                let t = recorder.now();
+                recorder.record(Op::PollFailed { t, consumer, node, offset, error: e.to_string() });
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// One Poll op per run of consecutive offsets (so a gap the client let through shows).
+fn record_polls(recorder: &Recorder, consumer: u32, node: u64, batch: &[(u64, Record)]) {
+    let t = recorder.now();
+    let mut run: Option<(u64, Vec<String>)> = None;
+    for (offset, record) in batch {
+        match &mut run {
+            Some((start, ids)) if *start + ids.len() as u64 == *offset => ids.push(id_of(&record.value)),
+            _ => {
+                if let Some((offset, ids)) = run.take() {
+                    recorder.record(Op::Poll { t, consumer, node, offset, ids });
+                }
+                run = Some((*offset, vec![id_of(&record.value)]));
+            }
+        }
+    }
+    if let Some((offset, ids)) = run {
+        recorder.record(Op::Poll { t, consumer, node, offset, ids });
+    }
+}
+
+/// Node `addr`'s whole committed log from offset 0 to `end`, record ids in order.
+pub async fn read_all(addr: String, tls: &std::path::Path, end: u64, within: Duration) -> Result<Vec<String>, String> {
+    let client = Client::connect(client_config(vec![addr.clone()], tls)).await.map_err(|e| e.to_string())?;
+    let mut c = client.consumer(Offset::At(0)).max_wait(POLL_WAIT).max_bytes(8 << 20);
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last_error = String::new();
+    while c.position().unwrap_or(0) < end {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{addr} served {} of {end} records; last error: {last_error}", ids.len()));
+        }
+        match c.poll().await {
+            Ok(batch) => {
+                for (offset, record) in batch {
+                    if offset != ids.len() as u64 {
+                        return Err(format!("{addr} returned offset {offset} after {}", ids.len()));
+                    }
+                    ids.push(id_of(&record.value));
+                }
+            }
+            Err(e) => {
+                last_error = e.to_string();
+                tokio::time::sleep(ERROR_PAUSE).await;
+            }
+        }
+    }
+    ids.truncate(end as usize);
+    Ok(ids)
+}

@@ -1,0 +1,180 @@
+//! Storage damage on real `keel serve` processes: a replica that finds a damaged entry
+//! serves nothing it cannot trust, cuts its log before the entry, fetches it again from
+//! the leader, and until its log is whole again refuses to vote (ARCHITECTURE.md,
+//! "Corruption"; FAST'18, "Protocol-Aware Recovery for Consensus-Based Storage").
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use keel::client::Offset;
+use keel::record::Record;
+
+/// The smallest segment that holds one largest batch (4 MiB) comfortably.
+const SEGMENT_BYTES: &str = "5242880";
+
+/// Produces `batches` batches of 20 records of ~6 KiB; returns (offset, first value) per batch.
+async fn produce(cluster: &Cluster, batches: u64) -> Vec<(u64, String)> {
+    produce_from(cluster, 0, batches).await
+}
+
+/// As `produce`, numbering the batches from `first`.
+async fn produce_from(cluster: &Cluster, first: u64, batches: u64) -> Vec<(u64, String)> {
+    let client = cluster.client().await;
+    let mut acked = Vec::new();
+    for batch in first..first + batches {
+        let values: Vec<String> = (0..20).map(|i| format!("b{batch}-r{i}-{}", "x".repeat(6000))).collect();
+        let offset = client.produce(values.iter().map(|v| Record::new(v.clone())).collect()).await.expect("produce");
+        acked.push((offset, values[0].clone()));
+    }
+    acked
+}
+
+/// Waits until every running node in `ids` committed `index`.
+async fn wait_committed(cluster: &Cluster, ids: &[u64], index: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    for &id in ids {
+        while cluster.view(id).await.is_none_or(|v| v.commit_index < index) {
+            assert!(Instant::now() < deadline, "node {id} did not commit {index}\n{}", cluster.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The segment files of a node's log, oldest first.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Flips a byte in the middle of the `nth` entry of the oldest sealed segment of the log
+/// in `dir` (FORMAT.md: entries start at byte 64, `len` at +4, `index` at +16); returns
+/// the entry's index. Works on a running node too: its map sees the change at once.
+fn damage_sealed_entry(dir: &Path, nth: usize) -> u64 {
+    let files = segment_files(dir);
+    assert!(files.len() >= 3, "want sealed segments: {files:?}");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&files[0]).expect("open segment");
+    let mut position = segments::SEGMENT_HEADER_LEN as u64;
+    let mut header = [0u8; 24];
+    for _ in 0..nth {
+        file.read_exact_at(&mut header, position).expect("entry header");
+        position += u64::from(u32::from_le_bytes(header[4..8].try_into().unwrap()));
+    }
+    file.read_exact_at(&mut header, position).expect("entry header");
+    let len = u64::from(u32::from_le_bytes(header[4..8].try_into().unwrap()));
+    let index = u64::from_le_bytes(header[16..24].try_into().unwrap());
+    let at = position + len / 2;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).expect("read");
+    file.write_all_at(&[byte[0] ^ 0x5a], at).expect("write");
+    index
+}
+
+/// Reads every acknowledged batch through node `id` alone, retrying while it repairs.
+async fn read_back(cluster: &Cluster, id: u64, acked: &[(u64, String)], within: Duration) {
+    let client = cluster.client_of(id).await;
+    let mut consumer = client.consumer(Offset::At(0)).max_wait(Duration::from_millis(200));
+    let end = acked.last().map_or(0, |(o, _)| o + 20);
+    let mut seen = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + within;
+    while consumer.position().unwrap_or(0) < end {
+        assert!(Instant::now() < deadline, "node {id} served {} of {end} records\n{}", seen.len(), cluster.logs());
+        match consumer.poll().await {
+            Ok(batch) => seen.extend(batch.into_iter().map(|(o, r)| (o, r.value))),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    for (offset, value) in acked {
+        assert_eq!(seen.get(offset).map(|v| &v[..]), Some(value.as_bytes()), "node {id}, offset {offset}");
+    }
+}
+
+fn node_log(cluster: &Cluster, id: u64) -> String {
+    std::fs::read_to_string(&cluster.node(id).log).unwrap_or_default()
+}
+
+// FAST'18's scenario on real processes. While follower G is down, the leader L and
+// follower F commit more entries. Then F's disk damages an old entry, and L goes down.
+// F restarts: its scrub cuts its log below what it committed. With its shorter log
+// it would let G, which lacks the newer entries, win an election: it must not. Once L
+// is back, F fetches the entries again from the new leader; nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_follower_helps_elect_no_leader_that_lacks_what_it_acknowledged() {
+    let mut cluster = Cluster::start(3, &["--segment-bytes", SEGMENT_BYTES]);
+    let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    let (follower, lagging) = {
+        let rest: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        (rest[0], rest[1])
+    };
+    let mut acked = produce(&cluster, 150).await;
+    cluster.kill(lagging);
+    acked.extend(produce_from(&cluster, 150, 20).await);
+    let last = cluster.view(leader).await.expect("leader view").last_index;
+    wait_committed(&cluster, &[leader, follower], last, Duration::from_secs(10)).await;
+    cluster.kill(follower);
+    let bad = damage_sealed_entry(&cluster.node(follower).dir, 3);
+    cluster.kill(leader);
+    cluster.restart(lagging);
+    cluster.restart(follower);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        if let Some(v) = cluster.view(follower).await.filter(|v| v.last_index < last) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no repair\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(view.last_index, bad - 1, "cut just before the damaged entry");
+    assert!(cluster.metric(follower, "keel_storage_repairs_total").unwrap_or(0.0) >= 1.0);
+    assert_eq!(cluster.wait_leader(Duration::from_secs(3), &[leader]).await, None, "{}", cluster.logs());
+    assert!(cluster.metric(follower, "keel_raft_vote_barrier_index").unwrap_or(0.0) >= last as f64);
+    // The leader returns: the follower fetches the entries and its barrier lifts.
+    cluster.restart(leader);
+    cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader once the old one is back");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.metric(follower, "keel_raft_vote_barrier_index").is_none_or(|b| b > 0.0) {
+        assert!(Instant::now() < deadline, "the barrier never lifted\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    read_back(&cluster, follower, &acked, Duration::from_secs(20)).await;
+    read_back(&cluster, lagging, &acked, Duration::from_secs(20)).await;
+}
+
+// Bit rot under running nodes: a follower and the leader each get a flipped byte in a
+// sealed segment. Reads through them find it; the follower cuts and fetches again, the
+// leader steps down to do the same. No acknowledged record is lost or served damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_found_by_a_read_is_cut_and_fetched_again_on_followers_and_leaders() {
+    let cluster = Cluster::start(3, &["--segment-bytes", SEGMENT_BYTES]);
+    let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    let acked = produce(&cluster, 150).await;
+    let last = cluster.view(leader).await.expect("leader view").last_index;
+    wait_committed(&cluster, &[1, 2, 3], last, Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    // Two of three nodes damaged (in different entries): each still votes for the intact
+    // third, whose log is at least as up to date as the ones they had.
+    damage_sealed_entry(&cluster.node(follower).dir, 5);
+    damage_sealed_entry(&cluster.node(leader).dir, 7);
+    read_back(&cluster, follower, &acked, Duration::from_secs(30)).await;
+    read_back(&cluster, leader, &acked, Duration::from_secs(30)).await;
+    for id in [follower, leader] {
+        let repairs = cluster.metric(id, "keel_storage_repairs_total").unwrap_or(0.0);
+        assert!(repairs >= 1.0, "node {id} did not repair\n{}", cluster.logs());
+    }
+    let new = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader");
+    assert!(node_log(&cluster, leader).contains("damaged entry in the log"), "{}", cluster.logs());
+    // The cluster still takes writes, and the old leader holds them too.
+    let more = produce(&cluster, 5).await;
+    let end = more.last().map(|(o, _)| o + 20).expect("acked");
+    let view = cluster.view(new).await.expect("view");
+    wait_committed(&cluster, &[1, 2, 3], view.commit_index, Duration::from_secs(20)).await;
+    assert!(view.log_end_offset >= end);
+}
