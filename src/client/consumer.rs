@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::conn::ENTRY_BYTES_MAX;
+use tokio::task::JoinHandle;
+
+use super::conn::{ENTRY_BYTES_MAX, Failure};
 use super::{Client, ClientError};
 use crate::net::client_codec::{Request, Response};
 use crate::raft::kind;
@@ -27,6 +29,23 @@ pub struct Consumer {
     max_bytes: u32,
     max_wait: Duration,
     high_watermark: u64,
+    /// The next fetch, sent while the caller handles the last one's records (only when
+    /// the last one ended below the high watermark, so it does not wait).
+    ahead: Option<Ahead>,
+}
+
+struct Ahead {
+    offset: u64,
+    node: usize,
+    fetch: JoinHandle<Result<Response, Failure>>,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(ahead) = self.ahead.take() {
+            ahead.fetch.abort();
+        }
+    }
 }
 
 impl Consumer {
@@ -43,6 +62,7 @@ impl Consumer {
             max_bytes: 4 << 20,
             max_wait: Duration::from_millis(500),
             high_watermark: 0,
+            ahead: None,
         }
     }
 
@@ -96,17 +116,23 @@ impl Consumer {
         if nodes.is_empty() {
             return Err(ClientError::Config("no bootstrap address resolves".into()));
         }
-        let request =
-            Request::Fetch { offset, max_bytes: self.max_bytes, max_wait_ms: self.max_wait.as_millis() as u32 };
+        let request = self.request(offset);
         let timeout = self.max_wait + self.client.config.request_timeout;
         let mut last = String::new();
+        if let Some(ahead) = self.ahead.take() {
+            // Sent for where this poll starts; if it failed, the loop below asks again.
+            if ahead.offset != offset {
+                ahead.fetch.abort();
+            } else if let Ok(Ok(Response::Fetched { high_watermark, entries, .. })) = ahead.fetch.await {
+                return self.fetched(offset, ahead.node, high_watermark, entries);
+            }
+        }
         for attempt in 0..nodes.len() * 2 {
-            let addr = nodes[(self.node + attempt) % nodes.len()];
+            let node = (self.node + attempt) % nodes.len();
+            let addr = nodes[node];
             match self.client.nodes.request(addr, &request, timeout).await {
                 Ok(Response::Fetched { high_watermark, entries, .. }) => {
-                    self.node = (self.node + attempt) % nodes.len();
-                    self.high_watermark = high_watermark;
-                    return self.take(offset, entries);
+                    return self.fetched(offset, node, high_watermark, entries);
                 }
                 Ok(Response::Error(e)) => {
                     let err: ClientError = e.into();
@@ -123,6 +149,31 @@ impl Consumer {
             }
         }
         Err(ClientError::Unavailable(last))
+    }
+
+    fn request(&self, offset: u64) -> Request {
+        Request::Fetch { offset, max_bytes: self.max_bytes, max_wait_ms: self.max_wait.as_millis() as u32 }
+    }
+
+    /// A fetch from the `node`-th bootstrap address answered: sends the next one if the log
+    /// goes on, then decodes this one.
+    fn fetched(
+        &mut self,
+        offset: u64,
+        node: usize,
+        high_watermark: u64,
+        entries: Vec<segments::Entry>,
+    ) -> Result<Vec<(u64, Record)>, ClientError> {
+        self.node = node;
+        self.high_watermark = high_watermark;
+        let after = entries.last().map(|e| e.next_offset()).filter(|&next| next > offset && next < high_watermark);
+        if let (Some(next), Some(&addr)) = (after, self.client.nodes.bootstrap().get(node)) {
+            let (nodes, request) = (self.client.nodes.clone(), self.request(next));
+            let timeout = self.max_wait + self.client.config.request_timeout;
+            let fetch = tokio::spawn(async move { nodes.request(addr, &request, timeout).await });
+            self.ahead = Some(Ahead { offset: next, node, fetch });
+        }
+        self.take(offset, entries)
     }
 
     /// Records at or after `offset` from fetched entries (the first entry may start earlier).
