@@ -99,6 +99,8 @@ pub struct LeaderHint {
 
 struct Pending {
     term: u64,
+    /// The client stream it came on (0: none); see `refused_streams`.
+    stream: u64,
     base_offset: u64,
     record_count: u32,
     bytes: usize,
@@ -250,7 +252,7 @@ impl Group {
                     m::produce_error("busy");
                     let why = "an earlier batch on this stream was refused; resend from it".to_string();
                     let _ = reply.send(Err(ErrorReply::Busy(why)));
-                } else if !self.propose(payload, record_count, received, reply) && stream != 0 {
+                } else if !self.propose(payload, record_count, stream, received, reply) && stream != 0 {
                     self.refused_streams.insert(stream);
                 }
             }
@@ -306,6 +308,7 @@ impl Group {
         &mut self,
         payload: Bytes,
         record_count: u32,
+        stream: u64,
         received: Instant,
         reply: oneshot::Sender<ProduceResult>,
     ) -> bool {
@@ -313,6 +316,7 @@ impl Group {
             Ok(p) => {
                 let pending = Pending {
                     term: p.term,
+                    stream,
                     base_offset: p.base_offset,
                     record_count,
                     bytes: payload.len(),
@@ -504,10 +508,19 @@ impl Group {
             for p in self.pending.values_mut() {
                 p.deadline = p.deadline.min(grace);
             }
+            self.refuse_pending_streams();
         }
         self.role = soft.role;
         self.leader = soft.leader;
         self.publish_role();
+    }
+
+    /// A batch pending at a node that stops leading may yet be answered "not appended,
+    /// resend it"; no later batch of its stream may be appended before that answer, or the
+    /// resent batch would land behind its successors. So its stream is refused from here on.
+    fn refuse_pending_streams(&mut self) {
+        let streams = self.pending.values().map(|p| p.stream).filter(|&s| s != 0);
+        self.refused_streams.extend(streams);
     }
 
     fn publish_role(&self) {
@@ -705,6 +718,7 @@ impl Group {
         let config = self.raft.config().clone();
         self.raft = repair::start_core(config, log, hard, next, commit).map_err(storage)?;
         self.hard_dirty = false;
+        self.refuse_pending_streams();
         for (_, p) in std::mem::take(&mut self.pending) {
             m::produce_error("outcome_unknown");
             let reason = "the node found damage in its log and stopped leading".to_string();
