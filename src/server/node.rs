@@ -36,6 +36,11 @@ pub enum StartError {
     Tls { dir: std::path::PathBuf, source: crate::net::tls::TlsError },
     #[error("cannot create the data directory {dir}: {source}")]
     DataDir { dir: std::path::PathBuf, source: std::io::Error },
+    #[error(
+        "the data directory {dir} is in use by another running node (its log is locked); \
+         stop that node, or give this one its own --dir"
+    )]
+    DataDirLocked { dir: std::path::PathBuf },
     #[error(transparent)]
     State(#[from] crate::replica::hard_state::StateError),
     #[error("cannot open the log: {0}")]
@@ -96,7 +101,10 @@ impl NodeHandle {
             entry_bytes_max: u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX),
             ..segments::Config::default()
         };
-        let (log, report) = Log::open(&config.data_dir.join("log"), seg_config)?;
+        let (log, report) = Log::open(&config.data_dir.join("log"), seg_config).map_err(|e| match e {
+            segments::Error::Locked { .. } => StartError::DataDirLocked { dir: config.data_dir.clone() },
+            other => StartError::Log(other),
+        })?;
         info!(%report, "log opened");
         let initial = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
         let hard = HardStateFile::open(&config.data_dir, initial)?;
