@@ -138,6 +138,8 @@ pub struct Group {
     rtt: BTreeMap<NodeId, VecDeque<(u64, Instant)>>,
     role: Role,
     leader: Option<NodeId>,
+    /// `raft.membership_index()` when the links were last updated.
+    linked_index: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +181,7 @@ impl Group {
             leader_tx,
             sync: Arc::new(Notify::new()),
             rtt: BTreeMap::new(),
+            linked_index: 0,
         };
         (group, committed_rx, leader_rx)
     }
@@ -194,6 +197,8 @@ impl Group {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut lazy_hard = tokio::time::interval(LAZY_HARD_STATE);
+        // Members added after start are reached at the addresses their configurations carry.
+        self.update_links();
         self.publish_role();
         loop {
             tokio::select! {
@@ -256,13 +261,12 @@ impl Group {
                 let _ = reply.send(self.view());
             }
             Event::ChangeMembership { changes, addresses, reply } => {
-                for (id, addr) in addresses {
-                    self.addresses.insert(id, addr);
-                    self.peers.add(id, addr);
-                }
+                // The addresses travel in the configuration entry: every replica learns
+                // them from its log (`update_links`), so any later leader reaches the new members.
+                let addresses: Vec<(NodeId, String)> = addresses.iter().map(|(id, a)| (*id, a.to_string())).collect();
                 let log = self.log.read().expect("log lock");
-                let result = self.raft.propose_membership(&changes, &SegmentStore(&log)).map_err(|e| e.to_string());
-                let _ = reply.send(result);
+                let result = self.raft.propose_membership(&changes, &addresses, &SegmentStore(&log));
+                let _ = reply.send(result.map_err(|e| e.to_string()));
             }
             Event::TransferLeadership { to, reply } => {
                 let log = self.log.read().expect("log lock");
@@ -331,11 +335,12 @@ impl Group {
             save_now |= ready.hard_state_must_sync;
             self.hard_dirty = true;
         }
+        let mut links_stale = false;
         if let Some((index, membership)) = &ready.committed_membership {
             self.next_hard.membership_index = *index;
             self.next_hard.membership = membership.clone();
             save_now = true;
-            self.update_links(membership);
+            links_stale = true;
         }
         if save_now {
             self.hard.save(self.next_hard.clone())?;
@@ -359,7 +364,10 @@ impl Group {
             drop(log);
             self.sync.notify_one();
         }
-        // 3. Messages.
+        // 3. Messages, over links to every member of the configurations now in the log.
+        if links_stale || self.raft.membership_index() != self.linked_index {
+            self.update_links();
+        }
         for (to, msg) in &ready.messages {
             self.send(*to, msg);
         }
@@ -509,18 +517,32 @@ impl Group {
         self.address_of(node).map(|a| a.to_string())
     }
 
-    /// Adds links for new members and drops links to nodes no configuration names.
-    fn update_links(&mut self, membership: &Membership) {
-        let members = members_of(membership);
+    /// Keeps one link per member of the committed and the active configuration: learns the
+    /// addresses the configurations carry (an address already known, from --peers or a
+    /// lookup, wins), adds links for new members and drops links to nodes neither names.
+    fn update_links(&mut self) {
+        self.linked_index = self.raft.membership_index();
+        let (committed, active) = (&self.next_hard.membership, self.raft.membership());
+        for (id, text) in committed.addresses.iter().chain(&active.addresses) {
+            match text.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    self.addresses.entry(*id).or_insert(addr);
+                }
+                Err(_) => warn!(peer = id, address = %text, "a configuration names an address that is not IP:PORT"),
+            }
+        }
+        let mut members = members_of(committed);
+        members.extend(members_of(active));
+        members.sort_unstable();
+        members.dedup();
         for id in &members {
             if let Some(addr) = self.addresses.get(id) {
                 self.peers.add(*id, *addr);
             }
         }
         m::register_peers(members.iter().copied().filter(|&id| id != self.id));
-        let active = members_of(self.raft.membership());
         for id in self.addresses.keys().copied().collect::<Vec<_>>() {
-            if !members.contains(&id) && !active.contains(&id) && id != self.id {
+            if !members.contains(&id) && id != self.id {
                 self.peers.remove(id);
             }
         }

@@ -257,8 +257,9 @@ impl NodeHandle {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Proposes a membership change through this node (the leader); `addresses` tells the
-    /// cluster where new members listen.
+    /// Proposes a membership change through this node (the leader); returns the index of its
+    /// configuration entry. `addresses` says where new members listen: the entry carries
+    /// them, so every replica, and any later leader, can reach those members.
     pub async fn change_membership(
         &self,
         changes: Vec<MembershipChange>,
