@@ -9,7 +9,10 @@
 //!     and its ratio to min(raw QUIC / 2, raw disk / 3): the leader sends every byte twice
 //!     and the three replicas share one disk here (issue 5 aims at >= 0.5);
 //! (d) commit latency with one proposal in flight (one 1 KiB record per produce);
-//! (e) kill -9 of the leader to the first acknowledged produce, median of several.
+//! (e) kill -9 of the leader to the first acknowledged produce, median of several. A round
+//!     that starts soon after the previous restart can take seconds: the node that dials a
+//!     restarted peer keeps its dead connection until QUIC's idle timeout, and the two
+//!     survivors may be cut from each other until then (the median is robust to that).
 //!
 //! `cargo bench --bench cluster` (about a minute here); `KEEL_BENCH_QUICK=1` for a shorter run.
 //! MB are 10^6 bytes. The last line printed is one JSON object with every figure.
