@@ -1,5 +1,5 @@
 //! Real `keel serve` processes on loopback: election, replication, crashes, catch-up,
-//! refused certificates, a paused leader.
+//! refused certificates, a paused leader, a leader stopped gracefully.
 
 mod common;
 
@@ -235,4 +235,51 @@ async fn a_pipelined_load_sends_each_entry_about_once_per_follower() {
     let entries = view.last_index as f64 - last_before;
     println!("{entries} entries, {sent} entries sent to 2 followers");
     assert!(sent <= 2.5 * entries, "the leader sent {sent} entries to 2 followers for {entries} entries");
+}
+
+// Thesis §3.10: a leader told to stop hands leadership over first (TimeoutNow), so the
+// cluster does not sit out an election timeout, and the old leader sees its successor
+// before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_leader_hands_over_leadership_and_exits_0() {
+    let mut cluster = Cluster::start(3, &[]);
+    let old = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    let term = cluster.view(old).await.expect("leader view").term;
+    let client = cluster.client().await;
+    let mut acked = Vec::new();
+    for batch in 0..40 {
+        acked.push((batch, client.produce(records(batch, 5, 50)).await.expect("produce")));
+    }
+    let stopping = Instant::now();
+    let status = cluster.stop(old, Duration::from_secs(10));
+    let took = stopping.elapsed();
+    assert!(status.is_some_and(|s| s.success()), "the leader exited with {status:?}\n{}", cluster.logs());
+    assert!(took < Duration::from_secs(3), "the leader took {took:?} to stop");
+    let new = cluster.wait_leader(Duration::from_secs(5), &[old]).await.expect("a new leader");
+    assert_eq!(cluster.view(new).await.expect("new leader view").term, term + 1, "one election, no more");
+    // The old leader saw the next term begin before it stopped: its successor campaigned
+    // at its word while it was still up, not after an election timeout once it was gone.
+    let log = std::fs::read_to_string(&cluster.node(old).log).expect("old leader's log");
+    let Some((_, after)) = log.split_once("transferring leadership") else {
+        panic!("node {old} did not try to hand over leadership\n{log}")
+    };
+    let (stopping, _) = after.split_once("stopped cleanly").expect("the old leader stopped cleanly");
+    let next_term = format!("term={}", term + 1);
+    let handed_over = stopping.lines().any(|l| l.contains("lost leadership") && l.contains(&next_term));
+    assert!(handed_over, "node {old} stopped as the leader\n{}", cluster.logs());
+    // Everything acknowledged before the SIGTERM is still there.
+    let mut consumer = cluster.client_of(new).await.consumer(keel::client::Offset::At(0));
+    let mut seen = std::collections::BTreeMap::new();
+    let last = acked.last().map_or(0, |(_, o)| o + 5);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while consumer.position().unwrap_or(0) < last {
+        assert!(Instant::now() < deadline, "node {new} did not serve every acknowledged record\n{}", cluster.logs());
+        if let Ok(batch) = consumer.poll().await {
+            seen.extend(batch.into_iter().map(|(offset, record)| (offset, record.value)));
+        }
+    }
+    for (batch, offset) in &acked {
+        let expected = format!("{batch}-0-{}", "x".repeat(50));
+        assert_eq!(seen.get(offset).map(|v| &v[..]), Some(expected.as_bytes()), "offset {offset}");
+    }
 }

@@ -1,6 +1,6 @@
 //! The Grafana dashboard never shows a dead panel: every metric that an expression in
 //! `deploy/grafana/dashboards/keel.json` names is exported by a live node. And every metric
-//! operators need (issue 7's list) is exported, from start, with Prometheus conventions.
+//! operators need (the list below) is exported, from start, with Prometheus conventions.
 
 mod common;
 
@@ -14,7 +14,7 @@ use keel::record::Record;
 
 const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/keel.json");
 
-/// The metrics issue 7 asks for, with their types: written out here, not taken from
+/// The metrics operators need, with their types: written out here, not taken from
 /// `src/metrics.rs`, so that dropping one there fails this test.
 const REQUIRED: &[(&str, &str)] = &[
     ("keel_build_info", "gauge"),

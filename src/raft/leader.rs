@@ -65,9 +65,11 @@ impl Raft {
     /// leader appends C_new by itself (Raft §6). One change at a time: the previous one
     /// must be committed and left, and this leader must have committed an entry of its own
     /// term (thesis §4.1's fix for changes that start before the leader knows the commit).
+    /// `addresses` (`host:port` of new members, opaque here) travel in the entry.
     pub fn propose_membership(
         &mut self,
         changes: &[MembershipChange],
+        addresses: &[(NodeId, String)],
         store: &impl LogStore,
     ) -> Result<u64, ProposeError> {
         self.log.check_store(store);
@@ -77,7 +79,10 @@ impl Raft {
         if active.is_joint() || self.configs.active_index() > commit || commit < self.lead.term_start {
             return Err(ProposeError::Busy(BusyReason::MembershipChange));
         }
-        let next = active.apply(changes)?;
+        let mut next = active.apply(changes)?;
+        let members = next.members();
+        next.addresses.extend(addresses.iter().filter(|(id, _)| members.contains(id)).cloned());
+        next.validate()?;
         let index = self.append_config(store, next);
         self.broadcast_append(store);
         Ok(index)

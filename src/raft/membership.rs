@@ -8,8 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Members in one configuration, voters and learners together; bounds the decoder too.
 pub const MEMBERS_MAX: usize = 64;
 
-/// Version byte at the start of an encoded configuration.
-const FORMAT_VERSION: u8 = 1;
+/// Longest member address a configuration carries.
+pub const ADDRESS_BYTES_MAX: usize = 255;
+
+/// Version byte at the start of an encoded configuration. Version 2 added the members'
+/// addresses; version 1 (none) is still read.
+const FORMAT_VERSION: u8 = 2;
 
 /// A configuration. With `voters_outgoing` non-empty it is the joint configuration
 /// C_old,new (Raft §6): `voters` is C_new, `voters_outgoing` is C_old, and every decision
@@ -20,6 +24,10 @@ pub struct Membership {
     pub voters_outgoing: BTreeSet<NodeId>,
     /// Receive the log but never vote; promoted to voters once caught up.
     pub learners: BTreeSet<NodeId>,
+    /// Where members listen (`host:port`), opaque to the core. A member added later is
+    /// known only to the leader that added it; carried in the configuration entry, its
+    /// address reaches every replica, so the next leader can reach it too.
+    pub addresses: BTreeMap<NodeId, String>,
 }
 
 /// One change; `Raft::propose_membership` takes several at once. Changes that alter the
@@ -96,6 +104,12 @@ impl Membership {
         if self.learners.iter().any(|l| self.is_voter(*l)) {
             return invalid("a node is both a voter and a learner");
         }
+        if self.addresses.keys().any(|id| !self.contains(*id)) {
+            return invalid("an address for a node that is not a member");
+        }
+        if self.addresses.values().any(|a| a.len() > ADDRESS_BYTES_MAX) {
+            return invalid("an address longer than ADDRESS_BYTES_MAX");
+        }
         Ok(())
     }
 
@@ -121,13 +135,27 @@ impl Membership {
         if next.voters != self.voters {
             next.voters_outgoing = self.voters.clone();
         }
+        next.forget_former_addresses();
         next.validate()?;
         Ok(next)
     }
 
     /// C_new: the configuration that leaves a joint one.
     pub fn leave_joint(&self) -> Membership {
-        Membership { voters: self.voters.clone(), voters_outgoing: BTreeSet::new(), learners: self.learners.clone() }
+        let mut next = Membership {
+            voters: self.voters.clone(),
+            voters_outgoing: BTreeSet::new(),
+            learners: self.learners.clone(),
+            addresses: self.addresses.clone(),
+        };
+        next.forget_former_addresses();
+        next
+    }
+
+    /// Drops the addresses of nodes that are no longer members.
+    fn forget_former_addresses(&mut self) {
+        let members = self.members();
+        self.addresses.retain(|id, _| members.contains(id));
     }
 
     /// The highest index a quorum has reached, given each voter's match index: in a joint
@@ -175,16 +203,25 @@ impl Membership {
     }
 
     /// The payload of a configuration entry: a version byte, then voters, outgoing voters and
-    /// learners, each as a little-endian u32 count followed by that many little-endian u64 ids.
+    /// learners, each as a little-endian u32 count followed by that many little-endian u64 ids;
+    /// then (version 2) the addresses: a u32 count, and for each a u64 id, a u16 length and
+    /// that many bytes of UTF-8, all little-endian.
     pub fn encode(&self) -> Vec<u8> {
         let sets = [&self.voters, &self.voters_outgoing, &self.learners];
-        let mut out = Vec::with_capacity(1 + 12 + 8 * sets.iter().map(|s| s.len()).sum::<usize>());
+        let addresses: usize = self.addresses.values().map(|a| 10 + a.len()).sum();
+        let mut out = Vec::with_capacity(1 + 16 + 8 * sets.iter().map(|s| s.len()).sum::<usize>() + addresses);
         out.push(FORMAT_VERSION);
         for set in sets {
             out.extend_from_slice(&(set.len() as u32).to_le_bytes());
             for id in set {
                 out.extend_from_slice(&id.to_le_bytes());
             }
+        }
+        out.extend_from_slice(&(self.addresses.len() as u32).to_le_bytes());
+        for (id, address) in &self.addresses {
+            out.extend_from_slice(&id.to_le_bytes());
+            out.extend_from_slice(&(address.len() as u16).to_le_bytes());
+            out.extend_from_slice(address.as_bytes());
         }
         out
     }
@@ -193,7 +230,7 @@ impl Membership {
     pub fn decode(bytes: &[u8]) -> Result<Membership, MembershipError> {
         let malformed = MembershipError::Malformed;
         let (&version, mut rest) = bytes.split_first().ok_or(malformed("empty"))?;
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(MembershipError::Version(version));
         }
         let mut take = |n: usize| -> Result<&[u8], MembershipError> {
@@ -216,11 +253,26 @@ impl Membership {
                 }
             }
         }
+        let mut addresses = BTreeMap::new();
+        if version >= 2 {
+            let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+            if count > MEMBERS_MAX {
+                return Err(malformed("address count over MEMBERS_MAX"));
+            }
+            for _ in 0..count {
+                let id = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+                let len = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+                let text = std::str::from_utf8(take(len)?).map_err(|_| malformed("address is not UTF-8"))?;
+                if addresses.insert(id, text.to_owned()).is_some() {
+                    return Err(malformed("duplicate address"));
+                }
+            }
+        }
         if !rest.is_empty() {
             return Err(malformed("trailing bytes"));
         }
         let [voters, voters_outgoing, learners] = sets;
-        let membership = Membership { voters, voters_outgoing, learners };
+        let membership = Membership { voters, voters_outgoing, learners, addresses };
         membership.validate()?;
         Ok(membership)
     }
@@ -302,16 +354,46 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    fn joint(voters: &[NodeId], outgoing: &[NodeId], learners: &[NodeId]) -> Membership {
+        Membership {
+            voters: set(voters),
+            voters_outgoing: set(outgoing),
+            learners: set(learners),
+            ..Membership::default()
+        }
+    }
+
     #[test]
     fn codec_round_trips() {
-        let m = Membership { voters: set(&[1, 2, 3]), voters_outgoing: set(&[1, 2, 4]), learners: set(&[9]) };
+        let mut m = joint(&[1, 2, 3], &[1, 2, 4], &[9]);
+        m.addresses.insert(9, "10.0.0.9:7000".into());
         assert_eq!(Membership::decode(&m.encode()).unwrap(), m);
+    }
+
+    #[test]
+    fn version_1_without_addresses_is_still_read() {
+        let m = joint(&[1, 2, 3], &[], &[4]);
+        let mut v1 = m.encode();
+        v1[0] = 1;
+        v1.truncate(v1.len() - 4);
+        assert_eq!(Membership::decode(&v1).unwrap(), m);
+    }
+
+    #[test]
+    fn addresses_follow_membership() {
+        let mut m = joint(&[1, 2, 3], &[], &[]);
+        m.addresses.insert(3, "10.0.0.3:7000".into());
+        let removed = m.apply(&[MembershipChange::RemoveVoter(3)]).unwrap();
+        assert!(removed.addresses.contains_key(&3), "C_old,new still holds node 3");
+        assert!(removed.leave_joint().addresses.is_empty(), "C_new forgets the address of a removed node");
+        m.addresses.insert(7, "10.0.0.7:7000".into());
+        assert!(m.validate().is_err(), "an address for a non-member");
     }
 
     #[test]
     fn joint_quorum_needs_both_halves() {
         // Raft §6: C_new = {1, 4, 5} alone would commit index 10; C_old = {1, 2, 3} holds it back.
-        let m = Membership { voters: set(&[1, 4, 5]), voters_outgoing: set(&[1, 2, 3]), learners: set(&[]) };
+        let m = joint(&[1, 4, 5], &[1, 2, 3], &[]);
         let matched = |id: NodeId| if [1, 4, 5].contains(&id) { 10 } else { 3 };
         assert_eq!(m.quorum_index(matched), 3);
         assert_eq!(m.leave_joint().quorum_index(matched), 10);
@@ -319,7 +401,7 @@ mod tests {
 
     #[test]
     fn votes_are_counted_per_half() {
-        let m = Membership { voters: set(&[1, 2, 3]), voters_outgoing: set(&[3, 4, 5]), learners: set(&[]) };
+        let m = joint(&[1, 2, 3], &[3, 4, 5], &[]);
         let votes = |granted: &[NodeId], rejected: &[NodeId]| {
             granted.iter().map(|i| (*i, true)).chain(rejected.iter().map(|i| (*i, false))).collect()
         };
@@ -331,7 +413,7 @@ mod tests {
 
     #[test]
     fn changes_to_voters_go_through_a_joint_configuration() {
-        let m = Membership { voters: set(&[1, 2, 3]), voters_outgoing: set(&[]), learners: set(&[4]) };
+        let m = joint(&[1, 2, 3], &[], &[4]);
         let joint = m.apply(&[MembershipChange::PromoteLearner(4), MembershipChange::RemoveVoter(1)]).unwrap();
         assert_eq!(joint.voters, set(&[2, 3, 4]));
         assert_eq!(joint.voters_outgoing, set(&[1, 2, 3]));

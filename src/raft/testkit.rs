@@ -92,7 +92,7 @@ impl Node {
 
     pub fn propose_membership(&mut self, changes: &[MembershipChange]) -> Result<u64, ProposeError> {
         let raft = self.raft.as_mut().ok_or(ProposeError::NotLeader { leader: None })?;
-        raft.propose_membership(changes, &self.store)
+        raft.propose_membership(changes, &[], &self.store)
     }
 
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {

@@ -148,6 +148,8 @@ pub struct Group {
     /// A search for damage is running; another from this index is due after it.
     verifying: bool,
     verify_next: Option<u64>,
+    /// `raft.membership_index()` when the links were last updated.
+    linked_index: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +194,7 @@ impl Group {
             events_tx: None,
             verifying: false,
             verify_next: None,
+            linked_index: 0,
         };
         (group, committed_rx, leader_rx)
     }
@@ -212,6 +215,8 @@ impl Group {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut lazy_hard = tokio::time::interval(LAZY_HARD_STATE);
+        // Members added after start are reached at the addresses their configurations carry.
+        self.update_links();
         self.publish_role();
         loop {
             tokio::select! {
@@ -269,11 +274,10 @@ impl Group {
                 let _ = reply.send(self.view());
             }
             Event::ChangeMembership { changes, addresses, reply } => {
-                for (id, addr) in addresses {
-                    self.addresses.insert(id, addr);
-                    self.peers.add(id, addr);
-                }
-                let result = self.core(|raft, store| raft.propose_membership(&changes, store));
+                // The addresses travel in the configuration entry: every replica learns
+                // them from its log (`update_links`), so any later leader reaches the new members.
+                let addresses: Vec<(NodeId, String)> = addresses.iter().map(|(id, a)| (*id, a.to_string())).collect();
+                let result = self.core(|raft, store| raft.propose_membership(&changes, &addresses, store));
                 let _ = reply.send(result.map_err(|e| e.to_string()));
             }
             Event::TransferLeadership { to, reply } => {
@@ -361,11 +365,12 @@ impl Group {
             save_now |= ready.hard_state_must_sync;
             self.hard_dirty = true;
         }
+        let mut links_stale = false;
         if let Some((index, membership)) = &ready.committed_membership {
             self.next_hard.membership_index = *index;
             self.next_hard.membership = membership.clone();
             save_now = true;
-            self.update_links(membership);
+            links_stale = true;
         }
         if save_now {
             self.hard.save(self.next_hard.clone())?;
@@ -389,7 +394,10 @@ impl Group {
             drop(log);
             self.sync.notify_one();
         }
-        // 3. Messages.
+        // 3. Messages, over links to every member of the configurations now in the log.
+        if links_stale || self.raft.membership_index() != self.linked_index {
+            self.update_links();
+        }
         for (to, msg) in &ready.messages {
             self.send(*to, msg);
         }
@@ -548,18 +556,32 @@ impl Group {
         self.address_of(node).map(|a| a.to_string())
     }
 
-    /// Adds links for new members and drops links to nodes no configuration names.
-    fn update_links(&mut self, membership: &Membership) {
-        let members = members_of(membership);
+    /// Keeps one link per member of the committed and the active configuration: learns the
+    /// addresses the configurations carry (an address already known, from --peers or a
+    /// lookup, wins), adds links for new members and drops links to nodes neither names.
+    fn update_links(&mut self) {
+        self.linked_index = self.raft.membership_index();
+        let (committed, active) = (&self.next_hard.membership, self.raft.membership());
+        for (id, text) in committed.addresses.iter().chain(&active.addresses) {
+            match text.parse::<SocketAddr>() {
+                Ok(addr) => {
+                    self.addresses.entry(*id).or_insert(addr);
+                }
+                Err(_) => warn!(peer = id, address = %text, "a configuration names an address that is not IP:PORT"),
+            }
+        }
+        let mut members = members_of(committed);
+        members.extend(members_of(active));
+        members.sort_unstable();
+        members.dedup();
         for id in &members {
             if let Some(addr) = self.addresses.get(id) {
                 self.peers.add(*id, *addr);
             }
         }
         m::register_peers(members.iter().copied().filter(|&id| id != self.id));
-        let active = members_of(self.raft.membership());
         for id in self.addresses.keys().copied().collect::<Vec<_>>() {
-            if !members.contains(&id) && !active.contains(&id) && id != self.id {
+            if !members.contains(&id) && id != self.id {
                 self.peers.remove(id);
             }
         }

@@ -36,6 +36,11 @@ pub enum StartError {
     Tls { dir: std::path::PathBuf, source: crate::net::tls::TlsError },
     #[error("cannot create the data directory {dir}: {source}")]
     DataDir { dir: std::path::PathBuf, source: std::io::Error },
+    #[error(
+        "the data directory {dir} is in use by another running node (its log is locked); \
+         stop that node, or give this one its own --dir"
+    )]
+    DataDirLocked { dir: std::path::PathBuf },
     #[error(transparent)]
     State(#[from] crate::replica::hard_state::StateError),
     #[error("cannot open the log: {0}")]
@@ -103,7 +108,10 @@ impl NodeHandle {
             entry_bytes_max: u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX),
             ..segments::Config::default()
         };
-        let (log, report) = Log::open(&config.data_dir.join("log"), seg_config)?;
+        let (log, report) = Log::open(&config.data_dir.join("log"), seg_config).map_err(|e| match e {
+            segments::Error::Locked { .. } => StartError::DataDirLocked { dir: config.data_dir.clone() },
+            other => StartError::Log(other),
+        })?;
         info!(%report, "log opened");
         let initial = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
         let mut hard = HardStateFile::open(&config.data_dir, initial)?;
@@ -249,8 +257,9 @@ impl NodeHandle {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Proposes a membership change through this node (the leader); `addresses` tells the
-    /// cluster where new members listen.
+    /// Proposes a membership change through this node (the leader); returns the index of its
+    /// configuration entry. `addresses` says where new members listen: the entry carries
+    /// them, so every replica, and any later leader, can reach those members.
     pub async fn change_membership(
         &self,
         changes: Vec<MembershipChange>,

@@ -1,4 +1,4 @@
-//! The fault-injection harness (issue 8), in the manner of Jepsen's analyses of
+//! The fault-injection harness, in the manner of Jepsen's analyses of
 //! Redpanda, Kafka and NATS: real `keel serve` processes, concurrent producers and
 //! consumers, faults from a seeded schedule, every operation in a history, and a checker
 //! that fails the run on a lost write, an inconsistent offset, divergent replicas, an
