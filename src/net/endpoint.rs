@@ -10,7 +10,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, RecvStream, SendStream, TransportConfig, VarInt};
 
 use super::frame::{FrameError, check_len};
-use super::tls::NodeTls;
+use super::tls::{NodeTls, derive_secret};
 
 /// A QUIC connection to a node or a client.
 pub type Connection = quinn::Connection;
@@ -54,11 +54,25 @@ fn transport(bidi_streams: u32) -> Arc<TransportConfig> {
 }
 
 /// The node's endpoint: accepts peers and clients, dials peers.
+///
+/// Its stateless-reset key and connection-id key are derived from the node's private key,
+/// so they are the same after a restart: a peer or client still holding a connection to
+/// the node's previous process gets a stateless reset at its next packet and dials again
+/// at once, instead of waiting out the idle timeout (during which a lower id that must
+/// dial a restarted higher one could not reach it).
 pub fn node_endpoint(listen: SocketAddr, tls: &NodeTls) -> Result<Endpoint, NetError> {
     let crypto = QuicServerConfig::try_from(tls.server.clone()).map_err(|e| NetError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport(CLIENT_STREAMS_MAX));
-    let mut endpoint = Endpoint::server(server, listen).map_err(|source| NetError::Bind { addr: listen, source })?;
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &tls.endpoint_secret);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    let cid_secret = derive_secret(b"keel connection ids v1", &tls.endpoint_secret);
+    let cid_key = u64::from_le_bytes(cid_secret[..8].try_into().expect("8 bytes"));
+    config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let bind_error = |source| NetError::Bind { addr: listen, source };
+    let socket = std::net::UdpSocket::bind(listen).map_err(bind_error)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| NetError::Protocol("QUIC needs a tokio runtime".into()))?;
+    let mut endpoint = Endpoint::new(config, Some(server), socket, runtime).map_err(bind_error)?;
     endpoint.set_default_client_config(client_config(tls.peer_client.clone())?);
     Ok(endpoint)
 }

@@ -288,7 +288,7 @@ async fn dial_loop(
                 conn_tx.send_replace(Some(conn.clone()));
                 let _open = m::OpenConnection::new("peer");
                 let reason = conn.closed().await;
-                debug!(peer, %reason, "peer connection closed");
+                info!(peer, %reason, "peer connection closed");
             }
             Err(e) => {
                 // A peer that is down fails the same way every time: say it once.

@@ -94,6 +94,9 @@ pub struct NodeTls {
     pub server: Arc<ServerConfig>,
     /// Dialing peers, presenting this node's certificate.
     pub peer_client: Arc<ClientConfig>,
+    /// A secret that only this node has and that survives restarts (derived from its private
+    /// key): it keys the QUIC stateless resets and connection ids (see `endpoint.rs`).
+    pub endpoint_secret: [u8; 32],
 }
 
 impl NodeTls {
@@ -101,6 +104,7 @@ impl NodeTls {
         let roots = load_roots(dir)?;
         let certs = load_certs(&dir.join(node_cert_file(id)))?;
         let key = load_key(&dir.join(node_key_file(id)))?;
+        let endpoint_secret = derive_secret(b"keel endpoint secret v1", key.secret_der());
         let mut verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider());
         if !require_client_cert {
             // Peers are still required to present one: `verify_peer` checks it.
@@ -116,8 +120,16 @@ impl NodeTls {
             .with_root_certificates(roots)
             .with_client_auth_cert(certs, key)?;
         peer_client.alpn_protocols = vec![ALPN_PEER.to_vec()];
-        Ok(NodeTls { server: Arc::new(server), peer_client: Arc::new(peer_client) })
+        Ok(NodeTls { server: Arc::new(server), peer_client: Arc::new(peer_client), endpoint_secret })
     }
+}
+
+/// SHA-256 of `label` and `secret`: a key for one purpose that reveals nothing of `secret`.
+pub fn derive_secret(label: &[u8], secret: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(label);
+    ctx.update(secret);
+    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// The configuration a client dials nodes with: the cluster CA as the only root, and the
