@@ -53,7 +53,7 @@ fn value(producer: u64, seq: u64, size: usize) -> Bytes {
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(client_config(&args.client)).await?;
-    let start_offset = client.metadata().await?.log_end_offset;
+    let start_offset = client.end_offset().await?;
     let bar = ProgressBar::new(args.records);
     bar.set_style(
         ProgressStyle::with_template("{spinner} produce [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
