@@ -102,3 +102,32 @@ fn the_checks_catch_what_they_guard_against() {
     assert_eq!(long_lines(&"x".repeat(121)), vec![1]);
     assert!(long_lines(&"x".repeat(120)).is_empty());
 }
+
+/// The mutation patches (`tests/mutations/`) still apply to the code they break, so that
+/// `tests/mutations/run.sh` can re-check the tests at any time.
+#[test]
+fn every_mutation_patch_still_applies() {
+    let dir = root().join("tests/mutations");
+    let mut patches: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("tests/mutations")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+        .collect();
+    patches.sort();
+    assert!(patches.len() >= 6, "mutation patches missing from {}", dir.display());
+    let stale: Vec<String> = patches
+        .iter()
+        .filter(|p| {
+            let status = std::process::Command::new("git")
+                .args(["apply", "--check"])
+                .arg(p)
+                .current_dir(root())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("git runs");
+            !status.success()
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(stale.is_empty(), "these patches no longer apply; make them again against the code: {stale:?}");
+}
