@@ -267,6 +267,14 @@ impl Group {
             Event::Synced { index, term, seconds } => {
                 metrics::histogram!(m::FSYNC_SECONDS).record(seconds);
                 metrics::counter!(m::FSYNCS).increment(1);
+                // The log's own synced index is the truth: a cut since this sync ended
+                // (a repair, a conflict) lowered it, and entries written again after the
+                // cut are not durable until the next sync, which will say so.
+                let (index, term) = {
+                    let log = self.log.read().expect("log lock");
+                    let durable = log.synced_index();
+                    if index <= durable { (index, term) } else { (durable, log.term(durable).unwrap_or(0)) }
+                };
                 self.core(|raft, store| raft.persisted(index, term, store));
             }
             Event::SyncFailed(why) => return Err(GroupError::Storage(why)),
