@@ -283,3 +283,51 @@ async fn produce_keeps_the_input_order_across_batches_and_a_redirect() {
     assert!(status.success(), "{err}");
     assert!(out == input, "consumed records differ from the input (order or count)");
 }
+
+/// A paused (or dead) leader is left as soon as another node names a new one, not at the
+/// connection's idle timeout: the request in flight to it ends "outcome unknown", saying
+/// where the leader went, and the next produce commits at the new leader. Both the
+/// one-batch call and a `Producer` are checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_left_for_the_one_the_other_nodes_name() {
+    use keel::client::{Client, ClientConfig, ClientError, ProducerConfig};
+    use keel::record::Record;
+    let cluster = Cluster::start(3, &[]);
+    let mut config = ClientConfig::new(cluster.bootstrap(), &cluster.tls);
+    // Longer than the idle timeout, so that without the check the failure would be the timeout.
+    config.request_timeout = Duration::from_secs(10);
+    let client = Client::connect(config.clone()).await.expect("client");
+    // Its own client (connections are shared within one), so that each finds out by itself.
+    let producer = Client::connect(config).await.expect("client").producer(ProducerConfig::default());
+    // Both clients learn the leader from a produce; the leader must not change meanwhile.
+    let mut stable = None;
+    for _ in 0..5 {
+        let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+        let term = cluster.view(leader).await.expect("view").term;
+        client.produce(vec![Record::new("before")]).await.expect("produce to the leader");
+        producer.send(Record::new("before, batched")).await.await.expect("answered").expect("batched produce");
+        let view = cluster.view(leader).await.expect("view");
+        if view.role == "leader" && view.term == term {
+            stable = Some(leader);
+            break;
+        }
+    }
+    let old = stable.expect("a leader that stays put for two produces");
+
+    cluster.signal(old, libc::SIGSTOP);
+    let one = client.produce(vec![Record::new("during")]);
+    let batched = async { producer.send(Record::new("during, batched")).await.await.expect("answered") };
+    let (one, batched) = tokio::join!(one, batched);
+    cluster.signal(old, libc::SIGCONT);
+    for (what, result) in [("one batch", one), ("producer", batched)] {
+        match result {
+            Err(ClientError::OutcomeUnknown(why)) => {
+                assert!(why.contains("another node names"), "{what}: left the leader for another reason: {why}")
+            }
+            other => panic!("{what}: a produce to a paused leader ended {other:?}"),
+        }
+    }
+    let after = client.produce(vec![Record::new("after")]).await.expect("produce at the new leader");
+    let end = client.end_offset().await.expect("end offset");
+    assert!(after < end, "the produce after the pause is not in the log");
+}

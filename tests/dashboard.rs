@@ -274,8 +274,15 @@ async fn every_dashboard_metric_and_every_required_metric_is_exported() {
     while read < 200 {
         read += consumer.poll().await.expect("fetch").len();
     }
-    // Gauges are refreshed once a second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Gauges are refreshed once a second, and a follower learns the last commit from the
+    // leader's next message: wait (bounded) until every node published it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for id in 1..=3 {
+        while count(&Exposition::parse(&scrape(&cluster.node(id).metrics)), "keel_raft_commit_index") < 21.0 {
+            assert!(std::time::Instant::now() < deadline, "node {id}: commit index not published");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     for id in 1..=3 {
         let node = cluster.node(id);

@@ -14,6 +14,13 @@ use crate::net::client_codec::{ClusterView, Request, Response};
 use crate::net::endpoint::{client_endpoint, connect, read_frame, write_frame};
 use crate::net::tls::{ANY_NODE_NAME, client_config};
 
+/// How long a request to the leader may go unanswered before the client asks the other
+/// nodes whether the leader moved (a killed or paused leader is otherwise noticed only at
+/// the connection's idle timeout, 4 s).
+pub(super) const LEADER_CHECK_AFTER: Duration = Duration::from_millis(1000);
+/// How long each of those questions may take.
+const LEADER_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Largest response accepted (a fetch is bounded well below this by the node).
 pub(super) const RESPONSE_BYTES_MAX: usize = 64 << 20;
 /// Largest entry accepted in a fetch response.
@@ -77,6 +84,15 @@ impl Nodes {
         *self.inner.leader.lock().expect("leader lock") = addr;
     }
 
+    /// Forgets the leader if it is still `addr` (a failure at `addr` says nothing against a
+    /// leader learned since).
+    pub(super) fn forget_leader(&self, addr: SocketAddr) {
+        let mut leader = self.inner.leader.lock().expect("leader lock");
+        if *leader == Some(addr) {
+            *leader = None;
+        }
+    }
+
     async fn conn(&self, addr: SocketAddr) -> Result<Connection, Failure> {
         let existing = self.inner.conns.lock().expect("conns lock").get(&addr).cloned();
         if let Some(conn) = existing
@@ -92,11 +108,12 @@ impl Nodes {
     }
 
     /// Opens a stream to `addr` for a sequence of requests (a producer's session).
+    /// Opens a stream to `addr`, the leader as far as this client knows (see `connect_to_leader`).
     pub(super) async fn open_stream(
         &self,
         addr: SocketAddr,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), Failure> {
-        let conn = self.conn(addr).await?;
+        let conn = self.connect_to_leader(addr).await?;
         conn.open_bi().await.map_err(|e| {
             self.inner.conns.lock().expect("conns lock").remove(&addr);
             Failure::NotSent(format!("connection to {addr} failed: {e}"))
@@ -111,6 +128,17 @@ impl Nodes {
         timeout: Duration,
     ) -> Result<Response, Failure> {
         let conn = self.conn(addr).await?;
+        self.exchange(&conn, addr, request, timeout).await
+    }
+
+    /// One request and its response on a new stream of `conn`, a connection to `addr`.
+    async fn exchange(
+        &self,
+        conn: &Connection,
+        addr: SocketAddr,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, Failure> {
         let (mut send, mut recv) = match conn.open_bi().await {
             Ok(pair) => pair,
             Err(e) => {
@@ -147,6 +175,98 @@ impl Nodes {
             Ok(other) => Err(ClientError::Unavailable(format!("unexpected answer from {addr}: {other:?}"))),
             Err(f) => Err(ClientError::Unavailable(f.message().to_string())),
         }
+    }
+
+    /// The leader another node names, when it is not `target`: asked while a request to
+    /// `target` goes unanswered. The other nodes are asked at once; the first answer naming
+    /// a leader elsewhere wins, and the rest are dropped.
+    async fn leader_elsewhere(&self, target: SocketAddr) -> Option<SocketAddr> {
+        let mut asks = tokio::task::JoinSet::new();
+        for addr in self.bootstrap().into_iter().filter(|a| *a != target) {
+            let nodes = self.clone();
+            asks.spawn(async move { nodes.request(addr, &Request::Metadata, LEADER_CHECK_TIMEOUT).await });
+        }
+        while let Some(answer) = asks.join_next().await {
+            let Ok(Ok(Response::Metadata(view))) = answer else { continue };
+            let leader = view.leader.and_then(|l| view.members.iter().find(|m| m.id == l));
+            if let Some(addr) = leader.and_then(|m| resolve(&m.address).ok())
+                && addr != target
+            {
+                return Some(addr);
+            }
+        }
+        None
+    }
+
+    /// Leaves `old` for `leader`: the connection to `old` is closed, so that a request
+    /// already sent there and not yet read is dropped rather than appended later, behind
+    /// what this client sends to `leader` next.
+    pub(super) fn leave(&self, old: SocketAddr, leader: SocketAddr) {
+        if let Some(conn) = self.inner.conns.lock().expect("conns lock").remove(&old) {
+            conn.close(0u32.into(), b"the leader moved");
+        }
+        self.set_leader(Some(leader));
+    }
+
+    /// `request` to `target`, the leader as far as this client knows. While it goes
+    /// unanswered the other nodes are asked where the leader is; once one names another
+    /// node, `target` is left: the request ends "not sent" if it was still connecting, and
+    /// "lost" (its outcome unknown) if it had left.
+    pub(super) async fn request_to_leader(
+        &self,
+        target: SocketAddr,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, Failure> {
+        let conn = self.connect_to_leader(target).await?;
+        match self.unless_leader_moves(target, self.exchange(&conn, target, request, timeout)).await {
+            Ok(result) => result,
+            Err(leader) => {
+                self.leave(target, leader);
+                Err(Failure::Lost(format!("{target} did not answer; another node names {leader} the leader")))
+            }
+        }
+    }
+
+    /// A connection to `target`, given up (nothing was sent) once another node names a
+    /// different leader while it is still being made.
+    async fn connect_to_leader(&self, target: SocketAddr) -> Result<Connection, Failure> {
+        match self.unless_leader_moves(target, self.conn(target)).await {
+            Ok(conn) => conn,
+            Err(leader) => {
+                self.set_leader(Some(leader));
+                Err(Failure::NotSent(format!("cannot reach {target}; another node names {leader} the leader")))
+            }
+        }
+    }
+
+    /// Runs `work` against `target`; each `LEADER_CHECK_AFTER` it goes on, asks the other
+    /// nodes where the leader is, and once one names another node drops `work` and returns
+    /// that node's address.
+    async fn unless_leader_moves<T>(
+        &self,
+        target: SocketAddr,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, SocketAddr> {
+        tokio::pin!(work);
+        let mut check = tokio::time::Instant::now() + LEADER_CHECK_AFTER;
+        loop {
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                _ = tokio::time::sleep_until(check) => {
+                    if let Some(leader) = self.leader_check(target).await {
+                        return Err(leader);
+                    }
+                    check = tokio::time::Instant::now() + LEADER_CHECK_AFTER;
+                }
+            }
+        }
+    }
+
+    /// `leader_elsewhere`, within `LEADER_CHECK_TIMEOUT` (a node that is down does not
+    /// answer at all).
+    pub(super) async fn leader_check(&self, target: SocketAddr) -> Option<SocketAddr> {
+        tokio::time::timeout(LEADER_CHECK_TIMEOUT, self.leader_elsewhere(target)).await.ok().flatten()
     }
 
     pub(super) async fn metadata_any(&self, timeout: Duration) -> Result<ClusterView, ClientError> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::conn::{ENTRY_BYTES_MAX, Failure};
+use super::conn::Failure;
 use super::{Client, ClientError};
 use crate::net::client_codec::{Request, Response};
 use crate::raft::kind;
@@ -32,6 +32,8 @@ pub struct Consumer {
     /// The next fetch, sent while the caller handles the last one's records (only when
     /// the last one ended below the high watermark, so it does not wait).
     ahead: Option<Ahead>,
+    /// Whether any record was returned yet (until then, `earliest` follows retention).
+    read_any: bool,
 }
 
 struct Ahead {
@@ -63,6 +65,7 @@ impl Consumer {
             max_wait: Duration::from_millis(500),
             high_watermark: 0,
             ahead: None,
+            read_any: false,
         }
     }
 
@@ -136,6 +139,15 @@ impl Consumer {
                 }
                 Ok(Response::Error(e)) => {
                     let err: ClientError = e.into();
+                    if let ClientError::OffsetOutOfRange { requested, start, .. } = err
+                        && requested < start
+                        && self.from == Offset::Earliest
+                        && !self.read_any
+                    {
+                        // Retention moved the start between resolving `earliest` and reading.
+                        self.next = Some(start);
+                        return Ok(Vec::new());
+                    }
                     if matches!(err, ClientError::OffsetOutOfRange { .. } | ClientError::Refused(_)) {
                         return Err(err);
                     }
@@ -198,7 +210,7 @@ impl Consumer {
                 }
             }
         }
-        let _ = ENTRY_BYTES_MAX;
+        self.read_any |= !out.is_empty();
         self.next = Some(next);
         Ok(out)
     }

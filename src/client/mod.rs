@@ -119,18 +119,40 @@ impl Client {
         self.nodes.metadata_at(addr, self.config.request_timeout).await
     }
 
-    /// The offset after the last committed record, from the leader when it answers (a
-    /// follower may lag it by a heartbeat), else from any node.
+    /// The offset after the last committed record, from the leader: a follower may lag it
+    /// by a heartbeat, and a node that just restarted knows only the commit it saved. The
+    /// bootstrap nodes are asked in turn until one is, or names, a leader that answers;
+    /// while none does (an election), it asks again for up to a second, then settles for
+    /// the highest end any node gave.
     pub async fn end_offset(&self) -> Result<u64, ClientError> {
-        let any = self.metadata().await?;
-        let leader_addr = any.leader.and_then(|l| any.members.iter().find(|m| m.id == l)).map(|m| m.address.clone());
-        if let Some(addr) = leader_addr
-            && any.leader != Some(any.node_id)
-            && let Ok(view) = self.metadata_from(&addr).await
-        {
-            return Ok(view.log_end_offset.max(any.log_end_offset));
+        let timeout = self.config.request_timeout;
+        let mut best: Result<u64, ClientError> = Err(ClientError::Unavailable("no bootstrap address".into()));
+        for round in 0..5 {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            for addr in &self.config.bootstrap {
+                let view = match self.nodes.metadata_at(addr, timeout).await {
+                    Ok(view) => view,
+                    Err(e) => {
+                        best = best.or(Err(e));
+                        continue;
+                    }
+                };
+                best = Ok(best.map_or(view.log_end_offset, |b| b.max(view.log_end_offset)));
+                if view.leader == Some(view.node_id) {
+                    return Ok(view.log_end_offset);
+                }
+                let leader = view.leader.and_then(|l| view.members.iter().find(|m| m.id == l));
+                if let Some(leader) = leader
+                    && let Ok(lv) = self.nodes.metadata_at(&leader.address, timeout).await
+                    && lv.leader == Some(lv.node_id)
+                {
+                    return Ok(lv.log_end_offset);
+                }
+            }
         }
-        Ok(any.log_end_offset)
+        best
     }
 
     /// Appends `records` as one batch; returns the offset of the first once committed.

@@ -10,7 +10,7 @@ use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::conn::{ENTRY_BYTES_MAX, Failure, Nodes, RESPONSE_BYTES_MAX, resolve};
+use super::conn::{ENTRY_BYTES_MAX, Failure, LEADER_CHECK_AFTER, Nodes, RESPONSE_BYTES_MAX, resolve};
 use super::{Client, ClientConfig, ClientError};
 use crate::net::client_codec::{ErrorReply, Request, Response};
 use crate::net::endpoint::{read_frame, write_frame};
@@ -51,7 +51,7 @@ pub(super) async fn produce_batch(
             }
         };
         let mut redirected = false;
-        match nodes.request(target, &request, config.request_timeout).await {
+        match nodes.request_to_leader(target, &request, config.request_timeout).await {
             Ok(Response::Produced { base_offset, .. }) => {
                 nodes.set_leader(Some(target));
                 return Ok(base_offset);
@@ -72,11 +72,11 @@ pub(super) async fn produce_batch(
                 return Err(ClientError::OutcomeUnknown(format!("unexpected answer from {target}: {other:?}")));
             }
             Err(Failure::NotSent(why)) => {
-                nodes.set_leader(None);
+                nodes.forget_leader(target);
                 last = why;
             }
             Err(Failure::Lost(why)) => {
-                nodes.set_leader(None);
+                nodes.forget_leader(target);
                 return Err(ClientError::OutcomeUnknown(why));
             }
         }
@@ -248,7 +248,7 @@ async fn drive(client: Client, config: ProducerConfig, mut batches: mpsc::Receiv
                 session(&client, &config, streams, &mut queue, &mut batches, &mut open).await
             }
             Err(failure) => {
-                client.nodes.set_leader(None);
+                client.nodes.forget_leader(target);
                 Ended::Retry { pause: backoff, why: failure.message().to_string() }
             }
         };
@@ -301,10 +301,15 @@ async fn session(
     let (answers_tx, mut answers) = mpsc::channel(config.in_flight.max(1) + 1);
     let reader = tokio::spawn(read_answers(recv, answers_tx));
     let mut inflight: VecDeque<Batch> = VecDeque::new();
+    // When to ask the other nodes whether the leader moved, if no answer came by then.
+    let mut check = Instant::now() + LEADER_CHECK_AFTER;
     let ended = loop {
         while inflight.len() < config.in_flight.max(1)
             && let Some(batch) = queue.pop_front()
         {
+            if inflight.is_empty() {
+                check = Instant::now() + LEADER_CHECK_AFTER;
+            }
             if write_frame(&mut send, &mut batch.request.encode()).await.is_err() {
                 // The answers (or the broken stream) tell what became of those before it.
                 queue.push_front(batch);
@@ -318,6 +323,7 @@ async fn session(
         let room = inflight.len() < config.in_flight.max(1) && queue.is_empty() && *open;
         tokio::select! {
             answer = answers.recv() => {
+                check = Instant::now() + LEADER_CHECK_AFTER;
                 let Some(batch) = inflight.pop_front() else {
                     break Ended::Retry { pause: Duration::ZERO, why: "an answer nobody asked for".into() };
                 };
@@ -362,6 +368,17 @@ async fn session(
                         unknown(&mut inflight, &why);
                         break Ended::Retry { pause: BACKOFF_MIN, why };
                     }
+                }
+            }
+            _ = tokio::time::sleep_until(check), if !inflight.is_empty() => {
+                match client.nodes.leader_check(target).await {
+                    Some(leader) => {
+                        client.nodes.leave(target, leader);
+                        let why = format!("{target} did not answer; another node names {leader} the leader");
+                        unknown(&mut inflight, &why);
+                        break Ended::Retry { pause: Duration::ZERO, why };
+                    }
+                    None => check = Instant::now() + LEADER_CHECK_AFTER,
                 }
             }
             more = batches.recv(), if room => match more {
