@@ -188,8 +188,7 @@ impl Nodes {
         }
         while let Some(answer) = asks.join_next().await {
             let Ok(Ok(Response::Metadata(view))) = answer else { continue };
-            let leader = view.leader.and_then(|l| view.members.iter().find(|m| m.id == l));
-            if let Some(addr) = leader.and_then(|m| resolve(&m.address).ok())
+            if let Some(addr) = view.leader_address().and_then(|a| resolve(a).ok())
                 && addr != target
             {
                 return Some(addr);

@@ -1,6 +1,7 @@
 //! Consuming: fetch committed records by offset from any node, long-polling at the end of
 //! the log, failing over to another node when one cannot serve.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -39,6 +40,7 @@ pub struct Consumer {
 struct Ahead {
     offset: u64,
     node: usize,
+    addr: SocketAddr,
     fetch: JoinHandle<Result<Response, Failure>>,
 }
 
@@ -115,6 +117,14 @@ impl Consumer {
     /// log; an empty vector means nothing new arrived in time.
     pub async fn poll(&mut self) -> Result<Vec<(u64, Record)>, ClientError> {
         let offset = self.start().await?;
+        if let Some(ahead) = self.ahead.take() {
+            // Sent for where this poll starts; if it failed, the loop below asks again.
+            if ahead.offset != offset {
+                ahead.fetch.abort();
+            } else if let Ok(Ok(Response::Fetched { high_watermark, entries, .. })) = ahead.fetch.await {
+                return self.fetched(offset, (ahead.node, ahead.addr), high_watermark, entries);
+            }
+        }
         let nodes = self.client.nodes.bootstrap();
         if nodes.is_empty() {
             return Err(ClientError::Config("no bootstrap address resolves".into()));
@@ -122,20 +132,12 @@ impl Consumer {
         let request = self.request(offset);
         let timeout = self.max_wait + self.client.config.request_timeout;
         let mut last = String::new();
-        if let Some(ahead) = self.ahead.take() {
-            // Sent for where this poll starts; if it failed, the loop below asks again.
-            if ahead.offset != offset {
-                ahead.fetch.abort();
-            } else if let Ok(Ok(Response::Fetched { high_watermark, entries, .. })) = ahead.fetch.await {
-                return self.fetched(offset, ahead.node, high_watermark, entries);
-            }
-        }
         for attempt in 0..nodes.len() * 2 {
             let node = (self.node + attempt) % nodes.len();
             let addr = nodes[node];
             match self.client.nodes.request(addr, &request, timeout).await {
                 Ok(Response::Fetched { high_watermark, entries, .. }) => {
-                    return self.fetched(offset, node, high_watermark, entries);
+                    return self.fetched(offset, (node, addr), high_watermark, entries);
                 }
                 Ok(Response::Error(e)) => {
                     let err: ClientError = e.into();
@@ -167,23 +169,23 @@ impl Consumer {
         Request::Fetch { offset, max_bytes: self.max_bytes, max_wait_ms: self.max_wait.as_millis() as u32 }
     }
 
-    /// A fetch from the `node`-th bootstrap address answered: sends the next one if the log
-    /// goes on, then decodes this one.
+    /// A fetch from `node` (the n-th bootstrap address, and its address) answered: sends the
+    /// next one to the same node if the log goes on, then decodes this one.
     fn fetched(
         &mut self,
         offset: u64,
-        node: usize,
+        (node, addr): (usize, SocketAddr),
         high_watermark: u64,
         entries: Vec<segments::Entry>,
     ) -> Result<Vec<(u64, Record)>, ClientError> {
         self.node = node;
         self.high_watermark = high_watermark;
         let after = entries.last().map(|e| e.next_offset()).filter(|&next| next > offset && next < high_watermark);
-        if let (Some(next), Some(&addr)) = (after, self.client.nodes.bootstrap().get(node)) {
+        if let Some(next) = after {
             let (nodes, request) = (self.client.nodes.clone(), self.request(next));
             let timeout = self.max_wait + self.client.config.request_timeout;
             let fetch = tokio::spawn(async move { nodes.request(addr, &request, timeout).await });
-            self.ahead = Some(Ahead { offset: next, node, fetch });
+            self.ahead = Some(Ahead { offset: next, node, addr, fetch });
         }
         self.take(offset, entries)
     }

@@ -143,9 +143,8 @@ impl Client {
                 if view.leader == Some(view.node_id) {
                     return Ok(view.log_end_offset);
                 }
-                let leader = view.leader.and_then(|l| view.members.iter().find(|m| m.id == l));
-                if let Some(leader) = leader
-                    && let Ok(lv) = self.nodes.metadata_at(&leader.address, timeout).await
+                if let Some(leader) = view.leader_address()
+                    && let Ok(lv) = self.nodes.metadata_at(leader, timeout).await
                     && lv.leader == Some(lv.node_id)
                 {
                     return Ok(lv.log_end_offset);

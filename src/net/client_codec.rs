@@ -70,6 +70,14 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
 }
 
+impl ClusterView {
+    /// The address of the leader this node knows of, as its membership lists it.
+    pub fn leader_address(&self) -> Option<&str> {
+        let leader = self.leader?;
+        self.members.iter().find(|m| m.id == leader).map(|m| m.address.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberView {
     pub id: u64,
