@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of this crate.
 
 pub mod client;
+pub mod codec;
 pub mod ids;
 pub mod metrics;
 pub mod net;

@@ -16,7 +16,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::net::frame::{FrameError, Reader};
+use crate::codec::{DecodeError, Reader};
 
 /// Bytes of a record besides its key, headers and value.
 pub const RECORD_OVERHEAD: usize = 4 + 8 + 1 + 2;
@@ -72,7 +72,7 @@ pub enum BatchError {
     #[error("record {index} is {len} bytes, over the limit of {max} bytes (record_bytes_max)")]
     RecordTooLarge { index: usize, len: usize, max: usize },
     #[error("malformed record {index}: {source}")]
-    Malformed { index: usize, source: FrameError },
+    Malformed { index: usize, source: DecodeError },
     #[error("the batch says {declared} records but holds {found}")]
     CountMismatch { declared: u32, found: u32 },
     #[error("an empty batch")]
@@ -103,12 +103,12 @@ pub fn validate(records: &Bytes, declared: u32, record_bytes_max: usize) -> Resu
     Ok(found)
 }
 
-fn parse_body(body: Bytes, append_time_ms: u64) -> Result<Record, FrameError> {
+fn parse_body(body: Bytes, append_time_ms: u64) -> Result<Record, DecodeError> {
     let mut r = Reader::new(body);
     let timestamp = r.u64("timestamp")?;
     let flags = r.u8("flags")?;
     if flags & !FLAG_KEY != 0 {
-        return Err(FrameError::Invalid { what: "record flags" });
+        return Err(DecodeError::Invalid { what: "record flags" });
     }
     let key = if flags & FLAG_KEY != 0 { Some(r.bytes("key")?) } else { None };
     let header_count = r.u16("header count")? as usize;
@@ -116,7 +116,7 @@ fn parse_body(body: Bytes, append_time_ms: u64) -> Result<Record, FrameError> {
     for _ in 0..header_count {
         let name_len = r.u16("header name length")? as usize;
         let name = r.take(name_len, "header name")?;
-        let name = String::from_utf8(name.to_vec()).map_err(|_| FrameError::Invalid { what: "header name" })?;
+        let name = String::from_utf8(name.to_vec()).map_err(|_| DecodeError::Invalid { what: "header name" })?;
         headers.push((name, r.bytes("header value")?));
     }
     let value = r.rest();
@@ -140,7 +140,7 @@ pub struct BatchIter {
 }
 
 impl BatchIter {
-    pub fn new(payload: Bytes) -> Result<BatchIter, FrameError> {
+    pub fn new(payload: Bytes) -> Result<BatchIter, DecodeError> {
         let mut reader = Reader::new(payload);
         let append_time_ms = reader.u64("batch append time")?;
         Ok(BatchIter { reader, append_time_ms, failed: false })
@@ -148,7 +148,7 @@ impl BatchIter {
 }
 
 impl Iterator for BatchIter {
-    type Item = Result<Record, FrameError>;
+    type Item = Result<Record, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.reader.remaining() == 0 {

@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes};
 use segments::Entry;
 
-use super::frame::{self, FrameBuilder, FrameError, Reader, put_bytes};
+use super::frame::{self, DecodeError, FrameBuilder, FrameError, Reader, put_bytes};
 
 /// Largest request a node reads (a produce batch plus framing).
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 16 << 20;
@@ -198,7 +198,7 @@ impl Response {
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
                     let (entry, len) = Entry::decode_prefix(&rest, entry_bytes_max)
-                        .map_err(|_| FrameError::Invalid { what: "entry (bad length or CRC)" })?;
+                        .map_err(|_| DecodeError::Invalid { what: "entry (bad length or CRC)" })?;
                     entries.push(entry);
                     let _ = rest.split_to(len);
                 }
@@ -312,7 +312,7 @@ fn decode_error(r: &mut Reader) -> Result<ErrorReply, FrameError> {
         error_code::REFUSED => ErrorReply::Refused(r.string("message")?),
         error_code::BUSY => ErrorReply::Busy(r.string("message")?),
         error_code::INTERNAL => ErrorReply::Internal(r.string("message")?),
-        _ => return Err(FrameError::Invalid { what: "error code" }),
+        _ => return Err(DecodeError::Invalid { what: "error code" }.into()),
     })
 }
 

@@ -11,6 +11,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+pub use crate::codec::{DecodeError, Reader, put_bytes};
+
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes before the body: length, version, kind.
 pub const FRAME_HEADER_LEN: usize = 4 + 1 + 1;
@@ -25,12 +27,8 @@ pub enum FrameError {
     Version(u8),
     #[error("unknown frame kind {0}")]
     Kind(u8),
-    #[error("frame body truncated while reading {what}")]
-    Truncated { what: &'static str },
-    #[error("invalid {what} in frame")]
-    Invalid { what: &'static str },
-    #[error("{0} trailing bytes after the frame body")]
-    Trailing(usize),
+    #[error("frame body: {0}")]
+    Body(#[from] DecodeError),
 }
 
 /// Builds one frame: reserve the header, write the body, then `finish`.
@@ -91,95 +89,7 @@ pub fn open(mut frame: Bytes) -> Result<(u8, Reader), FrameError> {
         return Err(FrameError::Version(version));
     }
     let kind = frame.get_u8();
-    Ok((kind, Reader { buf: frame }))
-}
-
-/// Reads a frame body field by field; every read is bounds-checked.
-pub struct Reader {
-    buf: Bytes,
-}
-
-impl Reader {
-    pub fn new(buf: Bytes) -> Reader {
-        Reader { buf }
-    }
-
-    fn need(&self, n: usize, what: &'static str) -> Result<(), FrameError> {
-        if self.buf.remaining() < n { Err(FrameError::Truncated { what }) } else { Ok(()) }
-    }
-
-    pub fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
-        self.need(1, what)?;
-        Ok(self.buf.get_u8())
-    }
-
-    pub fn u16(&mut self, what: &'static str) -> Result<u16, FrameError> {
-        self.need(2, what)?;
-        Ok(self.buf.get_u16_le())
-    }
-
-    pub fn u32(&mut self, what: &'static str) -> Result<u32, FrameError> {
-        self.need(4, what)?;
-        Ok(self.buf.get_u32_le())
-    }
-
-    pub fn u64(&mut self, what: &'static str) -> Result<u64, FrameError> {
-        self.need(8, what)?;
-        Ok(self.buf.get_u64_le())
-    }
-
-    pub fn bool(&mut self, what: &'static str) -> Result<bool, FrameError> {
-        match self.u8(what)? {
-            0 => Ok(false),
-            1 => Ok(true),
-            _ => Err(FrameError::Invalid { what }),
-        }
-    }
-
-    /// A length-prefixed (u32) byte string, zero-copy.
-    pub fn bytes(&mut self, what: &'static str) -> Result<Bytes, FrameError> {
-        let len = self.u32(what)? as usize;
-        self.take(len, what)
-    }
-
-    pub fn take(&mut self, len: usize, what: &'static str) -> Result<Bytes, FrameError> {
-        self.need(len, what)?;
-        Ok(self.buf.split_to(len))
-    }
-
-    /// A count of items that each take at least `min_item_len` bytes: checked against what
-    /// is left so that a forged count cannot make the caller allocate.
-    pub fn count(&mut self, min_item_len: usize, what: &'static str) -> Result<usize, FrameError> {
-        let n = self.u32(what)? as usize;
-        if n.saturating_mul(min_item_len.max(1)) > self.buf.remaining() {
-            return Err(FrameError::Truncated { what });
-        }
-        Ok(n)
-    }
-
-    pub fn string(&mut self, what: &'static str) -> Result<String, FrameError> {
-        let bytes = self.bytes(what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| FrameError::Invalid { what })
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.buf.remaining()
-    }
-
-    /// The rest of the body, zero-copy.
-    pub fn rest(&mut self) -> Bytes {
-        self.buf.split_to(self.buf.len())
-    }
-
-    /// Succeeds only when the whole body was consumed.
-    pub fn end(self) -> Result<(), FrameError> {
-        if self.buf.is_empty() { Ok(()) } else { Err(FrameError::Trailing(self.buf.len())) }
-    }
-}
-
-pub fn put_bytes(buf: &mut BytesMut, bytes: &[u8]) {
-    buf.put_u32_le(u32::try_from(bytes.len()).expect("fields are bounded far below 4 GiB"));
-    buf.put_slice(bytes);
+    Ok((kind, Reader::new(frame)))
 }
 
 #[cfg(test)]

@@ -321,9 +321,9 @@ async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> Result<Connect
         .ok_or_else(|| NetError::Protocol(format!("node {peer} closed the hello stream")))?;
     let (kind, mut r) = frame::open(reply)?;
     match kind {
-        KIND_HELLO_OK if r.u64("node id")? == peer => Ok(conn),
+        KIND_HELLO_OK if r.u64("node id").map_err(frame::FrameError::from)? == peer => Ok(conn),
         KIND_HELLO_REJECT => {
-            let reason = r.string("reason")?;
+            let reason = r.string("reason").map_err(frame::FrameError::from)?;
             warn!(peer, %reason, "peer refused this node");
             Err(NetError::Protocol(format!("node {peer} refused us: {reason}")))
         }

@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes};
 use segments::Entry;
 
-use super::frame::{self, FrameBuilder, FrameError, Reader, put_bytes};
+use super::frame::{self, DecodeError, FrameBuilder, FrameError, Reader, put_bytes};
 use super::peer::Lane;
 use crate::raft::{Conflict, LogStart, Membership, Message};
 
@@ -128,7 +128,7 @@ pub fn decode(frame: Bytes, entry_bytes_max: u32) -> Result<(u64, Message), Fram
                 LogStart { index: r.u64("start index")?, prev_term: r.u64("prev term")?, offset: r.u64("offset")? };
             let membership_index = r.u64("membership index")?;
             let membership =
-                Membership::decode(&r.bytes("membership")?).map_err(|_| FrameError::Invalid { what: "membership" })?;
+                Membership::decode(&r.bytes("membership")?).map_err(|_| DecodeError::Invalid { what: "membership" })?;
             Message::Reset { term, start, membership_index, membership }
         }
         other => return Err(FrameError::Kind(other)),
@@ -142,7 +142,7 @@ fn decode_entries(r: &mut Reader, n: usize, entry_bytes_max: u32) -> Result<Vec<
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
         let (entry, len) =
-            Entry::decode_prefix(&rest, entry_bytes_max).map_err(|_| FrameError::Invalid { what: "entry" })?;
+            Entry::decode_prefix(&rest, entry_bytes_max).map_err(|_| DecodeError::Invalid { what: "entry" })?;
         entries.push(entry);
         let _ = rest.split_to(len);
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::net::frame::{FrameError, Reader};
+use crate::codec::{DecodeError, Reader};
 use crate::raft::{HardState, Membership, VoteBarrier};
 
 use segments::state_file::{self, StateFileError};
@@ -121,7 +121,7 @@ fn encode(p: &Persisted) -> Vec<u8> {
 
 /// Version 1 has no vote barrier; version 2 has its index and term (0 and 0 for none)
 /// after the membership index.
-fn decode(version: u8, payload: Vec<u8>) -> Result<Persisted, FrameError> {
+fn decode(version: u8, payload: Vec<u8>) -> Result<Persisted, DecodeError> {
     let mut r = Reader::new(payload.into());
     let term = r.u64("term")?;
     let vote = r.u64("vote")?;
@@ -133,9 +133,9 @@ fn decode(version: u8, payload: Vec<u8>) -> Result<Persisted, FrameError> {
             let (index, term) = (r.u64("vote barrier index")?, r.u64("vote barrier term")?);
             (index > 0).then_some(VoteBarrier { term, index })
         }
-        _ => return Err(FrameError::Invalid { what: "hard state version" }),
+        _ => return Err(DecodeError::Invalid { what: "hard state version" }),
     };
-    let membership = Membership::decode(&r.rest()).map_err(|_| FrameError::Invalid { what: "membership" })?;
+    let membership = Membership::decode(&r.rest()).map_err(|_| DecodeError::Invalid { what: "membership" })?;
     Ok(Persisted {
         hard_state: HardState { term, vote: (vote != 0).then_some(vote), commit },
         membership_index,
