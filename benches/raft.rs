@@ -5,8 +5,8 @@
 //!
 //! `cargo bench --bench raft` (about 15 s). `KEEL_BENCH_SECONDS=<s>` sets the time per case.
 
-use keel::raft::testkit::Cluster;
 use keel::raft::{LogStore, NodeId, ProposeError};
+use keel::replica::testkit::Cluster;
 use std::time::{Duration, Instant};
 
 const LEADER: NodeId = 1;
@@ -19,9 +19,9 @@ const RETAINED_ENTRIES: u64 = 1024;
 /// Deletes each node's log prefix up to `RETAINED_ENTRIES` below what it reported committed.
 fn retain(c: &mut Cluster) {
     for node in c.nodes.values_mut() {
-        let through = node.reported_commit.saturating_sub(RETAINED_ENTRIES);
-        if through >= node.store.first_index() {
-            node.store.compact(through);
+        let through = node.reported_commit().saturating_sub(RETAINED_ENTRIES);
+        if through >= node.store().first_index() {
+            node.store_mut().compact(through);
         }
     }
 }
@@ -40,7 +40,7 @@ fn run(payload: usize, window: u64, budget: Duration) -> Outcome {
     let body = vec![0x5a; payload];
     let start_commit = c.raft(LEADER).commit();
     let started = Instant::now();
-    let mut proposed = c.node(LEADER).store.last_index();
+    let mut proposed = c.node(LEADER).store().last_index();
     let mut rounds: u64 = 0;
     loop {
         while proposed - c.raft(LEADER).commit() < window {

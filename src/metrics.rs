@@ -3,6 +3,14 @@
 //! (seconds, bytes), `_total` counters, histograms with explicit buckets so they aggregate
 //! across nodes. Only per-peer metrics carry a label naming a node (`peer`); every other
 //! label takes a small, fixed set of values.
+//!
+//! The rule for a node hosting many Raft groups, so that a node's series stay bounded
+//! however many groups it hosts: no series is labelled with a group. Counters and
+//! histograms add up across groups (fsyncs, appends, produce requests). Node aggregates
+//! say how the node's groups fare: groups hosted, groups led, under-replicated groups led
+//! here, and each peer's lag summed over the groups led here. The gauges that describe
+//! one group (term, role, leader, commit index, log offsets and sizes) describe the one
+//! group the node names for them (`server/group_metrics.rs`).
 
 use std::net::SocketAddr;
 
@@ -52,6 +60,10 @@ pub const PEER_FRAMES_DROPPED: &str = "keel_peer_frames_dropped_total";
 pub const STORAGE_CORRUPTIONS: &str = "keel_storage_corruptions_total";
 pub const STORAGE_REPAIRS: &str = "keel_storage_repairs_total";
 pub const RAFT_VOTE_BARRIER: &str = "keel_raft_vote_barrier_index";
+pub const GROUPS_HOSTED: &str = "keel_groups_hosted";
+pub const GROUPS_LED: &str = "keel_groups_led";
+pub const GROUPS_UNDER_REPLICATED: &str = "keel_groups_under_replicated";
+pub const PEER_FRAMES_UNROUTED: &str = "keel_peer_frames_unrouted_total";
 
 enum Kind {
     Counter,
@@ -71,6 +83,20 @@ enum Labels {
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Values of `keel_raft_role`'s `role` label: one 0/1 series per role (a state set).
 pub const ROLES: &[&str] = &["leader", "follower", "candidate", "pre_candidate", "learner"];
+/// `keel_raft_role`'s label for a role: finer than what `keel status` shows (a
+/// pre-candidate is shown apart from a candidate).
+pub fn role_label(role: crate::raft::Role) -> &'static str {
+    use crate::raft::Role;
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre_candidate",
+        Role::Learner => "learner",
+    }
+}
+/// Values of `keel_peer_frames_unrouted_total`'s `reason` label.
+pub const UNROUTED_REASONS: &[&str] = &["unknown_group", "queue_full"];
 /// Values of `keel_produce_errors_total`'s `kind` label.
 pub const PRODUCE_ERROR_KINDS: &[&str] =
     &["not_leader", "busy", "refused", "outcome_unknown", "too_large", "malformed", "disk_full", "shutting_down"];
@@ -106,7 +132,7 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (LOG_START_OFFSET, Gauge, N, NONE, "Offset of the first record this node still holds."),
     (LOG_END_OFFSET, Gauge, N, NONE, "Offset after the last committed record on this node."),
     (REPLICATION_MATCH_INDEX, Gauge, N, Peer, "Highest index known replicated to the peer (leader; 0 elsewhere)."),
-    (REPLICATION_LAG_ENTRIES, Gauge, N, Peer, "Entries the peer is missing (leader; 0 elsewhere)."),
+    (REPLICATION_LAG_ENTRIES, Gauge, N, Peer, "Entries the peer is missing, summed over the groups led here."),
     (REPLICATION_LAG_BYTES, Gauge, B, Peer, "Bytes of entries the peer is missing (leader; 0 elsewhere)."),
     (REPLICATION_INFLIGHT, Gauge, N, Peer, "AppendEntries in flight to the peer (leader; 0 elsewhere)."),
     (REPLICATION_RTT, LAT, S, Peer, "Round trip of AppendEntries and heartbeats to the peer."),
@@ -141,6 +167,11 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (STORAGE_REPAIRS, Counter, N, NONE, "Log cuts before a damaged entry, to fetch it again from the leader."),
     (RAFT_VOTE_BARRIER, Gauge, N, NONE,
         "While above the durable log's end: the index this node needs again before it votes (0: none)."),
+    (GROUPS_HOSTED, Gauge, N, NONE, "Raft groups this node hosts a replica of."),
+    (GROUPS_LED, Gauge, N, NONE, "Raft groups this node leads."),
+    (GROUPS_UNDER_REPLICATED, Gauge, N, NONE, "Groups led here with a voter that lacks entries the leader has."),
+    (PEER_FRAMES_UNROUTED, Counter, N, Fixed("reason", UNROUTED_REASONS),
+        "Peer frames dropped on arrival: for a group this node does not host, or whose queue was full."),
 ];
 
 /// Every metric name, for tests that check the dashboard against what is exported.

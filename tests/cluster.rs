@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use common::Cluster;
 use keel::client::ClientError;
 use keel::record::Record;
+use keel::server::layout::group_log_dir;
+use keel::server::node::DEFAULT_GROUP;
 use segments::{Entry, Log};
 
 fn records(batch: u64, n: u64, size: usize) -> Vec<Record> {
@@ -17,7 +19,7 @@ fn records(batch: u64, n: u64, size: usize) -> Vec<Record> {
 
 /// Every entry of a stopped node's log.
 fn read_log(dir: &std::path::Path) -> Vec<Entry> {
-    let (log, _) = Log::open(&dir.join("log"), segments::Config::default()).expect("open log");
+    let (log, _) = Log::open(&group_log_dir(dir, DEFAULT_GROUP), segments::Config::default()).expect("open log");
     let mut out = Vec::new();
     let mut next = log.first_index();
     while next <= log.last_index() {

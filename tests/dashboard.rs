@@ -236,6 +236,7 @@ fn check_conventions(e: &Exposition, peers: &BTreeSet<String>) {
                 assert!(label == "le" || LABELS.contains(&label.as_str()), "{}: unexpected label {label}", s.name);
                 let allowed: &[&str] = match label.as_str() {
                     "role" => keel::metrics::ROLES,
+                    "reason" if family == "keel_peer_frames_unrouted_total" => keel::metrics::UNROUTED_REASONS,
                     "reason" => keel::metrics::HANDSHAKE_FAILURE_REASONS,
                     "protocol" => keel::metrics::PROTOCOLS,
                     "kind" if family == "keel_produce_errors_total" => keel::metrics::PRODUCE_ERROR_KINDS,

@@ -2,21 +2,33 @@
 //! which injects their messages as `Event::Peer`, so exact interleavings of elections and
 //! client batches can be set up.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use keel::net::client_codec::ErrorReply;
-use keel::net::peer::Peers;
-use keel::net::tls::NodeTls;
-use keel::raft::{self, Membership, Message};
+use keel::net::peer::SendError;
+use keel::raft::{self, Membership, Message, Role};
+use keel::replica::Replica;
+use keel::replica::backend::SharedLog;
 use keel::replica::hard_state::HardStateFile;
-use keel::server::group::{Event, Group, GroupParts, ProduceResult};
-use keel::server::{Retention, repair};
+use keel::server::Retention;
+use keel::server::group::{Event, Group, GroupParts, PeerSender};
+use keel::server::produce::{ProduceError, ProduceResult};
+use keel::server::status::GroupStatus;
 use segments::{Entry, EntryMeta, Log};
 use tokio::sync::{mpsc, oneshot};
+
+/// What node 1 sends is lost: the test plays the other nodes.
+struct Nowhere;
+
+impl PeerSender for Nowhere {
+    fn send(&self, _to: u64, _group: u64, _msg: &Message) -> Result<(), SendError> {
+        Ok(())
+    }
+
+    fn learn_address(&self, _id: u64, _address: SocketAddr) {}
+}
 
 struct Harness {
     events: mpsc::Sender<Event>,
@@ -26,45 +38,35 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let tls_dir = dir.path().join("tls");
-        keel::net::certs::generate(&tls_dir, &[1, 2, 3], &[], false).unwrap();
-        let tls = NodeTls::load(&tls_dir, 1, false).unwrap();
-        let endpoint = keel::net::endpoint::node_endpoint("127.0.0.1:0".parse().unwrap(), &tls).unwrap();
-        // Peers at addresses nobody listens on: what node 1 sends is lost; the test plays them.
-        let addresses: BTreeMap<u64, SocketAddr> = [
-            (1, "127.0.0.1:9".parse().unwrap()),
-            (2, "127.0.0.1:9".parse().unwrap()),
-            (3, "127.0.0.1:9".parse().unwrap()),
-        ]
-        .into();
-        let peers_cfg: BTreeMap<u64, SocketAddr> =
-            addresses.iter().filter(|(id, _)| **id != 1).map(|(a, b)| (*a, *b)).collect();
-        let (peers, _inbound) = Peers::start(endpoint, 1, 7, &peers_cfg, 64);
         let seg = segments::Config { segment_bytes: 8 << 20, entry_bytes_max: 1 << 20, ..segments::Config::default() };
         let (log, _) = Log::open(&dir.path().join("log"), seg).unwrap();
         let initial = Membership { voters: [1, 2, 3].into(), ..Membership::default() };
-        let mut hard = HardStateFile::open(dir.path(), initial).unwrap();
-        let log = Arc::new(RwLock::new(log));
-        let mut next = hard.persisted().clone();
-        let config = raft::Config::new(1, 42);
-        let raft = repair::start_core(config, &log, &mut hard, &mut next, 0).unwrap();
+        let hard = HardStateFile::open(dir.path(), initial).unwrap();
+        let replica = Replica::open(raft::Config::new(1, 42), SharedLog::new(log), hard).unwrap();
         let parts = GroupParts {
-            id: 1,
-            cluster_id: 7,
-            raft,
-            log,
-            hard,
-            peers,
-            addresses,
-            retention: Retention { bytes: None, age: None },
-            tick: Duration::from_millis(20),
+            group: 1,
+            replica,
+            peers: Arc::new(Nowhere),
+            retention: Retention::default(),
+            node_gauges: true,
         };
-        let (group, _committed, _leader) = Group::new(parts);
+        let (group, _published) = Group::new(parts);
         let (tx, rx) = mpsc::channel(1024);
         let tx2 = tx.clone();
         tokio::spawn(async move {
             let r = group.run(rx, tx2).await;
             eprintln!("group ended: {:?}", r.err());
+        });
+        // The node's clock, as the node's ticker would drive it.
+        let ticks = tx.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                ticker.tick().await;
+                if ticks.send(Event::Tick).await.is_err() {
+                    return;
+                }
+            }
         });
         Harness { events: tx, _dir: dir }
     }
@@ -73,13 +75,13 @@ impl Harness {
         self.events.send(Event::Peer(from, msg)).await.unwrap();
     }
 
-    async fn status(&self) -> keel::net::client_codec::ClusterView {
+    async fn status(&self) -> GroupStatus {
         let (tx, rx) = oneshot::channel();
         self.events.send(Event::Status(tx)).await.unwrap();
         rx.await.unwrap()
     }
 
-    async fn wait_for(&self, what: &str, f: impl Fn(&keel::net::client_codec::ClusterView) -> bool) {
+    async fn wait_for(&self, what: &str, f: impl Fn(&GroupStatus) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = self.status().await;
@@ -93,11 +95,11 @@ impl Harness {
 
     /// Wins an election for node 1 with node `voter`'s (pre-)vote. `term` is the term it wins.
     async fn win(&self, voter: u64, term: u64) {
-        self.wait_for("pre-candidate", |v| v.role == "candidate" && v.term == term - 1).await;
+        self.wait_for("pre-candidate", |v| v.role == Role::PreCandidate && v.term == term - 1).await;
         self.peer(voter, Message::PreVoteResponse { term, granted: true }).await;
-        self.wait_for("candidate", |v| v.role == "candidate" && v.term == term).await;
+        self.wait_for("candidate", |v| v.role == Role::Candidate && v.term == term).await;
         self.peer(voter, Message::VoteResponse { term, granted: true }).await;
-        self.wait_for("leader", |v| v.role == "leader" && v.term == term).await;
+        self.wait_for("leader", |v| v.role == Role::Leader && v.term == term).await;
     }
 
     async fn produce(&self, stream: u64, payload: &'static [u8]) -> oneshot::Receiver<ProduceResult> {
@@ -135,7 +137,7 @@ async fn a_stream_whose_batch_was_pending_at_a_lost_leadership_is_refused_after(
     let noop =
         Entry::encode(EntryMeta { index: 2, term: 2, kind: raft::kind::NOOP, base_offset: 0, record_count: 0 }, &[]);
     h.peer(2, Message::Append { term: 2, prev_index: 1, prev_term: 1, commit: 1, entries: vec![noop] }).await;
-    h.wait_for("follower of term 2", |v| v.role == "follower" && v.term == 2 && v.last_index == 2).await;
+    h.wait_for("follower of term 2", |v| v.role == Role::Follower && v.term == 2 && v.last_index == 2).await;
 
     // Node 1 times out and wins term 3 with node 3's vote; its no-op is entry 3.
     h.win(3, 3).await;
@@ -165,7 +167,7 @@ async fn a_stream_whose_batch_was_pending_at_a_lost_leadership_is_refused_after(
     eprintln!("A: {a:?}\nB: {b:?}");
     // The promise: once A is answered "not appended, resend it" (NotLeader), no later batch
     // of its stream may be in the log.
-    let a_refused = matches!(a, Err(ErrorReply::NotLeader { .. }) | Err(ErrorReply::Busy(_)));
+    let a_refused = matches!(a, Err(ProduceError::NotLeader { .. }) | Err(ProduceError::Busy(_)));
     assert!(
         !(a_refused && b.is_ok()),
         "A was answered {a:?} (resend from here) but B, sent after it on the same stream, committed: {b:?}"

@@ -1,11 +1,11 @@
 //! Behaviours of the Raft core one at a time: backtracking, flow control, resets,
 //! learners, transfer, backpressure, store errors and hostile messages.
 
-use keel::raft::testkit::Cluster;
 use keel::raft::{
     BusyReason, Conflict, Entry, EntryMeta, HardState, LogStart, LogStore, Membership, MembershipChange, Message,
     NUMBER_MAX, NodeId, ProgressState, ProposeError, Role, TransferError, VoteBarrier, kind,
 };
+use keel::replica::testkit::Cluster;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -38,7 +38,7 @@ fn fast_backtracking_skips_a_conflicting_term_in_one_round_trip() {
     }
     assert_eq!(rejections, 1, "one hint takes the leader back to the end of term 1");
     c.run(10);
-    assert_eq!(c.node(2).store.live().entry(53), c.node(1).store.live().entry(53));
+    assert_eq!(c.node(2).store().live().entry(53), c.node(1).store().live().entry(53));
     assert_eq!(c.raft(2).commit(), 54);
 }
 
@@ -81,20 +81,20 @@ fn a_follower_behind_the_leaders_log_start_is_reset_to_it() {
     c.isolate(3);
     c.propose_entries(1, 30);
     c.run(10);
-    assert_eq!(c.node(1).reported_commit, 31);
+    assert_eq!(c.node(1).reported_commit(), 31);
     for id in [1, 2] {
-        c.node_mut(id).store.compact(20);
+        c.node_mut(id).store_mut().compact(20);
     }
     c.heal();
     c.run(20);
-    let (leader, follower) = (c.node(1).store.live(), c.node(3).store.live());
+    let (leader, follower) = (c.node(1).store().live(), c.node(3).store().live());
     assert_eq!(follower.start(), LogStart { index: 21, prev_term: 1, offset: 19 });
     assert_eq!(follower.last_index(), leader.last_index());
     assert_eq!(follower.entry(31), leader.entry(31));
     assert_eq!(follower.next_offset(), leader.next_offset());
     assert_eq!(c.raft(3).commit(), 31);
     let bootstrap = (1, Membership::new([1, 2, 3]));
-    assert_eq!(c.node(3).membership, bootstrap, "the reset carried the configuration, from entry 1");
+    assert_eq!(c.node(3).persisted_membership(), bootstrap, "the reset carried the configuration, from entry 1");
 }
 
 // Regression (simulator seed 180464): the bootstrap configuration was in no entry, so a
@@ -105,13 +105,13 @@ fn the_first_leader_records_the_bootstrap_configuration_in_the_log() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
     c.elect(1);
     c.deliver();
-    let first = c.node(2).store.live().entry(1).cloned().expect("entry 1");
+    let first = c.node(2).store().live().entry(1).cloned().expect("entry 1");
     assert_eq!(first.kind(), kind::CONFIG);
     assert_eq!(Membership::decode(&first.payload()), Ok(Membership::new([1, 2, 3])));
     c.node_mut(1).transfer_leadership(2).unwrap();
     c.run(10);
     assert_eq!(c.leader(), Some(2));
-    let second = c.node(2).store.live().entry(2).cloned().expect("entry 2");
+    let second = c.node(2).store().live().entry(2).cloned().expect("entry 2");
     assert_eq!(second.kind(), kind::NOOP, "later leaders append a no-op");
 }
 
@@ -135,7 +135,7 @@ fn a_learner_replicates_without_voting_and_can_be_promoted() {
     let before = c.raft(1).commit();
     c.propose(1, b"x").unwrap();
     c.deliver();
-    let last = |id: NodeId| c.node(id).store.live().last_index();
+    let last = |id: NodeId| c.node(id).store().live().last_index();
     assert_eq!(last(4), last(1), "the learner has the entry");
     assert_eq!(c.raft(1).commit(), before, "a learner is not part of any quorum");
     c.heal();
@@ -211,13 +211,13 @@ fn a_store_read_error_delays_replication_without_a_crash() {
     let mut c = Cluster::new(&[1, 2, 3], |_| {});
     c.elect(1);
     c.deliver();
-    c.node(1).store.fail_reads(100);
+    c.node(1).store().fail_reads(100);
     c.isolate(2);
     c.propose(1, b"x").unwrap();
     c.heal();
     c.run(10);
     assert_eq!(c.raft(2).commit(), 1, "no entries could be read for node 2 yet");
-    c.node(1).store.fail_reads(0);
+    c.node(1).store().fail_reads(0);
     c.run(10);
     assert_eq!(c.raft(2).commit(), 2);
 }
@@ -249,7 +249,7 @@ fn a_vote_without_a_term_change_is_synced_before_the_answer() {
     c.flush(2);
     assert_eq!((c.raft(2).term(), c.raft(2).vote()), (term, None));
     // ...then an up-to-date one gets it, in the same term.
-    let (last_index, last_term) = (c.node(1).store.last_index(), c.raft(1).term());
+    let (last_index, last_term) = (c.node(1).store().last_index(), c.raft(1).term());
     c.node_mut(2).step(1, Message::Vote { term, last_index, last_term, transfer: false });
     c.flush(2);
     assert_eq!(c.raft(2).vote(), Some(1));
@@ -267,7 +267,7 @@ fn a_follower_acknowledges_only_durable_entries() {
     c.deliver();
     c.auto_sync = false;
     let index = c.propose(1, b"x").unwrap().index;
-    assert!(c.deliver_until(|c| c.node(2).store.last_index() == index), "S2 wrote the entry");
+    assert!(c.deliver_until(|c| c.node(2).store().last_index() == index), "S2 wrote the entry");
     let acks = |c: &Cluster| queued(c, 2, 1, |m| matches!(m, Message::AppendResponse { index: i, .. } if *i >= index));
     assert_eq!(acks(&c), 0, "written, not durable: no acknowledgement yet");
     c.sync(2);
@@ -289,7 +289,7 @@ fn a_node_that_lost_committed_entries_helps_elect_no_leader_without_them() {
     c.run(10);
     assert_eq!(c.raft(2).commit(), 16, "S1 and S2 committed 12..=16 without S3");
     c.node_mut(2).cut_damaged(4).unwrap();
-    assert_eq!((c.node(2).store.last_index(), c.raft(2).commit()), (4, 4));
+    assert_eq!((c.node(2).store().last_index(), c.raft(2).commit()), (4, 4));
     assert_eq!(c.raft(2).vote_barrier(), Some(VoteBarrier { term: 1, index: 16 }));
     c.isolate(1);
     c.cut.retain(|(a, b)| *a == 1 || *b == 1);
@@ -306,7 +306,7 @@ fn a_node_that_lost_committed_entries_helps_elect_no_leader_without_them() {
     assert_eq!(leader, 1, "only S1 holds every committed entry");
     assert_eq!(c.raft(2).vote_barrier(), None, "S2 caught up and votes as usual again");
     for index in 1..=16 {
-        assert_eq!(c.node(2).store.live().entry(index), c.node(1).store.live().entry(index), "entry {index}");
+        assert_eq!(c.node(2).store().live().entry(index), c.node(1).store().live().entry(index), "entry {index}");
     }
 }
 
@@ -321,8 +321,8 @@ fn a_follower_that_lost_entries_gets_them_again_from_an_idle_leader() {
     c.node_mut(2).cut_damaged(3).unwrap();
     c.run(10);
     assert_eq!(c.leader(), Some(1), "the leader kept its office");
-    assert_eq!(c.node(2).store.last_index(), 9, "S2 has its entries again without any new proposal");
-    assert_eq!(c.node(2).store.live().entry(9), c.node(1).store.live().entry(9));
+    assert_eq!(c.node(2).store().last_index(), 9, "S2 has its entries again without any new proposal");
+    assert_eq!(c.node(2).store().live().entry(9), c.node(1).store().live().entry(9));
     assert_eq!(c.raft(2).vote_barrier(), None);
 }
 
@@ -361,7 +361,7 @@ fn below_its_vote_barrier_a_node_votes_as_its_old_log_would_and_never_campaigns(
     c.network.clear();
     c.run(40);
     assert_eq!(c.raft(3).vote_barrier(), None, "the entries came back from the leader");
-    assert_eq!(c.node(3).store.last_index(), c.node(c.leader().unwrap()).store.last_index());
+    assert_eq!(c.node(3).store().last_index(), c.node(c.leader().unwrap()).store().last_index());
 }
 
 fn number() -> impl Strategy<Value = u64> {

@@ -1,11 +1,11 @@
 //! Scenarios from the Raft paper (Ongaro & Ousterhout, 2014) and Ongaro's thesis (2014),
 //! each named after the section or figure it reproduces, run on the in-memory testkit.
 
-use keel::raft::testkit::Cluster;
 use keel::raft::{Config, HardState, LogStore, MembershipChange, NodeId, Role};
+use keel::replica::testkit::Cluster;
 
 fn log_terms(c: &Cluster, id: NodeId) -> Vec<u64> {
-    let log = c.node(id).store.live();
+    let log = c.node(id).store().live();
     (log.first_index()..=log.last_index()).map(|i| log.term(i).expect("in the log")).collect()
 }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use common::Cluster;
 use keel::client::Offset;
 use keel::record::Record;
+use keel::server::layout::group_log_dir;
+use keel::server::node::DEFAULT_GROUP;
 
 /// The smallest segment that holds one largest batch (4 MiB) comfortably.
 const SEGMENT_BYTES: &str = "5242880";
@@ -46,7 +48,7 @@ async fn wait_committed(cluster: &Cluster, ids: &[u64], index: u64, within: Dura
 
 /// The segment files of a node's log, oldest first.
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(group_log_dir(dir, DEFAULT_GROUP))
         .expect("log dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))

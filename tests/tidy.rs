@@ -1,4 +1,5 @@
-//! Architecture checks that read the source tree: the Raft core stays free of I/O,
+//! Architecture checks that read the source tree: the Raft core stays free of I/O, the
+//! replica free of tokio and the network, QUIC stays in the files that serve or dial it,
 //! and no source line is wider than 120 columns.
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,14 @@ const RAFT_FORBIDDEN: &[(&str, &str)] = &[
     ("getrandom", "global RNG (the caller supplies a seed)"),
 ];
 
+/// What `src/replica/` must never name: it runs the same under the server and the simulator.
+const REPLICA_FORBIDDEN: &[(&str, &str)] =
+    &[("tokio", "async runtime"), ("quinn", "network transport"), ("std::net", "network I/O")];
+
+/// The only files that may name quinn: `src/net/` (the transport), the server's client front
+/// end and start-up, and the client library, which dials the nodes.
+const QUINN_ALLOWED: &[&str] = &["src/net/", "src/server/clients.rs", "src/server/node.rs", "src/client/"];
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -44,10 +53,15 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Violations of the no-I/O rule in one file's text; comments are ignored.
 fn raft_violations(text: &str) -> Vec<String> {
+    violations(text, RAFT_FORBIDDEN)
+}
+
+/// Where `text` names one of `forbidden`, outside comments.
+fn violations(text: &str, forbidden: &[(&str, &str)]) -> Vec<String> {
     let mut found = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let code = line.split("//").next().unwrap_or("");
-        for (needle, why) in RAFT_FORBIDDEN {
+        for (needle, why) in forbidden {
             if code.contains(needle) {
                 found.push(format!("line {}: `{needle}` ({why})", n + 1));
             }
@@ -60,19 +74,49 @@ fn long_lines(text: &str) -> Vec<usize> {
     text.lines().enumerate().filter(|(_, l)| l.chars().count() > LINE_COLUMNS_MAX).map(|(n, _)| n + 1).collect()
 }
 
-#[test]
-fn raft_core_does_no_io() {
+/// Where the Rust files under `dir` name one of `forbidden`, one line per finding.
+fn dir_violations(dir: &str, forbidden: &[(&str, &str)]) -> Vec<String> {
     let mut files = Vec::new();
-    rust_files(&root().join("src/raft"), &mut files);
-    assert!(!files.is_empty(), "src/raft has no Rust files: did the core move?");
+    rust_files(&root().join(dir), &mut files);
+    assert!(!files.is_empty(), "{dir} has no Rust files: did it move?");
     let mut report = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        for v in raft_violations(&text) {
+        for v in violations(&text, forbidden) {
             report.push(format!("{}: {v}", file.display()));
         }
     }
+    report
+}
+
+#[test]
+fn raft_core_does_no_io() {
+    let report = dir_violations("src/raft", RAFT_FORBIDDEN);
     assert!(report.is_empty(), "the Raft core must stay free of I/O:\n{}", report.join("\n"));
+}
+
+#[test]
+fn the_replica_knows_no_tokio_and_no_network() {
+    let report = dir_violations("src/replica", REPLICA_FORBIDDEN);
+    assert!(report.is_empty(), "the replica must stay free of tokio and the network:\n{}", report.join("\n"));
+}
+
+#[test]
+fn only_the_transport_and_its_front_ends_know_quic() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut report = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(root()).unwrap().to_string_lossy().replace('\\', "/");
+        if QUINN_ALLOWED.iter().any(|allowed| relative.starts_with(allowed)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for v in violations(&text, &[("quinn", "QUIC")]) {
+            report.push(format!("{relative}: {v}"));
+        }
+    }
+    assert!(report.is_empty(), "only {QUINN_ALLOWED:?} may name quinn:\n{}", report.join("\n"));
 }
 
 #[test]
@@ -99,6 +143,7 @@ fn the_checks_catch_what_they_guard_against() {
     assert_eq!(raft_violations("use std::fs::File;").len(), 1);
     assert_eq!(raft_violations("let mut r = rand::rng();").len(), 1);
     assert!(raft_violations("// a comment naming tokio is fine").is_empty());
+    assert_eq!(violations("let e: quinn::Endpoint;", &[("quinn", "QUIC")]).len(), 1);
     assert_eq!(long_lines(&"x".repeat(121)), vec![1]);
     assert!(long_lines(&"x".repeat(120)).is_empty());
 }

@@ -149,3 +149,31 @@ pub async fn read_frame_budgeted(
     let permit = budget.clone().acquire_many_owned(permits).await.map_err(|_| NetError::Protocol("closing".into()))?;
     Ok(Some((read_body(stream, len).await?, permit)))
 }
+
+/// The `reason` label of `keel_quic_handshake_failures_total` for a refused connection,
+/// from the error's type: a TLS alert about certificates, a missing application protocol,
+/// a timeout, or something else.
+pub fn handshake_failure_reason(error: &quinn::ConnectionError) -> &'static str {
+    use rustls::AlertDescription as Alert;
+    let code = match error {
+        quinn::ConnectionError::TimedOut => return "timeout",
+        // Refused here (our TLS checks), or by the other side.
+        quinn::ConnectionError::TransportError(e) => u64::from(e.code),
+        quinn::ConnectionError::ConnectionClosed(close) => u64::from(close.error_code),
+        _ => return "other",
+    };
+    // TLS alerts travel as QUIC crypto errors: 0x100 + the alert (RFC 9001 §4.8).
+    let Some(alert) = code.checked_sub(0x100).filter(|a| *a <= 0xff) else { return "other" };
+    match Alert::from(alert as u8) {
+        Alert::BadCertificate
+        | Alert::UnsupportedCertificate
+        | Alert::CertificateRevoked
+        | Alert::CertificateExpired
+        | Alert::CertificateUnknown
+        | Alert::UnknownCA
+        | Alert::CertificateRequired
+        | Alert::DecryptError => "bad_certificate",
+        Alert::NoApplicationProtocol => "wrong_alpn",
+        _ => "other",
+    }
+}

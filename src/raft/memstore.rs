@@ -139,16 +139,21 @@ impl MemStore {
 
     /// Applies a Ready's storage changes in the contract's order; true if anything changed.
     pub fn apply(&mut self, ready: &Ready) -> bool {
-        if let Some((start, _)) = &ready.reset {
-            self.write(Write::Reset(*start));
+        self.write_changes(ready.reset.as_ref().map(|(start, _)| *start), ready.truncate_after, &ready.entries)
+    }
+
+    /// Applies log changes in the contract's order: reset, truncate, append; true if any.
+    pub fn write_changes(&mut self, reset: Option<LogStart>, truncate_after: Option<u64>, entries: &[Entry]) -> bool {
+        if let Some(start) = reset {
+            self.write(Write::Reset(start));
         }
-        if let Some(index) = ready.truncate_after {
+        if let Some(index) = truncate_after {
             self.write(Write::TruncateAfter(index));
         }
-        if !ready.entries.is_empty() {
-            self.write(Write::Append(ready.entries.clone()));
+        if !entries.is_empty() {
+            self.write(Write::Append(entries.to_vec()));
         }
-        ready.has_storage()
+        reset.is_some() || truncate_after.is_some() || !entries.is_empty()
     }
 
     /// Deletes the prefix through `index` (retention), as the glue does for committed entries.

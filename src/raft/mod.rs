@@ -47,7 +47,6 @@ mod progress;
 mod ready;
 mod replication;
 mod store;
-pub mod testkit;
 
 pub use config::{Config, ConfigError};
 pub use error::{BusyReason, ProposeError, StartError, TransferError};

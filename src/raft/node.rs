@@ -434,6 +434,12 @@ impl Raft {
         self.configs.active()
     }
 
+    /// The record offset after the entry at `index` (`first_index - 1 ..= last_index`),
+    /// seeing the changes not handed out yet.
+    pub fn offset_after(&self, index: u64, store: &impl LogStore) -> Result<u64, super::StoreError> {
+        self.log.offset_after(store, index)
+    }
+
     /// The index of the entry holding `membership()`.
     pub fn membership_index(&self) -> u64 {
         self.configs.active_index()

@@ -31,3 +31,30 @@ pub enum StoreError {
     #[error("entry {index} was compacted away (the log starts at {first_index})")]
     Compacted { index: u64, first_index: u64 },
 }
+
+/// A reference to a store is a store (views handed out by reference).
+impl<T: LogStore + ?Sized> LogStore for &T {
+    fn first_index(&self) -> u64 {
+        (**self).first_index()
+    }
+
+    fn last_index(&self) -> u64 {
+        (**self).last_index()
+    }
+
+    fn term(&self, index: u64) -> Option<u64> {
+        (**self).term(index)
+    }
+
+    fn entries(&self, from: u64, max_bytes: usize, max_count: usize, out: &mut Vec<Entry>) -> Result<(), StoreError> {
+        (**self).entries(from, max_bytes, max_count, out)
+    }
+
+    fn next_offset(&self) -> u64 {
+        (**self).next_offset()
+    }
+
+    fn start(&self) -> LogStart {
+        (**self).start()
+    }
+}

@@ -1,5 +1,5 @@
-//! What a replica keeps beside its log: its identity (cluster and node id, fixed at first
-//! start) and Raft's hard state (term, vote, commit, last committed configuration).
+//! What a replica keeps beside its log: Raft's hard state (term, vote, commit, the last
+//! committed configuration, the vote barrier), in a CRC-checked file replaced atomically.
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +8,8 @@ use crate::raft::{HardState, Membership, VoteBarrier};
 
 use segments::state_file::{self, StateFileError};
 
-const IDENTITY_FILE: &str = "identity";
 const HARD_STATE_FILE: &str = "hard-state";
-const KIND_IDENTITY: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
-const VERSION: u8 = 1;
 /// Version 2 of the hard state adds the vote barrier.
 const HARD_STATE_VERSION: u8 = 2;
 
@@ -20,42 +17,8 @@ const HARD_STATE_VERSION: u8 = 2;
 pub enum StateError {
     #[error(transparent)]
     File(#[from] StateFileError),
-    #[error(
-        "{dir} belongs to cluster {found:016x}, but this node's certificates are for cluster {expected:016x}; \
-         use the data directory of this cluster, or an empty one"
-    )]
-    OtherCluster { dir: PathBuf, found: u64, expected: u64 },
-    #[error("{dir} belongs to node {found}, not node {expected}; point --dir at node {expected}'s data")]
-    OtherNode { dir: PathBuf, found: u64, expected: u64 },
     #[error("{path} is malformed: {why}")]
     Malformed { path: PathBuf, why: String },
-}
-
-/// Records the cluster and node id in `dir` at first start, and checks them afterwards.
-pub fn check_identity(dir: &Path, cluster_id: u64, node_id: u64) -> Result<(), StateError> {
-    let path = dir.join(IDENTITY_FILE);
-    match state_file::read(&path, KIND_IDENTITY)? {
-        None => {
-            let mut payload = cluster_id.to_le_bytes().to_vec();
-            payload.extend_from_slice(&node_id.to_le_bytes());
-            state_file::write(&path, KIND_IDENTITY, VERSION, &payload)?;
-            Ok(())
-        }
-        Some((_, payload)) => {
-            let mut r = Reader::new(payload.into());
-            let parsed = (r.u64("cluster id"), r.u64("node id"));
-            let (Ok(found_cluster), Ok(found_node)) = parsed else {
-                return Err(StateError::Malformed { path, why: "too short".into() });
-            };
-            if found_cluster != cluster_id {
-                return Err(StateError::OtherCluster { dir: dir.into(), found: found_cluster, expected: cluster_id });
-            }
-            if found_node != node_id {
-                return Err(StateError::OtherNode { dir: dir.into(), found: found_node, expected: node_id });
-            }
-            Ok(())
-        }
-    }
 }
 
 /// The persisted hard state and the last committed configuration (with its index).
@@ -66,6 +29,14 @@ pub struct Persisted {
     pub membership: Membership,
     /// Where the log ended before damage was cut from it (`Raft::set_vote_barrier`).
     pub vote_barrier: Option<VoteBarrier>,
+}
+
+/// Where a replica keeps its hard state: saved durably, read back at start.
+pub trait HardStateStore {
+    /// What was last saved (on a first start: the initial state).
+    fn persisted(&self) -> &Persisted;
+    /// Makes `next` durable before returning.
+    fn save(&mut self, next: Persisted) -> Result<(), StateError>;
 }
 
 pub struct HardStateFile {
@@ -89,13 +60,15 @@ impl HardStateFile {
         };
         Ok(HardStateFile { path, last })
     }
+}
 
-    pub fn persisted(&self) -> &Persisted {
+impl HardStateStore for HardStateFile {
+    fn persisted(&self) -> &Persisted {
         &self.last
     }
 
     /// Writes and fsyncs the new state (a no-op when nothing changed).
-    pub fn save(&mut self, next: Persisted) -> Result<(), StateError> {
+    fn save(&mut self, next: Persisted) -> Result<(), StateError> {
         if next == self.last {
             return Ok(());
         }
@@ -147,15 +120,6 @@ fn decode(version: u8, payload: Vec<u8>) -> Result<Persisted, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identity_is_fixed_at_first_start() {
-        let dir = tempfile::tempdir().unwrap();
-        check_identity(dir.path(), 7, 1).unwrap();
-        check_identity(dir.path(), 7, 1).unwrap();
-        assert!(matches!(check_identity(dir.path(), 8, 1), Err(StateError::OtherCluster { .. })));
-        assert!(matches!(check_identity(dir.path(), 7, 2), Err(StateError::OtherNode { .. })));
-    }
 
     #[test]
     fn hard_state_survives_reopen() {

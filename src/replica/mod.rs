@@ -1,5 +1,258 @@
-//! What turns the Raft core and a segments log into one durable replica: the hard-state
-//! and identity files, and the core's view of the log.
+//! One durable member of one Raft group: the core, its log and its hard state, with no
+//! tokio and no network — what quinn-proto is to quinn. The caller feeds it ticks, peer
+//! messages, proposals and the disk's sync reports, and calls `apply_ready`, which carries
+//! out the core's Ready in the contract's order (`raft/ready.rs`): hard state durable when
+//! it must be, then the log written; the caller then sends the Ready's messages and makes
+//! the writes durable (group commit), reporting back with `persisted`.
+//!
+//! The server drives a `Replica<SharedLog, HardStateFile>` from a tokio task
+//! (`server/group.rs`); the simulator and the core's tests drive a `Replica<MemLog,
+//! MemHardState>` (`replica/testkit.rs`): the same code, so the simulator checks what ships.
+//!
+//! Files: `backend.rs` (the storage trait and the segments log behind it), `mem.rs` (the
+//! in-memory storage), `hard_state.rs` (the hard-state file), `store.rs` (the core's view of
+//! a segments log), `repair.rs` (cutting damaged entries, the vote barrier), `retention.rs`
+//! (which prefix to delete), `testkit.rs` (an in-memory cluster of replicas).
 
+pub mod backend;
 pub mod hard_state;
+pub mod mem;
+pub mod repair;
+pub mod retention;
 pub mod store;
+pub mod testkit;
+
+use crate::raft::{
+    self, LogStore, MembershipChange, Message, NodeId, Proposal, ProposeError, Raft, Ready, TransferError,
+};
+use backend::{DamageSeen, LogBackend, StorageError};
+use hard_state::{HardStateStore, Persisted, StateError};
+use repair::RepairError;
+
+/// What readers may serve: the committed prefix of the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub index: u64,
+    /// The offset after the last committed record.
+    pub next_offset: u64,
+}
+
+/// A Ready whose hard state and log changes were carried out.
+#[derive(Debug)]
+#[must_use = "the Ready's messages must be sent"]
+pub struct Applied {
+    /// Send `messages` now; `commit`, `soft_state` and the rest say what changed.
+    pub ready: Ready,
+    /// The committed prefix, when it advanced.
+    pub committed: Option<Committed>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("hard state: {0}")]
+    HardState(#[from] StateError),
+    #[error(transparent)]
+    Repair(#[from] RepairError),
+}
+
+pub struct Replica<L: LogBackend, H: HardStateStore> {
+    raft: Raft,
+    log: L,
+    hard: H,
+    /// The hard state to persist: ahead of `hard.persisted()` while `hard_dirty`.
+    next_hard: Persisted,
+    hard_dirty: bool,
+    committed: Committed,
+    /// A read came across damaged bytes at or after the checkpoint before this index.
+    damage_hint: Option<u64>,
+}
+
+impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
+    /// Starts a replica on what the disk holds. A log that lost committed entries, or whose
+    /// configuration entries are damaged, is cut and the vote barrier set (`repair.rs`).
+    pub fn open(config: raft::Config, mut log: L, mut hard: H) -> Result<Self, ReplicaError> {
+        repair::check_commit_within_log(&log, &mut hard)?;
+        let mut next_hard = hard.persisted().clone();
+        let commit = next_hard.hard_state.commit;
+        let raft = repair::start_core(config, &mut log, &mut hard, &mut next_hard, commit)?;
+        let mut replica = Replica {
+            raft,
+            log,
+            hard,
+            next_hard,
+            hard_dirty: false,
+            committed: Committed::default(),
+            damage_hint: None,
+        };
+        replica.committed = replica.committed_at(replica.raft.commit());
+        Ok(replica)
+    }
+
+    /// Gives back the storage (a crash in the simulator; the core's memory is gone).
+    pub fn into_parts(self) -> (L, H) {
+        (self.log, self.hard)
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// The storage, for what the core does not decide: retention, tests that damage it.
+    pub fn log_mut(&mut self) -> &mut L {
+        &mut self.log
+    }
+
+    /// The hard-state store: what it holds is durable (the lazily written part may be ahead).
+    pub fn hard(&self) -> &H {
+        &self.hard
+    }
+
+    pub fn committed(&self) -> Committed {
+        self.committed
+    }
+
+    pub fn tick(&mut self) {
+        self.core(|raft, store| raft.tick(store));
+    }
+
+    pub fn step(&mut self, from: NodeId, msg: Message) {
+        self.core(|raft, store| raft.step(from, msg, store));
+    }
+
+    pub fn propose(&mut self, payload: &[u8], record_count: u32) -> Result<Proposal, ProposeError> {
+        self.core(|raft, store| raft.propose(payload, record_count, store))
+    }
+
+    pub fn propose_membership(
+        &mut self,
+        changes: &[MembershipChange],
+        addresses: &[(NodeId, String)],
+    ) -> Result<u64, ProposeError> {
+        self.core(|raft, store| raft.propose_membership(changes, addresses, store))
+    }
+
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
+        self.core(|raft, store| raft.transfer_leadership(to, store))
+    }
+
+    /// A sync made the log durable through `index`, whose entry has `term`. The log's own
+    /// synced index is the truth: a cut since this sync began (a repair, a conflict)
+    /// lowered it, and entries written again after the cut are not durable until the next
+    /// sync, which will say so.
+    pub fn persisted(&mut self, index: u64, term: u64) {
+        let durable = self.log.synced_index();
+        let (index, term) =
+            if index <= durable { (index, term) } else { (durable, self.log.view().term(durable).unwrap_or(0)) };
+        self.core(|raft, store| raft.persisted(index, term, store));
+    }
+
+    pub fn has_ready(&self) -> bool {
+        self.raft.has_ready()
+    }
+
+    /// Carries out the core's outputs in the contract's order, up to the point where the
+    /// messages may leave: the hard state is durable if it must be (written lazily if only
+    /// the commit moved), the committed configuration is persisted, the log is written.
+    pub fn apply_ready(&mut self) -> Result<Option<Applied>, ReplicaError> {
+        if !self.raft.has_ready() {
+            return Ok(None);
+        }
+        let ready = self.raft.take_ready();
+        if self.raft.vote_barrier().is_none() && self.next_hard.vote_barrier.is_some() {
+            // Lifted: the entries up to it are durable again. Forgetting it may be lazy.
+            self.next_hard.vote_barrier = None;
+            self.hard_dirty = true;
+        }
+        // 1. Hard state: durable before any message of this Ready leaves.
+        let mut save_now = false;
+        if let Some(hs) = ready.hard_state {
+            self.next_hard.hard_state = hs;
+            save_now |= ready.hard_state_must_sync;
+            self.hard_dirty = true;
+        }
+        if let Some((index, membership)) = &ready.committed_membership {
+            self.next_hard.membership_index = *index;
+            self.next_hard.membership = membership.clone();
+            save_now = true;
+        }
+        if save_now {
+            self.hard.save(self.next_hard.clone())?;
+            self.hard_dirty = false;
+        }
+        // 2. The log: reset, truncate, append. Written now, made durable by a later sync.
+        if ready.has_storage() {
+            if let Some(index) = ready.truncate_after {
+                assert!(index >= self.committed.index, "a committed entry is never truncated");
+            }
+            self.log.write(ready.reset.as_ref().map(|(start, _)| *start), ready.truncate_after, &ready.entries)?;
+        }
+        let committed = ready.commit.map(|commit| {
+            assert!(commit >= self.committed.index, "the commit index never decreases");
+            self.committed = self.committed_at(commit);
+            self.committed
+        });
+        Ok(Some(Applied { ready, committed }))
+    }
+
+    /// Writes the lazily kept hard state (only the commit index or a lifted barrier moved).
+    pub fn flush_lazy(&mut self) -> Result<(), ReplicaError> {
+        if self.hard_dirty {
+            self.hard.save(self.next_hard.clone())?;
+            self.hard_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Makes everything durable: the log and the hard state (a clean stop).
+    pub fn sync_all(&mut self) -> Result<(), ReplicaError> {
+        self.log.sync_now()?;
+        self.flush_lazy()
+    }
+
+    /// Where the last reads came across damaged bytes, once: search from here.
+    pub fn take_damage_hint(&mut self) -> Option<u64> {
+        self.damage_hint.take()
+    }
+
+    /// Damage found at entry `index`: the replica stops serving and voting with what it
+    /// cannot trust. The log is cut before it (ARCHITECTURE.md, "Corruption"), and a fresh
+    /// core starts on it as a follower in the same term, with the same vote, the lowered
+    /// commit index and, if the cut took entries it may have acknowledged, the vote
+    /// barrier; the leader sends the entries again. False if the entry is no longer there
+    /// or no longer damaged.
+    pub fn repair(&mut self, index: u64) -> Result<bool, ReplicaError> {
+        if !self.log.still_damaged(index) {
+            return Ok(false);
+        }
+        let commit = repair::cut_before(&mut self.log, &mut self.hard, &mut self.next_hard, index, self.raft.commit())?;
+        let config = self.raft.config().clone();
+        self.raft = repair::start_core(config, &mut self.log, &mut self.hard, &mut self.next_hard, commit)?;
+        self.hard_dirty = false;
+        self.committed = self.committed_at(self.raft.commit());
+        Ok(true)
+    }
+
+    /// The committed prefix through `index`.
+    fn committed_at(&self, index: u64) -> Committed {
+        let view = self.log.view();
+        let next_offset = self.raft.offset_after(index, &view).unwrap_or_else(|_| view.start().offset);
+        Committed { index, next_offset }
+    }
+
+    /// Calls into the core with a view of the log; damage a read came across is remembered.
+    fn core<R>(&mut self, f: impl FnOnce(&mut Raft, &L::View<'_>) -> R) -> R {
+        let view = self.log.view();
+        let out = f(&mut self.raft, &view);
+        if let Some(index) = view.damage_seen() {
+            tracing::warn!(index, "reading entries found damaged bytes");
+            self.damage_hint = Some(self.damage_hint.map_or(index, |h| h.min(index)));
+        }
+        out
+    }
+}

@@ -1,26 +1,31 @@
 //! The Raft core's read-only view of a segments log.
 
 use std::cell::Cell;
+use std::ops::Deref;
 
 use segments::{Entry, Log};
 
+use super::backend::DamageSeen;
 use crate::raft::{LogStart, LogStore, StoreError};
 
-/// Borrows a log (through its lock guard) for one call into the core, and remembers the
-/// lowest index at which a read found damaged bytes, for the caller to repair.
-pub struct SegmentStore<'a> {
-    log: &'a Log,
+/// Borrows a log (through its lock guard, or a plain reference) for one call into the
+/// core, and remembers the lowest index at which a read found damaged bytes, for the
+/// caller to repair.
+pub struct SegmentStore<G: Deref<Target = Log>> {
+    log: G,
     damaged: Cell<Option<u64>>,
 }
 
-impl<'a> SegmentStore<'a> {
-    pub fn new(log: &'a Log) -> SegmentStore<'a> {
+impl<G: Deref<Target = Log>> SegmentStore<G> {
+    pub fn new(log: G) -> SegmentStore<G> {
         SegmentStore { log, damaged: Cell::new(None) }
     }
+}
 
+impl<G: Deref<Target = Log>> DamageSeen for SegmentStore<G> {
     /// Where a read through this view found damage: the first bad entry is at or after
     /// the checkpoint before this index (`Log::verify` finds it).
-    pub fn damaged(&self) -> Option<u64> {
+    fn damage_seen(&self) -> Option<u64> {
         self.damaged.get()
     }
 }
@@ -39,7 +44,7 @@ pub fn is_damage(e: &segments::Error) -> bool {
     matches!(e, segments::Error::Corrupt { .. } | segments::Error::Misplaced { .. } | segments::Error::BadFile { .. })
 }
 
-impl LogStore for SegmentStore<'_> {
+impl<G: Deref<Target = Log>> LogStore for SegmentStore<G> {
     fn first_index(&self) -> u64 {
         self.log.first_index()
     }

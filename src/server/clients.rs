@@ -3,23 +3,30 @@
 //! Produce goes to the group loop and waits for the commit; fetch and metadata are read
 //! here, from the shared log and the loop's published state, so reads scale with nodes.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use segments::{Entry, Log};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::config::Limits;
 use super::disk::FreeSpace;
-use super::group::{Committed, Event, LeaderHint, ProduceResult};
+use super::group::Event;
+use super::produce::{ProduceError, ProduceResult};
+use super::registry::GroupHandle;
+use super::status::{GroupStatus, role_name};
 use crate::metrics as m;
 use crate::net::Connection;
-use crate::net::client_codec::{ErrorReply, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
+use crate::net::client_codec::{ClusterView, ErrorReply, MemberView, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
 use crate::net::endpoint::{read_frame_budgeted, write_frame};
+use crate::net::peer::Peers;
+use crate::raft::NodeId;
 use crate::record;
+use crate::replica::Committed;
 use crate::replica::store::is_damage;
 
 /// Application close codes on client connections.
@@ -27,10 +34,13 @@ pub const CLOSE_BAD_FRAME: u32 = 0x21;
 pub const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x22;
 
 pub struct ClientService {
-    pub events: mpsc::Sender<Event>,
-    pub log: Arc<RwLock<Log>>,
-    pub committed: watch::Receiver<Committed>,
-    pub leader: watch::Receiver<LeaderHint>,
+    /// The group clients produce to and fetch from.
+    pub group: Arc<GroupHandle>,
+    /// The address book: where the other nodes are, for redirects and metadata.
+    pub peers: Peers,
+    pub node_id: NodeId,
+    pub own_address: SocketAddr,
+    pub cluster_id: u64,
     pub limits: Limits,
     pub free_space: FreeSpace,
     pub connections: Arc<Semaphore>,
@@ -117,8 +127,9 @@ impl ClientService {
                     };
                     match pending {
                         Ok(reply) => {
+                            let this = self.clone();
                             tokio::spawn(async move {
-                                let response = finish_produce(reply).await;
+                                let response = this.finish_produce(reply).await;
                                 drop(permit);
                                 let _ = answer_tx.send(response);
                             });
@@ -144,13 +155,13 @@ impl ClientService {
         }
         drop(answers_tx);
         let _ = writer.await;
-        let _ = self.events.send(Event::StreamEnded(stream)).await;
+        let _ = self.group.events.send(Event::StreamEnded(stream)).await;
     }
 
     async fn handle(&self, request: Request) -> Response {
         match request {
             Request::Produce { record_count, records } => match self.start_produce(record_count, records, 0).await {
-                Ok(reply) => finish_produce(reply).await,
+                Ok(reply) => self.finish_produce(reply).await,
                 Err(response) => response,
             },
             Request::Fetch { offset, max_bytes, max_wait_ms } => self.fetch(offset, max_bytes, max_wait_ms).await,
@@ -171,10 +182,9 @@ impl ClientService {
             m::produce_error(kind);
             Response::Error(err)
         };
-        let hint = *self.leader.borrow();
+        let hint = self.group.leader();
         if !hint.me {
-            let address = hint.address.map(|a| a.to_string());
-            return Err(refuse("not_leader", ErrorReply::NotLeader { leader: hint.leader, address }));
+            return Err(refuse("not_leader", self.not_leader(hint.leader)));
         }
         let limit = self.limits.batch_bytes_max;
         if records.len() > limit {
@@ -191,7 +201,7 @@ impl ClientService {
         let payload = record::batch_payload(now_ms(), &records).freeze();
         let (reply, rx) = oneshot::channel();
         let event = Event::Propose { payload, record_count, stream, received, reply };
-        if self.events.send(event).await.is_err() {
+        if self.group.events.send(event).await.is_err() {
             return Err(refuse("shutting_down", ErrorReply::Busy("the node is shutting down".into())));
         }
         Ok(rx)
@@ -202,7 +212,7 @@ impl ClientService {
         let wait = Duration::from_millis(u64::from(max_wait_ms)).min(self.limits.fetch_wait_max);
         let deadline = tokio::time::Instant::now() + wait;
         let max_bytes = (max_bytes as usize).clamp(1, self.limits.fetch_bytes_max);
-        let mut committed = self.committed.clone();
+        let mut committed = self.group.committed.clone();
         let mut waited = false;
         loop {
             let c = *committed.borrow_and_update();
@@ -215,7 +225,7 @@ impl ClientService {
                 waited = true;
                 metrics::counter!(m::FETCH_LONG_POLLS).increment(1);
             }
-            let start = self.log.read().expect("log lock").start_offset();
+            let start = self.group.log.read().start_offset();
             let empty = Response::Fetched { log_start_offset: start, high_watermark: c.next_offset, entries: vec![] };
             match tokio::time::timeout_at(deadline, committed.changed()).await {
                 Ok(Ok(())) => {}
@@ -227,7 +237,7 @@ impl ClientService {
     /// The entries holding `offset` and after, up to the commit; `None` when there is
     /// nothing committed at `offset` yet; `Err` with the response for a bad offset.
     fn read_committed(&self, offset: u64, max_bytes: usize, c: Committed) -> Result<Option<Response>, Response> {
-        let log = self.log.read().expect("log lock");
+        let log = self.group.log.read();
         let start = log.start_offset();
         let out_of_range =
             || Response::Error(ErrorReply::OffsetOutOfRange { requested: offset, start, end: c.next_offset });
@@ -260,20 +270,68 @@ impl ClientService {
     /// A failed read; corruption is reported to the loop, which repairs from `from_index` on.
     fn read_failed(&self, e: segments::Error, from_index: u64) -> Response {
         if is_damage(&e) {
-            let _ = self.events.try_send(Event::Corrupt { from_index, detail: e.to_string() });
+            let _ = self.group.events.try_send(Event::Corrupt { from_index, detail: e.to_string() });
         }
         warn!(error = %e, "fetch failed");
         Response::Error(ErrorReply::Internal(format!("{e}; this node is repairing its log, read from another node")))
     }
 
     async fn metadata(&self) -> Response {
-        let (reply, rx) = oneshot::channel();
-        if self.events.send(Event::Status(reply)).await.is_err() {
-            return Response::Error(ErrorReply::Busy("the node is shutting down".into()));
+        match self.group.status().await {
+            Some(status) => Response::Metadata(self.view(status)),
+            None => Response::Error(ErrorReply::Busy("the node is shutting down".into())),
         }
-        match rx.await {
-            Ok(view) => Response::Metadata(view),
-            Err(_) => Response::Error(ErrorReply::Busy("the node is shutting down".into())),
+    }
+
+    /// The answer to a produce once the group replied.
+    async fn finish_produce(&self, reply: oneshot::Receiver<ProduceResult>) -> Response {
+        match reply.await {
+            Ok(Ok((base_offset, record_count))) => Response::Produced { base_offset, record_count },
+            Ok(Err(e)) => Response::Error(self.error_reply(e)),
+            Err(_) => Response::Error(ErrorReply::OutcomeUnknown { reason: "the node stopped".into() }),
+        }
+    }
+
+    fn error_reply(&self, e: ProduceError) -> ErrorReply {
+        match e {
+            ProduceError::NotLeader { leader } => self.not_leader(leader),
+            ProduceError::Busy(why) => ErrorReply::Busy(why),
+            ProduceError::Refused(why) => ErrorReply::Refused(why),
+            ProduceError::OutcomeUnknown(reason) => ErrorReply::OutcomeUnknown { reason },
+        }
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ErrorReply {
+        ErrorReply::NotLeader { leader, address: leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()) }
+    }
+
+    fn address_of(&self, id: NodeId) -> Option<SocketAddr> {
+        if id == self.node_id { Some(self.own_address) } else { self.peers.address(id) }
+    }
+
+    /// The wire form of a group's status, with the members' addresses.
+    fn view(&self, status: GroupStatus) -> ClusterView {
+        let members = status
+            .members
+            .iter()
+            .map(|m| MemberView {
+                id: m.id,
+                address: self.address_of(m.id).map(|a| a.to_string()).unwrap_or_default(),
+                voter: m.voter,
+                match_index: m.match_index,
+            })
+            .collect();
+        ClusterView {
+            cluster_id: self.cluster_id,
+            node_id: status.node_id,
+            role: role_name(status.role).into(),
+            leader: status.leader,
+            term: status.term,
+            commit_index: status.commit_index,
+            last_index: status.last_index,
+            log_start_offset: status.log_start_offset,
+            log_end_offset: status.log_end_offset,
+            members,
         }
     }
 }
@@ -284,15 +342,6 @@ fn start_index(log: &Log, _offset: u64) -> u64 {
 }
 
 /// Closes a connection that sent a frame the protocol does not allow; the node goes on.
-/// The answer to a produce once the loop replied.
-async fn finish_produce(reply: oneshot::Receiver<ProduceResult>) -> Response {
-    match reply.await {
-        Ok(Ok((base_offset, record_count))) => Response::Produced { base_offset, record_count },
-        Ok(Err(e)) => Response::Error(e),
-        Err(_) => Response::Error(ErrorReply::OutcomeUnknown { reason: "the node stopped".into() }),
-    }
-}
-
 fn reject(conn: &Connection, why: &str) {
     metrics::counter!(m::FRAMES_REJECTED, "protocol" => "client").increment(1);
     debug!(addr = %conn.remote_address(), why, "closing client connection after a bad frame");

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::raft::NodeId;
+pub use crate::replica::retention::Retention;
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -57,14 +58,6 @@ impl Default for Limits {
             disk_free_bytes_min: 256 << 20,
         }
     }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Retention {
-    /// Delete the oldest sealed segments while the log is larger than this.
-    pub bytes: Option<u64>,
-    /// Delete sealed segments last written longer ago than this.
-    pub age: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,32 +1,42 @@
-//! Starting a node: check the configuration and the data directory, open the log, start
-//! the QUIC endpoint, the peer links, the group loop, the client service and /metrics.
+//! A node: one process hosting many Raft groups. Starting it checks the configuration and
+//! the data directory, starts the QUIC endpoint, the links to the other nodes, the router
+//! that hands each peer frame to its group, the ticker that drives every group's clock,
+//! the groups themselves, the client service and /metrics.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 
-use segments::Log;
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::clients::ClientService;
 use super::config::{ConfigError, NodeConfig};
 use super::disk::FreeSpace;
-use super::group::{self, Committed, Event, Group, GroupError, GroupParts, LeaderHint};
-use super::repair;
+use super::group::{self, Event, Group, GroupError, GroupParts, GroupReplica, LeaderHint, PeerSender};
+use super::layout::{Layout, LayoutError};
+use super::produce::ProduceResult;
+use super::registry::{GroupHandle, Registry};
+use super::status::GroupStatus;
 use crate::metrics as m;
-use crate::net::client_codec::ClusterView;
 use crate::net::endpoint::{alpn, node_endpoint};
-use crate::net::peer::Peers;
+use crate::net::peer::{Peers, SendError};
 use crate::net::tls::{ALPN_CLIENT, ALPN_PEER, CA_CERT, NodeTls};
 use crate::net::{Connection, peer_codec};
-use crate::raft::{self, Membership, MembershipChange, NodeId};
-use crate::replica::hard_state::{HardStateFile, check_identity};
+use crate::raft::{self, Membership, MembershipChange, Message, NodeId};
+use crate::replica::backend::SharedLog;
+use crate::replica::hard_state::HardStateFile;
+use crate::replica::{Committed, Replica};
 
+/// Peer frames waiting to be routed to their groups.
 const INBOUND_FRAMES_MAX: usize = 4096;
 /// How often a peer's host name is looked up again while its link is down.
 const PEER_LOOKUP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often every group gets `Event::Housekeeping`.
+const HOUSEKEEPING_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+/// The group this version serves clients from: the one log of keel's first version.
+pub const DEFAULT_GROUP: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -34,8 +44,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("certificates in {dir}: {source}")]
     Tls { dir: std::path::PathBuf, source: crate::net::tls::TlsError },
-    #[error("cannot create the data directory {dir}: {source}")]
-    DataDir { dir: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
     #[error(
         "the data directory {dir} is in use by another running node (its log is locked); \
          stop that node, or give this one its own --dir"
@@ -43,12 +53,12 @@ pub enum StartError {
     DataDirLocked { dir: std::path::PathBuf },
     #[error(transparent)]
     State(#[from] crate::replica::hard_state::StateError),
-    #[error("cannot open the log: {0}")]
-    Log(#[from] segments::Error),
-    #[error("cannot start Raft: {0}")]
-    Raft(#[from] raft::StartError),
-    #[error(transparent)]
-    Repair(#[from] super::repair::RepairError),
+    #[error("cannot open the log of group {group}: {source}")]
+    Log { group: u64, source: segments::Error },
+    #[error("cannot start group {group}: {source}")]
+    Replica { group: u64, source: crate::replica::ReplicaError },
+    #[error("group {0} is already hosted on this node")]
+    GroupExists(u64),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
@@ -60,13 +70,20 @@ pub struct NodeHandle {
     pub id: NodeId,
     pub cluster_id: u64,
     pub local_addr: SocketAddr,
-    events: mpsc::Sender<Event>,
-    log: Arc<RwLock<Log>>,
-    committed: watch::Receiver<Committed>,
-    leader: watch::Receiver<LeaderHint>,
-    task: JoinHandle<Result<(), GroupError>>,
+    shared: Arc<NodeShared>,
+    failed: mpsc::Receiver<(u64, GroupError)>,
     endpoint: quinn::Endpoint,
+}
+
+/// What the node's tasks share: the groups, the links, the settings.
+struct NodeShared {
+    config: NodeConfig,
+    layout: Layout,
+    registry: Arc<Registry>,
     peers: Peers,
+    sender: Arc<dyn PeerSender>,
+    tasks: Mutex<BTreeMap<u64, JoinHandle<()>>>,
+    failed: mpsc::Sender<(u64, GroupError)>,
 }
 
 /// The cluster's id: the first 8 bytes of the SHA-256 of its CA certificate. Certificates
@@ -86,6 +103,22 @@ pub fn cluster_id(tls_dir: &std::path::Path) -> Result<u64, StartError> {
     Ok(u64::from_be_bytes(digest.as_ref()[..8].try_into().expect("8 bytes")))
 }
 
+/// A group's messages leave through the node's links: entries on the bulk lane, the rest
+/// on the control lane (`net/peer.rs`).
+struct LinkSender(Peers);
+
+impl PeerSender for LinkSender {
+    fn send(&self, to: NodeId, group: u64, msg: &Message) -> Result<(), SendError> {
+        self.0.send(to, peer_codec::lane(msg), peer_codec::encode(group, msg))
+    }
+
+    fn learn_address(&self, id: NodeId, address: SocketAddr) {
+        if self.0.address(id).is_none() {
+            self.0.add(id, address);
+        }
+    }
+}
+
 impl NodeHandle {
     pub async fn start(mut config: NodeConfig) -> Result<NodeHandle, StartError> {
         config.limits.fit_segment(config.segment_bytes)?;
@@ -100,95 +133,87 @@ impl NodeHandle {
             crate::metrics::serve(addr, config.peers.keys().copied().filter(|&p| p != config.id))?;
             info!(%addr, "serving /metrics");
         }
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::DataDir { dir: config.data_dir.clone(), source })?;
-        check_identity(&config.data_dir, cluster_id, config.id)?;
-        let seg_config = segments::Config {
-            segment_bytes: config.segment_bytes,
-            entry_bytes_max: u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX),
-            ..segments::Config::default()
-        };
-        let (log, report) = Log::open(&config.data_dir.join("log"), seg_config).map_err(|e| match e {
-            segments::Error::Locked { .. } => StartError::DataDirLocked { dir: config.data_dir.clone() },
-            other => StartError::Log(other),
-        })?;
-        info!(%report, "log opened");
-        let initial = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
-        let mut hard = HardStateFile::open(&config.data_dir, initial)?;
-        repair::check_commit_within_log(&log, &mut hard)?;
-        let mut raft_config = raft::Config::new(config.id, rand::random());
-        raft_config.append_bytes_max = config.limits.batch_bytes_max + 1024;
-        raft_config.uncommitted_bytes_max =
-            raft_config.uncommitted_bytes_max.max(4 * raft_config.append_bytes_max as u64);
-        let log = Arc::new(RwLock::new(log));
-        let mut next = hard.persisted().clone();
-        let commit = next.hard_state.commit;
-        let raft = repair::start_core(raft_config, &log, &mut hard, &mut next, commit)?;
+        let layout = Layout::open(&config.data_dir, cluster_id, config.id)?;
 
         let endpoint = node_endpoint(config.listen, &tls)?;
         let local_addr =
             endpoint.local_addr().map_err(|source| crate::net::NetError::Bind { addr: config.listen, source })?;
-        let (peers, mut inbound) =
-            Peers::start(endpoint.clone(), config.id, cluster_id, &config.peers, INBOUND_FRAMES_MAX);
-        let (events_tx, events_rx) = mpsc::channel(group::EVENTS_MAX);
-
-        // Peer frames become core messages; entries are CRC-checked in the decoder.
-        let to_loop = events_tx.clone();
-        let entry_bytes_max = u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX);
-        tokio::spawn(async move {
-            while let Some(inbound) = inbound.recv().await {
-                match peer_codec::decode(inbound.frame, entry_bytes_max) {
-                    Ok((group::GROUP, msg)) => {
-                        if to_loop.send(Event::Peer(inbound.from, msg)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok((other, _)) => warn!(from = inbound.from, group = other, "frame for an unknown group dropped"),
-                    Err(e) => {
-                        metrics::counter!(m::FRAMES_REJECTED, "protocol" => "peer").increment(1);
-                        warn!(from = inbound.from, error = %e, "malformed peer frame dropped");
-                    }
-                }
-            }
-        });
-
-        let (group, committed, leader) = Group::new(GroupParts {
-            id: config.id,
-            cluster_id,
-            raft,
-            log: log.clone(),
-            hard,
+        let (peers, inbound) = Peers::start(endpoint.clone(), config.id, cluster_id, &config.peers, INBOUND_FRAMES_MAX);
+        let registry = Arc::new(Registry::default());
+        let (failed_tx, failed) = mpsc::channel(16);
+        let shared = Arc::new(NodeShared {
+            config: config.clone(),
+            layout,
+            registry: registry.clone(),
+            sender: Arc::new(LinkSender(peers.clone())),
             peers: peers.clone(),
-            addresses: config.peers.clone(),
-            retention: config.retention.clone(),
-            tick: config.tick,
+            tasks: Mutex::new(BTreeMap::new()),
+            failed: failed_tx,
         });
-        let task = tokio::spawn(group.run(events_rx, events_tx.clone()));
+        let entry_bytes_max = u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX);
+        tokio::spawn(super::registry::route(inbound, registry.clone(), entry_bytes_max));
+        tokio::spawn(super::registry::tick(registry.clone(), config.tick, HOUSEKEEPING_PERIOD));
+
+        // The one group of this version, its voters the initial cluster.
+        let voters = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
+        shared.start_group(DEFAULT_GROUP, voters, true)?;
+        let default = registry.get(DEFAULT_GROUP).expect("just started");
 
         let service = Arc::new(ClientService {
-            events: events_tx.clone(),
-            log: log.clone(),
-            committed: committed.clone(),
-            leader: leader.clone(),
+            group: default,
+            peers: peers.clone(),
+            node_id: config.id,
+            own_address: local_addr,
             free_space: FreeSpace::watch(&config.data_dir, config.limits.disk_free_bytes_min),
             connections: Arc::new(Semaphore::new(config.limits.client_connections_max)),
             streams: std::sync::atomic::AtomicU64::new(1),
             limits: config.limits.clone(),
-        });
-        tokio::spawn(accept_loop(endpoint.clone(), peers.clone(), service));
-        info!(id = config.id, addr = %local_addr, cluster = format!("{cluster_id:016x}"), "node started");
-        Ok(NodeHandle {
-            id: config.id,
             cluster_id,
-            local_addr,
-            events: events_tx,
-            log,
-            committed,
-            leader,
-            task,
-            endpoint,
-            peers,
-        })
+        });
+        tokio::spawn(accept_loop(endpoint.clone(), peers, service));
+        info!(id = config.id, addr = %local_addr, cluster = format!("{cluster_id:016x}"), "node started");
+        Ok(NodeHandle { id: config.id, cluster_id, local_addr, shared, failed, endpoint })
+    }
+
+    /// Starts a replica of group `group` on this node (creating its directory on first
+    /// start), with `voters` as the group's initial configuration. The topics layer drives
+    /// this from the metadata group; tests call it directly.
+    pub fn create_group(&self, group: u64, voters: Membership) -> Result<(), StartError> {
+        self.shared.start_group(group, voters, false)
+    }
+
+    /// Stops this node's replica of `group` and deletes its data.
+    pub async fn remove_group(&self, group: u64) -> Result<(), StartError> {
+        let task = self.shared.tasks.lock().expect("tasks lock").remove(&group);
+        if let Some(handle) = self.shared.registry.remove(group) {
+            let (reply, rx) = oneshot::channel();
+            if handle.events.send(Event::Shutdown(reply)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        Ok(self.shared.layout.remove_group(group)?)
+    }
+
+    /// Where node `id` listens, as this node knows it (its own address for itself).
+    pub fn address_of(&self, id: NodeId) -> Option<SocketAddr> {
+        if id == self.id { Some(self.local_addr) } else { self.shared.peers.address(id) }
+    }
+
+    /// The groups this node hosts.
+    pub fn groups(&self) -> Vec<u64> {
+        self.shared.registry.ids()
+    }
+
+    /// One group hosted here.
+    pub fn group(&self, group: u64) -> Option<Arc<GroupHandle>> {
+        self.shared.registry.get(group)
+    }
+
+    fn default_group(&self) -> Arc<GroupHandle> {
+        self.group(DEFAULT_GROUP).expect("the default group lives as long as the node")
     }
 
     /// Follows peers named by host name (`names` as in `--peers`): while a link is down, its
@@ -200,7 +225,7 @@ impl NodeHandle {
         if names.is_empty() {
             return;
         }
-        let (peers, events) = (self.peers.clone(), self.events.clone());
+        let peers = self.shared.peers.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(PEER_LOOKUP_PERIOD);
             loop {
@@ -216,80 +241,145 @@ impl NodeHandle {
                     if peers.address(*id).is_some_and(|known| known != addr) {
                         info!(peer = id, name, %addr, "peer has a new address");
                         peers.add(*id, addr);
-                        if events.send(Event::PeerAddress(*id, addr)).await.is_err() {
-                            return;
-                        }
                     }
                 }
             }
         });
     }
 
-    /// This node's view of the cluster.
-    pub async fn status(&self) -> Option<ClusterView> {
-        let (reply, rx) = oneshot::channel();
-        self.events.send(Event::Status(reply)).await.ok()?;
-        rx.await.ok()
+    /// This node's view of the default group.
+    pub async fn status(&self) -> Option<GroupStatus> {
+        self.default_group().status().await
     }
 
     pub fn leader(&self) -> LeaderHint {
-        *self.leader.borrow()
+        self.default_group().leader()
     }
 
     pub fn committed(&self) -> Committed {
-        *self.committed.borrow()
+        self.default_group().committed()
     }
 
-    /// The log, for reading what this replica holds (tests compare replicas byte for byte).
-    pub fn log(&self) -> Arc<RwLock<Log>> {
-        self.log.clone()
+    /// The default group's log, for reading what this replica holds (tests compare
+    /// replicas byte for byte).
+    pub fn log(&self) -> SharedLog {
+        self.default_group().log.clone()
     }
 
-    /// Appends a batch of records (encoded as in `record.rs`) through this node, which must
-    /// be the leader; returns the base offset once the entry is committed.
-    pub async fn produce(&self, records: bytes::Bytes, record_count: u32) -> group::ProduceResult {
-        use crate::net::client_codec::ErrorReply;
-        let payload = crate::record::batch_payload(super::clients::now_ms(), &records).freeze();
-        let (reply, rx) = oneshot::channel();
-        let event = Event::Propose { payload, record_count, stream: 0, received: std::time::Instant::now(), reply };
-        let stopped = || ErrorReply::OutcomeUnknown { reason: "the node stopped".into() };
-        self.events.send(event).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+    /// Appends a batch of records (encoded as in `record.rs`) to the default group through
+    /// this node, which must lead it; returns the base offset once the entry is committed.
+    pub async fn produce(&self, records: bytes::Bytes, record_count: u32) -> ProduceResult {
+        self.default_group().produce(records, record_count).await
     }
 
-    /// Proposes a membership change through this node (the leader); returns the index of its
-    /// configuration entry. `addresses` says where new members listen: the entry carries
-    /// them, so every replica, and any later leader, can reach those members.
+    /// Proposes a membership change of the default group through this node (the leader);
+    /// returns the index of its configuration entry. `addresses` says where new members
+    /// listen: the entry carries them, so every replica, and any later leader, can reach them.
     pub async fn change_membership(
         &self,
         changes: Vec<MembershipChange>,
         addresses: Vec<(NodeId, SocketAddr)>,
     ) -> Result<u64, String> {
-        let (reply, rx) = oneshot::channel();
-        self.events.send(Event::ChangeMembership { changes, addresses, reply }).await.map_err(|_| "stopped")?;
-        rx.await.map_err(|_| "stopped".to_string())?
+        self.default_group().change_membership(changes, addresses).await
     }
 
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.events.send(Event::TransferLeadership { to, reply }).await.map_err(|_| "stopped")?;
-        rx.await.map_err(|_| "stopped".to_string())?
+        self.default_group().transfer_leadership(to).await
     }
 
-    /// Stops gracefully: a leader hands over leadership first; everything is made durable.
+    /// Stops gracefully: every group leader hands over leadership first; everything is
+    /// made durable.
     pub async fn shutdown(self) -> Result<(), GroupError> {
-        let (reply, rx) = oneshot::channel();
-        if self.events.send(Event::Shutdown(reply)).await.is_ok() {
-            let _ = rx.await;
+        let handles: Vec<Arc<GroupHandle>> =
+            self.shared.registry.ids().into_iter().filter_map(|g| self.shared.registry.get(g)).collect();
+        // Concurrently: each leader hands its groups over before the node goes.
+        let mut stops = tokio::task::JoinSet::new();
+        for h in handles {
+            stops.spawn(async move {
+                let (reply, rx) = oneshot::channel();
+                if h.events.send(Event::Shutdown(reply)).await.is_ok() {
+                    let _ = rx.await;
+                }
+            });
         }
-        let result = self.task.await.unwrap_or(Ok(()));
+        while stops.join_next().await.is_some() {}
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.shared.tasks.lock().expect("tasks lock")).into_values().collect();
+        for task in tasks {
+            let _ = task.await;
+        }
         self.endpoint.close(0u32.into(), b"node stopped");
-        result
+        let mut failed = self.failed;
+        match failed.try_recv() {
+            Ok((_, e)) => Err(e),
+            Err(_) => Ok(()),
+        }
     }
 
-    /// Resolves when the node stopped by itself (a storage failure).
+    /// Resolves when a group stopped by itself (a storage failure): the node must stop.
     pub async fn stopped(&mut self) -> Result<(), GroupError> {
-        (&mut self.task).await.unwrap_or(Ok(()))
+        match self.failed.recv().await {
+            Some((group, e)) => {
+                error!(group, error = %e, "a group failed");
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl NodeShared {
+    /// Opens group `group`'s directory, starts its replica and its task, registers it.
+    fn start_group(self: &Arc<Self>, group: u64, voters: Membership, node_gauges: bool) -> Result<(), StartError> {
+        if self.registry.get(group).is_some() {
+            return Err(StartError::GroupExists(group));
+        }
+        let config = &self.config;
+        let dir = self.layout.group_dir(group);
+        let log_dir = super::layout::group_log_dir(self.layout.dir(), group);
+        let seg_config = segments::Config {
+            segment_bytes: config.segment_bytes,
+            entry_bytes_max: u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX),
+            ..segments::Config::default()
+        };
+        let (log, report) = segments::Log::open(&log_dir, seg_config).map_err(|e| match e {
+            segments::Error::Locked { .. } => StartError::DataDirLocked { dir: config.data_dir.clone() },
+            source => StartError::Log { group, source },
+        })?;
+        info!(group, %report, "log opened");
+        let hard = HardStateFile::open(&dir, voters)?;
+        let mut raft_config = raft::Config::new(config.id, rand::random());
+        raft_config.append_bytes_max = config.limits.batch_bytes_max + 1024;
+        raft_config.uncommitted_bytes_max =
+            raft_config.uncommitted_bytes_max.max(4 * raft_config.append_bytes_max as u64);
+        let replica: GroupReplica = Replica::open(raft_config, SharedLog::new(log), hard)
+            .map_err(|source| StartError::Replica { group, source })?;
+        let log = replica.log().clone();
+        let (driver, published) = Group::new(GroupParts {
+            group,
+            replica,
+            peers: self.sender.clone(),
+            retention: config.retention.clone(),
+            node_gauges,
+        });
+        let (events_tx, events_rx) = mpsc::channel(group::EVENTS_MAX);
+        let handle = Arc::new(GroupHandle {
+            id: group,
+            events: events_tx.clone(),
+            log,
+            committed: published.committed,
+            leader: published.leader,
+        });
+        self.registry.insert(handle);
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = driver.run(events_rx, events_tx).await {
+                this.registry.remove(group);
+                let _ = this.failed.send((group, e)).await;
+            }
+        });
+        self.tasks.lock().expect("tasks lock").insert(group, task);
+        Ok(())
     }
 }
 
@@ -302,7 +392,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, peers: Peers, service: Arc<Clien
             let conn: Connection = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    let reason = handshake_failure_reason(&e.to_string());
+                    let reason = crate::net::endpoint::handshake_failure_reason(&e);
                     m::handshake_failure(reason);
                     warn!(%remote, error = %e, reason, "refused a connection");
                     return;
@@ -324,18 +414,5 @@ async fn accept_loop(endpoint: quinn::Endpoint, peers: Peers, service: Arc<Clien
                 }
             }
         });
-    }
-}
-
-fn handshake_failure_reason(error: &str) -> &'static str {
-    let e = error.to_ascii_lowercase();
-    if e.contains("certificate") || e.contains("unknownissuer") || e.contains("unknown ca") {
-        "bad_certificate"
-    } else if e.contains("application protocol") {
-        "wrong_alpn"
-    } else if e.contains("timed out") {
-        "timeout"
-    } else {
-        "other"
     }
 }

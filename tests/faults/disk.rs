@@ -121,6 +121,9 @@ fn open_rw(path: &Path) -> Result<File, String> {
 
 /// Damages the log in `log_dir` (the node is not running); says what it did.
 pub fn damage(log_dir: &Path, fault: DiskFault, rng: &mut SmallRng) -> Result<String, String> {
+    if !log_dir.is_dir() {
+        return Err(format!("{} is not a log directory: the data layout changed?", log_dir.display()));
+    }
     match fault {
         DiskFault::FlipSealed => flip_sealed(log_dir, rng),
         DiskFault::TruncateActive => truncate_active(log_dir, rng),

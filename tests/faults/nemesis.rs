@@ -16,6 +16,8 @@ use super::history::{Op, Phase, Recorder};
 use super::net::{NetState, Topology};
 use super::nodes::Nodes;
 use super::schedule::{Fault, Target, Window};
+use keel::server::layout::group_log_dir;
+use keel::server::node::DEFAULT_GROUP;
 
 /// How long a node's answer to a metadata request may take before it counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -165,7 +167,7 @@ impl<'a> Nemesis<'a> {
                 Fault::Disk(kind) => {
                     let id = self.pick(Target::Any, &mut rng, &busy).await;
                     self.nodes.kill(id);
-                    let what = disk::damage(&self.nodes.dir(id).join("log"), *kind, &mut rng);
+                    let what = disk::damage(&group_log_dir(&self.nodes.dir(id), DEFAULT_GROUP), *kind, &mut rng);
                     let what = what.unwrap_or_else(|e| format!("damage failed: {e}"));
                     if let Err(e) = self.nodes.restart(id) {
                         a.detail.push(format!("restart failed: {e}"));

@@ -15,6 +15,8 @@ use super::net::Topology;
 use super::nodes::{Nodes, SEGMENT_BYTES};
 use super::schedule::{Fault, Schedule};
 use super::workload::{self, Workload};
+use keel::server::layout::group_log_dir;
+use keel::server::node::DEFAULT_GROUP;
 
 pub const NODES: [u64; 3] = [1, 2, 3];
 const WRITERS: u32 = 3;
@@ -122,7 +124,8 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
     println!("{:>9.1}s  final reads done; stopping the nodes to compare their files", recorder.now());
     nemesis.nodes.stop_all(Duration::from_secs(10));
     if commit > 0 {
-        let dirs: Vec<(u64, PathBuf)> = NODES.iter().map(|id| (*id, nemesis.nodes.dir(*id).join("log"))).collect();
+        let dirs: Vec<(u64, PathBuf)> =
+            NODES.iter().map(|id| (*id, group_log_dir(&nemesis.nodes.dir(*id), DEFAULT_GROUP))).collect();
         let differences = tokio::task::spawn_blocking(move || compare(&dirs, commit))
             .await
             .unwrap_or_else(|e| vec![format!("compare failed: {e}")]);

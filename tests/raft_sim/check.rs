@@ -2,8 +2,8 @@
 //! goes: most incrementally on every Ready, the costlier ones whenever a durable image
 //! could have lost something.
 
-use keel::raft::testkit::Node;
 use keel::raft::{Entry, LogStore, Membership, NodeId, Ready, Role, kind};
+use keel::replica::testkit::Node;
 use std::collections::{BTreeMap, HashMap};
 
 /// What was last seen of a running node, to check that nothing goes backwards.
@@ -50,7 +50,7 @@ impl Checker {
     pub fn on_ready(&mut self, node: &Node, ready: &Ready) -> Result<(), Violation> {
         let id = node.id();
         let raft = node.raft();
-        let log = node.store.live();
+        let log = node.store().live();
         if ready.soft_state.is_some_and(|s| s.role == Role::Leader) {
             // Election Safety (§5.2): at most one leader per term.
             let term = raft.term();
@@ -112,7 +112,7 @@ impl Checker {
     /// State Machine Safety (§5.4.3): no two nodes commit different entries at one index.
     fn on_commit(&mut self, node: &Node, commit: u64) -> Result<(), Violation> {
         let id = node.id();
-        let log = node.store.live();
+        let log = node.store().live();
         let term = node.raft().term();
         let from = self.compared.get(&id).copied().unwrap_or(0).max(log.first_index() - 1) + 1;
         for index in from..=commit {
@@ -158,7 +158,7 @@ impl Checker {
     /// lazily) but never below what its disk held.
     pub fn on_restart(&mut self, node: &Node) -> Result<(), Violation> {
         let raft = node.raft();
-        if raft.commit() < node.hard_state.commit {
+        if raft.commit() < node.hard_state().commit {
             return Err(format!("node {}: restarted below its persisted commit", node.id()));
         }
         self.seen.entry(node.id()).or_default().commit = raft.commit();
@@ -173,8 +173,8 @@ impl Checker {
             newest = (*index, Membership::decode(&entry.payload()).expect("committed configurations decode"));
         }
         for node in nodes {
-            if node.membership.0 > newest.0 {
-                newest = node.membership.clone();
+            if node.persisted_membership().0 > newest.0 {
+                newest = node.persisted_membership();
             }
         }
         newest.1
@@ -185,7 +185,7 @@ impl Checker {
     pub fn durable_majority<'a>(&self, nodes: impl Iterator<Item = &'a Node> + Clone) -> Result<(), Violation> {
         let voters = self.committed_membership(nodes.clone()).voters;
         let majority = voters.len() / 2 + 1;
-        let images: Vec<_> = nodes.filter(|n| voters.contains(&n.id())).map(|n| n.store.durable()).collect();
+        let images: Vec<_> = nodes.filter(|n| voters.contains(&n.id())).map(|n| n.store().durable()).collect();
         for (index, entry) in &self.committed {
             let holding = images.iter().filter(|d| *index < d.first_index() || d.entry(*index) == Some(entry)).count();
             if holding < majority {
@@ -201,7 +201,7 @@ impl Checker {
     pub fn final_log_matching<'a>(&self, nodes: impl Iterator<Item = &'a Node> + Clone) -> Result<(), Violation> {
         for a in nodes.clone() {
             for b in nodes.clone().filter(|b| b.id() > a.id()) {
-                let (la, lb) = (a.store.live(), b.store.live());
+                let (la, lb) = (a.store().live(), b.store().live());
                 let from = la.first_index().max(lb.first_index());
                 let to = la.last_index().min(lb.last_index());
                 let mut matching = false;

@@ -4,8 +4,8 @@
 
 use super::check::{Checker, Violation};
 use super::schedule::{Fault, MS, Micros, NetworkProfile, Partition, Schedule, Target};
-use keel::raft::testkit::Node;
 use keel::raft::{Config, LogStore, Membership, MembershipChange, Message, NodeId, Role};
+use keel::replica::testkit::Node;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -242,9 +242,9 @@ impl World {
                 if sim.epoch != epoch {
                     return Ok(());
                 }
-                let cuts = sim.node.store.durable_cuts();
+                let cuts = sim.node.store().durable_cuts();
                 sim.node.complete_write();
-                let cut = sim.node.store.durable_cuts() != cuts;
+                let cut = sim.node.store().durable_cuts() != cuts;
                 self.flush(node)?;
                 if cut {
                     self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
@@ -421,9 +421,9 @@ impl World {
             Fault::Compact { node, keep } => {
                 let sim = self.nodes.get_mut(&node).expect("node");
                 if sim.node.is_up() {
-                    let through = sim.node.reported_commit.saturating_sub(keep);
-                    if through >= sim.node.store.first_index() {
-                        sim.node.store.compact(through);
+                    let through = sim.node.reported_commit().saturating_sub(keep);
+                    if through >= sim.node.store().first_index() {
+                        sim.node.store_mut().compact(through);
                         self.stats.compactions += 1;
                         self.note(|| format!("node {node}: compacted through {through}"));
                     }
@@ -561,7 +561,7 @@ impl World {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for (id, sim) in &self.nodes {
-            let log = sim.node.store.live();
+            let log = sim.node.store().live();
             let line = match sim.node.try_raft() {
                 Some(r) => format!(
                     "node {id}: {:?} term {} vote {:?} leader {:?} commit {} log {}..={} membership {:?}\n",

@@ -1,59 +1,53 @@
-//! A harness for tests, the simulator and the benchmarks: `Node` is the glue around one
-//! core as the server runs it (hard state fsync'd before messages leave, log writes made
-//! durable later, crashes that lose what was not durable), and `Cluster` runs several
-//! nodes over an in-memory network that delivers in order unless a link is cut.
+//! A harness for tests, the simulator and the benchmarks: `Node` is one `Replica` on
+//! in-memory storage, driven as the server drives it (hard state fsync'd before messages
+//! leave, log writes made durable later, crashes that lose what was not durable), and
+//! `Cluster` runs several nodes over an in-memory network that delivers in order unless a
+//! link is cut.
 
-use super::memstore::MemStore;
-use super::{Config, HardState, LogStore, Membership, MembershipChange, Message, NodeId, Proposal};
-use super::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, StartError, TransferError, VoteBarrier, kind};
+use super::hard_state::Persisted;
+pub use super::mem::PendingWrite;
+use super::mem::{MemHardState, MemLog};
+use super::{Replica, ReplicaError};
+use crate::raft::memstore::MemStore;
+use crate::raft::{Config, HardState, Membership, MembershipChange, Message, NodeId, Proposal};
+use crate::raft::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, TransferError, VoteBarrier, kind};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// A log write the disk has not finished: once synced, the core hears `persisted(index, term)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PendingWrite {
-    pub seq: u64,
-    pub index: u64,
-    pub term: u64,
+/// A running replica, or the storage a crashed one left. (The harness holds a few of
+/// these; their size does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum State {
+    Up(Replica<MemLog, MemHardState>),
+    Down(MemLog, MemHardState),
+    /// Only between two states, never observed.
+    Moving,
 }
 
-/// One node: its core (absent while crashed), its store, and what its disk holds besides the log.
-#[derive(Debug)]
+/// One node: its replica (absent while crashed) and what its disk holds.
 pub struct Node {
     pub config: Config,
-    raft: Option<Raft>,
-    pub store: MemStore,
-    /// The hard state as fsync'd.
-    pub hard_state: HardState,
-    /// The hard state written without fsync: lost in a crash, synced with the next log write.
-    lazy_hard_state: Option<HardState>,
-    /// The committed configuration as persisted, what `Raft::new` restarts from.
-    pub membership: (u64, Membership),
-    /// The highest commit a Ready reported since the last start: entries the glue may compact.
-    pub reported_commit: u64,
-    /// The vote barrier as persisted beside the hard state (`Raft::set_vote_barrier`).
-    pub vote_barrier: Option<VoteBarrier>,
-    writes: VecDeque<PendingWrite>,
+    state: State,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.config.id).field("raft", &self.try_raft()).finish()
+    }
 }
 
 impl Node {
     /// A node's first start, with the cluster's initial configuration (empty for a node
     /// that will be added later and learns the configuration from the leader).
     pub fn new(config: Config, membership: Membership) -> Node {
-        let store = MemStore::default();
-        let raft = Raft::new(config.clone(), HardState::default(), (0, membership.clone()), &store)
-            .expect("a new node starts");
-        Node {
-            config,
-            raft: Some(raft),
-            store,
+        let hard = MemHardState(Persisted {
             hard_state: HardState::default(),
-            lazy_hard_state: None,
-            membership: (0, membership),
-            reported_commit: 0,
+            membership_index: 0,
+            membership,
             vote_barrier: None,
-            writes: VecDeque::new(),
-        }
+        });
+        let replica = Replica::open(config.clone(), MemLog::default(), hard).expect("a new node starts");
+        Node { config, state: State::Up(replica) }
     }
 
     pub fn id(&self) -> NodeId {
@@ -61,146 +55,165 @@ impl Node {
     }
 
     pub fn is_up(&self) -> bool {
-        self.raft.is_some()
+        matches!(self.state, State::Up(_))
+    }
+
+    fn parts(&self) -> (&MemLog, &MemHardState) {
+        match &self.state {
+            State::Up(r) => (r.log(), r.hard()),
+            State::Down(log, hard) => (log, hard),
+            State::Moving => unreachable!("a node is never observed between states"),
+        }
+    }
+
+    /// The replica; panics while the node is down.
+    pub fn replica(&self) -> &Replica<MemLog, MemHardState> {
+        match &self.state {
+            State::Up(r) => r,
+            _ => panic!("node {} is down", self.config.id),
+        }
+    }
+
+    fn replica_mut(&mut self) -> Option<&mut Replica<MemLog, MemHardState>> {
+        match &mut self.state {
+            State::Up(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// The core; panics while the node is down.
     pub fn raft(&self) -> &Raft {
-        self.raft.as_ref().expect("the node is up")
+        self.replica().raft()
     }
 
     pub fn try_raft(&self) -> Option<&Raft> {
-        self.raft.as_ref()
+        match &self.state {
+            State::Up(r) => Some(r.raft()),
+            _ => None,
+        }
+    }
+
+    /// The in-memory log (live and durable images), up or down.
+    pub fn store(&self) -> &MemStore {
+        &self.parts().0.store
+    }
+
+    /// The log's storage, for tests that change it behind the core's back (retention).
+    pub fn store_mut(&mut self) -> &mut MemStore {
+        match &mut self.state {
+            State::Up(r) => &mut r.log_mut().store,
+            State::Down(log, _) => &mut log.store,
+            State::Moving => unreachable!("a node is never observed between states"),
+        }
+    }
+
+    /// The hard state as made durable.
+    pub fn hard_state(&self) -> HardState {
+        self.parts().1.0.hard_state
+    }
+
+    /// The committed configuration as persisted, what a restart starts from.
+    pub fn persisted_membership(&self) -> (u64, Membership) {
+        let p = &self.parts().1.0;
+        (p.membership_index, p.membership.clone())
+    }
+
+    /// The vote barrier as persisted beside the hard state (`Raft::set_vote_barrier`).
+    pub fn vote_barrier(&self) -> Option<VoteBarrier> {
+        self.parts().1.0.vote_barrier
+    }
+
+    /// The highest commit reported since the last start: entries the glue may compact.
+    pub fn reported_commit(&self) -> u64 {
+        self.replica().committed().index
     }
 
     pub fn tick(&mut self) {
-        if let Some(raft) = &mut self.raft {
-            raft.tick(&self.store);
+        if let Some(r) = self.replica_mut() {
+            r.tick();
         }
     }
 
     pub fn step(&mut self, from: NodeId, msg: Message) {
-        if let Some(raft) = &mut self.raft {
-            raft.step(from, msg, &self.store);
+        if let Some(r) = self.replica_mut() {
+            r.step(from, msg);
         }
     }
 
     pub fn propose(&mut self, payload: &[u8], record_count: u32) -> Result<Proposal, ProposeError> {
-        let raft = self.raft.as_mut().ok_or(ProposeError::NotLeader { leader: None })?;
-        raft.propose(payload, record_count, &self.store)
+        let r = self.replica_mut().ok_or(ProposeError::NotLeader { leader: None })?;
+        r.propose(payload, record_count)
     }
 
     pub fn propose_membership(&mut self, changes: &[MembershipChange]) -> Result<u64, ProposeError> {
-        let raft = self.raft.as_mut().ok_or(ProposeError::NotLeader { leader: None })?;
-        raft.propose_membership(changes, &[], &self.store)
+        let r = self.replica_mut().ok_or(ProposeError::NotLeader { leader: None })?;
+        r.propose_membership(changes, &[])
     }
 
     pub fn transfer_leadership(&mut self, to: NodeId) -> Result<(), TransferError> {
-        let raft = self.raft.as_mut().ok_or(TransferError::NotLeader { leader: None })?;
-        raft.transfer_leadership(to, &self.store)
+        let r = self.replica_mut().ok_or(TransferError::NotLeader { leader: None })?;
+        r.transfer_leadership(to)
     }
 
-    /// Takes the core's Ready and does what must happen before its messages leave: the
-    /// hard state is fsync'd (or written lazily when only the commit moved), the committed
-    /// configuration is persisted, the log changes are written (durable later). Returns
-    /// the Ready so the caller can send the messages and look at the rest.
+    /// Runs the replica's `apply_ready`: what must happen before the Ready's messages
+    /// leave. Returns the Ready so the caller can send the messages and look at the rest.
     pub fn advance(&mut self) -> Option<Ready> {
-        let raft = self.raft.as_mut()?;
-        if !raft.has_ready() {
-            return None;
-        }
-        let ready = raft.take_ready();
-        // A lifted barrier may be forgotten lazily: a restart below it is impossible, as
-        // the core lifts it only once the entries up to it are durable.
-        if raft.vote_barrier().is_none() {
-            self.vote_barrier = None;
-        }
-        if let Some(membership) = &ready.committed_membership {
-            self.membership = membership.clone();
-        }
-        if let Some(hard_state) = ready.hard_state {
-            if ready.hard_state_must_sync {
-                self.hard_state = hard_state;
-                self.lazy_hard_state = None;
-            } else {
-                self.lazy_hard_state = Some(hard_state);
-            }
-        }
-        if let Some(commit) = ready.commit {
-            self.reported_commit = commit;
-        }
-        if self.store.apply(&ready) {
-            let index = self.store.last_index();
-            let term = self.store.term(index).expect("the last index has a term");
-            self.writes.push_back(PendingWrite { seq: self.store.written(), index, term });
-        }
-        Some(ready)
+        let applied = self.replica_mut()?.apply_ready().expect("in-memory storage does not fail")?;
+        Some(applied.ready)
     }
 
     pub fn pending_writes(&self) -> usize {
-        self.writes.len()
+        self.parts().0.pending_writes()
     }
 
     /// The disk finished the oldest pending write: it is durable, the lazily written hard
     /// state rides along, and the core hears of it. False if nothing was pending.
     pub fn complete_write(&mut self) -> bool {
-        let Some(write) = self.writes.pop_front() else { return false };
-        self.store.sync(write.seq);
-        if let Some(hard_state) = self.lazy_hard_state.take() {
-            self.hard_state = hard_state;
-        }
-        if let Some(raft) = &mut self.raft {
-            raft.persisted(write.index, write.term, &self.store);
-        }
+        let Some(r) = self.replica_mut() else { return false };
+        let Some(write) = r.log_mut().complete_write() else { return false };
+        r.flush_lazy().expect("in-memory storage does not fail");
+        r.persisted(write.index, write.term);
         true
     }
 
     /// Power loss: the core's memory, unsynced log writes (but an in-order prefix, maybe
     /// torn) and the lazily written hard state are gone.
     pub fn crash(&mut self, rng: &mut impl Rng, torn: bool) {
-        self.raft = None;
-        self.store.crash(rng, torn);
-        self.lazy_hard_state = None;
-        self.writes.clear();
+        let (mut log, hard) = match std::mem::replace(&mut self.state, State::Moving) {
+            State::Up(r) => r.into_parts(),
+            State::Down(log, hard) => (log, hard),
+            State::Moving => unreachable!("a node is never observed between states"),
+        };
+        log.crash(rng, torn);
+        self.state = State::Down(log, hard);
     }
 
     /// Replaces the node's disk with `store` (made durable) and `hard_state`, and starts a
     /// fresh core on it: tests set up a history this way.
-    pub fn reload(&mut self, mut store: MemStore, hard_state: HardState) -> Result<(), StartError> {
+    pub fn reload(&mut self, mut store: MemStore, hard_state: HardState) -> Result<(), ReplicaError> {
         store.sync(store.written());
-        self.store = store;
-        self.hard_state = hard_state;
-        self.lazy_hard_state = None;
-        self.writes.clear();
+        let (membership_index, membership) = self.persisted_membership();
+        let persisted = Persisted { hard_state, membership_index, membership, vote_barrier: self.vote_barrier() };
+        self.state = State::Down(MemLog::new(store), MemHardState(persisted));
         self.restart()
     }
 
-    /// The disk damaged the entries after `keep` (the server finds this by CRC): cut them
-    /// as the server does. Whatever was durable may have been acknowledged, so the vote
-    /// barrier goes at the durable log's end (or the persisted commit, if higher); the
-    /// cut is made durable with everything kept, the persisted commit index is lowered
-    /// to the log, and the core restarts from that.
-    pub fn cut_damaged(&mut self, keep: u64) -> Result<(), StartError> {
-        let acked = self.store.durable().last_index().max(self.hard_state.commit);
-        if acked > keep {
-            let term = self.store.live().term(acked).expect("what was acknowledged is in the log");
-            let barrier = VoteBarrier { term, index: acked };
-            self.vote_barrier = Some(self.vote_barrier.map_or(barrier, |b| b.max(barrier)));
-        }
-        self.store.apply(&Ready { truncate_after: Some(keep), ..Ready::default() });
-        self.store.sync(self.store.written());
-        self.hard_state.commit = self.hard_state.commit.min(keep);
-        self.lazy_hard_state = None;
-        self.writes.clear();
-        self.restart()
+    /// The disk damaged the entries after `keep` (the server finds this by CRC): the
+    /// replica cuts them as the server's does (`Replica::repair`).
+    pub fn cut_damaged(&mut self, keep: u64) -> Result<(), ReplicaError> {
+        let r = self.replica_mut().expect("the node is up");
+        assert!(r.repair(keep + 1)?, "entries after {keep} are in the log");
+        Ok(())
     }
 
-    /// Starts the core again from what the disk holds.
-    pub fn restart(&mut self) -> Result<(), StartError> {
-        let mut raft = Raft::new(self.config.clone(), self.hard_state, self.membership.clone(), &self.store)?;
-        raft.set_vote_barrier(self.vote_barrier);
-        self.raft = Some(raft);
-        self.reported_commit = self.hard_state.commit;
+    /// Starts the replica again from what the disk holds.
+    pub fn restart(&mut self) -> Result<(), ReplicaError> {
+        let (log, hard) = match std::mem::replace(&mut self.state, State::Moving) {
+            State::Up(r) => r.into_parts(),
+            State::Down(log, hard) => (log, hard),
+            State::Moving => unreachable!("a node is never observed between states"),
+        };
+        self.state = State::Up(Replica::open(self.config.clone(), log, hard)?);
         Ok(())
     }
 }

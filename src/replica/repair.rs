@@ -1,63 +1,23 @@
-//! Storage damage (ARCHITECTURE.md, "Corruption"): finding the first damaged entry (a
-//! scrub after start, a search after a read failed) and cutting the log before it, so
-//! the entries are fetched again from the leader. A cut that removes entries this node
-//! may have acknowledged sets the vote barrier first (`Raft::set_vote_barrier`).
+//! Storage damage (ARCHITECTURE.md, "Corruption"): cutting the log before a damaged entry,
+//! so the entries are fetched again from the leader, and starting a core on what is left.
+//! A cut that removes entries this node may have acknowledged sets the vote barrier first
+//! (`Raft::set_vote_barrier`). Finding the damage is the backend's (`LogBackend::find_damage`).
 
-use std::sync::RwLock;
+use tracing::error;
 
-use segments::Log;
-use tracing::{error, warn};
-
+use super::backend::{Damage, LogBackend, StorageError};
+use super::hard_state::{HardStateStore, Persisted, StateError};
 use crate::metrics as m;
-use crate::raft::{self, HardState, Raft, StartError, StoreError, VoteBarrier};
-use crate::replica::hard_state::{HardStateFile, Persisted, StateError};
-use crate::replica::store::{SegmentStore, is_damage};
-
-/// Bytes one `Log::verify` call checks while it holds the log's read lock.
-const VERIFY_CHUNK_BYTES: usize = 4 << 20;
-
-/// A damaged entry: the log must be cut before `index`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Damage {
-    pub index: u64,
-    pub detail: String,
-}
+use crate::raft::{self, HardState, LogStore, Raft, StartError, StoreError, VoteBarrier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepairError {
     #[error("cutting the log before damaged entry {index}: {source}")]
-    Log { index: u64, source: segments::Error },
+    Log { index: u64, source: StorageError },
     #[error(transparent)]
     HardState(#[from] StateError),
     #[error("cannot start Raft: {0}")]
     Start(#[from] StartError),
-}
-
-/// Checks every entry from the checkpoint before `from` to the end of the log, a chunk
-/// at a time (appends wait at most for one chunk): the first damaged entry, if any.
-/// Blocking: run it off the async runtime.
-pub fn find_damage(log: &RwLock<Log>, from: u64) -> Option<Damage> {
-    let mut next = from;
-    loop {
-        let log = log.read().expect("log lock");
-        if next > log.last_index() {
-            return None;
-        }
-        match log.verify(next, VERIFY_CHUNK_BYTES) {
-            Ok(after) => next = after,
-            Err(d) if is_damage(&d.error) => return Some(Damage { index: d.index, detail: d.error.to_string() }),
-            Err(d) => {
-                warn!(index = d.index, error = %d.error, "the log could not be checked for damage");
-                return None;
-            }
-        }
-    }
-}
-
-/// Whether entry `index` is still damaged (the log may have been cut or rewritten there
-/// since the damage was found).
-pub fn still_damaged(log: &Log, index: u64) -> bool {
-    index >= log.first_index() && index <= log.last_index() && log.verify(index, 1).is_err_and(|d| d.index <= index)
 }
 
 /// Cuts the log before damaged entry `bad`, in the order that keeps it safe across a
@@ -66,31 +26,27 @@ pub fn still_damaged(log: &Log, index: u64) -> bool {
 /// take every entry as durable. The barrier covers every entry this node may have
 /// acknowledged: all it made durable, and the commit index it knew (`commit`). Returns
 /// the commit index to restart the core with.
-pub fn cut_before(
-    log: &RwLock<Log>,
-    hard: &mut HardStateFile,
+pub fn cut_before<L: LogBackend, H: HardStateStore>(
+    log: &mut L,
+    hard: &mut H,
     next: &mut Persisted,
     bad: u64,
     commit: u64,
 ) -> Result<u64, RepairError> {
     let keep = bad - 1;
-    let (synced, last) = {
-        let log = log.read().expect("log lock");
-        (log.synced_index(), log.last_index())
-    };
+    let (synced, last) = (log.synced_index(), log.view().last_index());
     let acked = synced.max(commit).max(next.hard_state.commit);
     if acked > keep {
         // The log's own term of the entry when it still holds it (terms come from the
         // index, not the damaged bytes), else the current term: never lower than the truth.
-        let term = (acked <= last).then(|| log.read().expect("log lock").term(acked)).flatten();
+        let term = (acked <= last).then(|| log.view().term(acked)).flatten();
         raise_barrier(next, VoteBarrier { term: term.unwrap_or(next.hard_state.term), index: acked });
     }
     next.hard_state.commit = next.hard_state.commit.min(keep);
     hard.save(next.clone())?;
-    let mut log = log.write().expect("log lock");
     let failed = |source| RepairError::Log { index: bad, source };
-    log.truncate_after(keep).map_err(failed)?;
-    log.sync().map_err(failed)?;
+    log.write(None, Some(keep), &[]).map_err(failed)?;
+    log.sync_now().map_err(failed)?;
     metrics::counter!(m::STORAGE_REPAIRS).increment(1);
     error!(
         bad,
@@ -104,9 +60,9 @@ pub fn cut_before(
 /// At start: a log that ends below the persisted commit index lost committed entries
 /// (recovery cut damaged bytes in its tail, or the disk lost them). The node restarts
 /// from the log it has, and votes only once it holds the old commit index again.
-pub fn check_commit_within_log(log: &Log, hard: &mut HardStateFile) -> Result<(), StateError> {
+pub fn check_commit_within_log<L: LogBackend, H: HardStateStore>(log: &L, hard: &mut H) -> Result<(), StateError> {
     let mut next = hard.persisted().clone();
-    let (commit, last) = (next.hard_state.commit, log.last_index());
+    let (commit, last) = (next.hard_state.commit, log.view().last_index());
     if commit <= last {
         return Ok(());
     }
@@ -121,10 +77,10 @@ pub fn check_commit_within_log(log: &Log, hard: &mut HardStateFile) -> Result<()
 /// Starts a core on `log` from the persisted state `next`, with `commit`, and sets its
 /// vote barrier. `Raft::new` reads the configuration entries after the commit index: if
 /// one is damaged, the log is cut before it (as above) and the start tried again.
-pub fn start_core(
+pub fn start_core<L: LogBackend, H: HardStateStore>(
     config: raft::Config,
-    log: &RwLock<Log>,
-    hard: &mut HardStateFile,
+    log: &mut L,
+    hard: &mut H,
     next: &mut Persisted,
     commit: u64,
 ) -> Result<Raft, RepairError> {
@@ -132,19 +88,15 @@ pub fn start_core(
     loop {
         let hard_state = HardState { commit, ..next.hard_state };
         let membership = (next.membership_index, next.membership.clone());
-        let started = {
-            let log = log.read().expect("log lock");
-            Raft::new(config.clone(), hard_state, membership, &SegmentStore::new(&log))
-        };
+        let started = Raft::new(config.clone(), hard_state, membership, &log.view());
         match started {
             Ok(mut raft) => {
                 raft.set_vote_barrier(next.vote_barrier);
                 return Ok(raft);
             }
             Err(StartError::Store(StoreError::Corrupt { index, detail })) => {
-                let damage = find_damage(log, index).unwrap_or(Damage { index, detail });
-                let last = log.read().expect("log lock").last_index();
-                if damage.index > last {
+                let damage = log.find_damage(index).unwrap_or(Damage { index, detail });
+                if damage.index > log.view().last_index() {
                     return Err(StartError::Store(StoreError::Corrupt { index, detail: damage.detail }).into());
                 }
                 metrics::counter!(m::STORAGE_CORRUPTIONS).increment(1);

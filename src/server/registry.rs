@@ -1,0 +1,157 @@
+//! The groups a node hosts, and the two node-level tasks that serve them all: the router,
+//! which hands each peer frame to its group's bounded queue, and the ticker, which drives
+//! every group's clock. A full queue drops the frame (Raft sends again), so one stalled
+//! group never holds up another's frames; ticks and housekeeping are dropped the same way.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::warn;
+
+use super::group::{Event, LeaderHint};
+use super::produce::{ProduceError, ProduceResult};
+use super::status::GroupStatus;
+use crate::metrics as m;
+use crate::net::peer::Inbound;
+use crate::net::peer_codec;
+use crate::raft::{MembershipChange, NodeId};
+use crate::replica::Committed;
+use crate::replica::backend::SharedLog;
+
+/// One group hosted on this node: its task's queue and what it publishes.
+pub struct GroupHandle {
+    pub id: u64,
+    pub events: mpsc::Sender<Event>,
+    /// The log, for reads that do not need the task (fetch).
+    pub log: SharedLog,
+    pub committed: watch::Receiver<Committed>,
+    pub leader: watch::Receiver<LeaderHint>,
+}
+
+impl GroupHandle {
+    pub fn leader(&self) -> LeaderHint {
+        *self.leader.borrow()
+    }
+
+    pub fn committed(&self) -> Committed {
+        *self.committed.borrow()
+    }
+
+    /// This replica's view of the group; None once the group stopped.
+    pub async fn status(&self) -> Option<GroupStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.events.send(Event::Status(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Proposes a batch (a data entry's payload) of `record_count` records; answers once
+    /// it is committed.
+    pub async fn propose(&self, payload: Bytes, record_count: u32, stream: u64) -> ProduceResult {
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Propose { payload, record_count, stream, received: Instant::now(), reply };
+        let stopped = || ProduceError::OutcomeUnknown("the node stopped".into());
+        self.events.send(event).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Appends records (encoded as in `record.rs`) through this replica, which must lead.
+    pub async fn produce(&self, records: Bytes, record_count: u32) -> ProduceResult {
+        let payload = crate::record::batch_payload(super::clients::now_ms(), &records).freeze();
+        self.propose(payload, record_count, 0).await
+    }
+
+    pub async fn change_membership(
+        &self,
+        changes: Vec<MembershipChange>,
+        addresses: Vec<(NodeId, std::net::SocketAddr)>,
+    ) -> Result<u64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.events.send(Event::ChangeMembership { changes, addresses, reply }).await.map_err(|_| "stopped")?;
+        rx.await.map_err(|_| "stopped".to_string())?
+    }
+
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.events.send(Event::TransferLeadership { to, reply }).await.map_err(|_| "stopped")?;
+        rx.await.map_err(|_| "stopped".to_string())?
+    }
+}
+
+/// `GroupId -> GroupHandle`, read on every peer frame, written when groups come and go.
+#[derive(Default)]
+pub struct Registry {
+    groups: RwLock<BTreeMap<u64, Arc<GroupHandle>>>,
+}
+
+impl Registry {
+    pub fn get(&self, group: u64) -> Option<Arc<GroupHandle>> {
+        self.groups.read().expect("registry lock").get(&group).cloned()
+    }
+
+    pub fn insert(&self, handle: Arc<GroupHandle>) {
+        self.groups.write().expect("registry lock").insert(handle.id, handle);
+    }
+
+    pub fn remove(&self, group: u64) -> Option<Arc<GroupHandle>> {
+        self.groups.write().expect("registry lock").remove(&group)
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.groups.read().expect("registry lock").keys().copied().collect()
+    }
+
+    /// Calls `f` on every group, under the read lock: `f` must not wait.
+    fn for_each(&self, mut f: impl FnMut(&GroupHandle)) {
+        for handle in self.groups.read().expect("registry lock").values() {
+            f(handle);
+        }
+    }
+}
+
+/// Hands every frame from a peer to its group's queue. Entries are CRC-checked in the
+/// decoder. A frame for a group not hosted here, or whose queue is full, is dropped and
+/// counted: Raft tolerates loss, and no group ever waits for another's queue.
+pub async fn route(mut inbound: mpsc::Receiver<Inbound>, registry: Arc<Registry>, entry_bytes_max: u32) {
+    while let Some(inbound) = inbound.recv().await {
+        let (group, msg) = match peer_codec::decode(inbound.frame, entry_bytes_max) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                metrics::counter!(m::FRAMES_REJECTED, "protocol" => "peer").increment(1);
+                warn!(from = inbound.from, error = %e, "malformed peer frame dropped");
+                continue;
+            }
+        };
+        let Some(handle) = registry.get(group) else {
+            metrics::counter!(m::PEER_FRAMES_UNROUTED, "reason" => "unknown_group").increment(1);
+            continue;
+        };
+        if handle.events.try_send(Event::Peer(inbound.from, msg)).is_err() {
+            metrics::counter!(m::PEER_FRAMES_UNROUTED, "reason" => "queue_full").increment(1);
+        }
+    }
+}
+
+/// The node's clock: one timer for every group. Each period every group gets a tick, and
+/// every `housekeeping` a housekeeping event; a group whose queue is full misses one.
+pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Duration) {
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_housekeeping = tokio::time::Instant::now();
+    loop {
+        ticker.tick().await;
+        let now = tokio::time::Instant::now();
+        let chores = now.duration_since(last_housekeeping) >= housekeeping;
+        if chores {
+            last_housekeeping = now;
+        }
+        registry.for_each(|handle| {
+            let _ = handle.events.try_send(Event::Tick);
+            if chores {
+                let _ = handle.events.try_send(Event::Housekeeping);
+            }
+        });
+    }
+}
