@@ -54,6 +54,21 @@ impl ConfigKey {
             .find(|k| k.name() == name)
             .ok_or_else(|| MetaError::UnknownConfigKey { key: name.chars().take(100).collect() })
     }
+
+    /// The key's number in the metadata encoding (`codec.rs`).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ConfigKey::RetentionBytes => 1,
+            ConfigKey::RetentionMs => 2,
+            ConfigKey::MaxMessageBytes => 3,
+            ConfigKey::SegmentBytes => 4,
+            ConfigKey::CleanupPolicy => 5,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<ConfigKey> {
+        ConfigKey::ALL.into_iter().find(|k| k.code() == code)
+    }
 }
 
 impl fmt::Display for ConfigKey {
@@ -207,6 +222,25 @@ impl TopicConfig {
             out.push((ConfigKey::CleanupPolicy, v.code()));
         }
         out
+    }
+
+    /// Sets `key` from its stored value; `false` if the value cannot be one of that key's
+    /// type. Ranges are checked by `check`, as for a value that came as text.
+    pub(crate) fn set_raw(&mut self, key: ConfigKey, raw: u64) -> bool {
+        match key {
+            ConfigKey::RetentionBytes => self.retention_bytes = Some(raw as i64),
+            ConfigKey::RetentionMs => self.retention_ms = Some(raw as i64),
+            ConfigKey::MaxMessageBytes => match u32::try_from(raw) {
+                Ok(v) => self.max_message_bytes = Some(v),
+                Err(_) => return false,
+            },
+            ConfigKey::SegmentBytes => self.segment_bytes = Some(raw),
+            ConfigKey::CleanupPolicy => match CleanupPolicy::from_code(raw) {
+                Some(p) => self.cleanup_policy = Some(p),
+                None => return false,
+            },
+        }
+        true
     }
 }
 

@@ -6,10 +6,13 @@
 //!
 //! # Driving it
 //!
-//! **Applying.** For each committed entry of group 0, in index order, call
-//! `state.apply(index, &command)`. A refused command (`Err(MetaError)`) changes nothing and
-//! is not a fault: it is the answer to that entry's proposer, who hands the message on (it
-//! names the rule broken). Never skip an entry and never apply one twice.
+//! **Applying.** For each committed entry of group 0, in index order, decode its payload
+//! with `Command::decode` and call `state.apply(index, &command)`. A refused command
+//! (`Err(MetaError)`) changes nothing and is not a fault: it is the answer to that entry's
+//! proposer, who hands the message on (it names the rule broken). An entry whose payload
+//! does not decode is refused the same way: every node holds the same bytes, so every node
+//! refuses it. Never skip an entry and never apply one twice: after a restart, start from
+//! the snapshot (`MetadataState::restore`) and apply the entries after its index.
 //!
 //! **Proposing.** A proposer (on the metadata leader, or any node forwarding a client's
 //! request) computes what needs a decision from its current state, then proposes:
@@ -45,11 +48,17 @@
 //! `next_group_id` is from a future this node has not applied yet (keep it). A node that was
 //! down while its topic was deleted deletes the files once it has caught up.
 //!
+//! **Snapshots.** `state.snapshot()` is the whole state as bytes; `MetadataState::restore`
+//! gives it back (`restore(snapshot(s)) == s`) and refuses bytes that are malformed or hold
+//! a state that breaks an invariant. The bytes of commands and snapshots are documented in
+//! `codec.rs`.
+//!
 //! **First start.** A new cluster's first metadata leader proposes a `RegisterBroker` for
 //! each initial member (`voter: true`), `SetClusterSettings` seeded from its configuration,
 //! and the topic `default` with one partition (DESIGN.md).
 
 mod apply;
+mod codec;
 mod command;
 mod config;
 mod error;
@@ -62,6 +71,7 @@ mod state;
 mod tests;
 
 pub use apply::{PRODUCER_ID_BLOCK_MAX, PRODUCER_ID_LIMIT};
+pub use codec::{COMMAND_VERSION, SNAPSHOT_VERSION};
 pub use command::{Applied, Command, CreateTopic};
 pub use config::{
     CLUSTER_PARTITIONS_LIMIT, CleanupPolicy, ClusterSettings, ConfigKey, EffectiveConfig, MESSAGE_BYTES_MAX,

@@ -1,9 +1,12 @@
 //! Tests of the metadata state machine across its files: each command and each refusal
-//! (`commands.rs`, `moves.rs`) and placement (`placement.rs`).
+//! (`commands.rs`, `moves.rs`), the encodings (`codec.rs`), random command sequences
+//! (`sequences.rs`) and placement (`placement.rs`).
 
+mod codec;
 mod commands;
 mod moves;
 mod placement;
+mod sequences;
 
 use crate::ids::{GroupId, Index, NodeId};
 
