@@ -1,25 +1,32 @@
-//! Links to the other nodes of the cluster: one QUIC connection per pair of nodes, two
-//! long-lived ordered streams per direction.
+//! Links to the other nodes of the cluster: one QUIC connection per pair of nodes, shared
+//! by every Raft group the two nodes host, with long-lived ordered streams per direction.
 //!
 //! The node with the lower id dials; the higher one accepts. Each side sends on its own
-//! unidirectional streams: `Lane::Bulk` carries AppendEntries (large, ordered, pipelined)
-//! and `Lane::Control` everything else (votes, heartbeats, responses) at a higher stream
-//! priority, so a vote never waits behind a megabyte of entries. Raft tolerates lost,
-//! duplicated and reordered messages, so a full queue drops a frame instead of blocking
-//! the caller, and a broken connection loses what was queued on it.
+//! unidirectional streams: `Lane::Control` carries votes, heartbeats and responses at a
+//! higher stream priority, so a vote never waits behind a megabyte of entries, and
+//! `BULK_LANES` bulk streams carry AppendEntries (large, ordered, pipelined). A group's
+//! entries always take the same bulk stream (so they stay in order), and each bulk stream
+//! sends its groups' frames in turn, one frame each, so a group with a backlog delays
+//! another group by one frame on its stream, and the transport interleaves the streams.
+//! Raft tolerates lost, duplicated and reordered messages, so a full queue drops a frame
+//! instead of blocking the caller, and a broken connection loses what was queued on it.
+//!
+//! Every link sends a ping on its control stream every `PING_PERIOD`; a node heard of by
+//! no frame for `PEER_DOWN_AFTER` is taken as down (`Peers::alive`), which is how the
+//! groups of a quiet cluster learn that a leader's node went away.
 //!
 //! A dialer proves who it is twice: its certificate chain (checked by TLS against the
 //! cluster CA) and a hello naming its node id, which must match a name in that
 //! certificate. The dialer checks the acceptor the same way through the TLS server name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes};
 use quinn::{Endpoint, VarInt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -32,6 +39,14 @@ pub type NodeId = u64;
 
 /// Frames queued per peer and lane before new ones are dropped.
 pub const LANE_FRAMES_MAX: usize = 1024;
+/// Frames one group may have queued on a bulk lane before its new ones are dropped.
+pub const GROUP_FRAMES_MAX: usize = 256;
+/// Bulk streams per link; a group's entries take stream `group % BULK_LANES`.
+pub const BULK_LANES: usize = 4;
+/// How often a link pings its peer.
+pub const PING_PERIOD: Duration = Duration::from_millis(100);
+/// A peer that sent nothing, not even a ping, for this long is taken as down.
+pub const PEER_DOWN_AFTER: Duration = Duration::from_millis(500);
 /// Largest frame accepted from a peer.
 pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
 const HELLO_BYTES_MAX: usize = 4096;
@@ -41,6 +56,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const KIND_HELLO: u8 = 1;
 const KIND_HELLO_OK: u8 = 2;
 const KIND_HELLO_REJECT: u8 = 3;
+/// A frame on the control stream that only says "alive"; never handed to a group. Outside
+/// the range of `peer_codec`'s kinds.
+const KIND_PING: u8 = 0xF0;
 /// Application close code: the hello was refused.
 pub const CLOSE_REFUSED: u32 = 0x10;
 
@@ -77,10 +95,102 @@ pub struct Inbound {
 struct Link {
     addr: Arc<Mutex<SocketAddr>>,
     control: mpsc::Sender<Vec<Bytes>>,
-    bulk: mpsc::Sender<Vec<Bytes>>,
+    bulk: Vec<Arc<FairQueue>>,
     conn: watch::Sender<Option<Connection>>,
     tasks: Vec<JoinHandle<()>>,
 }
+
+/// A bulk lane's queue: one FIFO per group, served in turn, one frame at a time.
+#[derive(Default)]
+struct FairQueue {
+    state: Mutex<FairState>,
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct FairState {
+    groups: HashMap<u64, VecDeque<Vec<Bytes>>>,
+    /// Groups with frames queued, in the order they are served.
+    turn: VecDeque<u64>,
+    frames: usize,
+}
+
+impl FairQueue {
+    /// Queues a frame of `group`; false when the lane or the group's share of it is full.
+    fn push(&self, group: u64, frame: Vec<Bytes>) -> bool {
+        let mut state = self.state.lock().expect("lane lock");
+        if state.frames >= LANE_FRAMES_MAX {
+            return false;
+        }
+        let queue = state.groups.entry(group).or_default();
+        if queue.len() >= GROUP_FRAMES_MAX {
+            return false;
+        }
+        let first = queue.is_empty();
+        queue.push_back(frame);
+        if first {
+            state.turn.push_back(group);
+        }
+        state.frames += 1;
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next frame: the oldest of the group whose turn it is.
+    async fn pop(&self) -> Vec<Bytes> {
+        loop {
+            if let Some(frame) = self.try_pop() {
+                return frame;
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn try_pop(&self) -> Option<Vec<Bytes>> {
+        let mut state = self.state.lock().expect("lane lock");
+        let group = state.turn.pop_front()?;
+        let queue = state.groups.get_mut(&group).expect("a group in turn has frames");
+        let frame = queue.pop_front().expect("a group in turn has frames");
+        if queue.is_empty() {
+            state.groups.remove(&group);
+        } else {
+            state.turn.push_back(group);
+        }
+        state.frames -= 1;
+        Some(frame)
+    }
+}
+
+/// Where a lane's writer takes its frames from.
+enum LaneQueue {
+    Fifo(mpsc::Receiver<Vec<Bytes>>),
+    Fair(Arc<FairQueue>),
+}
+
+impl LaneQueue {
+    /// None when the link is gone.
+    async fn next(&mut self) -> Option<Vec<Bytes>> {
+        match self {
+            LaneQueue::Fifo(rx) => rx.recv().await,
+            LaneQueue::Fair(queue) => Some(queue.pop().await),
+        }
+    }
+
+    /// A frame already queued, without waiting.
+    fn try_next(&mut self) -> Option<Vec<Bytes>> {
+        match self {
+            LaneQueue::Fifo(rx) => rx.try_recv().ok(),
+            LaneQueue::Fair(queue) => queue.try_pop(),
+        }
+    }
+}
+
+/// Frames a lane hands to its stream in one write, and the bytes they may add up to: the
+/// frames queued while a write was in progress go out together, in one call and fewer
+/// packets, which is what keeps many groups' small messages cheap.
+const WRITE_FRAMES_MAX: usize = 64;
+const WRITE_BYTES_MAX: usize = 256 << 10;
 
 impl Drop for Link {
     fn drop(&mut self) {
@@ -99,6 +209,8 @@ struct Shared {
     endpoint: Endpoint,
     inbound: mpsc::Sender<Inbound>,
     links: Mutex<BTreeMap<NodeId, Link>>,
+    /// When each peer was last heard from (any frame, pings included).
+    heard: Mutex<BTreeMap<NodeId, Instant>>,
 }
 
 /// The set of links to peers. Cheap to clone.
@@ -118,7 +230,14 @@ impl Peers {
         inbound_frames_max: usize,
     ) -> (Peers, mpsc::Receiver<Inbound>) {
         let (tx, rx) = mpsc::channel(inbound_frames_max);
-        let shared = Arc::new(Shared { id, cluster_id, endpoint, inbound: tx, links: Mutex::new(BTreeMap::new()) });
+        let shared = Arc::new(Shared {
+            id,
+            cluster_id,
+            endpoint,
+            inbound: tx,
+            links: Mutex::new(BTreeMap::new()),
+            heard: Mutex::new(BTreeMap::new()),
+        });
         let this = Peers { shared };
         for (&peer, &addr) in peers {
             this.add(peer, addr);
@@ -141,17 +260,20 @@ impl Peers {
             return;
         }
         let (control_tx, control_rx) = mpsc::channel(LANE_FRAMES_MAX);
-        let (bulk_tx, bulk_rx) = mpsc::channel(LANE_FRAMES_MAX);
         let (conn_tx, conn_rx) = watch::channel(None);
         let addr = Arc::new(Mutex::new(addr));
+        let bulk: Vec<Arc<FairQueue>> = (0..BULK_LANES).map(|_| Arc::new(FairQueue::default())).collect();
         let mut tasks = vec![
-            tokio::spawn(write_lane(peer, Lane::Control, control_rx, conn_rx.clone())),
-            tokio::spawn(write_lane(peer, Lane::Bulk, bulk_rx, conn_rx)),
+            tokio::spawn(write_lane(peer, Lane::Control, LaneQueue::Fifo(control_rx), conn_rx.clone())),
+            tokio::spawn(ping(control_tx.clone())),
         ];
+        for queue in &bulk {
+            tasks.push(tokio::spawn(write_lane(peer, Lane::Bulk, LaneQueue::Fair(queue.clone()), conn_rx.clone())));
+        }
         if self.shared.id < peer {
             tasks.push(tokio::spawn(dial_loop(self.shared.clone(), peer, addr.clone(), conn_tx.clone())));
         }
-        links.insert(peer, Link { addr, control: control_tx, bulk: bulk_tx, conn: conn_tx, tasks });
+        links.insert(peer, Link { addr, control: control_tx, bulk, conn: conn_tx, tasks });
     }
 
     pub fn remove(&self, peer: NodeId) {
@@ -162,15 +284,26 @@ impl Peers {
         self.shared.links.lock().expect("links lock").get(&peer).map(|l| *l.addr.lock().expect("addr lock"))
     }
 
-    /// Queues one frame (given as chunks; the first carries the length prefix).
-    pub fn send(&self, to: NodeId, lane: Lane, frame: Vec<Bytes>) -> Result<(), SendError> {
+    /// Queues one frame of `group` (given as chunks; the first carries the length prefix).
+    pub fn send(&self, to: NodeId, group: u64, lane: Lane, frame: Vec<Bytes>) -> Result<(), SendError> {
         let links = self.shared.links.lock().expect("links lock");
         let link = links.get(&to).ok_or(SendError::UnknownPeer(to))?;
-        let queue = match lane {
-            Lane::Control => &link.control,
-            Lane::Bulk => &link.bulk,
+        let queued = match lane {
+            Lane::Control => link.control.try_send(frame).is_ok(),
+            Lane::Bulk => link.bulk[(group % BULK_LANES as u64) as usize].push(group, frame),
         };
-        queue.try_send(frame).map_err(|_| SendError::QueueFull(to))
+        if queued { Ok(()) } else { Err(SendError::QueueFull(to)) }
+    }
+
+    /// Whether `peer` was heard from (any frame, a ping at least) within `PEER_DOWN_AFTER`.
+    pub fn alive(&self, peer: NodeId) -> bool {
+        let heard = self.shared.heard.lock().expect("heard lock");
+        heard.get(&peer).is_some_and(|at| at.elapsed() < PEER_DOWN_AFTER)
+    }
+
+    /// The peers this node has links to.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.shared.links.lock().expect("links lock").keys().copied().collect()
     }
 
     /// Whether a connection to `peer` is up.
@@ -337,10 +470,15 @@ fn spawn_readers(shared: Arc<Shared>, peer: NodeId, conn: Connection) {
         while let Ok(mut stream) = conn.accept_uni().await {
             let inbound = shared.inbound.clone();
             let conn = conn.clone();
+            let shared = shared.clone();
             tokio::spawn(async move {
                 loop {
                     match read_frame(&mut stream, PEER_FRAME_BYTES_MAX).await {
                         Ok(Some(frame)) => {
+                            shared.heard.lock().expect("heard lock").insert(peer, Instant::now());
+                            if frame.get(1) == Some(&KIND_PING) {
+                                continue;
+                            }
                             if inbound.send(Inbound { from: peer, frame }).await.is_err() {
                                 return;
                             }
@@ -361,14 +499,20 @@ fn spawn_readers(shared: Arc<Shared>, peer: NodeId, conn: Connection) {
     });
 }
 
+/// Queues a ping on the control lane every `PING_PERIOD` (dropped if the lane is full:
+/// then other frames say the node is alive).
+async fn ping(control: mpsc::Sender<Vec<Bytes>>) {
+    let mut ticker = tokio::time::interval(PING_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let _ = control.try_send(vec![FrameBuilder::new(KIND_PING, 0).finish()]);
+    }
+}
+
 /// Writes one lane's queue to its stream on the current connection, reopening the stream
 /// on each new connection.
-async fn write_lane(
-    peer: NodeId,
-    lane: Lane,
-    mut queue: mpsc::Receiver<Vec<Bytes>>,
-    mut conn_rx: watch::Receiver<Option<Connection>>,
-) {
+async fn write_lane(peer: NodeId, lane: Lane, mut queue: LaneQueue, mut conn_rx: watch::Receiver<Option<Connection>>) {
     loop {
         let conn = loop {
             if let Some(c) = conn_rx.borrow_and_update().clone()
@@ -390,8 +534,16 @@ async fn write_lane(
         let _ = stream.set_priority(lane.priority());
         loop {
             tokio::select! {
-                frame = queue.recv() => {
+                frame = queue.next() => {
                     let Some(mut chunks) = frame else { return };
+                    let mut frames = 1;
+                    let mut bytes: usize = chunks.iter().map(Bytes::len).sum();
+                    while frames < WRITE_FRAMES_MAX && bytes < WRITE_BYTES_MAX {
+                        let Some(more) = queue.try_next() else { break };
+                        bytes += more.iter().map(Bytes::len).sum::<usize>();
+                        chunks.extend(more);
+                        frames += 1;
+                    }
                     if let Err(e) = write_frame(&mut stream, &mut chunks).await {
                         debug!(peer, ?lane, error = %e, "peer stream write failed");
                         break;
@@ -475,21 +627,71 @@ mod tests {
         let (p2, mut rx2) = start(dir.path(), 2, 2, &addrs);
         for n in 0..100 {
             // Frames may be dropped until the link is up; retry the first one.
-            while n == 0 && p1.send(2, Lane::Bulk, frame(n)).is_ok() {
+            while n == 0 && p1.send(2, 1, Lane::Bulk, frame(n)).is_ok() {
                 if let Some(got) = recv(&mut rx2).await {
                     assert_eq!(value(&got), 0);
                     break;
                 }
             }
             if n > 0 {
-                p1.send(2, Lane::Bulk, frame(n)).unwrap();
+                p1.send(2, 1, Lane::Bulk, frame(n)).unwrap();
                 let got = recv(&mut rx2).await.expect("frame from node 1");
                 assert_eq!((got.from, value(&got)), (1, n));
             }
         }
-        p2.send(1, Lane::Control, frame(99)).unwrap();
+        p2.send(1, 1, Lane::Control, frame(99)).unwrap();
         let got = recv(&mut rx1).await.expect("frame from node 2");
         assert_eq!((got.from, value(&got)), (2, 99));
+    }
+
+    fn payload(frame: Option<Vec<Bytes>>) -> u64 {
+        let frame = frame.expect("a frame");
+        let (_, mut r) = frame::open(frame[0].slice(4..)).unwrap();
+        r.u64("n").unwrap()
+    }
+
+    #[test]
+    fn a_bulk_lane_serves_its_groups_in_turn() {
+        let lane = FairQueue::default();
+        for n in 0..10 {
+            assert!(lane.push(1, frame(n)));
+        }
+        assert!(lane.push(2, frame(100)));
+        // Group 2's one frame waits for one of group 1's ten, not for all of them.
+        assert_eq!(payload(lane.try_pop()), 0);
+        assert_eq!(payload(lane.try_pop()), 100);
+        assert_eq!((1..10).map(|_| payload(lane.try_pop())).collect::<Vec<_>>(), (1..10).collect::<Vec<_>>());
+        assert!(lane.try_pop().is_none());
+    }
+
+    #[test]
+    fn one_group_cannot_fill_a_bulk_lane() {
+        let lane = FairQueue::default();
+        for n in 0..GROUP_FRAMES_MAX as u64 {
+            assert!(lane.push(1, frame(n)));
+        }
+        assert!(!lane.push(1, frame(0)), "group 1 is over its share");
+        assert!(lane.push(2, frame(0)), "group 2 still has room");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_is_taken_as_down() {
+        let dir = tempfile::tempdir().unwrap();
+        certs::generate(dir.path(), &[1, 2], &[], false).unwrap();
+        let addrs = free_addrs(2);
+        let (p1, _rx1) = start(dir.path(), 1, 1, &addrs);
+        let (p2, _rx2) = start(dir.path(), 2, 2, &addrs);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(p1.alive(2) && p2.alive(1)) {
+            assert!(Instant::now() < deadline, "the pings never arrived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p2.shared.endpoint.close(VarInt::from_u32(0), b"stopped");
+        let deadline = Instant::now() + PEER_DOWN_AFTER + Duration::from_secs(2);
+        while p1.alive(2) {
+            assert!(Instant::now() < deadline, "node 1 still takes node 2 as alive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
@@ -501,7 +703,7 @@ mod tests {
         let (p1, _rx1) = start(dir.path(), 1, 3, &addrs);
         let (_p2, mut rx2) = start(dir.path(), 2, 2, &addrs);
         for _ in 0..20 {
-            let _ = p1.send(2, Lane::Control, frame(1));
+            let _ = p1.send(2, 1, Lane::Control, frame(1));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(rx2.try_recv().is_err(), "node 2 accepted frames from an impostor");
@@ -518,7 +720,7 @@ mod tests {
         let (p1, _rx1) = start(theirs.path(), 1, 1, &addrs);
         let (_p2, mut rx2) = start(ours.path(), 2, 2, &addrs);
         for _ in 0..20 {
-            let _ = p1.send(2, Lane::Control, frame(1));
+            let _ = p1.send(2, 1, Lane::Control, frame(1));
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(rx2.try_recv().is_err(), "node 2 accepted frames from another cluster's node");
@@ -536,7 +738,7 @@ mod tests {
         let (_p2, mut rx2) = start(dir.path(), 2, 2, &addrs);
         let mut got = None;
         for _ in 0..50 {
-            let _ = p1.send(2, Lane::Control, frame(5));
+            let _ = p1.send(2, 1, Lane::Control, frame(5));
             if let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(100), rx2.recv()).await {
                 got = Some(value(&f));
                 break;

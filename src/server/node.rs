@@ -109,7 +109,7 @@ struct LinkSender(Peers);
 
 impl PeerSender for LinkSender {
     fn send(&self, to: NodeId, group: u64, msg: &Message) -> Result<(), SendError> {
-        self.0.send(to, peer_codec::lane(msg), peer_codec::encode(group, msg))
+        self.0.send(to, group, peer_codec::lane(msg), peer_codec::encode(group, msg))
     }
 
     fn learn_address(&self, id: NodeId, address: SocketAddr) {
@@ -154,9 +154,13 @@ impl NodeHandle {
         tokio::spawn(super::registry::route(inbound, registry.clone(), entry_bytes_max));
         tokio::spawn(super::registry::tick(registry.clone(), config.tick, HOUSEKEEPING_PERIOD));
 
-        // The one group of this version, its voters the initial cluster.
+        // The one group of this version, its voters the initial cluster (and, for tests of
+        // many groups, more groups like it).
         let voters = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
-        shared.start_group(DEFAULT_GROUP, voters, true)?;
+        shared.start_group(DEFAULT_GROUP, voters.clone(), true)?;
+        for group in DEFAULT_GROUP + 1..=config.test_groups {
+            shared.start_group(group, voters.clone(), false)?;
+        }
         let default = registry.get(DEFAULT_GROUP).expect("just started");
 
         let service = Arc::new(ClientService {
