@@ -47,6 +47,7 @@ impl Nodes {
             retention: Retention::default(),
             tick: Duration::from_millis(10),
             segment_bytes: 16 << 20,
+            test_groups: 1,
         };
         self.handles.insert(id, NodeHandle::start(config).await.expect("node starts"));
     }

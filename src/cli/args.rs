@@ -107,6 +107,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// For tests and benchmarks of many Raft groups: host groups 1..=N, every node of
+    /// --peers a voter of each (group 1 is the one clients use).
+    #[arg(long, hide = true)]
+    #[serde(skip)]
+    pub test_groups: Option<u64>,
     /// Log format.
     #[arg(long, value_enum, env = "KEEL_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -16,6 +16,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let args = with_config_file(args)?;
     super::logging::init(args.log_format.unwrap_or(LogFormat::Text));
     let (config, peer_names) = node_config(&args)?;
+    raise_open_files_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let mut node = NodeHandle::start(config).await?;
@@ -62,6 +63,21 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
     );
     args.allow_anonymous_clients |= file.allow_anonymous_clients;
     Ok(args)
+}
+
+/// A node holds a few files open per Raft group it hosts: the soft limit on open files
+/// (often 1 024) is raised to the hard one, as servers of many files do.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                tracing::warn!(soft = limit.rlim_cur, "cannot raise the limit on open files");
+            }
+        }
+    }
 }
 
 fn required<T: Clone>(value: &Option<T>, flag: &str, var: &str, key: &str) -> anyhow::Result<T> {
@@ -115,6 +131,7 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         retention: Retention { bytes: args.retention_bytes, age: args.retention_ms.map(Duration::from_millis) },
         tick: Duration::from_millis(10),
         segment_bytes,
+        test_groups: args.test_groups.unwrap_or(1).max(1),
     };
     Ok((config, peer_names))
 }

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     /// Period of the Raft core's clock; election timeouts and heartbeats count these.
     pub tick: Duration,
     pub segment_bytes: u64,
+    /// Host groups `1..=test_groups` (tests and benchmarks of many groups; 1 otherwise).
+    pub test_groups: u64,
 }
 
 /// Every bound a node enforces, with its default.
