@@ -59,7 +59,7 @@ pub const FRAMES_REJECTED: &str = "keel_frames_rejected_total";
 pub const PEER_FRAMES_DROPPED: &str = "keel_peer_frames_dropped_total";
 pub const STORAGE_CORRUPTIONS: &str = "keel_storage_corruptions_total";
 pub const STORAGE_REPAIRS: &str = "keel_storage_repairs_total";
-pub const RAFT_VOTE_BARRIER: &str = "keel_raft_vote_barrier_index";
+pub const GROUPS_VOTE_BARRIER: &str = "keel_groups_vote_barrier";
 pub const GROUPS_HOSTED: &str = "keel_groups_hosted";
 pub const GROUPS_LED: &str = "keel_groups_led";
 pub const GROUPS_UNDER_REPLICATED: &str = "keel_groups_under_replicated";
@@ -165,8 +165,8 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (PEER_FRAMES_DROPPED, Counter, N, NONE, "Frames to peers dropped because their queue was full."),
     (STORAGE_CORRUPTIONS, Counter, N, NONE, "Corrupt entries found on disk (then repaired)."),
     (STORAGE_REPAIRS, Counter, N, NONE, "Log cuts before a damaged entry, to fetch it again from the leader."),
-    (RAFT_VOTE_BARRIER, Gauge, N, NONE,
-        "While above the durable log's end: the index this node needs again before it votes (0: none)."),
+    (GROUPS_VOTE_BARRIER, Gauge, N, NONE,
+        "Groups in which this node cut damaged entries and votes only once it holds them again."),
     (GROUPS_HOSTED, Gauge, N, NONE, "Raft groups this node hosts a replica of."),
     (GROUPS_LED, Gauge, N, NONE, "Raft groups this node leads."),
     (GROUPS_UNDER_REPLICATED, Gauge, N, NONE, "Groups led here with a voter that lacks entries the leader has."),

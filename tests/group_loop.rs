@@ -28,6 +28,10 @@ impl PeerSender for Nowhere {
     }
 
     fn learn_address(&self, _id: u64, _address: SocketAddr) {}
+
+    fn alive(&self, _id: u64) -> bool {
+        true
+    }
 }
 
 struct Harness {
@@ -49,6 +53,8 @@ impl Harness {
             peers: Arc::new(Nowhere),
             retention: Retention::default(),
             node_gauges: true,
+            metadata: None,
+            leaders: Default::default(),
         };
         let (group, _published) = Group::new(parts);
         let (tx, rx) = mpsc::channel(1024);

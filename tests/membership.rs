@@ -7,11 +7,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use keel::raft::MembershipChange;
+use keel::raft::{Membership, MembershipChange};
 use keel::record::Record;
+use keel::server::node::DEFAULT_GROUP;
+use keel::server::registry::GroupHandle;
 use keel::server::{Limits, NodeConfig, NodeHandle, Retention};
 use segments::Entry;
 
@@ -47,7 +50,8 @@ impl Nodes {
             retention: Retention::default(),
             tick: Duration::from_millis(10),
             segment_bytes: 16 << 20,
-            test_groups: 1,
+            auto_create_topics: false,
+            default_partitions: 1,
         };
         self.handles.insert(id, NodeHandle::start(config).await.expect("node starts"));
     }
@@ -56,10 +60,15 @@ impl Nodes {
         &self.handles[&id]
     }
 
+    /// Node `id`'s replica of the group under test: the topic `default`'s partition.
+    fn group(&self, id: u64) -> Option<Arc<GroupHandle>> {
+        self.node(id).group(DEFAULT_GROUP)
+    }
+
     async fn wait_leader(&self, among: &[u64]) -> u64 {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Some(id) = among.iter().copied().find(|id| self.node(*id).leader().me) {
+            if let Some(id) = among.iter().copied().find(|id| self.group(*id).is_some_and(|g| g.leader().me)) {
                 return id;
             }
             assert!(Instant::now() < deadline, "no leader among {among:?}");
@@ -70,8 +79,9 @@ impl Nodes {
     /// Waits until `id` has committed at least `index`.
     async fn wait_commit(&self, id: u64, index: u64, what: &str) {
         let deadline = Instant::now() + DEADLINE;
-        while self.node(id).committed().index < index {
-            let now = self.node(id).committed().index;
+        let committed = |id| self.group(id).map_or(0, |g| g.committed().index);
+        while committed(id) < index {
+            let now = committed(id);
             assert!(Instant::now() < deadline, "{what}: node {id} committed {now}, not {index}");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -81,7 +91,12 @@ impl Nodes {
     async fn change(&self, leader: u64, changes: Vec<MembershipChange>, addresses: Vec<(u64, SocketAddr)>) -> u64 {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            match self.node(leader).change_membership(changes.clone(), addresses.clone()).await {
+            match self
+                .group(leader)
+                .expect("the leader hosts the group")
+                .change_membership(changes.clone(), addresses.clone())
+                .await
+            {
                 Ok(index) => return index,
                 Err(e) if e.starts_with("busy") => {
                     assert!(Instant::now() < deadline, "{changes:?} refused for {DEADLINE:?}: {e}");
@@ -97,16 +112,15 @@ impl Nodes {
         for i in 0..10 {
             Record::new(format!("{tag}-{i}-{}", "m".repeat(200))).encode(&mut buf);
         }
-        let (offset, _) = self.node(leader).produce(buf.freeze(), 10).await.expect("produce");
+        let (offset, _) = self.group(leader).expect("hosted").produce(buf.freeze(), 10).await.expect("produce");
         offset
     }
 
     /// The committed entries of node `id`, as bytes.
     fn committed_entries(&self, id: u64) -> Vec<Bytes> {
-        let node = self.node(id);
-        let commit = node.committed().index;
-        let log = node.log();
-        let log = log.read();
+        let group = self.group(id).expect("hosted");
+        let commit = group.committed().index;
+        let log = group.log.read();
         let mut out: Vec<Entry> = Vec::new();
         let mut next = log.first_index();
         while next <= commit {
@@ -137,9 +151,12 @@ async fn a_learner_joins_is_promoted_and_a_voter_leaves_raft_6() {
     // Node 4 joins: it knows the cluster, but its log is empty, so it wins no vote; the
     // leader adds it as a learner (the address travels in the configuration entry).
     nodes.start(4, &[1, 2, 3, 4]).await;
+    // It learns no metadata (it is no member of the metadata group): the test gives it an
+    // empty replica of the group, as a move of the partition would (issue 17).
+    nodes.node(4).create_group(DEFAULT_GROUP, Membership::default()).expect("an empty replica");
     let learner = nodes.change(leader, vec![MembershipChange::AddLearner(4)], vec![(4, nodes.addrs[&4])]).await;
     nodes.wait_commit(4, learner, "the learner catches up").await;
-    let view = nodes.node(leader).status().await.expect("status");
+    let view = nodes.group(leader).expect("hosted").status().await.expect("status");
     let member = view.members.iter().find(|m| m.id == 4).expect("node 4 is a member");
     assert!(!member.voter, "node 4 is a learner first");
 
@@ -148,9 +165,9 @@ async fn a_learner_joins_is_promoted_and_a_voter_leaves_raft_6() {
     for tag in 30..40 {
         nodes.produce(leader, tag).await;
     }
-    let commit = nodes.node(leader).committed().index;
+    let commit = nodes.group(leader).expect("hosted").committed().index;
     nodes.wait_commit(4, commit, "the new voter follows").await;
-    let view = nodes.node(leader).status().await.expect("status");
+    let view = nodes.group(leader).expect("hosted").status().await.expect("status");
     assert_eq!(view.members.iter().filter(|m| m.voter).count(), 4, "{:?}", view.members);
     let (on_leader, on_new) = (nodes.committed_entries(leader), nodes.committed_entries(4));
     assert!(on_new.len() as u64 >= commit, "node 4 holds {} entries, not {commit}", on_new.len());
@@ -173,15 +190,15 @@ async fn a_learner_joins_is_promoted_and_a_voter_leaves_raft_6() {
     let deadline = Instant::now() + DEADLINE;
     while nodes.wait_leader(&[leader, successor, 4]).await != successor {
         assert!(Instant::now() < deadline, "leadership did not move to node {successor}");
-        let _ = nodes.node(leader).transfer_leadership(successor).await;
+        let _ = nodes.group(leader).expect("hosted").transfer_leadership(successor).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for tag in 50..60 {
         nodes.produce(successor, tag).await;
     }
-    let commit = nodes.node(successor).committed().index;
+    let commit = nodes.group(successor).expect("hosted").committed().index;
     nodes.wait_commit(4, commit, "node 4 under the new leader").await;
-    let view = nodes.node(successor).status().await.expect("status");
+    let view = nodes.group(successor).expect("hosted").status().await.expect("status");
     assert!(view.members.iter().any(|m| m.id == 4), "node 4 is a member: {:?}", view.members);
     let four = nodes.node(successor).address_of(4);
     assert_eq!(four, Some(nodes.addrs[&4]), "the new leader knows where node 4 listens");

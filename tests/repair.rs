@@ -137,12 +137,12 @@ async fn a_damaged_follower_helps_elect_no_leader_that_lacks_what_it_acknowledge
     assert_eq!(view.last_index, bad - 1, "cut just before the damaged entry");
     assert!(cluster.metric(follower, "keel_storage_repairs_total").unwrap_or(0.0) >= 1.0);
     assert_eq!(cluster.wait_leader(Duration::from_secs(3), &[leader]).await, None, "{}", cluster.logs());
-    assert!(cluster.metric(follower, "keel_raft_vote_barrier_index").unwrap_or(0.0) >= last as f64);
+    assert_eq!(cluster.metric(follower, "keel_groups_vote_barrier"), Some(1.0), "the follower's barrier is up");
     // The leader returns: the follower fetches the entries and its barrier lifts.
     cluster.restart(leader);
     cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader once the old one is back");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.metric(follower, "keel_raft_vote_barrier_index").is_none_or(|b| b > 0.0) {
+    while cluster.metric(follower, "keel_groups_vote_barrier").is_none_or(|b| b > 0.0) {
         assert!(Instant::now() < deadline, "the barrier never lifted\n{}", cluster.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -107,11 +107,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// For tests and benchmarks of many Raft groups: host groups 1..=N, every node of
-    /// --peers a voter of each (group 1 is the one clients use).
-    #[arg(long, hide = true)]
-    #[serde(skip)]
-    pub test_groups: Option<u64>,
+    /// On a new cluster: producing to an unknown topic creates it.
+    #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: bool,
+    /// On a new cluster: partitions of the topic `default` (default 1).
+    #[arg(long, env = "KEEL_DEFAULT_PARTITIONS")]
+    pub default_partitions: Option<u32>,
     /// Log format.
     #[arg(long, value_enum, env = "KEEL_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -59,9 +59,11 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
         retention_ms,
         segment_bytes,
         record_bytes_max,
+        default_partitions,
         log_format
     );
     args.allow_anonymous_clients |= file.allow_anonymous_clients;
+    args.auto_create_topics |= file.auto_create_topics;
     Ok(args)
 }
 
@@ -131,7 +133,8 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         retention: Retention { bytes: args.retention_bytes, age: args.retention_ms.map(Duration::from_millis) },
         tick: Duration::from_millis(10),
         segment_bytes,
-        test_groups: args.test_groups.unwrap_or(1).max(1),
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.default_partitions.unwrap_or(1),
     };
     Ok((config, peer_names))
 }

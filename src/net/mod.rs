@@ -4,6 +4,7 @@ pub mod certs;
 pub mod client_codec;
 pub mod endpoint;
 pub mod frame;
+pub mod node_codec;
 pub mod peer;
 pub mod peer_codec;
 pub mod tls;

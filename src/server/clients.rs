@@ -1,50 +1,37 @@
 //! Serves client connections (`keel-client/1`): requests on bidirectional streams, answered
-//! in order per stream (a producer keeps one stream and pipelines its batches on it).
-//! Produce goes to the group loop and waits for the commit; fetch and metadata are read
-//! here, from the shared log and the loop's published state, so reads scale with nodes.
+//! in order per stream (a producer keeps one stream and pipelines its batches on it). A thin
+//! front end over the broker service (`broker/`): this version's protocol addresses the one
+//! partition of topic `default`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use segments::{Entry, Log};
 use tokio::sync::{Semaphore, mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::config::Limits;
-use super::disk::FreeSpace;
 use super::group::Event;
-use super::produce::{ProduceError, ProduceResult};
-use super::registry::GroupHandle;
+use super::produce::ProduceResult;
 use super::status::{GroupStatus, role_name};
+use crate::broker::{Broker, BrokerError};
 use crate::metrics as m;
 use crate::net::Connection;
 use crate::net::client_codec::{ClusterView, ErrorReply, MemberView, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
 use crate::net::endpoint::{read_frame_budgeted, write_frame};
-use crate::net::peer::Peers;
-use crate::raft::NodeId;
 use crate::record;
-use crate::replica::Committed;
-use crate::replica::store::is_damage;
 
 /// Application close codes on client connections.
 pub const CLOSE_BAD_FRAME: u32 = 0x21;
 pub const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x22;
+/// The topic every cluster has from its first start; `keel-client/1` reads and writes its
+/// one partition.
+pub const DEFAULT_TOPIC: &str = "default";
 
 pub struct ClientService {
-    /// The group clients produce to and fetch from.
-    pub group: Arc<GroupHandle>,
-    /// The address book: where the other nodes are, for redirects and metadata.
-    pub peers: Peers,
-    pub node_id: NodeId,
-    pub own_address: SocketAddr,
-    pub cluster_id: u64,
-    pub limits: Limits,
-    pub free_space: FreeSpace,
+    pub broker: Arc<Broker>,
     pub connections: Arc<Semaphore>,
-    /// Numbers client streams, so the loop can tell their batches apart (0 is "none").
+    /// Numbers client streams, so the groups can tell their batches apart (0 is "none").
     pub streams: AtomicU64,
 }
 
@@ -60,7 +47,7 @@ impl ClientService {
             return;
         };
         let _open = m::OpenConnection::new("client");
-        let budget = Arc::new(Semaphore::new(self.limits.connection_bytes_max));
+        let budget = Arc::new(Semaphore::new(self.broker.limits.connection_bytes_max));
         while let Ok((send, recv)) = conn.accept_bi().await {
             let stream = self.streams.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(self.clone().serve_stream(conn.clone(), stream, send, recv, budget.clone()));
@@ -97,7 +84,7 @@ impl ClientService {
             }
             let _ = send.finish();
         });
-        let max = (self.limits.batch_bytes_max + 64).max(REQUEST_BYTES_MAX_DEFAULT);
+        let max = (self.broker.limits.batch_bytes_max + 64).max(REQUEST_BYTES_MAX_DEFAULT);
         loop {
             let (frame, permit) = match read_frame_budgeted(&mut recv, max, &budget).await {
                 Ok(Some(f)) => f,
@@ -155,7 +142,9 @@ impl ClientService {
         }
         drop(answers_tx);
         let _ = writer.await;
-        let _ = self.group.events.send(Event::StreamEnded(stream)).await;
+        if let Ok(group) = self.broker.replica(DEFAULT_TOPIC, 0) {
+            let _ = group.events.send(Event::StreamEnded(stream)).await;
+        }
     }
 
     async fn handle(&self, request: Request) -> Response {
@@ -164,149 +153,71 @@ impl ClientService {
                 Ok(reply) => self.finish_produce(reply).await,
                 Err(response) => response,
             },
-            Request::Fetch { offset, max_bytes, max_wait_ms } => self.fetch(offset, max_bytes, max_wait_ms).await,
+            Request::Fetch { offset, max_bytes, max_wait_ms } => {
+                let wait = Duration::from_millis(u64::from(max_wait_ms));
+                match self.broker.fetch(DEFAULT_TOPIC, 0, offset, max_bytes as usize, wait).await {
+                    Ok(f) => Response::Fetched {
+                        log_start_offset: f.log_start_offset,
+                        high_watermark: f.high_watermark,
+                        entries: f.entries,
+                    },
+                    Err(e) => Response::Error(error_reply(e)),
+                }
+            }
             Request::Metadata => self.metadata().await,
         }
     }
 
-    /// Checks a batch and hands it to the loop; the receiver answers once it commits.
+    /// Checks a batch and hands it to its partition's group; the receiver answers once it commits.
     async fn start_produce(
         &self,
         record_count: u32,
         records: Bytes,
         stream: u64,
     ) -> Result<oneshot::Receiver<ProduceResult>, Response> {
-        let received = Instant::now();
-        metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
+        let limits = &self.broker.limits;
         let refuse = |kind: &'static str, err: ErrorReply| {
+            metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
             m::produce_error(kind);
             Response::Error(err)
         };
-        let hint = self.group.leader();
-        if !hint.me {
-            return Err(refuse("not_leader", self.not_leader(hint.leader)));
-        }
-        let limit = self.limits.batch_bytes_max;
-        if records.len() > limit {
-            let msg = format!("batch of {} bytes exceeds the limit of {limit} bytes (batch_bytes_max)", records.len());
+        if records.len() > limits.batch_bytes_max {
+            let msg = format!(
+                "batch of {} bytes exceeds the limit of {} bytes (batch_bytes_max)",
+                records.len(),
+                limits.batch_bytes_max
+            );
             return Err(refuse("too_large", ErrorReply::Refused(msg)));
         }
-        if let Err(e) = record::validate(&records, record_count, self.limits.record_bytes_max) {
+        if let Err(e) = record::validate(&records, record_count, limits.record_bytes_max) {
             let kind = if matches!(e, record::BatchError::RecordTooLarge { .. }) { "too_large" } else { "malformed" };
             return Err(refuse(kind, ErrorReply::Refused(e.to_string())));
         }
-        if let Some(why) = self.free_space.too_low() {
-            return Err(refuse("disk_full", ErrorReply::Busy(why)));
-        }
         let payload = record::batch_payload(now_ms(), &records).freeze();
-        let (reply, rx) = oneshot::channel();
-        let event = Event::Propose { payload, record_count, stream, received, reply };
-        if self.group.events.send(event).await.is_err() {
-            return Err(refuse("shutting_down", ErrorReply::Busy("the node is shutting down".into())));
-        }
-        Ok(rx)
+        self.broker
+            .produce(DEFAULT_TOPIC, 0, payload, record_count, stream)
+            .await
+            .map_err(|e| Response::Error(error_reply(e)))
     }
 
-    async fn fetch(&self, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Response {
-        metrics::counter!(m::FETCH_REQUESTS).increment(1);
-        let wait = Duration::from_millis(u64::from(max_wait_ms)).min(self.limits.fetch_wait_max);
-        let deadline = tokio::time::Instant::now() + wait;
-        let max_bytes = (max_bytes as usize).clamp(1, self.limits.fetch_bytes_max);
-        let mut committed = self.group.committed.clone();
-        let mut waited = false;
-        loop {
-            let c = *committed.borrow_and_update();
-            match self.read_committed(offset, max_bytes, c) {
-                Ok(Some(response)) => return response,
-                Ok(None) => {}
-                Err(response) => return response,
-            }
-            if !waited {
-                waited = true;
-                metrics::counter!(m::FETCH_LONG_POLLS).increment(1);
-            }
-            let start = self.group.log.read().start_offset();
-            let empty = Response::Fetched { log_start_offset: start, high_watermark: c.next_offset, entries: vec![] };
-            match tokio::time::timeout_at(deadline, committed.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return empty,
-            }
+    /// The answer to a produce once its group replied.
+    async fn finish_produce(&self, reply: oneshot::Receiver<ProduceResult>) -> Response {
+        match self.broker.produced(DEFAULT_TOPIC, 0, reply).await {
+            Ok((base_offset, record_count)) => Response::Produced { base_offset, record_count },
+            Err(e) => Response::Error(error_reply(e)),
         }
     }
 
-    /// The entries holding `offset` and after, up to the commit; `None` when there is
-    /// nothing committed at `offset` yet; `Err` with the response for a bad offset.
-    fn read_committed(&self, offset: u64, max_bytes: usize, c: Committed) -> Result<Option<Response>, Response> {
-        let log = self.group.log.read();
-        let start = log.start_offset();
-        let out_of_range =
-            || Response::Error(ErrorReply::OffsetOutOfRange { requested: offset, start, end: c.next_offset });
-        if offset < start {
-            return Err(out_of_range());
-        }
-        if offset >= c.next_offset {
-            // Beyond what this node committed: wait if the log (or the cluster) may get there.
-            return if offset > c.next_offset && offset > log.next_offset() { Err(out_of_range()) } else { Ok(None) };
-        }
-        let index = match log.locate_offset(offset) {
-            Ok(Some(index)) => index,
-            Ok(None) => return Ok(None),
-            Err(segments::Error::OffsetBelowStart { .. }) => return Err(out_of_range()),
-            Err(e) => return Err(self.read_failed(e, start_index(&log, offset))),
-        };
-        let mut entries: Vec<Entry> = Vec::new();
-        if let Err(e) = log.read(index, max_bytes, &mut entries) {
-            return Err(self.read_failed(e, index));
-        }
-        entries.retain(|e| e.index() <= c.index);
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        let bytes: usize = entries.iter().map(Entry::encoded_len).sum();
-        metrics::counter!(m::FETCH_BYTES).increment(bytes as u64);
-        Ok(Some(Response::Fetched { log_start_offset: start, high_watermark: c.next_offset, entries }))
-    }
-
-    /// A failed read; corruption is reported to the loop, which repairs from `from_index` on.
-    fn read_failed(&self, e: segments::Error, from_index: u64) -> Response {
-        if is_damage(&e) {
-            let _ = self.group.events.try_send(Event::Corrupt { from_index, detail: e.to_string() });
-        }
-        warn!(error = %e, "fetch failed");
-        Response::Error(ErrorReply::Internal(format!("{e}; this node is repairing its log, read from another node")))
-    }
-
+    /// The partition's view, from this node's replica of it.
     async fn metadata(&self) -> Response {
-        match self.group.status().await {
+        let group = match self.broker.replica(DEFAULT_TOPIC, 0) {
+            Ok(group) => group,
+            Err(e) => return Response::Error(error_reply(e)),
+        };
+        match group.status().await {
             Some(status) => Response::Metadata(self.view(status)),
             None => Response::Error(ErrorReply::Busy("the node is shutting down".into())),
         }
-    }
-
-    /// The answer to a produce once the group replied.
-    async fn finish_produce(&self, reply: oneshot::Receiver<ProduceResult>) -> Response {
-        match reply.await {
-            Ok(Ok((base_offset, record_count))) => Response::Produced { base_offset, record_count },
-            Ok(Err(e)) => Response::Error(self.error_reply(e)),
-            Err(_) => Response::Error(ErrorReply::OutcomeUnknown { reason: "the node stopped".into() }),
-        }
-    }
-
-    fn error_reply(&self, e: ProduceError) -> ErrorReply {
-        match e {
-            ProduceError::NotLeader { leader } => self.not_leader(leader),
-            ProduceError::Busy(why) => ErrorReply::Busy(why),
-            ProduceError::Refused(why) => ErrorReply::Refused(why),
-            ProduceError::OutcomeUnknown(reason) => ErrorReply::OutcomeUnknown { reason },
-        }
-    }
-
-    fn not_leader(&self, leader: Option<NodeId>) -> ErrorReply {
-        ErrorReply::NotLeader { leader, address: leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()) }
-    }
-
-    fn address_of(&self, id: NodeId) -> Option<SocketAddr> {
-        if id == self.node_id { Some(self.own_address) } else { self.peers.address(id) }
     }
 
     /// The wire form of a group's status, with the members' addresses.
@@ -316,13 +227,13 @@ impl ClientService {
             .iter()
             .map(|m| MemberView {
                 id: m.id,
-                address: self.address_of(m.id).map(|a| a.to_string()).unwrap_or_default(),
+                address: self.broker.address_of(m.id).unwrap_or_default(),
                 voter: m.voter,
                 match_index: m.match_index,
             })
             .collect();
         ClusterView {
-            cluster_id: self.cluster_id,
+            cluster_id: self.broker.cluster_id,
             node_id: status.node_id,
             role: role_name(status.role).into(),
             leader: status.leader,
@@ -336,9 +247,22 @@ impl ClientService {
     }
 }
 
-/// Where to start looking for a corrupt entry that broke an offset lookup.
-fn start_index(log: &Log, _offset: u64) -> u64 {
-    log.first_index()
+/// The wire form of a broker error. The topic `default` is made by the cluster's first
+/// metadata leader: until then its absence only means "starting".
+fn error_reply(e: BrokerError) -> ErrorReply {
+    match e {
+        BrokerError::NotLeader { leader, address, .. } => ErrorReply::NotLeader { leader, address },
+        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
+            ErrorReply::Busy("the cluster is starting: topic default is not there yet".into())
+        }
+        BrokerError::OffsetOutOfRange { requested, start, end } => {
+            ErrorReply::OffsetOutOfRange { requested, start, end }
+        }
+        BrokerError::Busy(why) => ErrorReply::Busy(why),
+        BrokerError::Refused(why) => ErrorReply::Refused(why),
+        BrokerError::OutcomeUnknown(reason) => ErrorReply::OutcomeUnknown { reason },
+        BrokerError::Internal(why) => ErrorReply::Internal(why),
+    }
 }
 
 /// Closes a connection that sent a frame the protocol does not allow; the node goes on.

@@ -25,8 +25,10 @@ pub struct NodeConfig {
     /// Period of the Raft core's clock; election timeouts and heartbeats count these.
     pub tick: Duration,
     pub segment_bytes: u64,
-    /// Host groups `1..=test_groups` (tests and benchmarks of many groups; 1 otherwise).
-    pub test_groups: u64,
+    /// A new cluster: produce to an unknown topic creates it.
+    pub auto_create_topics: bool,
+    /// A new cluster: partitions of the topic `default`.
+    pub default_partitions: u32,
 }
 
 /// Every bound a node enforces, with its default.

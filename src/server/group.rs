@@ -13,8 +13,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, error, info, warn};
 
 use super::group_metrics::GroupMetrics;
+use super::metadata::{CommandError, CommandResult, MetadataMachine};
 use super::produce::{ProduceError, ProduceResult, ProduceTable, Proposed};
 use super::status::{GroupStatus, MemberStatus, role_name};
+use crate::broker::leaders::{LeaderReport, LeaderTable, Offsets};
 use crate::metrics as m;
 use crate::net::peer::SendError;
 use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, Role, SoftState};
@@ -44,6 +46,15 @@ pub enum Event {
     },
     /// A client stream ended: forget whether it was refused.
     StreamEnded(u64),
+    /// A metadata command (group 0 only), answered once its entry is applied.
+    ProposeCommand {
+        command: crate::metadata::Command,
+        reply: oneshot::Sender<CommandResult>,
+    },
+    /// New settings from the metadata (a topic's retention changed).
+    Configure {
+        retention: Retention,
+    },
     Synced {
         index: u64,
         term: u64,
@@ -84,6 +95,8 @@ pub trait PeerSender: Send + Sync + 'static {
     /// A configuration entry names a member's address: the node makes sure it can reach it.
     /// Links belong to the node: a group adds what it learns, it never removes a link.
     fn learn_address(&self, id: NodeId, address: SocketAddr);
+    /// Whether node `id` was heard from lately (`net::peer::Peers::alive`).
+    fn alive(&self, id: NodeId) -> bool;
 }
 
 pub type GroupReplica = Replica<SharedLog, HardStateFile>;
@@ -95,6 +108,10 @@ pub struct GroupParts {
     pub retention: Retention,
     /// This group updates the node's single-group gauges (`group_metrics.rs`).
     pub node_gauges: bool,
+    /// The metadata group's state machine (group 0 only).
+    pub metadata: Option<MetadataMachine>,
+    /// Where the group says who leads it, for the node's metadata answers.
+    pub leaders: Arc<LeaderTable>,
 }
 
 /// What a group publishes for readers and redirects, without a round trip to its task.
@@ -118,6 +135,8 @@ pub struct Group {
     peers: Arc<dyn PeerSender>,
     retention: Retention,
     produce: ProduceTable,
+    metadata: Option<MetadataMachine>,
+    leaders: Arc<LeaderTable>,
     committed_tx: watch::Sender<Committed>,
     leader_tx: watch::Sender<LeaderHint>,
     sync: Arc<Notify>,
@@ -148,6 +167,8 @@ impl Group {
             peers: parts.peers,
             retention: parts.retention,
             produce: ProduceTable::default(),
+            metadata: parts.metadata,
+            leaders: parts.leaders,
             committed_tx,
             leader_tx,
             sync: Arc::new(Notify::new()),
@@ -179,6 +200,9 @@ impl Group {
         self.suspect(first);
         self.learn_addresses();
         self.publish_role();
+        if let Some(machine) = &mut self.metadata {
+            machine.apply_committed(&self.log, self.replica.committed().index);
+        }
         while let Some(event) = events.recv().await {
             if let Some(done) = self.handle(event)? {
                 return self.shutdown(done, &mut events).await;
@@ -207,6 +231,8 @@ impl Group {
                 self.propose(payload, record_count, stream, received, reply)
             }
             Event::StreamEnded(stream) => self.produce.stream_ended(stream),
+            Event::ProposeCommand { command, reply } => self.propose_command(command, reply),
+            Event::Configure { retention } => self.retention = retention,
             Event::Synced { index, term, seconds } => {
                 metrics::histogram!(m::FSYNC_SECONDS).record(seconds);
                 metrics::counter!(m::FSYNCS).increment(1);
@@ -283,6 +309,22 @@ impl Group {
         }
     }
 
+    fn propose_command(&mut self, command: crate::metadata::Command, reply: oneshot::Sender<CommandResult>) {
+        let Some(machine) = &mut self.metadata else {
+            let _ = reply.send(Err(CommandError::Busy(format!("group {} holds no metadata", self.group))));
+            return;
+        };
+        match self.replica.propose(&command.encode(), 1) {
+            Ok(p) => machine.wait(p.index, p.term, reply),
+            Err(ProposeError::NotLeader { leader }) => {
+                let _ = reply.send(Err(CommandError::NotLeader { leader }));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(CommandError::Busy(e.to_string())));
+            }
+        }
+    }
+
     /// Carries out the core's outputs: the replica makes the hard state durable and writes
     /// the log; then the fsync task is woken, the messages leave, producers are answered.
     fn process_ready(&mut self) -> Result<(), GroupError> {
@@ -304,6 +346,9 @@ impl Group {
             let log = self.log.read();
             self.produce.committed(committed.index, |i| log.term(i), self.leader);
             drop(log);
+            if let Some(machine) = &mut self.metadata {
+                machine.apply_committed(&self.log, committed.index);
+            }
             self.committed_tx.send_replace(committed);
         }
         if let Some(soft) = ready.soft_state {
@@ -321,6 +366,25 @@ impl Group {
         self.role = soft.role;
         self.leader = soft.leader;
         self.publish_role();
+        let report = self.leader_report(soft.term);
+        self.leaders.report_own(report);
+    }
+
+    /// What this replica can say about the group's leadership: with offsets when it leads.
+    fn leader_report(&self, term: u64) -> LeaderReport {
+        let offsets = (self.role == Role::Leader).then(|| {
+            let raft = self.replica.raft();
+            let committed = self.replica.committed();
+            let mut in_sync = vec![raft.id()];
+            in_sync.extend(
+                raft.progress()
+                    .into_iter()
+                    .filter(|p| p.id != raft.id() && p.match_index >= committed.index && self.peers.alive(p.id))
+                    .map(|p| p.id),
+            );
+            Offsets { log_start_offset: self.log.read().start_offset(), high_watermark: committed.next_offset, in_sync }
+        });
+        LeaderReport { group: self.group, term, leader: self.leader, offsets }
     }
 
     fn publish_role(&self) {
@@ -347,8 +411,14 @@ impl Group {
     fn housekeeping(&mut self) -> Result<(), GroupError> {
         self.replica.flush_lazy()?;
         self.produce.expire(Instant::now(), self.role == Role::Leader);
+        if let Some(machine) = &mut self.metadata {
+            machine.expire(Instant::now());
+        }
         self.apply_retention();
         self.metrics.update_gauges(&self.replica);
+        if self.role == Role::Leader {
+            self.leaders.report(self.leader_report(self.replica.raft().term()));
+        }
         Ok(())
     }
 

@@ -26,6 +26,7 @@ pub struct GroupMetrics {
     /// This group's share of the node aggregates, as last added.
     led: bool,
     under_replicated: bool,
+    barrier: bool,
     lag: BTreeMap<NodeId, f64>,
 }
 
@@ -38,6 +39,7 @@ impl GroupMetrics {
             rtt: BTreeMap::new(),
             led: false,
             under_replicated: false,
+            barrier: false,
             lag: BTreeMap::new(),
         }
     }
@@ -146,6 +148,11 @@ impl GroupMetrics {
     /// Once a second: this group's share of the node aggregates, and the single-group gauges.
     pub fn update_gauges(&mut self, replica: &Replica<SharedLog, HardStateFile>) {
         let raft = replica.raft();
+        let barrier = raft.vote_barrier().is_some();
+        if barrier != self.barrier {
+            metrics::gauge!(m::GROUPS_VOTE_BARRIER).increment(if barrier { 1.0 } else { -1.0 });
+            self.barrier = barrier;
+        }
         let log = replica.log().read();
         let last = log.last_index();
         if raft.role() == Role::Leader {
@@ -165,7 +172,6 @@ impl GroupMetrics {
         metrics::gauge!(m::RAFT_TERM).set(raft.term() as f64);
         metrics::gauge!(m::RAFT_COMMIT_INDEX).set(committed.index as f64);
         metrics::gauge!(m::RAFT_LAST_INDEX).set(last as f64);
-        metrics::gauge!(m::RAFT_VOTE_BARRIER).set(raft.vote_barrier().map_or(0, |b| b.index) as f64);
         metrics::gauge!(m::LOG_START_OFFSET).set(log.start_offset() as f64);
         metrics::gauge!(m::LOG_END_OFFSET).set(committed.next_offset as f64);
         let segments = log.segments();
@@ -202,6 +208,9 @@ impl Drop for GroupMetrics {
             metrics::gauge!(m::GROUPS_LED).decrement(1.0);
         }
         self.set_under_replicated(false);
+        if self.barrier {
+            metrics::gauge!(m::GROUPS_VOTE_BARRIER).decrement(1.0);
+        }
         for (peer, lag) in std::mem::take(&mut self.lag) {
             metrics::gauge!(m::REPLICATION_LAG_ENTRIES, "peer" => peer.to_string()).decrement(lag);
         }

@@ -5,10 +5,12 @@
 
 pub mod clients;
 pub mod config;
-mod disk;
+pub mod controller;
+pub mod disk;
 pub mod group;
 mod group_metrics;
 pub mod layout;
+pub mod metadata;
 pub mod node;
 pub mod produce;
 pub mod registry;

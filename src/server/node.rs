@@ -11,22 +11,27 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::clients::ClientService;
+use super::clients::{ClientService, DEFAULT_TOPIC};
 use super::config::{ConfigError, NodeConfig};
+use super::controller::{Bootstrap, Controller};
 use super::disk::FreeSpace;
 use super::group::{self, Event, Group, GroupError, GroupParts, GroupReplica, LeaderHint, PeerSender};
 use super::layout::{Layout, LayoutError};
-use super::produce::ProduceResult;
+use super::metadata::MetadataMachine;
+use super::produce::{ProduceError, ProduceResult};
 use super::registry::{GroupHandle, Registry};
 use super::status::GroupStatus;
+use crate::broker::leaders::LeaderTable;
+use crate::broker::{Broker, METADATA_GROUP};
 use crate::metrics as m;
 use crate::net::endpoint::{alpn, node_endpoint};
-use crate::net::peer::{Peers, SendError};
+use crate::net::peer::{Lane, Peers, SendError};
 use crate::net::tls::{ALPN_CLIENT, ALPN_PEER, CA_CERT, NodeTls};
-use crate::net::{Connection, peer_codec};
+use crate::net::{Connection, node_codec, peer_codec};
 use crate::raft::{self, Membership, MembershipChange, Message, NodeId};
 use crate::replica::backend::SharedLog;
 use crate::replica::hard_state::HardStateFile;
+use crate::replica::retention::Retention;
 use crate::replica::{Committed, Replica};
 
 /// Peer frames waiting to be routed to their groups.
@@ -35,7 +40,10 @@ const INBOUND_FRAMES_MAX: usize = 4096;
 const PEER_LOOKUP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often every group gets `Event::Housekeeping`.
 const HOUSEKEEPING_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
-/// The group this version serves clients from: the one log of keel's first version.
+/// How often a node tells the others about the groups it leads (and at once on a change).
+const LEADERS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+/// The group of the topic `default`'s one partition on a new cluster (the first group the
+/// metadata allocates; tests read its files).
 pub const DEFAULT_GROUP: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,19 +79,32 @@ pub struct NodeHandle {
     pub cluster_id: u64,
     pub local_addr: SocketAddr,
     shared: Arc<NodeShared>,
+    broker: Arc<Broker>,
     failed: mpsc::Receiver<(u64, GroupError)>,
     endpoint: quinn::Endpoint,
 }
 
 /// What the node's tasks share: the groups, the links, the settings.
-struct NodeShared {
+pub struct NodeShared {
     config: NodeConfig,
-    layout: Layout,
-    registry: Arc<Registry>,
-    peers: Peers,
+    pub(crate) layout: Layout,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) peers: Peers,
     sender: Arc<dyn PeerSender>,
+    leaders: Arc<LeaderTable>,
     tasks: Mutex<BTreeMap<u64, JoinHandle<()>>>,
     failed: mpsc::Sender<(u64, GroupError)>,
+}
+
+/// A replica to start: its group, initial configuration and settings.
+pub struct GroupSpec {
+    pub group: u64,
+    /// The configuration of a new replica (ignored when the replica exists on disk).
+    pub voters: Membership,
+    pub retention: Retention,
+    /// This group's gauges are the node's single-group gauges (the metadata group).
+    pub node_gauges: bool,
+    pub metadata: Option<MetadataMachine>,
 }
 
 /// The cluster's id: the first 8 bytes of the SHA-256 of its CA certificate. Certificates
@@ -117,6 +138,10 @@ impl PeerSender for LinkSender {
             self.0.add(id, address);
         }
     }
+
+    fn alive(&self, id: NodeId) -> bool {
+        self.0.alive(id)
+    }
 }
 
 impl NodeHandle {
@@ -140,6 +165,7 @@ impl NodeHandle {
             endpoint.local_addr().map_err(|source| crate::net::NetError::Bind { addr: config.listen, source })?;
         let (peers, inbound) = Peers::start(endpoint.clone(), config.id, cluster_id, &config.peers, INBOUND_FRAMES_MAX);
         let registry = Arc::new(Registry::default());
+        let leaders = Arc::new(LeaderTable::default());
         let (failed_tx, failed) = mpsc::channel(16);
         let shared = Arc::new(NodeShared {
             config: config.clone(),
@@ -147,58 +173,68 @@ impl NodeHandle {
             registry: registry.clone(),
             sender: Arc::new(LinkSender(peers.clone())),
             peers: peers.clone(),
+            leaders: leaders.clone(),
             tasks: Mutex::new(BTreeMap::new()),
             failed: failed_tx,
         });
         let entry_bytes_max = u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX);
-        tokio::spawn(super::registry::route(inbound, registry.clone(), entry_bytes_max));
+        tokio::spawn(super::registry::route(inbound, registry.clone(), leaders.clone(), entry_bytes_max));
         tokio::spawn(super::registry::tick(registry.clone(), config.tick, HOUSEKEEPING_PERIOD));
+        tokio::spawn(tell_leaders(peers.clone(), leaders.clone(), config.id));
 
-        // The one group of this version, its voters the initial cluster (and, for tests of
-        // many groups, more groups like it).
+        // Group 0, the metadata group: its voters are the initial members.
         let voters = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
-        shared.start_group(DEFAULT_GROUP, voters.clone(), true)?;
-        for group in DEFAULT_GROUP + 1..=config.test_groups {
-            shared.start_group(group, voters.clone(), false)?;
-        }
-        let default = registry.get(DEFAULT_GROUP).expect("just started");
+        let (machine, metadata) = MetadataMachine::new();
+        shared.start_group(GroupSpec {
+            group: METADATA_GROUP,
+            voters,
+            retention: Retention::default(),
+            node_gauges: true,
+            metadata: Some(machine),
+        })?;
+        let broker = Arc::new(Broker {
+            node_id: config.id,
+            cluster_id,
+            own_address: local_addr.to_string(),
+            registry: registry.clone(),
+            metadata,
+            leaders,
+            limits: config.limits.clone(),
+            free_space: FreeSpace::watch(&config.data_dir, config.limits.disk_free_bytes_min),
+        });
+        let bootstrap = Bootstrap {
+            members: config.peers.clone(),
+            settings: Bootstrap::settings(config.auto_create_topics, &config.retention),
+            default_partitions: config.default_partitions,
+        };
+        tokio::spawn(Controller::new(shared.clone(), broker.clone(), bootstrap).run());
 
         let service = Arc::new(ClientService {
-            group: default,
-            peers: peers.clone(),
-            node_id: config.id,
-            own_address: local_addr,
-            free_space: FreeSpace::watch(&config.data_dir, config.limits.disk_free_bytes_min),
+            broker: broker.clone(),
             connections: Arc::new(Semaphore::new(config.limits.client_connections_max)),
             streams: std::sync::atomic::AtomicU64::new(1),
-            limits: config.limits.clone(),
-            cluster_id,
         });
         tokio::spawn(accept_loop(endpoint.clone(), peers, service));
         info!(id = config.id, addr = %local_addr, cluster = format!("{cluster_id:016x}"), "node started");
-        Ok(NodeHandle { id: config.id, cluster_id, local_addr, shared, failed, endpoint })
+        Ok(NodeHandle { id: config.id, cluster_id, local_addr, shared, broker, failed, endpoint })
     }
 
     /// Starts a replica of group `group` on this node (creating its directory on first
     /// start), with `voters` as the group's initial configuration. The topics layer drives
     /// this from the metadata group; tests call it directly.
     pub fn create_group(&self, group: u64, voters: Membership) -> Result<(), StartError> {
-        self.shared.start_group(group, voters, false)
+        let spec = GroupSpec { group, voters, retention: Retention::default(), node_gauges: false, metadata: None };
+        self.shared.start_group(spec)
     }
 
     /// Stops this node's replica of `group` and deletes its data.
     pub async fn remove_group(&self, group: u64) -> Result<(), StartError> {
-        let task = self.shared.tasks.lock().expect("tasks lock").remove(&group);
-        if let Some(handle) = self.shared.registry.remove(group) {
-            let (reply, rx) = oneshot::channel();
-            if handle.events.send(Event::Shutdown(reply)).await.is_ok() {
-                let _ = rx.await;
-            }
-        }
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-        Ok(self.shared.layout.remove_group(group)?)
+        self.shared.remove_group(group).await
+    }
+
+    /// The broker service over this node's groups.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
     }
 
     /// Where node `id` listens, as this node knows it (its own address for itself).
@@ -216,8 +252,9 @@ impl NodeHandle {
         self.shared.registry.get(group)
     }
 
-    fn default_group(&self) -> Arc<GroupHandle> {
-        self.group(DEFAULT_GROUP).expect("the default group lives as long as the node")
+    /// This node's replica of the topic `default`'s partition, once the metadata made it.
+    fn default_group(&self) -> Option<Arc<GroupHandle>> {
+        self.broker.replica(DEFAULT_TOPIC, 0).ok()
     }
 
     /// Follows peers named by host name (`names` as in `--peers`): while a link is down, its
@@ -251,29 +288,31 @@ impl NodeHandle {
         });
     }
 
-    /// This node's view of the default group.
+    /// This node's view of the topic `default`'s partition.
     pub async fn status(&self) -> Option<GroupStatus> {
-        self.default_group().status().await
+        self.default_group()?.status().await
     }
 
     pub fn leader(&self) -> LeaderHint {
-        self.default_group().leader()
+        self.default_group().map(|g| g.leader()).unwrap_or_default()
     }
 
     pub fn committed(&self) -> Committed {
-        self.default_group().committed()
+        self.default_group().map(|g| g.committed()).unwrap_or_default()
     }
 
-    /// The default group's log, for reading what this replica holds (tests compare
+    /// The `default` partition's log, for reading what this replica holds (tests compare
     /// replicas byte for byte).
-    pub fn log(&self) -> SharedLog {
-        self.default_group().log.clone()
+    pub fn log(&self) -> Option<SharedLog> {
+        Some(self.default_group()?.log.clone())
     }
 
-    /// Appends a batch of records (encoded as in `record.rs`) to the default group through
-    /// this node, which must lead it; returns the base offset once the entry is committed.
+    /// Appends a batch of records (encoded as in `record.rs`) to the topic `default` through
+    /// this node, which must lead its partition; returns the base offset once committed.
     pub async fn produce(&self, records: bytes::Bytes, record_count: u32) -> ProduceResult {
-        self.default_group().produce(records, record_count).await
+        let group =
+            self.default_group().ok_or_else(|| ProduceError::Busy("topic default is not hosted here yet".into()))?;
+        group.produce(records, record_count).await
     }
 
     /// Proposes a membership change of the default group through this node (the leader);
@@ -284,11 +323,13 @@ impl NodeHandle {
         changes: Vec<MembershipChange>,
         addresses: Vec<(NodeId, SocketAddr)>,
     ) -> Result<u64, String> {
-        self.default_group().change_membership(changes, addresses).await
+        let group = self.default_group().ok_or("topic default is not hosted here yet")?;
+        group.change_membership(changes, addresses).await
     }
 
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), String> {
-        self.default_group().transfer_leadership(to).await
+        let group = self.default_group().ok_or("topic default is not hosted here yet")?;
+        group.transfer_leadership(to).await
     }
 
     /// Stops gracefully: every group leader hands over leadership first; everything is
@@ -333,8 +374,13 @@ impl NodeHandle {
 }
 
 impl NodeShared {
-    /// Opens group `group`'s directory, starts its replica and its task, registers it.
-    fn start_group(self: &Arc<Self>, group: u64, voters: Membership, node_gauges: bool) -> Result<(), StartError> {
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Opens a group's directory, starts its replica and its task, registers it.
+    pub fn start_group(self: &Arc<Self>, spec: GroupSpec) -> Result<(), StartError> {
+        let group = spec.group;
         if self.registry.get(group).is_some() {
             return Err(StartError::GroupExists(group));
         }
@@ -351,7 +397,7 @@ impl NodeShared {
             source => StartError::Log { group, source },
         })?;
         info!(group, %report, "log opened");
-        let hard = HardStateFile::open(&dir, voters)?;
+        let hard = HardStateFile::open(&dir, spec.voters)?;
         let mut raft_config = raft::Config::new(config.id, rand::random());
         raft_config.append_bytes_max = config.limits.batch_bytes_max + 1024;
         raft_config.uncommitted_bytes_max =
@@ -363,8 +409,10 @@ impl NodeShared {
             group,
             replica,
             peers: self.sender.clone(),
-            retention: config.retention.clone(),
-            node_gauges,
+            retention: spec.retention,
+            node_gauges: spec.node_gauges,
+            metadata: spec.metadata,
+            leaders: self.leaders.clone(),
         });
         let (events_tx, events_rx) = mpsc::channel(group::EVENTS_MAX);
         let handle = Arc::new(GroupHandle {
@@ -384,6 +432,43 @@ impl NodeShared {
         });
         self.tasks.lock().expect("tasks lock").insert(group, task);
         Ok(())
+    }
+
+    /// Stops this node's replica of `group` and deletes its data.
+    pub async fn remove_group(&self, group: u64) -> Result<(), StartError> {
+        let task = self.tasks.lock().expect("tasks lock").remove(&group);
+        if let Some(handle) = self.registry.remove(group) {
+            let (reply, rx) = oneshot::channel();
+            if handle.events.send(Event::Shutdown(reply)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        Ok(self.layout.remove_group(group)?)
+    }
+}
+
+/// Tells every peer what this node knows of the groups it leads: once a second, and soon
+/// after its leadership of a group changed.
+async fn tell_leaders(peers: Peers, leaders: Arc<LeaderTable>, me: NodeId) {
+    let mut ticker = tokio::time::interval(LEADERS_PERIOD);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = leaders.own_changed() => {
+                // Changes come in bursts (a node's groups elect together): say them at once.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        let frames = node_codec::encode_leaders(&leaders.led_by(me));
+        for peer in peers.ids() {
+            for frame in &frames {
+                let _ = peers.send(peer, METADATA_GROUP, Lane::Control, vec![frame.clone()]);
+            }
+        }
     }
 }
 

@@ -14,7 +14,9 @@ use tracing::warn;
 use super::group::{Event, LeaderHint};
 use super::produce::{ProduceError, ProduceResult};
 use super::status::GroupStatus;
+use crate::broker::leaders::LeaderTable;
 use crate::metrics as m;
+use crate::net::node_codec::{self, NodeMessage};
 use crate::net::peer::Inbound;
 use crate::net::peer_codec;
 use crate::raft::{MembershipChange, NodeId};
@@ -114,8 +116,23 @@ impl Registry {
 /// Hands every frame from a peer to its group's queue. Entries are CRC-checked in the
 /// decoder. A frame for a group not hosted here, or whose queue is full, is dropped and
 /// counted: Raft tolerates loss, and no group ever waits for another's queue.
-pub async fn route(mut inbound: mpsc::Receiver<Inbound>, registry: Arc<Registry>, entry_bytes_max: u32) {
+pub async fn route(
+    mut inbound: mpsc::Receiver<Inbound>,
+    registry: Arc<Registry>,
+    leaders: Arc<LeaderTable>,
+    entry_bytes_max: u32,
+) {
     while let Some(inbound) = inbound.recv().await {
+        if node_codec::is_node_frame(&inbound.frame) {
+            match node_codec::decode(inbound.frame) {
+                Ok(NodeMessage::Leaders(reports)) => reports.into_iter().for_each(|r| leaders.report(r)),
+                Err(e) => {
+                    metrics::counter!(m::FRAMES_REJECTED, "protocol" => "peer").increment(1);
+                    warn!(from = inbound.from, error = %e, "malformed node frame dropped");
+                }
+            }
+            continue;
+        }
         let (group, msg) = match peer_codec::decode(inbound.frame, entry_bytes_max) {
             Ok(decoded) => decoded,
             Err(e) => {

@@ -1,0 +1,303 @@
+//! The broker service: what clients ask of a node — produce to a partition, fetch from one,
+//! learn the cluster's metadata, create and delete topics — whatever protocol they speak.
+//! `server/clients.rs` (keel's own protocol over QUIC) and the Kafka listener are thin
+//! front ends over it: neither holds logic the other would have to copy.
+//!
+//! A partition is served by the node that hosts its group: produce only by its leader,
+//! fetch by any replica up to what it committed. A request for a partition this node does
+//! not host, or does not lead, is answered with the leader it knows of (`leaders.rs`).
+
+pub mod leaders;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use segments::Entry;
+use tokio::sync::{oneshot, watch};
+use tracing::warn;
+
+use crate::metadata::{Applied, Command, MetadataState};
+use crate::metrics as m;
+use crate::raft::NodeId;
+use crate::replica::Committed;
+use crate::replica::store::is_damage;
+use crate::server::config::Limits;
+use crate::server::disk::FreeSpace;
+use crate::server::group::Event;
+use crate::server::metadata::CommandError;
+use crate::server::produce::{ProduceError, ProduceResult};
+use crate::server::registry::{GroupHandle, Registry};
+use leaders::LeaderTable;
+
+/// The metadata group's id.
+pub const METADATA_GROUP: u64 = 0;
+
+/// Why a request was not served. Each front end turns it into its own error codes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("this node does not lead {what} (leader: {})", leader_text(*leader, address))]
+    NotLeader { what: String, leader: Option<NodeId>, address: Option<String> },
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition { topic: String, partition: u32, count: u32 },
+    #[error("offset {requested} is out of range: valid offsets are {start}..={end} (end = next offset to be written)")]
+    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
+    /// Not appended; the same request may succeed later.
+    #[error("the node is busy: {0}; retry later")]
+    Busy(String),
+    /// Not done, and sending it again will not help (a malformed or oversized batch, a
+    /// refused metadata command: the message names the rule).
+    #[error("{0}")]
+    Refused(String),
+    #[error("the outcome is unknown: {0}; the request may or may not have taken effect")]
+    OutcomeUnknown(String),
+    #[error("the node failed: {0}")]
+    Internal(String),
+}
+
+fn leader_text(leader: Option<NodeId>, address: &Option<String>) -> String {
+    match (leader, address) {
+        (Some(id), Some(addr)) => format!("node {id} at {addr}"),
+        (Some(id), None) => format!("node {id}"),
+        _ => "not known yet".into(),
+    }
+}
+
+/// Committed entries of a partition, as a fetch returns them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    pub log_start_offset: u64,
+    /// The offset after the last committed record this node can serve.
+    pub high_watermark: u64,
+    /// Entries whose records include the offset asked for and what follows (the first may
+    /// start before it). Control entries may be among them.
+    pub entries: Vec<Entry>,
+}
+
+pub struct Broker {
+    pub node_id: NodeId,
+    pub cluster_id: u64,
+    /// Where this node serves clients, as the other nodes and clients reach it.
+    pub own_address: String,
+    pub registry: Arc<Registry>,
+    pub metadata: watch::Receiver<Arc<MetadataState>>,
+    pub leaders: Arc<LeaderTable>,
+    pub limits: Limits,
+    pub free_space: FreeSpace,
+}
+
+impl Broker {
+    pub fn state(&self) -> Arc<MetadataState> {
+        self.metadata.borrow().clone()
+    }
+
+    /// Where node `id` serves clients: the broker registry's word, or this node's own.
+    pub fn address_of(&self, id: NodeId) -> Option<String> {
+        if id == self.node_id {
+            return Some(self.own_address.clone());
+        }
+        self.state().broker(crate::ids::NodeId(id)).map(|b| b.address.clone())
+    }
+
+    /// The metadata group's replica on this node.
+    pub fn metadata_group(&self) -> Option<Arc<GroupHandle>> {
+        self.registry.get(METADATA_GROUP)
+    }
+
+    /// The group of `topic`/`partition`.
+    pub fn group_id(&self, topic: &str, partition: u32) -> Result<u64, BrokerError> {
+        let state = self.state();
+        let partitions = state.partitions(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.into()))?;
+        let count = partitions.len() as u32;
+        let p = partitions.get(partition as usize).ok_or_else(|| BrokerError::UnknownPartition {
+            topic: topic.into(),
+            partition,
+            count,
+        })?;
+        Ok(p.group.get())
+    }
+
+    /// This node's replica of `topic`/`partition`, or where to go instead.
+    pub fn replica(&self, topic: &str, partition: u32) -> Result<Arc<GroupHandle>, BrokerError> {
+        let group = self.group_id(topic, partition)?;
+        self.registry.get(group).ok_or_else(|| self.not_leader(group, format!("{topic}/{partition}")))
+    }
+
+    fn not_leader(&self, group: u64, what: String) -> BrokerError {
+        let leader = self.leaders.leader(group);
+        BrokerError::NotLeader { what, leader, address: leader.and_then(|id| self.address_of(id)) }
+    }
+
+    /// Appends one batch (a data entry's payload of `record_count` records) to
+    /// `topic`/`partition` through this node, which must lead it; answers with the base
+    /// offset once the entry is committed. `stream` is the producer's ordered stream (0:
+    /// none): after one of its batches is refused, its later ones are too.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        payload: Bytes,
+        record_count: u32,
+        stream: u64,
+    ) -> Result<oneshot::Receiver<ProduceResult>, BrokerError> {
+        let received = Instant::now();
+        metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
+        let refuse = |kind: &'static str, err: BrokerError| {
+            m::produce_error(kind);
+            err
+        };
+        let group = self.replica(topic, partition).map_err(|e| refuse(kind_of(&e), e))?;
+        if !group.leader().me {
+            return Err(refuse("not_leader", self.not_leader(group.id, format!("{topic}/{partition}"))));
+        }
+        if let Some(why) = self.free_space.too_low() {
+            return Err(refuse("disk_full", BrokerError::Busy(why)));
+        }
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Propose { payload, record_count, stream, received, reply };
+        if group.events.send(event).await.is_err() {
+            return Err(refuse("shutting_down", BrokerError::Busy("the node is shutting down".into())));
+        }
+        Ok(rx)
+    }
+
+    /// The answer to a produce once its group replied.
+    pub async fn produced(
+        &self,
+        topic: &str,
+        partition: u32,
+        reply: oneshot::Receiver<ProduceResult>,
+    ) -> Result<(u64, u32), BrokerError> {
+        match reply.await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(match e {
+                ProduceError::NotLeader { leader } => BrokerError::NotLeader {
+                    what: format!("{topic}/{partition}"),
+                    leader,
+                    address: leader.and_then(|id| self.address_of(id)),
+                },
+                ProduceError::Busy(why) => BrokerError::Busy(why),
+                ProduceError::Refused(why) => BrokerError::Refused(why),
+                ProduceError::OutcomeUnknown(why) => BrokerError::OutcomeUnknown(why),
+            }),
+            Err(_) => Err(BrokerError::OutcomeUnknown("the node stopped".into())),
+        }
+    }
+
+    /// Committed entries of `topic`/`partition` from `offset`, from this node's replica;
+    /// waits up to `max_wait` at the end of the log.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetched, BrokerError> {
+        metrics::counter!(m::FETCH_REQUESTS).increment(1);
+        let group = self.replica(topic, partition)?;
+        let deadline = tokio::time::Instant::now() + max_wait.min(self.limits.fetch_wait_max);
+        let max_bytes = max_bytes.clamp(1, self.limits.fetch_bytes_max);
+        let mut committed = group.committed.clone();
+        let mut waited = false;
+        loop {
+            let c = *committed.borrow_and_update();
+            if let Some(fetched) = read_committed(&group, offset, max_bytes, c)? {
+                return Ok(fetched);
+            }
+            if !waited {
+                waited = true;
+                metrics::counter!(m::FETCH_LONG_POLLS).increment(1);
+            }
+            let log_start_offset = group.log.read().start_offset();
+            let empty = Fetched { log_start_offset, high_watermark: c.next_offset, entries: vec![] };
+            match tokio::time::timeout_at(deadline, committed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Ok(empty),
+            }
+        }
+    }
+
+    /// Proposes a metadata command through this node, which must lead the metadata group.
+    pub async fn command(&self, command: Command) -> Result<Applied, BrokerError> {
+        let group = self.metadata_group().ok_or_else(|| BrokerError::Busy("the node is starting".into()))?;
+        let (reply, rx) = oneshot::channel();
+        group
+            .events
+            .send(Event::ProposeCommand { command, reply })
+            .await
+            .map_err(|_| BrokerError::Busy("the node is shutting down".into()))?;
+        match rx.await {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(CommandError::NotLeader { leader })) => {
+                let leader = leader.or_else(|| group.leader().leader);
+                Err(BrokerError::NotLeader {
+                    what: "the metadata group".into(),
+                    leader,
+                    address: leader.and_then(|id| self.address_of(id)),
+                })
+            }
+            Ok(Err(CommandError::Busy(why))) => Err(BrokerError::Busy(why)),
+            Ok(Err(CommandError::Refused(e))) => Err(BrokerError::Refused(e.to_string())),
+            Ok(Err(CommandError::OutcomeUnknown(why))) => Err(BrokerError::OutcomeUnknown(why)),
+            Err(_) => Err(BrokerError::OutcomeUnknown("the node stopped".into())),
+        }
+    }
+}
+
+/// The `kind` label of `keel_produce_errors_total` for a refusal before proposing.
+fn kind_of(e: &BrokerError) -> &'static str {
+    match e {
+        BrokerError::NotLeader { .. } => "not_leader",
+        BrokerError::Busy(_) => "busy",
+        _ => "refused",
+    }
+}
+
+/// The entries holding `offset` and after, up to the commit; `None` when there is nothing
+/// committed at `offset` yet.
+fn read_committed(
+    group: &GroupHandle,
+    offset: u64,
+    max_bytes: usize,
+    c: Committed,
+) -> Result<Option<Fetched>, BrokerError> {
+    let log = group.log.read();
+    let start = log.start_offset();
+    let out_of_range = || BrokerError::OffsetOutOfRange { requested: offset, start, end: c.next_offset };
+    if offset < start {
+        return Err(out_of_range());
+    }
+    if offset >= c.next_offset {
+        // Beyond what this node committed: wait if the log (or the cluster) may get there.
+        return if offset > c.next_offset && offset > log.next_offset() { Err(out_of_range()) } else { Ok(None) };
+    }
+    let index = match log.locate_offset(offset) {
+        Ok(Some(index)) => index,
+        Ok(None) => return Ok(None),
+        Err(segments::Error::OffsetBelowStart { .. }) => return Err(out_of_range()),
+        Err(e) => return Err(read_failed(group, e, log.first_index())),
+    };
+    let mut entries: Vec<Entry> = Vec::new();
+    if let Err(e) = log.read(index, max_bytes, &mut entries) {
+        return Err(read_failed(group, e, index));
+    }
+    entries.retain(|e| e.index() <= c.index);
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let bytes: usize = entries.iter().map(Entry::encoded_len).sum();
+    metrics::counter!(m::FETCH_BYTES).increment(bytes as u64);
+    Ok(Some(Fetched { log_start_offset: start, high_watermark: c.next_offset, entries }))
+}
+
+/// A failed read; damage is reported to the group, which repairs from `from_index` on.
+fn read_failed(group: &GroupHandle, e: segments::Error, from_index: u64) -> BrokerError {
+    if is_damage(&e) {
+        let _ = group.events.try_send(Event::Corrupt { from_index, detail: e.to_string() });
+    }
+    warn!(error = %e, "fetch failed");
+    BrokerError::Internal(format!("{e}; this node is repairing its log, read from another node"))
+}
