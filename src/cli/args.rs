@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// Largest record a producer may send (default 1 MiB).
     #[arg(long, env = "KEEL_RECORD_BYTES_MAX")]
     pub record_bytes_max: Option<u32>,
+    /// Refuse produce while the data directory's file system has less free space than this
+    /// many bytes (default 256 MiB); reads go on.
+    #[arg(long, env = "KEEL_DISK_FREE_BYTES_MIN")]
+    pub disk_free_bytes_min: Option<u64>,
     /// TOML file with the keys above.
     #[arg(long, env = "KEEL_CONFIG")]
     #[serde(skip)]

@@ -155,6 +155,7 @@ impl ClientService {
             },
             Request::Fetch { offset, max_bytes, max_wait_ms } => self.fetch(offset, max_bytes, max_wait_ms).await,
             Request::Metadata => self.metadata().await,
+            Request::Disk => Response::Disk(self.free_space.view()),
         }
     }
 
@@ -185,8 +186,11 @@ impl ClientService {
             let kind = if matches!(e, record::BatchError::RecordTooLarge { .. }) { "too_large" } else { "malformed" };
             return Err(refuse(kind, ErrorReply::Refused(e.to_string())));
         }
-        if let Some(why) = self.free_space.too_low() {
-            return Err(refuse("disk_full", ErrorReply::Busy(why)));
+        if let Some(disk) = self.free_space.too_low() {
+            // `hint.me`: the leader the hint names is this node.
+            let node = hint.leader.unwrap_or_default();
+            let (free_bytes, reserve_bytes) = (disk.free_bytes, disk.reserve_bytes);
+            return Err(refuse("disk_full", ErrorReply::DiskFull { node, free_bytes, reserve_bytes }));
         }
         let payload = record::batch_payload(now_ms(), &records).freeze();
         let (reply, rx) = oneshot::channel();
