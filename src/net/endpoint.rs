@@ -92,6 +92,37 @@ pub fn client_endpoint(tls: Arc<rustls::ClientConfig>) -> Result<Endpoint, NetEr
     Ok(endpoint)
 }
 
+/// Which end of a TLS handshake refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// This end's TLS refused the peer (its certificate, most often).
+    Us,
+    /// The peer's TLS refused this end.
+    Peer,
+}
+
+/// A connection that failed because TLS refused the handshake: who refused it, the alert
+/// that says why, and the TLS library's own words (empty when the peer refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsRefusal {
+    pub by: RefusedBy,
+    pub alert: rustls::AlertDescription,
+    pub detail: String,
+}
+
+/// Tells a refused TLS handshake from other connection failures by the error's type: QUIC
+/// carries a TLS alert as a CRYPTO_ERROR transport code, 0x100 plus the alert (RFC 9001
+/// §4.8), raised locally (`TransportError`) or received from the peer (`ConnectionClosed`).
+pub fn tls_refusal(error: &quinn::ConnectionError) -> Option<TlsRefusal> {
+    let (by, code, detail) = match error {
+        quinn::ConnectionError::TransportError(e) => (RefusedBy::Us, e.code, e.reason.clone()),
+        quinn::ConnectionError::ConnectionClosed(close) => (RefusedBy::Peer, close.error_code, String::new()),
+        _ => return None,
+    };
+    let alert = u8::try_from(u64::from(code).checked_sub(0x100)?).ok()?;
+    Some(TlsRefusal { by, alert: rustls::AlertDescription::from(alert), detail })
+}
+
 /// Connects and completes the handshake, checking the server's certificate for `name`.
 pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, name: &str) -> Result<Connection, NetError> {
     let connecting = endpoint.connect(addr, name).map_err(|source| NetError::Connect { addr, source })?;
@@ -148,4 +179,29 @@ pub async fn read_frame_budgeted(
     let permits = u32::try_from(len).expect("frames are bounded below 4 GiB");
     let permit = budget.clone().acquire_many_owned(permits).await.map_err(|_| NetError::Protocol("closing".into()))?;
     Ok(Some((read_body(stream, len).await?, permit)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::{ConnectionClose, ConnectionError, TransportErrorCode};
+
+    #[test]
+    fn a_tls_alert_is_told_apart_with_the_end_that_sent_it() {
+        let local = ConnectionError::TransportError(quinn_proto::TransportError {
+            code: TransportErrorCode::crypto(48),
+            frame: None,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        });
+        let refusal = tls_refusal(&local).expect("a TLS refusal");
+        assert_eq!((refusal.by, refusal.alert), (RefusedBy::Us, rustls::AlertDescription::UnknownCA));
+        assert_eq!(refusal.detail, "invalid peer certificate: UnknownIssuer");
+        let close = |code| ConnectionClose { error_code: code, frame_type: None, reason: Bytes::new() };
+        let remote = ConnectionError::ConnectionClosed(close(TransportErrorCode::crypto(116)));
+        let refusal = tls_refusal(&remote).expect("a TLS refusal");
+        assert_eq!((refusal.by, refusal.alert), (RefusedBy::Peer, rustls::AlertDescription::CertificateRequired));
+        let not_tls = ConnectionError::ConnectionClosed(close(TransportErrorCode::PROTOCOL_VIOLATION));
+        assert_eq!(tls_refusal(&not_tls), None);
+        assert_eq!(tls_refusal(&ConnectionError::TimedOut), None);
+    }
 }
