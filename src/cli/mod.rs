@@ -60,6 +60,8 @@ fn print_notices(client: &keel::client::Client, say: impl Fn(String) + Send + 's
     tokio::spawn(async move {
         loop {
             match notices.recv().await {
+                // Good news is not a warning.
+                Ok(notice @ keel::client::Notice::NodeAnswers { .. }) => say(notice.to_string()),
                 Ok(notice) => say(format!("warning: {notice}")),
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,

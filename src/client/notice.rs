@@ -28,7 +28,7 @@ pub enum Notice {
     /// Nodes answer, but for a while none has known a leader: fewer than a majority of the
     /// voters are up, or they cannot reach each other.
     #[error(
-        "{} answers but knows no leader (a majority of the voters must be up and connected); retrying",
+        "nodes at {} answer but know no leader (a majority of the voters must be up and connected); retrying",
         list(answering)
     )]
     NoLeader { answering: Vec<SocketAddr> },
@@ -170,6 +170,22 @@ mod tests {
         notices.answered(addr(2));
         assert_eq!(rx.try_recv().expect("a notice"), Notice::NodeAnswers { address: addr(2) });
         assert!(rx.try_recv().is_err(), "said once");
+    }
+
+    #[test]
+    fn no_leader_is_said_once_after_a_few_seconds_naming_who_answered() {
+        let notices = Notices::new();
+        let mut rx = notices.subscribe();
+        notices.leaderless(addr(1));
+        assert!(rx.try_recv().is_err(), "an election takes less than a few seconds");
+        notices.state().leaderless_since = Some(Instant::now().checked_sub(NOTICE_AFTER).expect("uptime"));
+        notices.leaderless(addr(2));
+        notices.leaderless(addr(2));
+        assert_eq!(rx.try_recv().expect("a notice"), Notice::NoLeader { answering: vec![addr(1), addr(2)] });
+        assert!(rx.try_recv().is_err(), "said once");
+        notices.leader_found();
+        notices.leaderless(addr(1));
+        assert!(rx.try_recv().is_err(), "a new episode starts its own few seconds");
     }
 
     #[test]
