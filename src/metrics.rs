@@ -44,6 +44,9 @@ pub const FSYNCS: &str = "keel_fsyncs_total";
 pub const LOG_SEGMENTS: &str = "keel_log_segments";
 pub const LOG_BYTES: &str = "keel_log_bytes";
 pub const LOG_DISK_BYTES: &str = "keel_log_disk_bytes";
+pub const DISK_FREE_BYTES: &str = "keel_disk_free_bytes";
+pub const DISK_RESERVE_BYTES: &str = "keel_disk_reserve_bytes";
+pub const DISK_NEARLY_FULL: &str = "keel_disk_nearly_full";
 pub const RETENTION_DELETED_SEGMENTS: &str = "keel_retention_deleted_segments_total";
 pub const PRODUCE_REQUESTS: &str = "keel_produce_requests_total";
 pub const PRODUCE_RECORDS: &str = "keel_produce_records_total";
@@ -150,6 +153,9 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (LOG_SEGMENTS, Gauge, N, NONE, "Segment files in the log."),
     (LOG_BYTES, Gauge, B, NONE, "Bytes of headers and entries in the log's segment files."),
     (LOG_DISK_BYTES, Gauge, B, NONE, "Size of the log's segment files on disk (preallocated)."),
+    (DISK_FREE_BYTES, Gauge, B, NONE, "Free bytes on the file system of the data directory."),
+    (DISK_RESERVE_BYTES, Gauge, B, NONE, "Free bytes below which produce is refused (disk_free_bytes_min)."),
+    (DISK_NEARLY_FULL, Gauge, N, NONE, "1 while free space is below the reserve and produce is refused; else 0."),
     (RETENTION_DELETED_SEGMENTS, Counter, N, NONE, "Segments deleted by retention."),
     (PRODUCE_REQUESTS, Counter, N, NONE, "Produce requests received."),
     (PRODUCE_RECORDS, Counter, N, NONE, "Records acknowledged to producers."),

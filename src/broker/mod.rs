@@ -47,6 +47,9 @@ pub enum BrokerError {
     /// Not appended; the same request may succeed later.
     #[error("the node is busy: {0}; retry later")]
     Busy(String),
+    /// Not appended: the leader's disk is nearly full (`disk_free_bytes_min`).
+    #[error("disk nearly full on node {node}: {free_bytes} bytes free, below the {reserve_bytes}-byte reserve")]
+    DiskFull { node: NodeId, free_bytes: u64, reserve_bytes: u64 },
     /// Not done, and sending it again will not help (a malformed or oversized batch, a
     /// refused metadata command: the message names the rule).
     #[error("{0}")]
@@ -152,8 +155,9 @@ impl Broker {
         if !group.leader().me {
             return Err(refuse("not_leader", self.not_leader(group.id, format!("{topic}/{partition}"))));
         }
-        if let Some(why) = self.free_space.too_low() {
-            return Err(refuse("disk_full", BrokerError::Busy(why)));
+        if let Some(disk) = self.free_space.too_low() {
+            let (free_bytes, reserve_bytes) = (disk.free_bytes, disk.reserve_bytes);
+            return Err(refuse("disk_full", BrokerError::DiskFull { node: self.node_id, free_bytes, reserve_bytes }));
         }
         let (reply, rx) = oneshot::channel();
         let event = Event::Propose { payload, record_count, stream, received, reply };

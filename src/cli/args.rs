@@ -1,6 +1,7 @@
 //! Every flag of every subcommand, with its default, help text and `KEEL_*` variable.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -103,6 +104,10 @@ pub struct ServeArgs {
     /// Largest record a producer may send (default 1 MiB).
     #[arg(long, env = "KEEL_RECORD_BYTES_MAX")]
     pub record_bytes_max: Option<u32>,
+    /// Refuse produce while the data directory's file system has less free space than this
+    /// many bytes (default 256 MiB); reads go on.
+    #[arg(long, env = "KEEL_DISK_FREE_BYTES_MIN")]
+    pub disk_free_bytes_min: Option<u64>,
     /// TOML file with the keys above.
     #[arg(long, env = "KEEL_CONFIG")]
     #[serde(skip)]
@@ -127,6 +132,34 @@ pub struct ClientArgs {
     /// Directory with ca.pem and the client certificate (client.pem, client.key).
     #[arg(long, env = "KEEL_TLS", default_value = "./keel-data/tls")]
     pub tls: PathBuf,
+    /// How long to keep trying before giving up, e.g. 500ms, 30s, 2m (a bare number is
+    /// seconds). produce, consume, bench: 120 s without an answer that moves on; records
+    /// still pending then are not acknowledged. status: 1 s per node.
+    #[arg(long, env = "KEEL_TIMEOUT", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// How long `produce`, `consume` and `bench` keep trying (Kafka's `delivery.timeout.ms`).
+pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(120);
+/// How long `status` waits for each node.
+pub const STATUS_TIMEOUT_DEFAULT: Duration = Duration::from_secs(1);
+
+/// `500ms`, `1.5s`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let seconds = number.trim().parse::<f64>().ok().map(|n| n * scale).filter(|s| s.is_finite() && *s > 0.0);
+    seconds
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("`{text}` is not a duration: give e.g. 500ms, 30s, 2m or a number of seconds"))
 }
 
 #[derive(Args, Debug)]
@@ -207,4 +240,20 @@ pub enum OutputFormat {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_or_without_a_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        for bad in ["", "0", "-1s", "ten", "1h", "nan"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
 }

@@ -9,12 +9,12 @@ use anyhow::{Context, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
-use keel::client::{Client, Offset};
+use keel::client::{Client, ClientError, Offset};
 use keel::record::Record;
 use tokio::sync::Mutex;
 
-use super::args::BenchArgs;
-use super::{Usage, client_config};
+use super::args::{BenchArgs, TIMEOUT_DEFAULT};
+use super::{Usage, client_config, print_notices};
 
 /// A record's first 16 bytes say who wrote it (producer, sequence); the rest is derived
 /// from those, so the consume phase can verify every byte without keeping a copy.
@@ -52,13 +52,18 @@ fn value(producer: u64, seq: u64, size: usize) -> Bytes {
 }
 
 async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(client_config(&args.client)).await?;
-    let start_offset = client.end_offset().await?;
+    let client = Client::connect(client_config(&args.client, TIMEOUT_DEFAULT)).await?;
     let bar = ProgressBar::new(args.records);
     bar.set_style(
         ProgressStyle::with_template("{spinner} produce [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
             .expect("valid template"),
     );
+    let said = bar.clone();
+    print_notices(&client, move |notice| said.suspend(|| eprintln!("{notice}")));
+    let start_offset = client.end_offset().await?;
+    // The first failure a lane met; the other lanes then stop too (a bench that cannot
+    // produce measures nothing).
+    let stop: Arc<std::sync::Mutex<Option<ClientError>>> = Arc::default();
     let latency = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")));
     let started = Instant::now();
     let per_batch = (args.batch_bytes / args.size).max(1) as u64;
@@ -69,12 +74,13 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..lanes {
         let (client, latency, bar, next) = (client.clone(), latency.clone(), bar.clone(), next.clone());
+        let stop = stop.clone();
         let (size, total, producer) = (args.size, args.records, lane / args.window as u64);
         tasks.spawn(async move {
             let mut failed = 0u64;
             loop {
                 let first = next.fetch_add(per_batch, std::sync::atomic::Ordering::Relaxed);
-                if first >= total {
+                if first >= total || stop.lock().expect("stop lock").is_some() {
                     return failed;
                 }
                 let n = per_batch.min(total - first);
@@ -87,7 +93,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                         let _ = latency.lock().await.record_n(micros, n);
                         bar.inc(n);
                     }
-                    Err(_) => failed += n,
+                    Err(e) => {
+                        failed += n;
+                        stop.lock().expect("stop lock").get_or_insert(e);
+                    }
                 }
             }
         });
@@ -98,6 +107,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
+    let stopped = stop.lock().expect("stop lock").take();
+    if let Some(e) = stopped {
+        let acked = latency.lock().await.len();
+        return Err(anyhow::Error::from(e).context(format!("bench stopped after {acked} acknowledged records")));
+    }
     let acked = args.records - failed;
     let h = latency.lock().await;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;

@@ -8,8 +8,8 @@ use base64::Engine;
 use keel::client::{Client, ClientError, Offset};
 use keel::record::Record;
 
-use super::args::{ConsumeArgs, OutputFormat};
-use super::{Usage, client_config};
+use super::args::{ConsumeArgs, OutputFormat, TIMEOUT_DEFAULT};
+use super::{Usage, client_config, print_notices};
 
 pub fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let from = parse_offset(&args.from)?;
@@ -32,7 +32,10 @@ pub fn parse_offset(text: &str) -> anyhow::Result<Offset> {
 }
 
 async fn consume(args: ConsumeArgs, from: Offset) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(client_config(&args.client)).await?;
+    // --timeout bounds each wait for a node that serves, with or without --follow: a quiet
+    // log never times out (an empty long poll is an answer), an unreachable cluster does.
+    let client = Client::connect(client_config(&args.client, TIMEOUT_DEFAULT)).await?;
+    print_notices(&client, |notice| eprintln!("{notice}"));
     let mut consumer = client.consumer(from);
     let start = consumer.start().await?;
     // Without --follow, stop at the end of the committed log as it is now.

@@ -74,7 +74,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn supervise(bootstrap: &[String], tls: &Path, children: &mut [(u64, Child)]) -> ExitCode {
-    let client = match Client::connect(ClientConfig::new(bootstrap.iter().cloned(), tls)).await {
+    let mut config = ClientConfig::new(bootstrap.iter().cloned(), tls);
+    // Each look at the leader is brief, so that the loop keeps watching the nodes and Ctrl-C.
+    config.timeout = Duration::from_secs(1);
+    let client = match Client::connect(config).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

@@ -45,9 +45,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The client settings every client command shares.
-fn client_config(args: &args::ClientArgs) -> keel::client::ClientConfig {
-    keel::client::ClientConfig::new(args.bootstrap.iter().cloned(), &args.tls)
+/// The client settings every client command shares; `timeout` unless --timeout says otherwise.
+fn client_config(args: &args::ClientArgs, timeout: std::time::Duration) -> keel::client::ClientConfig {
+    let mut config = keel::client::ClientConfig::new(args.bootstrap.iter().cloned(), &args.tls);
+    config.timeout = args.timeout.unwrap_or(timeout);
+    config
+}
+
+/// Hands what `client` says while it keeps trying (no node answers, the disk is nearly
+/// full, ...) to `say`, for as long as the runtime runs.
+fn print_notices(client: &keel::client::Client, say: impl Fn(String) + Send + 'static) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut notices = client.notices();
+    tokio::spawn(async move {
+        loop {
+            match notices.recv().await {
+                // Good news is not a warning.
+                Ok(notice @ keel::client::Notice::NodeAnswers { .. }) => say(notice.to_string()),
+                Ok(notice) => say(format!("warning: {notice}")),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// An error and its causes on one line, skipping a cause its parent already quotes.

@@ -1,69 +1,105 @@
 //! `keel produce`: one record per stdin line, batched and pipelined.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
+use std::task::Poll;
 
 use anyhow::Context;
-use keel::client::{Client, ClientError, ProducerConfig};
+use keel::client::{Ack, Client, ClientError, ProducerConfig};
 use keel::record::Record;
 use tokio::io::AsyncBufReadExt;
 
-use super::args::ProduceArgs;
-use super::client_config;
+use super::args::{ProduceArgs, TIMEOUT_DEFAULT};
+use super::{client_config, print_notices};
 
 /// Acks awaited at once: bounds memory while stdin is read ahead of the cluster.
 const PENDING_ACKS_MAX: usize = 100_000;
 
 pub fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(produce(args))
+    let result = runtime.block_on(produce(args));
+    // A read of stdin may still wait in one of the runtime's threads (a run that gave up
+    // stops reading while stdin stays open): exit without waiting for it.
+    runtime.shutdown_background();
+    result
+}
+
+/// Whether a failed record ends the run: once the timeout passed without a node taking
+/// records, or a certificate was refused, every later record would fail the same way.
+fn ends_the_run(e: &ClientError) -> bool {
+    matches!(e, ClientError::TimedOut { .. } | ClientError::Certificate(_))
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::connect(client_config(&args.client)).await?;
+    let client = Client::connect(client_config(&args.client, TIMEOUT_DEFAULT)).await?;
+    print_notices(&client, |notice| eprintln!("{notice}"));
     let producer = client.producer(ProducerConfig::default());
     let mut lines = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin()).lines();
-    let mut pending = VecDeque::new();
+    let mut pending: VecDeque<Ack> = VecDeque::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut total, mut failed) = (0u64, 0u64);
     let mut first_error: Option<ClientError> = None;
-    let mut settle = |ack: Result<Result<u64, ClientError>, _>, out: &mut dyn Write| -> std::io::Result<()> {
-        let result = ack.unwrap_or_else(|_| Err(ClientError::Unavailable("the producer stopped".into())));
-        match result {
-            Ok(offset) if args.print_offsets => writeln!(out, "{offset}")?,
-            Ok(_) => {}
-            Err(e) => {
-                failed += 1;
-                if args.print_offsets {
-                    writeln!(out, "-")?;
+    let mut input_open = true;
+    let mut stopped_reading = false;
+    let mut producer = Some(producer);
+    while input_open || !pending.is_empty() {
+        let room = input_open && pending.len() < PENDING_ACKS_MAX;
+        // Acks are printed as they come, in input order, also while stdin is quiet.
+        tokio::select! {
+            ack = std::future::poll_fn(|cx| match pending.front_mut() {
+                Some(ack) => std::pin::Pin::new(ack).poll(cx),
+                None => Poll::Pending,
+            }) => {
+                pending.pop_front();
+                let result = ack.unwrap_or_else(|_| Err(ClientError::Unavailable("the producer stopped".into())));
+                match result {
+                    Ok(offset) if args.print_offsets => writeln!(out, "{offset}")?,
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed += 1;
+                        if args.print_offsets {
+                            writeln!(out, "-")?;
+                        }
+                        if ends_the_run(&e)
+                            && let Some(producer) = producer.take()
+                        {
+                            // The records still pending are answered at once, as not acknowledged.
+                            producer.abort();
+                            stopped_reading = input_open;
+                            input_open = false;
+                        }
+                        first_error.get_or_insert(e);
+                    }
                 }
-                first_error.get_or_insert(e);
+                if pending.is_empty() {
+                    out.flush()?;
+                }
+            }
+            line = lines.next_line(), if room => {
+                let Some(line) = line.context("cannot read stdin")? else {
+                    input_open = false;
+                    continue;
+                };
+                total += 1;
+                let record = match args.key_separator.and_then(|sep| line.split_once(sep)) {
+                    Some((key, value)) => Record { key: Some(key.to_owned().into()), ..Record::new(value.to_owned()) },
+                    None => Record::new(line),
+                };
+                let Some(producer) = &producer else { continue };
+                pending.push_back(producer.send(record).await);
             }
         }
-        Ok(())
-    };
-    while let Some(line) = lines.next_line().await.context("cannot read stdin")? {
-        total += 1;
-        let record = match args.key_separator.and_then(|sep| line.split_once(sep)) {
-            Some((key, value)) => Record { key: Some(key.to_owned().into()), ..Record::new(value.to_owned()) },
-            None => Record::new(line),
-        };
-        pending.push_back(producer.send(record).await);
-        // Print acks as soon as the oldest is in, keeping input order.
-        while pending.len() >= PENDING_ACKS_MAX || pending.front_mut().is_some_and(|a| !a.is_empty()) {
-            let ack = pending.pop_front().expect("non-empty");
-            settle(ack.await, &mut out)?;
-        }
     }
-    producer.close().await;
-    for ack in pending {
-        settle(ack.await, &mut out)?;
+    if let Some(producer) = producer {
+        producer.close().await;
     }
     out.flush()?;
     drop(out);
     if let Some(e) = first_error {
-        eprintln!("error: {failed} of {total} records were not acknowledged; the first failure: {e}");
+        let stopped = if stopped_reading { " (stopped reading stdin there)" } else { "" };
+        eprintln!("error: {failed} of {total} records were not acknowledged{stopped}; the first failure: {e}");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

@@ -60,6 +60,7 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
         segment_bytes,
         record_bytes_max,
         default_partitions,
+        disk_free_bytes_min,
         log_format
     );
     args.allow_anonymous_clients |= file.allow_anonymous_clients;
@@ -119,6 +120,9 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
     if let Some(max) = args.record_bytes_max {
         limits.record_bytes_max = max as usize;
         limits.batch_bytes_max = limits.batch_bytes_max.max(max as usize + 64 * 1024);
+    }
+    if let Some(min) = args.disk_free_bytes_min {
+        limits.disk_free_bytes_min = min;
     }
     let segment_bytes = args.segment_bytes.unwrap_or(segments::Config::default().segment_bytes);
     let config = NodeConfig {

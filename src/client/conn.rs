@@ -1,17 +1,22 @@
-//! Connections to the nodes of one cluster, reused across requests, and one request/response
-//! exchange on its own QUIC stream.
+//! Connections to the nodes of one cluster, reused across requests; one request/response
+//! exchange on its own QUIC stream; and the search for the leader.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::Endpoint;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::error::CertificateError;
+use super::notice::Notices;
 use super::{ClientConfig, ClientError};
 use crate::net::Connection;
-use crate::net::client_codec::{ClusterView, Request, Response};
-use crate::net::endpoint::{client_endpoint, connect, read_frame, write_frame};
+use crate::net::client_codec::{ClusterView, DiskView, Request, Response};
+use crate::net::endpoint::{NetError, client_endpoint, connect, read_frame, tls_refusal, write_frame};
 use crate::net::tls::{ANY_NODE_NAME, client_config};
 
 /// How long a request to the leader may go unanswered before the client asks the other
@@ -20,6 +25,19 @@ use crate::net::tls::{ANY_NODE_NAME, client_config};
 pub(super) const LEADER_CHECK_AFTER: Duration = Duration::from_millis(1000);
 /// How long each of those questions may take.
 const LEADER_CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a handshake with the node believed to lead may take before the client looks
+/// for the leader among all nodes instead. A handshake takes milliseconds on a LAN; a
+/// leader that was just killed, still named by nodes that have not noticed, never
+/// completes one. (A live node that is slow to shake hands is found by the search, whose
+/// questions wait up to `SEARCH_ASK_TIMEOUT`.)
+const LEADER_HANDSHAKE_MAX: Duration = Duration::from_millis(300);
+/// While a search has not found what it looks for, each node is asked again this often.
+const SEARCH_PERIOD: Duration = Duration::from_millis(50);
+/// How long one question of a search may take, handshake included.
+const SEARCH_ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Nodes a search asks at once, and member addresses remembered: a cluster's membership
+/// is far smaller.
+const NODES_MAX: usize = 64;
 
 /// Largest response accepted (a fetch is bounded well below this by the node).
 pub(super) const RESPONSE_BYTES_MAX: usize = 64 << 20;
@@ -33,14 +51,35 @@ pub(super) enum Failure {
     NotSent(String),
     /// The request may have reached the node; its effect is unknown.
     Lost(String),
+    /// TLS refused the handshake: nothing reached the node, and trying again cannot help.
+    Certificate(CertificateError),
 }
 
 impl Failure {
-    pub(super) fn message(&self) -> &str {
+    pub(super) fn message(&self) -> String {
         match self {
-            Failure::NotSent(m) | Failure::Lost(m) => m,
+            Failure::NotSent(m) | Failure::Lost(m) => m.clone(),
+            Failure::Certificate(e) => e.to_string(),
         }
     }
+
+    /// The error of a request that had no effect on the log (metadata, fetch).
+    pub(super) fn into_read_error(self) -> ClientError {
+        match self {
+            Failure::Certificate(e) => ClientError::Certificate(e),
+            other => ClientError::Unavailable(other.message()),
+        }
+    }
+}
+
+/// What a search of the nodes' views looks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Want {
+    /// The first view any node gives.
+    Any,
+    /// The view of a node that answers as leader. Once `settle` passes with no such
+    /// answer, the view with the highest end offset among those given.
+    Leader { settle: Option<Instant> },
 }
 
 #[derive(Clone)]
@@ -51,8 +90,17 @@ pub(super) struct Nodes {
 struct Inner {
     endpoint: Endpoint,
     bootstrap: Vec<String>,
+    tls_dir: PathBuf,
+    connect_timeout: Duration,
+    /// Every call's deadline (`ClientConfig::timeout`), for the errors that say so.
+    timeout: Duration,
     conns: Mutex<HashMap<SocketAddr, Connection>>,
     leader: Mutex<Option<SocketAddr>>,
+    /// Member addresses learned from the nodes' views (a bootstrap list may name only some).
+    members: Mutex<BTreeSet<SocketAddr>>,
+    /// One leader search at a time: concurrent callers wait for its result.
+    search: tokio::sync::Mutex<()>,
+    notices: Notices,
 }
 
 impl Nodes {
@@ -65,15 +113,44 @@ impl Nodes {
         let inner = Inner {
             endpoint,
             bootstrap: config.bootstrap.clone(),
+            tls_dir: config.tls_dir.clone(),
+            connect_timeout: config.connect_timeout,
+            timeout: config.timeout,
             conns: Mutex::new(HashMap::new()),
             leader: Mutex::new(None),
+            members: Mutex::new(BTreeSet::new()),
+            search: tokio::sync::Mutex::new(()),
+            notices: Notices::new(),
         };
         Ok(Nodes { inner: Arc::new(inner) })
+    }
+
+    pub(super) fn notices(&self) -> &Notices {
+        &self.inner.notices
     }
 
     /// Every bootstrap address that resolves.
     pub(super) fn bootstrap(&self) -> Vec<SocketAddr> {
         self.inner.bootstrap.iter().filter_map(|a| resolve(a).ok()).collect()
+    }
+
+    /// The bootstrap addresses and the members' addresses learned since.
+    fn known(&self) -> Vec<SocketAddr> {
+        let mut all: BTreeSet<SocketAddr> = self.bootstrap().into_iter().collect();
+        all.extend(self.inner.members.lock().expect("members lock").iter().copied());
+        all.into_iter().collect()
+    }
+
+    /// Remembers the members' addresses that `view` lists.
+    fn learn(&self, view: &ClusterView) {
+        let mut members = self.inner.members.lock().expect("members lock");
+        for m in &view.members {
+            if let Ok(addr) = m.address.parse::<SocketAddr>()
+                && members.len() < NODES_MAX
+            {
+                members.insert(addr);
+            }
+        }
     }
 
     pub(super) fn leader(&self) -> Option<SocketAddr> {
@@ -93,42 +170,79 @@ impl Nodes {
         }
     }
 
-    async fn conn(&self, addr: SocketAddr) -> Result<Connection, Failure> {
+    /// How a request to `addr` failed when its connection broke with `error`: a TLS
+    /// refusal is told apart (nothing reached the node); anything else is `otherwise`.
+    fn broken(&self, error: &quinn::ConnectionError, otherwise: impl FnOnce() -> Failure) -> Failure {
+        match tls_refusal(error) {
+            Some(refusal) => Failure::Certificate(CertificateError::new(&self.inner.tls_dir, refusal)),
+            None => otherwise(),
+        }
+    }
+
+    /// A connection to `addr`, reused if one is open; a new handshake may take `bound`.
+    async fn conn(&self, addr: SocketAddr, bound: Duration) -> Result<Connection, Failure> {
         let existing = self.inner.conns.lock().expect("conns lock").get(&addr).cloned();
         if let Some(conn) = existing
             && conn.close_reason().is_none()
         {
             return Ok(conn);
         }
-        let conn = connect(&self.inner.endpoint, addr, ANY_NODE_NAME)
-            .await
-            .map_err(|e| Failure::NotSent(format!("cannot connect to {addr}: {e}")))?;
+        let conn = match tokio::time::timeout(bound, connect(&self.inner.endpoint, addr, ANY_NODE_NAME)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(NetError::Connection { source, .. })) => {
+                return Err(self.broken(&source, || Failure::NotSent(format!("cannot connect to {addr}: {source}"))));
+            }
+            Ok(Err(e)) => return Err(Failure::NotSent(format!("cannot connect to {addr}: {e}"))),
+            Err(_) => return Err(Failure::NotSent(format!("{addr} did not complete a handshake within {bound:?}"))),
+        };
         self.inner.conns.lock().expect("conns lock").insert(addr, conn.clone());
         Ok(conn)
     }
 
-    /// Opens a stream to `addr` for a sequence of requests (a producer's session).
-    /// Opens a stream to `addr`, the leader as far as this client knows (see `connect_to_leader`).
+    /// Opens a stream for a sequence of requests (a producer's session) to `addr`, the
+    /// leader as far as this client knows (see `connect_to_leader`).
     pub(super) async fn open_stream(
         &self,
         addr: SocketAddr,
-    ) -> Result<(quinn::SendStream, quinn::RecvStream), Failure> {
+    ) -> Result<(Connection, quinn::SendStream, quinn::RecvStream), Failure> {
         let conn = self.connect_to_leader(addr).await?;
-        conn.open_bi().await.map_err(|e| {
-            self.inner.conns.lock().expect("conns lock").remove(&addr);
-            Failure::NotSent(format!("connection to {addr} failed: {e}"))
-        })
+        match conn.open_bi().await {
+            Ok((send, recv)) => Ok((conn, send, recv)),
+            Err(e) => {
+                self.inner.conns.lock().expect("conns lock").remove(&addr);
+                Err(self.broken(&e, || Failure::NotSent(format!("connection to {addr} failed: {e}"))))
+            }
+        }
     }
 
-    /// Sends one request to `addr` and waits up to `timeout` for its response.
+    /// Why the session on `conn` to `addr` broke with `why`: a TLS refusal if that is what
+    /// closed the connection.
+    pub(super) fn session_broke(&self, conn: &Connection, why: String) -> Failure {
+        match conn.close_reason() {
+            Some(reason) => self.broken(&reason, || Failure::Lost(why)),
+            None => Failure::Lost(why),
+        }
+    }
+
+    /// Sends one request to `addr` and waits for its response, all within `timeout`
+    /// (the handshake, if one is needed, within `connect_timeout` of it).
     pub(super) async fn request(
         &self,
         addr: SocketAddr,
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, Failure> {
-        let conn = self.conn(addr).await?;
-        self.exchange(&conn, addr, request, timeout).await
+        let deadline = Instant::now() + timeout;
+        let result = match self.conn(addr, self.inner.connect_timeout.min(timeout)).await {
+            Ok(conn) => self.exchange(&conn, addr, request, deadline.saturating_duration_since(Instant::now())).await,
+            Err(failure) => Err(failure),
+        };
+        match &result {
+            Ok(_) => self.inner.notices.answered(addr),
+            Err(Failure::Certificate(_)) => {}
+            Err(_) => self.inner.notices.unanswered(|| self.known()),
+        }
+        result
     }
 
     /// One request and its response on a new stream of `conn`, a connection to `addr`.
@@ -143,7 +257,7 @@ impl Nodes {
             Ok(pair) => pair,
             Err(e) => {
                 self.inner.conns.lock().expect("conns lock").remove(&addr);
-                return Err(Failure::NotSent(format!("connection to {addr} failed: {e}")));
+                return Err(self.broken(&e, || Failure::NotSent(format!("connection to {addr} failed: {e}"))));
             }
         };
         let exchange = async {
@@ -160,21 +274,131 @@ impl Nodes {
             Ok(result) => result,
             Err(_) => Err(Failure::Lost(format!("{addr} did not answer within {timeout:?}"))),
         };
-        // Say why the node closed the connection (a refused certificate shows up only here).
+        // Say why the node closed the connection: a refused certificate shows up only here
+        // (the client's side of the handshake completes before the node checks it).
         result.map_err(|failure| match (failure, conn.close_reason()) {
-            (Failure::Lost(_), Some(reason)) => Failure::Lost(format!("{addr} closed the connection: {reason}")),
+            (Failure::Lost(_), Some(reason)) => {
+                self.broken(&reason, || Failure::Lost(format!("{addr} closed the connection: {reason}")))
+            }
             (failure, _) => failure,
         })
     }
 
+    /// The view of the node at `addr`; its member addresses are remembered.
+    async fn view_of(&self, addr: SocketAddr, timeout: Duration) -> Result<ClusterView, Failure> {
+        match self.request(addr, &Request::Metadata, timeout).await? {
+            Response::Metadata(view) => {
+                self.learn(&view);
+                Ok(view)
+            }
+            Response::Error(e) => Err(Failure::NotSent(format!("{addr}: {e}"))),
+            other => Err(Failure::NotSent(format!("unexpected answer from {addr}: {other:?}"))),
+        }
+    }
+
     pub(super) async fn metadata_at(&self, addr: &str, timeout: Duration) -> Result<ClusterView, ClientError> {
+        self.view_of(resolve(addr)?, timeout).await.map_err(Failure::into_read_error)
+    }
+
+    pub(super) async fn disk_at(&self, addr: &str, timeout: Duration) -> Result<DiskView, ClientError> {
         let addr = resolve(addr)?;
-        match self.request(addr, &Request::Metadata, timeout).await {
-            Ok(Response::Metadata(view)) => Ok(view),
+        match self.request(addr, &Request::Disk, timeout).await {
+            Ok(Response::Disk(disk)) => Ok(disk),
             Ok(Response::Error(e)) => Err(e.into()),
             Ok(other) => Err(ClientError::Unavailable(format!("unexpected answer from {addr}: {other:?}"))),
-            Err(f) => Err(ClientError::Unavailable(f.message().to_string())),
+            Err(f) => Err(f.into_read_error()),
         }
+    }
+
+    /// Asks every known node for its view at once, each again every `SEARCH_PERIOD` until
+    /// one gives what `want` asks for, or `deadline`. A node that answers as leader is
+    /// taken only in the highest term any answer gave (a deposed leader that has not
+    /// noticed yet answers with an older term); a leader that a node names is asked too.
+    pub(super) async fn search(&self, want: Want, deadline: Instant) -> Result<(SocketAddr, ClusterView), ClientError> {
+        let (tx, mut rx) = mpsc::channel(NODES_MAX);
+        let mut asks = tokio::task::JoinSet::new();
+        let mut asked = BTreeSet::new();
+        for addr in self.known().into_iter().take(NODES_MAX) {
+            asked.insert(addr);
+            asks.spawn(self.clone().keep_asking(addr, tx.clone()));
+        }
+        if asked.is_empty() {
+            return Err(ClientError::Config("no bootstrap address resolves".into()));
+        }
+        let settle = match want {
+            Want::Leader { settle } => settle,
+            Want::Any => None,
+        };
+        let mut term = 0;
+        let mut best: Option<(SocketAddr, ClusterView)> = None;
+        let mut last = "no node answered".to_string();
+        loop {
+            let settled = settle.filter(|_| best.is_some());
+            if let Some(best) = best.take_if(|_| settled.is_some_and(|s| Instant::now() >= s)) {
+                return Ok(best);
+            }
+            let wake = settled.map_or(deadline, |s| s.min(deadline));
+            let Ok(Some((addr, answer))) = tokio::time::timeout_at(wake, rx.recv()).await else {
+                return match best {
+                    Some(best) if Instant::now() < deadline => Ok(best),
+                    _ => Err(ClientError::TimedOut { after: self.inner.timeout, last }),
+                };
+            };
+            let view = match answer {
+                Ok(view) => view,
+                Err(Failure::Certificate(e)) => return Err(e.into()),
+                Err(failure) => {
+                    last = failure.message();
+                    continue;
+                }
+            };
+            term = term.max(view.term);
+            if want == Want::Any {
+                return Ok((addr, view));
+            }
+            if view.leader == Some(view.node_id) && view.term == term {
+                self.set_leader(Some(addr));
+                self.inner.notices.leader_found();
+                return Ok((addr, view));
+            }
+            match view.leader_address().and_then(|a| resolve(a).ok()) {
+                Some(named) => {
+                    last = format!("{addr} names {named} the leader, which has not answered as leader");
+                    if asked.len() < NODES_MAX && asked.insert(named) {
+                        asks.spawn(self.clone().keep_asking(named, tx.clone()));
+                    }
+                }
+                None => {
+                    last = format!("{addr} knows no leader");
+                    self.inner.notices.leaderless(addr);
+                }
+            }
+            if best.as_ref().is_none_or(|(_, b)| view.log_end_offset > b.log_end_offset) {
+                best = Some((addr, view));
+            }
+        }
+    }
+
+    /// Asks `addr` for its view until the receiver is dropped.
+    async fn keep_asking(self, addr: SocketAddr, answers: mpsc::Sender<(SocketAddr, Result<ClusterView, Failure>)>) {
+        loop {
+            let answer = self.view_of(addr, SEARCH_ASK_TIMEOUT).await;
+            if answers.send((addr, answer)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(SEARCH_PERIOD).await;
+        }
+    }
+
+    /// The leader, searched for if not known, by one caller at a time (the others then
+    /// take its result); gives up at `deadline`.
+    pub(super) async fn find_leader(&self, deadline: Instant) -> Result<SocketAddr, ClientError> {
+        let timed_out = || ClientError::TimedOut { after: self.inner.timeout, last: "looking for the leader".into() };
+        let _one = tokio::time::timeout_at(deadline, self.inner.search.lock()).await.map_err(|_| timed_out())?;
+        if let Some(leader) = self.leader() {
+            return Ok(leader);
+        }
+        Ok(self.search(Want::Leader { settle: None }, deadline).await?.0)
     }
 
     /// The leader another node names, when it is not `target`: asked while a request to
@@ -182,7 +406,7 @@ impl Nodes {
     /// a leader elsewhere wins, and the rest are dropped.
     async fn leader_elsewhere(&self, target: SocketAddr) -> Option<SocketAddr> {
         let mut asks = tokio::task::JoinSet::new();
-        for addr in self.bootstrap().into_iter().filter(|a| *a != target) {
+        for addr in self.known().into_iter().filter(|a| *a != target) {
             let nodes = self.clone();
             asks.spawn(async move { nodes.request(addr, &Request::Metadata, LEADER_CHECK_TIMEOUT).await });
         }
@@ -207,10 +431,19 @@ impl Nodes {
         self.set_leader(Some(leader));
     }
 
-    /// `request` to `target`, the leader as far as this client knows. While it goes
-    /// unanswered the other nodes are asked where the leader is; once one names another
-    /// node, `target` is left: the request ends "not sent" if it was still connecting, and
-    /// "lost" (its outcome unknown) if it had left.
+    /// Gives `addr` up as the leader and closes the connection to it, dropping what it
+    /// still carries (see `leave`).
+    pub(super) fn abandon(&self, addr: SocketAddr) {
+        if let Some(conn) = self.inner.conns.lock().expect("conns lock").remove(&addr) {
+            conn.close(0u32.into(), b"no answer in time");
+        }
+        self.forget_leader(addr);
+    }
+
+    /// `request` to `target`, the leader as far as this client knows, answered within
+    /// `timeout`. While it goes unanswered the other nodes are asked where the leader is;
+    /// once one names another node, `target` is left and the request ends "lost" (its
+    /// outcome unknown).
     pub(super) async fn request_to_leader(
         &self,
         target: SocketAddr,
@@ -227,16 +460,14 @@ impl Nodes {
         }
     }
 
-    /// A connection to `target`, given up (nothing was sent) once another node names a
-    /// different leader while it is still being made.
+    /// A connection to `target`, given up (nothing was sent, and the leader is forgotten)
+    /// when a new handshake takes longer than `LEADER_HANDSHAKE_MAX`.
     async fn connect_to_leader(&self, target: SocketAddr) -> Result<Connection, Failure> {
-        match self.unless_leader_moves(target, self.conn(target)).await {
-            Ok(conn) => conn,
-            Err(leader) => {
-                self.set_leader(Some(leader));
-                Err(Failure::NotSent(format!("cannot reach {target}; another node names {leader} the leader")))
-            }
+        let result = self.conn(target, LEADER_HANDSHAKE_MAX.min(self.inner.connect_timeout)).await;
+        if let Err(Failure::NotSent(_)) = &result {
+            self.forget_leader(target);
         }
+        result
     }
 
     /// Runs `work` against `target`; each `LEADER_CHECK_AFTER` it goes on, asks the other
@@ -248,7 +479,7 @@ impl Nodes {
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, SocketAddr> {
         tokio::pin!(work);
-        let mut check = tokio::time::Instant::now() + LEADER_CHECK_AFTER;
+        let mut check = Instant::now() + LEADER_CHECK_AFTER;
         loop {
             tokio::select! {
                 done = &mut work => return Ok(done),
@@ -256,7 +487,7 @@ impl Nodes {
                     if let Some(leader) = self.leader_check(target).await {
                         return Err(leader);
                     }
-                    check = tokio::time::Instant::now() + LEADER_CHECK_AFTER;
+                    check = Instant::now() + LEADER_CHECK_AFTER;
                 }
             }
         }
@@ -266,17 +497,6 @@ impl Nodes {
     /// answer at all).
     pub(super) async fn leader_check(&self, target: SocketAddr) -> Option<SocketAddr> {
         tokio::time::timeout(LEADER_CHECK_TIMEOUT, self.leader_elsewhere(target)).await.ok().flatten()
-    }
-
-    pub(super) async fn metadata_any(&self, timeout: Duration) -> Result<ClusterView, ClientError> {
-        let mut last = ClientError::Unavailable("no bootstrap address resolves".into());
-        for addr in &self.inner.bootstrap {
-            match self.metadata_at(addr, timeout).await {
-                Ok(view) => return Ok(view),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
     }
 }
 

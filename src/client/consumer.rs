@@ -1,13 +1,18 @@
 //! Consuming: fetch committed records by offset from any node, long-polling at the end of
-//! the log, failing over to another node when one cannot serve.
+//! the log, failing over to another node when one cannot serve — or is behind: a node
+//! that has not caught up yet answers "out of range" for an offset the cluster holds.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::conn::Failure;
 use super::{Client, ClientError};
+/// Pause after a pass over every node in which none served the fetch.
+const PASS_PAUSE: Duration = Duration::from_millis(100);
+
 use crate::net::client_codec::{Request, Response};
 use crate::raft::kind;
 use crate::record::{BatchIter, Record};
@@ -30,6 +35,10 @@ pub struct Consumer {
     max_bytes: u32,
     max_wait: Duration,
     high_watermark: u64,
+    /// The highest offset known to be committed (a high watermark a node gave, or where
+    /// `earliest`/`latest` resolved): a node that calls an offset up to it out of range
+    /// is behind, not right.
+    committed_seen: u64,
     /// The next fetch, sent while the caller handles the last one's records (only when
     /// the last one ended below the high watermark, so it does not wait).
     ahead: Option<Ahead>,
@@ -66,6 +75,7 @@ impl Consumer {
             max_bytes: 4 << 20,
             max_wait: Duration::from_millis(500),
             high_watermark: 0,
+            committed_seen: 0,
             ahead: None,
             read_any: false,
         }
@@ -110,11 +120,16 @@ impl Consumer {
             Offset::At(o) => o,
         };
         self.next = Some(next);
+        // Where `earliest` or `latest` resolved is committed (the log's start or end).
+        self.committed_seen = self.committed_seen.max(next);
         Ok(next)
     }
 
     /// The next records (offset and record), waiting up to the max wait at the end of the
-    /// log; an empty vector means nothing new arrived in time.
+    /// log; an empty vector means nothing new arrived in time. Nodes are tried in turn;
+    /// one that is down or behind the position is passed over, and while none serves, the
+    /// poll keeps trying until the client's timeout ([`ClientError::TimedOut`]). An offset
+    /// that no node holds and that was never known committed is out of range at once.
     pub async fn poll(&mut self) -> Result<Vec<(u64, Record)>, ClientError> {
         let offset = self.start().await?;
         if let Some(ahead) = self.ahead.take() {
@@ -131,38 +146,60 @@ impl Consumer {
         }
         let request = self.request(offset);
         let timeout = self.max_wait + self.client.config.request_timeout;
+        let deadline = Instant::now() + self.client.config.timeout;
         let mut last = String::new();
-        for attempt in 0..nodes.len() * 2 {
-            let node = (self.node + attempt) % nodes.len();
+        let mut out_of_range = None;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let node = (self.node + attempt - 1) % nodes.len();
             let addr = nodes[node];
-            match self.client.nodes.request(addr, &request, timeout).await {
+            // A fetch may always wait its max wait at the end of the log.
+            let bound = timeout.min(deadline.saturating_duration_since(Instant::now()) + self.max_wait);
+            match self.client.nodes.request(addr, &request, bound).await {
                 Ok(Response::Fetched { high_watermark, entries, .. }) => {
                     return self.fetched(offset, (node, addr), high_watermark, entries);
                 }
                 Ok(Response::Error(e)) => {
                     let err: ClientError = e.into();
-                    if let ClientError::OffsetOutOfRange { requested, start, .. } = err
-                        && requested < start
-                        && self.from == Offset::Earliest
-                        && !self.read_any
-                    {
-                        // Retention moved the start between resolving `earliest` and reading.
-                        self.next = Some(start);
-                        return Ok(Vec::new());
+                    match err {
+                        ClientError::OffsetOutOfRange { requested, start, .. }
+                            if requested < start && self.from == Offset::Earliest && !self.read_any =>
+                        {
+                            // Retention moved the start between resolving `earliest` and reading.
+                            self.next = Some(start);
+                            return Ok(Vec::new());
+                        }
+                        // Another node may hold it (this one may be behind, or its retention
+                        // may have run before another's).
+                        ClientError::OffsetOutOfRange { .. } => out_of_range = Some(err),
+                        ClientError::Refused(_) => return Err(err),
+                        other => last = other.to_string(),
                     }
-                    if matches!(err, ClientError::OffsetOutOfRange { .. } | ClientError::Refused(_)) {
-                        return Err(err);
-                    }
-                    last = err.to_string();
                 }
                 Ok(other) => last = format!("unexpected answer from {addr}: {other:?}"),
-                Err(f) => last = f.message().to_string(),
+                Err(Failure::Certificate(e)) => return Err(e.into()),
+                Err(f) => last = f.message(),
             }
-            if attempt + 1 >= nodes.len() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if attempt % nodes.len() != 0 {
+                continue;
             }
+            // A whole pass and no node served the fetch.
+            if let Some(err) = out_of_range.take() {
+                // A node is behind only at its end: below its start, retention deleted the
+                // offset, and no node that answered holds it.
+                let below_start =
+                    matches!(err, ClientError::OffsetOutOfRange { requested, start, .. } if requested < start);
+                if offset > self.committed_seen || below_start {
+                    return Err(err);
+                }
+                last = format!("{err}, though offset {offset} is committed: waiting for a node to catch up");
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::TimedOut { after: self.client.config.timeout, last });
+            }
+            tokio::time::sleep(PASS_PAUSE).await;
         }
-        Err(ClientError::Unavailable(last))
     }
 
     fn request(&self, offset: u64) -> Request {
@@ -180,6 +217,7 @@ impl Consumer {
     ) -> Result<Vec<(u64, Record)>, ClientError> {
         self.node = node;
         self.high_watermark = high_watermark;
+        self.committed_seen = self.committed_seen.max(high_watermark);
         let after = entries.last().map(|e| e.next_offset()).filter(|&next| next > offset && next < high_watermark);
         if let Some(next) = after {
             let (nodes, request) = (self.client.nodes.clone(), self.request(next));

@@ -20,32 +20,56 @@
 //! cannot be known (the connection broke after the request left, the leader lost its
 //! leadership before committing), the error is [`ClientError::OutcomeUnknown`]: the
 //! records may or may not be in the log, and producing them again may duplicate them.
+//!
+//! **Every call has a deadline**, [`ClientConfig::timeout`] (120 s by default, as Kafka's
+//! `delivery.timeout.ms`): a call retries what failed without effect until then, and then
+//! returns [`ClientError::TimedOut`] (nothing was appended) — or `OutcomeUnknown` when the
+//! last request had left and got no answer. A record given to a [`Producer`] gets its
+//! answer within `timeout` of joining a batch; [`Consumer::poll`] returns within `timeout`
+//! plus its max wait. A certificate mistake ends a call at once with [`ClientError::Certificate`].
+//! While a call waits, [`Client::notices`] says why (no node answers, no leader, the
+//! leader's disk is nearly full).
 
 mod conn;
 mod consumer;
+mod error;
+mod notice;
 mod producer;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use consumer::{Consumer, Offset};
-pub use producer::{Producer, ProducerConfig};
+pub use error::{CertificateError, ClientError};
+pub use notice::Notice;
+pub use producer::{Ack, Producer, ProducerConfig};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
 
-use crate::net::client_codec::{ClusterView, ErrorReply};
+use crate::net::client_codec::{ClusterView, DiskView};
 use crate::record::Record;
-use conn::Nodes;
+use conn::{Nodes, Want};
 
-/// How to reach a cluster.
+/// How long `end_offset` waits for a node that answers as leader before it settles for the
+/// highest end any node gave (during an election no node is leader).
+const END_OFFSET_SETTLE: Duration = Duration::from_secs(1);
+
+/// How to reach a cluster, and how long to try.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// `host:port` of one or more nodes.
     pub bootstrap: Vec<String>,
     /// Directory with ca.pem (and client.pem/client.key, presented when present).
     pub tls_dir: PathBuf,
-    /// How long one request may take before its outcome is unknown.
+    /// How long one request may go unanswered; a produce request's outcome is then unknown.
     pub request_timeout: Duration,
-    /// How long a request whose failure is known keeps being retried.
-    pub retry_for: Duration,
+    /// How long a QUIC handshake with a node may take before that node counts as not
+    /// answering (without a bound, a node that is down is noticed only at the 4 s idle
+    /// timeout).
+    pub connect_timeout: Duration,
+    /// The deadline of every call (see the module documentation): failures known to leave
+    /// the log untouched are retried until then.
+    pub timeout: Duration,
 }
 
 impl ClientConfig {
@@ -54,44 +78,8 @@ impl ClientConfig {
             bootstrap: bootstrap.into_iter().map(Into::into).collect(),
             tls_dir: tls_dir.into(),
             request_timeout: Duration::from_secs(15),
-            retry_for: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    #[error("{0}")]
-    Config(String),
-    #[error(
-        "the outcome is unknown: {0}; the records may or may not have been appended \
-         (at-least-once: retrying may duplicate them)"
-    )]
-    OutcomeUnknown(String),
-    #[error("refused: {0}")]
-    Refused(String),
-    #[error("offset {requested} is out of range: the log holds offsets {start}..{end}")]
-    OffsetOutOfRange { requested: u64, start: u64, end: u64 },
-    #[error("no node could serve the request: {0}")]
-    Unavailable(String),
-}
-
-impl ClientError {
-    /// True when the records are known not to have been appended.
-    pub fn known_failed(&self) -> bool {
-        !matches!(self, ClientError::OutcomeUnknown(_))
-    }
-}
-
-impl From<ErrorReply> for ClientError {
-    fn from(e: ErrorReply) -> ClientError {
-        match e {
-            ErrorReply::OutcomeUnknown { .. } => ClientError::OutcomeUnknown(e.to_string()),
-            ErrorReply::OffsetOutOfRange { requested, start, end } => {
-                ClientError::OffsetOutOfRange { requested, start, end }
-            }
-            ErrorReply::Refused(msg) => ClientError::Refused(msg),
-            other => ClientError::Unavailable(other.to_string()),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(120),
         }
     }
 }
@@ -109,49 +97,36 @@ impl Client {
         Ok(Client { nodes, config })
     }
 
-    /// The cluster as the first reachable bootstrap node sees it.
-    pub async fn metadata(&self) -> Result<ClusterView, ClientError> {
-        self.nodes.metadata_any(self.config.request_timeout).await
+    /// What the client has to say while it keeps trying (see [`Notice`]); a subscriber
+    /// that falls far behind misses the oldest.
+    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.nodes.notices().subscribe()
     }
 
-    /// The cluster as the node at `addr` sees it.
+    /// The cluster as the first node to answer sees it (every known node is asked at once).
+    pub async fn metadata(&self) -> Result<ClusterView, ClientError> {
+        let deadline = Instant::now() + self.config.timeout;
+        Ok(self.nodes.search(Want::Any, deadline).await?.1)
+    }
+
+    /// The cluster as the node at `addr` sees it, within `request_timeout` (handshake included).
     pub async fn metadata_from(&self, addr: &str) -> Result<ClusterView, ClientError> {
         self.nodes.metadata_at(addr, self.config.request_timeout).await
     }
 
+    /// The free disk space of the node at `addr` and its reserve, within `request_timeout`.
+    pub async fn disk_from(&self, addr: &str) -> Result<DiskView, ClientError> {
+        self.nodes.disk_at(addr, self.config.request_timeout).await
+    }
+
     /// The offset after the last committed record, from the leader: a follower may lag it
-    /// by a heartbeat, and a node that just restarted knows only the commit it saved. The
-    /// bootstrap nodes are asked in turn until one is, or names, a leader that answers;
-    /// while none does (an election), it asks again for up to a second, then settles for
-    /// the highest end any node gave.
+    /// by a heartbeat, and a node that just restarted knows only the commit it saved. Every
+    /// known node is asked at once, and again while none answers as leader; after a second
+    /// without a leader (an election) it settles for the highest end any node gave.
     pub async fn end_offset(&self) -> Result<u64, ClientError> {
-        let timeout = self.config.request_timeout;
-        let mut best: Result<u64, ClientError> = Err(ClientError::Unavailable("no bootstrap address".into()));
-        for round in 0..5 {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            for addr in &self.config.bootstrap {
-                let view = match self.nodes.metadata_at(addr, timeout).await {
-                    Ok(view) => view,
-                    Err(e) => {
-                        best = best.or(Err(e));
-                        continue;
-                    }
-                };
-                best = Ok(best.map_or(view.log_end_offset, |b| b.max(view.log_end_offset)));
-                if view.leader == Some(view.node_id) {
-                    return Ok(view.log_end_offset);
-                }
-                if let Some(leader) = view.leader_address()
-                    && let Ok(lv) = self.nodes.metadata_at(leader, timeout).await
-                    && lv.leader == Some(lv.node_id)
-                {
-                    return Ok(lv.log_end_offset);
-                }
-            }
-        }
-        best
+        let now = Instant::now();
+        let want = Want::Leader { settle: Some(now + END_OFFSET_SETTLE) };
+        Ok(self.nodes.search(want, now + self.config.timeout).await?.1.log_end_offset)
     }
 
     /// Appends `records` as one batch; returns the offset of the first once committed.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::conn::{ENTRY_BYTES_MAX, Failure, LEADER_CHECK_AFTER, Nodes, RESPONSE_BYTES_MAX, resolve};
 use super::{Client, ClientConfig, ClientError};
+use crate::net::Connection;
 use crate::net::client_codec::{ErrorReply, Request, Response};
 use crate::net::endpoint::{read_frame, write_frame};
 use crate::record::Record;
@@ -20,7 +21,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Sends `records` as one batch to the leader, following redirects and retrying while the
-/// failure is known to have left the log untouched.
+/// failure is known to have left the log untouched, until `config.timeout`.
 pub(super) async fn produce_batch(
     nodes: &Nodes,
     config: &ClientConfig,
@@ -34,26 +35,21 @@ pub(super) async fn produce_batch(
         r.encode(&mut buf);
     }
     let request = Request::Produce { record_count: records.len() as u32, records: buf.freeze() };
-    let deadline = Instant::now() + config.retry_for;
+    let deadline = Instant::now() + config.timeout;
     let mut backoff = BACKOFF_MIN;
-    let mut rotation = 0usize;
     let mut last;
     loop {
         let target = match nodes.leader() {
             Some(addr) => addr,
-            None => {
-                let candidates = nodes.bootstrap();
-                if candidates.is_empty() {
-                    return Err(ClientError::Config("no bootstrap address resolves".into()));
-                }
-                rotation += 1;
-                candidates[rotation % candidates.len()]
-            }
+            None => nodes.find_leader(deadline).await?,
         };
+        // A request that times out has left: its outcome is unknown.
+        let timeout = config.request_timeout.min(deadline.saturating_duration_since(Instant::now()));
         let mut redirected = false;
-        match nodes.request_to_leader(target, &request, config.request_timeout).await {
+        match nodes.request_to_leader(target, &request, timeout).await {
             Ok(Response::Produced { base_offset, .. }) => {
                 nodes.set_leader(Some(target));
+                nodes.notices().produce_accepted();
                 return Ok(base_offset);
             }
             Ok(Response::Error(ErrorReply::NotLeader { address, leader })) => {
@@ -61,6 +57,10 @@ pub(super) async fn produce_batch(
                 redirected = next.is_some() && next != Some(target);
                 nodes.set_leader(next.filter(|a| *a != target));
                 last = format!("node at {target} is not the leader (leader: {leader:?})");
+            }
+            Ok(Response::Error(e @ ErrorReply::DiskFull { .. })) => {
+                last = e.to_string();
+                nodes.notices().produce_refused(&e);
             }
             Ok(Response::Error(ErrorReply::Busy(why))) => last = format!("{target} is busy: {why}"),
             Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. })) => {
@@ -79,9 +79,13 @@ pub(super) async fn produce_batch(
                 nodes.forget_leader(target);
                 return Err(ClientError::OutcomeUnknown(why));
             }
+            Err(Failure::Certificate(e)) => return Err(e.into()),
         }
-        if Instant::now() >= deadline {
-            return Err(ClientError::Unavailable(format!("gave up after {:?}: {last}", config.retry_for)));
+        // Given up before the deadline rather than sent just before it: a request cut off
+        // by the deadline would end "outcome unknown" for a batch that was never taken.
+        let pause = if redirected { Duration::ZERO } else { backoff };
+        if Instant::now() + pause + BACKOFF_MIN >= deadline {
+            return Err(ClientError::TimedOut { after: config.timeout, last });
         }
         if !redirected {
             tokio::time::sleep(backoff).await;
@@ -126,7 +130,7 @@ impl Producer {
     pub(super) fn new(client: Client, config: ProducerConfig) -> Producer {
         let (tx, rx) = mpsc::channel(4096);
         let (batches_tx, batches_rx) = mpsc::channel(config.in_flight.max(1));
-        tokio::spawn(gather(rx, batches_tx, config.clone(), client.config.retry_for));
+        tokio::spawn(gather(rx, batches_tx, config.clone(), client.config.timeout));
         let task = tokio::spawn(drive(client, config, batches_rx));
         Producer { tx, task }
     }
@@ -145,6 +149,12 @@ impl Producer {
     pub async fn close(self) {
         drop(self.tx);
         let _ = self.task.await;
+    }
+
+    /// Stops at once: every record not answered yet is dropped, its ack an error. A batch
+    /// that was in flight may still be appended (its outcome is unknown).
+    pub fn abort(self) {
+        self.task.abort();
     }
 }
 
@@ -169,7 +179,7 @@ async fn gather(
     mut rx: mpsc::Receiver<Queued>,
     batches: mpsc::Sender<Batch>,
     config: ProducerConfig,
-    retry_for: Duration,
+    timeout: Duration,
 ) {
     let mut carry = None;
     loop {
@@ -202,7 +212,7 @@ async fn gather(
             r.encode(&mut buf);
         }
         let request = Request::Produce { record_count: records.len() as u32, records: buf.freeze() };
-        let batch = Batch { request, replies, give_up: Instant::now() + retry_for };
+        let batch = Batch { request, replies, give_up: Instant::now() + timeout };
         if batches.send(batch).await.is_err() {
             return;
         }
@@ -222,55 +232,64 @@ async fn drive(client: Client, config: ProducerConfig, mut batches: mpsc::Receiv
     let mut queue: VecDeque<Batch> = VecDeque::new();
     let mut open = true;
     let mut backoff = BACKOFF_MIN;
-    let mut rotation = 0usize;
+    // Why the last session or search ended: what a batch that then gives up reports.
+    let mut why = String::from("not sent yet");
     loop {
+        // A batch past its deadline before it could be sent was not appended.
+        let now = Instant::now();
+        while queue.front().is_some_and(|b| b.give_up <= now) {
+            let late = queue.pop_front().expect("non-empty");
+            late.resolve(Err(ClientError::TimedOut { after: client.config.timeout, last: why.clone() }));
+        }
+        if !open && queue.is_empty() {
+            return;
+        }
         if queue.is_empty() {
             match batches.recv().await {
                 Some(batch) => queue.push_back(batch),
                 None => return,
             }
         }
+        let give_up = queue.front().expect("non-empty").give_up;
         let target = match client.nodes.leader() {
-            Some(addr) => addr,
-            None => {
-                let candidates = client.nodes.bootstrap();
-                if candidates.is_empty() {
-                    fail_all(&mut queue, ClientError::Config("no bootstrap address resolves".into()));
-                    continue;
-                }
-                rotation += 1;
-                candidates[rotation % candidates.len()]
-            }
+            Some(addr) => Ok(addr),
+            None => client.nodes.find_leader(give_up).await,
         };
-        let ended = match client.nodes.open_stream(target).await {
-            Ok((send, recv)) => {
-                let streams = Session { target, send, recv };
-                session(&client, &config, streams, &mut queue, &mut batches, &mut open).await
-            }
-            Err(failure) => {
-                client.nodes.forget_leader(target);
-                Ended::Retry { pause: backoff, why: failure.message().to_string() }
+        let ended = match target {
+            Ok(target) => match client.nodes.open_stream(target).await {
+                Ok((conn, send, recv)) => {
+                    let streams = Session { target, conn, send, recv };
+                    session(&client, &config, streams, &mut queue, &mut batches, &mut open).await
+                }
+                Err(Failure::Certificate(e)) => {
+                    fail_all(&mut queue, e.into());
+                    Ended::Retry { pause: Duration::ZERO, why: "a certificate was refused".into() }
+                }
+                Err(failure) => {
+                    client.nodes.forget_leader(target);
+                    Ended::Retry { pause: backoff, why: failure.message() }
+                }
+            },
+            Err(ClientError::TimedOut { last, .. }) => Ended::Retry { pause: Duration::ZERO, why: last },
+            Err(e) => {
+                // A certificate refused, or no bootstrap address resolves: no retry can help.
+                fail_all(&mut queue, e);
+                Ended::Retry { pause: Duration::ZERO, why: "failed".into() }
             }
         };
         match ended {
             Ended::Done => return,
-            Ended::Retry { pause, why } => {
-                let now = Instant::now();
-                while queue.front().is_some_and(|b| b.give_up <= now) {
-                    let late = queue.pop_front().expect("non-empty");
-                    let waited = client.config.retry_for;
-                    late.resolve(Err(ClientError::Unavailable(format!("gave up after {waited:?}: {why}"))));
-                }
+            Ended::Retry { pause, why: ended_why } => {
+                why = ended_why;
                 if pause.is_zero() {
                     backoff = BACKOFF_MIN;
                 } else {
-                    tokio::time::sleep(pause.max(backoff)).await;
+                    // Not past the deadline of the oldest batch: it is failed at the top.
+                    let wake = queue.front().map_or(now, |b| b.give_up).min(Instant::now() + pause.max(backoff));
+                    tokio::time::sleep_until(wake).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
-        }
-        if !open && queue.is_empty() {
-            return;
         }
     }
 }
@@ -281,9 +300,10 @@ fn fail_all(queue: &mut VecDeque<Batch>, error: ClientError) {
     }
 }
 
-/// A stream open to the node believed to lead.
+/// A stream open to the node believed to lead, and its connection.
 struct Session {
     target: SocketAddr,
+    conn: Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
 }
@@ -293,7 +313,7 @@ struct Session {
 async fn session(
     client: &Client,
     config: &ProducerConfig,
-    Session { target, mut send, recv }: Session,
+    Session { target, conn, mut send, recv }: Session,
     queue: &mut VecDeque<Batch>,
     batches: &mut mpsc::Receiver<Batch>,
     open: &mut bool,
@@ -307,6 +327,11 @@ async fn session(
         while inflight.len() < config.in_flight.max(1)
             && let Some(batch) = queue.pop_front()
         {
+            if batch.give_up <= Instant::now() {
+                let why = "not sent in time: the batches before it were still unanswered".to_string();
+                batch.resolve(Err(ClientError::TimedOut { after: client.config.timeout, last: why }));
+                continue;
+            }
             if inflight.is_empty() {
                 check = Instant::now() + LEADER_CHECK_AFTER;
             }
@@ -321,6 +346,8 @@ async fn session(
             break Ended::Done;
         }
         let room = inflight.len() < config.in_flight.max(1) && queue.is_empty() && *open;
+        // The oldest batch in flight gives up at its deadline, answered or not.
+        let give_up = inflight.front().map(|b| b.give_up);
         tokio::select! {
             answer = answers.recv() => {
                 check = Instant::now() + LEADER_CHECK_AFTER;
@@ -330,6 +357,7 @@ async fn session(
                 match answer {
                     Some(Ok(Response::Produced { base_offset, .. })) => {
                         client.nodes.set_leader(Some(target));
+                        client.nodes.notices().produce_accepted();
                         batch.resolve(Ok(base_offset));
                     }
                     Some(Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. }))) => batch.resolve(Err(e.into())),
@@ -339,6 +367,11 @@ async fn session(
                         requeue(queue, batch, &mut inflight);
                         let pause = if next.is_some() { Duration::ZERO } else { BACKOFF_MIN };
                         break Ended::Retry { pause, why: format!("{target} is not the leader (leader: {leader:?})") };
+                    }
+                    Some(Ok(Response::Error(e @ ErrorReply::DiskFull { .. }))) => {
+                        requeue(queue, batch, &mut inflight);
+                        client.nodes.notices().produce_refused(&e);
+                        break Ended::Retry { pause: BACKOFF_MIN, why: e.to_string() };
                     }
                     Some(Ok(Response::Error(ErrorReply::Busy(why)))) => {
                         requeue(queue, batch, &mut inflight);
@@ -355,18 +388,27 @@ async fn session(
                         unknown(&mut inflight, "the session broke");
                         break Ended::Retry { pause: BACKOFF_MIN, why: "unexpected answer".into() };
                     }
-                    Some(Err(why)) => {
+                    broke => {
+                        let why = match broke {
+                            Some(Err(why)) => why,
+                            _ => format!("{target} closed the stream"),
+                        };
                         client.nodes.set_leader(None);
-                        batch.resolve(Err(ClientError::OutcomeUnknown(why.clone())));
-                        unknown(&mut inflight, &why);
-                        break Ended::Retry { pause: BACKOFF_MIN, why };
-                    }
-                    None => {
-                        client.nodes.set_leader(None);
-                        let why = format!("{target} closed the stream");
-                        batch.resolve(Err(ClientError::OutcomeUnknown(why.clone())));
-                        unknown(&mut inflight, &why);
-                        break Ended::Retry { pause: BACKOFF_MIN, why };
+                        match client.nodes.session_broke(&conn, why) {
+                            Failure::Certificate(e) => {
+                                // Refused at the handshake: nothing reached the node.
+                                inflight.push_front(batch);
+                                fail_all(&mut inflight, e.clone().into());
+                                fail_all(queue, e.into());
+                                break Ended::Retry { pause: Duration::ZERO, why: "a certificate was refused".into() };
+                            }
+                            failure => {
+                                let why = failure.message();
+                                batch.resolve(Err(ClientError::OutcomeUnknown(why.clone())));
+                                unknown(&mut inflight, &why);
+                                break Ended::Retry { pause: BACKOFF_MIN, why };
+                            }
+                        }
                     }
                 }
             }
@@ -380,6 +422,14 @@ async fn session(
                     }
                     None => check = Instant::now() + LEADER_CHECK_AFTER,
                 }
+            }
+            _ = tokio::time::sleep_until(give_up.unwrap_or(check)), if give_up.is_some() => {
+                // Closing the connection drops what it still carries, so that nothing sent on
+                // it is appended behind what a later session sends.
+                client.nodes.abandon(target);
+                let why = format!("{target} did not answer within {:?}", client.config.timeout);
+                unknown(&mut inflight, &why);
+                break Ended::Retry { pause: Duration::ZERO, why };
             }
             more = batches.recv(), if room => match more {
                 Some(batch) => queue.push_back(batch),

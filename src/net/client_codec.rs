@@ -14,9 +14,11 @@ mod kind {
     pub const PRODUCE: u8 = 1;
     pub const FETCH: u8 = 2;
     pub const METADATA: u8 = 3;
+    pub const DISK: u8 = 4;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
+    pub const DISK_OK: u8 = 104;
     pub const ERROR: u8 = 127;
 }
 
@@ -34,6 +36,8 @@ pub enum Request {
         max_wait_ms: u32,
     },
     Metadata,
+    /// The node's free disk space and its reserve (see `DiskView`).
+    Disk,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +55,24 @@ pub enum Response {
         entries: Vec<Entry>,
     },
     Metadata(ClusterView),
+    Disk(DiskView),
     Error(ErrorReply),
+}
+
+/// One node's disk: a node refuses produce while `free_bytes` is below `reserve_bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskView {
+    /// Free bytes (available to the node's user) on the file system of its data directory.
+    pub free_bytes: u64,
+    /// The node's `disk_free_bytes_min`.
+    pub reserve_bytes: u64,
+}
+
+impl DiskView {
+    /// Whether the node refuses produce (it still serves reads).
+    pub fn refuses_produce(&self) -> bool {
+        self.free_bytes < self.reserve_bytes
+    }
 }
 
 /// One node's view of the cluster.
@@ -99,6 +120,14 @@ pub enum ErrorReply {
     Refused(String),
     #[error("the node is busy: {0}; retry later")]
     Busy(String),
+    /// The leader's disk is below its reserve: produce is refused until space is freed.
+    #[error(
+        "disk nearly full on node {node}: {} MiB free, below the {} MiB reserve (disk_free_bytes_min); \
+         free space on it or lower its retention_bytes",
+        free_bytes >> 20,
+        reserve_bytes >> 20
+    )]
+    DiskFull { node: u64, free_bytes: u64, reserve_bytes: u64 },
     #[error("the node failed: {0}")]
     Internal(String),
 }
@@ -118,6 +147,7 @@ mod error_code {
     pub const REFUSED: u8 = 4;
     pub const BUSY: u8 = 5;
     pub const INTERNAL: u8 = 6;
+    pub const DISK_FULL: u8 = 7;
 }
 
 impl Request {
@@ -136,6 +166,7 @@ impl Request {
                 vec![b.finish()]
             }
             Request::Metadata => vec![FrameBuilder::new(kind::METADATA, 0).finish()],
+            Request::Disk => vec![FrameBuilder::new(kind::DISK, 0).finish()],
         }
     }
 
@@ -149,6 +180,7 @@ impl Request {
                 max_wait_ms: r.u32("max wait")?,
             },
             kind::METADATA => Request::Metadata,
+            kind::DISK => Request::Disk,
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -175,6 +207,12 @@ impl Response {
             Response::Metadata(view) => {
                 let mut b = FrameBuilder::new(kind::METADATA_OK, 128);
                 encode_view(b.body(), view);
+                vec![b.finish()]
+            }
+            Response::Disk(disk) => {
+                let mut b = FrameBuilder::new(kind::DISK_OK, 16);
+                b.body().put_u64_le(disk.free_bytes);
+                b.body().put_u64_le(disk.reserve_bytes);
                 vec![b.finish()]
             }
             Response::Error(err) => {
@@ -206,6 +244,9 @@ impl Response {
                 Response::Fetched { log_start_offset, high_watermark, entries }
             }
             kind::METADATA_OK => Response::Metadata(decode_view(&mut r)?),
+            kind::DISK_OK => {
+                Response::Disk(DiskView { free_bytes: r.u64("free bytes")?, reserve_bytes: r.u64("reserve")? })
+            }
             kind::ERROR => Response::Error(decode_error(&mut r)?),
             other => return Err(FrameError::Kind(other)),
         };
@@ -286,6 +327,12 @@ fn encode_error(buf: &mut bytes::BytesMut, err: &ErrorReply) {
             buf.put_u64_le(*start);
             buf.put_u64_le(*end);
         }
+        ErrorReply::DiskFull { node, free_bytes, reserve_bytes } => {
+            buf.put_u8(error_code::DISK_FULL);
+            buf.put_u64_le(*node);
+            buf.put_u64_le(*free_bytes);
+            buf.put_u64_le(*reserve_bytes);
+        }
         ErrorReply::Refused(msg) | ErrorReply::Busy(msg) | ErrorReply::Internal(msg) => {
             let code = match err {
                 ErrorReply::Refused(_) => error_code::REFUSED,
@@ -312,6 +359,11 @@ fn decode_error(r: &mut Reader) -> Result<ErrorReply, FrameError> {
         error_code::REFUSED => ErrorReply::Refused(r.string("message")?),
         error_code::BUSY => ErrorReply::Busy(r.string("message")?),
         error_code::INTERNAL => ErrorReply::Internal(r.string("message")?),
+        error_code::DISK_FULL => ErrorReply::DiskFull {
+            node: r.u64("node")?,
+            free_bytes: r.u64("free bytes")?,
+            reserve_bytes: r.u64("reserve")?,
+        },
         _ => return Err(DecodeError::Invalid { what: "error code" }.into()),
     })
 }
@@ -335,6 +387,7 @@ mod tests {
             Request::Produce { record_count: 2, records: Bytes::from_static(b"abc") },
             Request::Fetch { offset: 7, max_bytes: 1 << 20, max_wait_ms: 500 },
             Request::Metadata,
+            Request::Disk,
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -354,6 +407,8 @@ mod tests {
             Response::Error(ErrorReply::NotLeader { leader: Some(1), address: Some("127.0.0.1:7000".into()) }),
             Response::Error(ErrorReply::OffsetOutOfRange { requested: 9, start: 10, end: 20 }),
             Response::Error(ErrorReply::Busy("too many bytes in flight".into())),
+            Response::Error(ErrorReply::DiskFull { node: 2, free_bytes: 137 << 20, reserve_bytes: 256 << 20 }),
+            Response::Disk(DiskView { free_bytes: 1 << 40, reserve_bytes: 256 << 20 }),
         ];
         for resp in responses {
             assert_eq!(Response::decode(join(resp.encode()), 1 << 20).unwrap(), resp);

@@ -92,6 +92,61 @@ pub fn client_endpoint(tls: Arc<rustls::ClientConfig>) -> Result<Endpoint, NetEr
     Ok(endpoint)
 }
 
+/// Which end of a TLS handshake refused it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedBy {
+    /// This end's TLS refused the peer (its certificate, most often).
+    Us,
+    /// The peer's TLS refused this end.
+    Peer,
+}
+
+/// A connection that failed because TLS refused the handshake: who refused it, the alert
+/// that says why, and the TLS library's own words (empty when the peer refused).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsRefusal {
+    pub by: RefusedBy,
+    pub alert: rustls::AlertDescription,
+    pub detail: String,
+}
+
+/// Tells a refused TLS handshake from other connection failures by the error's type: QUIC
+/// carries a TLS alert as a CRYPTO_ERROR transport code, 0x100 plus the alert (RFC 9001
+/// §4.8), raised locally (`TransportError`) or received from the peer (`ConnectionClosed`).
+pub fn tls_refusal(error: &quinn::ConnectionError) -> Option<TlsRefusal> {
+    let (by, code, detail) = match error {
+        quinn::ConnectionError::TransportError(e) => (RefusedBy::Us, e.code, e.reason.clone()),
+        quinn::ConnectionError::ConnectionClosed(close) => (RefusedBy::Peer, close.error_code, String::new()),
+        _ => return None,
+    };
+    let alert = u8::try_from(u64::from(code).checked_sub(0x100)?).ok()?;
+    Some(TlsRefusal { by, alert: rustls::AlertDescription::from(alert), detail })
+}
+
+/// The `reason` label of `keel_quic_handshake_failures_total` for a refused connection,
+/// from the error's type: a TLS alert about certificates, a missing application protocol,
+/// a timeout, or something else.
+pub fn handshake_failure_reason(error: &quinn::ConnectionError) -> &'static str {
+    use rustls::AlertDescription as Alert;
+    if let quinn::ConnectionError::TimedOut = error {
+        return "timeout";
+    }
+    match tls_refusal(error).map(|r| r.alert) {
+        Some(
+            Alert::BadCertificate
+            | Alert::UnsupportedCertificate
+            | Alert::CertificateRevoked
+            | Alert::CertificateExpired
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::CertificateRequired
+            | Alert::DecryptError,
+        ) => "bad_certificate",
+        Some(Alert::NoApplicationProtocol) => "wrong_alpn",
+        _ => "other",
+    }
+}
+
 /// Connects and completes the handshake, checking the server's certificate for `name`.
 pub async fn connect(endpoint: &Endpoint, addr: SocketAddr, name: &str) -> Result<Connection, NetError> {
     let connecting = endpoint.connect(addr, name).map_err(|source| NetError::Connect { addr, source })?;
@@ -150,30 +205,27 @@ pub async fn read_frame_budgeted(
     Ok(Some((read_body(stream, len).await?, permit)))
 }
 
-/// The `reason` label of `keel_quic_handshake_failures_total` for a refused connection,
-/// from the error's type: a TLS alert about certificates, a missing application protocol,
-/// a timeout, or something else.
-pub fn handshake_failure_reason(error: &quinn::ConnectionError) -> &'static str {
-    use rustls::AlertDescription as Alert;
-    let code = match error {
-        quinn::ConnectionError::TimedOut => return "timeout",
-        // Refused here (our TLS checks), or by the other side.
-        quinn::ConnectionError::TransportError(e) => u64::from(e.code),
-        quinn::ConnectionError::ConnectionClosed(close) => u64::from(close.error_code),
-        _ => return "other",
-    };
-    // TLS alerts travel as QUIC crypto errors: 0x100 + the alert (RFC 9001 §4.8).
-    let Some(alert) = code.checked_sub(0x100).filter(|a| *a <= 0xff) else { return "other" };
-    match Alert::from(alert as u8) {
-        Alert::BadCertificate
-        | Alert::UnsupportedCertificate
-        | Alert::CertificateRevoked
-        | Alert::CertificateExpired
-        | Alert::CertificateUnknown
-        | Alert::UnknownCA
-        | Alert::CertificateRequired
-        | Alert::DecryptError => "bad_certificate",
-        Alert::NoApplicationProtocol => "wrong_alpn",
-        _ => "other",
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::{ConnectionClose, ConnectionError, TransportErrorCode};
+
+    #[test]
+    fn a_tls_alert_is_told_apart_with_the_end_that_sent_it() {
+        let local = ConnectionError::TransportError(quinn_proto::TransportError {
+            code: TransportErrorCode::crypto(48),
+            frame: None,
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        });
+        let refusal = tls_refusal(&local).expect("a TLS refusal");
+        assert_eq!((refusal.by, refusal.alert), (RefusedBy::Us, rustls::AlertDescription::UnknownCA));
+        assert_eq!(refusal.detail, "invalid peer certificate: UnknownIssuer");
+        let close = |code| ConnectionClose { error_code: code, frame_type: None, reason: Bytes::new() };
+        let remote = ConnectionError::ConnectionClosed(close(TransportErrorCode::crypto(116)));
+        let refusal = tls_refusal(&remote).expect("a TLS refusal");
+        assert_eq!((refusal.by, refusal.alert), (RefusedBy::Peer, rustls::AlertDescription::CertificateRequired));
+        let not_tls = ConnectionError::ConnectionClosed(close(TransportErrorCode::PROTOCOL_VIOLATION));
+        assert_eq!(tls_refusal(&not_tls), None);
+        assert_eq!(tls_refusal(&ConnectionError::TimedOut), None);
     }
 }

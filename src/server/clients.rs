@@ -165,6 +165,7 @@ impl ClientService {
                 }
             }
             Request::Metadata => self.metadata().await,
+            Request::Disk => Response::Disk(self.broker.free_space.view()),
         }
     }
 
@@ -259,6 +260,9 @@ fn error_reply(e: BrokerError) -> ErrorReply {
             ErrorReply::OffsetOutOfRange { requested, start, end }
         }
         BrokerError::Busy(why) => ErrorReply::Busy(why),
+        BrokerError::DiskFull { node, free_bytes, reserve_bytes } => {
+            ErrorReply::DiskFull { node, free_bytes, reserve_bytes }
+        }
         BrokerError::Refused(why) => ErrorReply::Refused(why),
         BrokerError::OutcomeUnknown(reason) => ErrorReply::OutcomeUnknown { reason },
         BrokerError::Internal(why) => ErrorReply::Internal(why),

@@ -234,16 +234,21 @@ pub fn test_tmp() -> PathBuf {
     dir
 }
 
-/// Runs `keel` with `args` and `stdin`, returning (status, stdout, stderr).
-pub fn keel(args: &[&str], stdin: &[u8]) -> (std::process::ExitStatus, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(KEEL)
+/// Starts `keel` with `args`, its stdin, stdout and stderr piped.
+pub fn spawn_keel(args: &[&str]) -> Child {
+    Command::new(KEEL)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn keel");
+        .expect("spawn keel")
+}
+
+/// Runs `keel` with `args` and `stdin`, returning (status, stdout, stderr).
+pub fn keel(args: &[&str], stdin: &[u8]) -> (std::process::ExitStatus, String, String) {
+    use std::io::Write;
+    let mut child = spawn_keel(args);
     let mut input = child.stdin.take().expect("stdin");
     let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {

@@ -28,7 +28,7 @@ pub fn client_config(addrs: Vec<String>, tls: &std::path::Path) -> ClientConfig 
     let mut config = ClientConfig::new(addrs, tls);
     // Short, so that unavailability shows as failed operations rather than long waits.
     config.request_timeout = Duration::from_secs(4);
-    config.retry_for = Duration::from_secs(4);
+    config.timeout = Duration::from_secs(4);
     config
 }
 
