@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of this crate.
 
+pub mod batch;
 pub mod client;
 pub mod codec;
 pub mod ids;
