@@ -8,7 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 use keel::batch::{
     BatchBuilder, BatchError, BatchHeader, BatchInfo, BatchReader, Compression, HEADER_LEN, Limits, Record,
-    TimestampType, check, first_offset_at_or_after, split, stamp,
+    TimestampType, check, first_offset_at_or_after, index_timestamp, split, stamp,
 };
 use keel::ids::{Offset, Term};
 use proptest::prelude::*;
@@ -245,6 +245,10 @@ fn list_offsets_by_time_finds_the_first_record_at_or_after() {
             [Some(100), Some(100), Some(100), Some(102), Some(102), None]
         );
     }
+    // The time index keys a batch by its maxTimestamp; bytes that are no batch have none.
+    assert_eq!(index_timestamp(&build(Compression::None, &records)), Some(9));
+    assert_eq!(index_timestamp(&build(Compression::None, &[record(-1, None, None)])), None);
+    assert_eq!(index_timestamp(b"short"), None);
     // LogAppendTime: every record has the batch's maxTimestamp.
     let mut batch = build(Compression::None, &records).to_vec();
     batch[22] |= 0x08;

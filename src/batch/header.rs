@@ -131,6 +131,16 @@ impl BatchHeader {
     }
 }
 
+/// The timestamp of a stored batch for the time index (`segments::Config::timestamp`,
+/// behind `Log::locate_timestamp`): its maxTimestamp, which is every record's time in a
+/// LogAppendTime batch and the largest in a CreateTime one, so the first batch whose
+/// maxTimestamp reaches T holds the first record that does. None when the bytes are no
+/// RecordBatch v2 or the batch has no timestamp (-1).
+pub fn index_timestamp(batch: &[u8]) -> Option<u64> {
+    let h = BatchHeader::parse(batch).ok().filter(|h| h.magic == MAGIC)?;
+    u64::try_from(h.max_timestamp).ok()
+}
+
 /// The attributes of a batch that keel's builder writes: a codec and CreateTime.
 pub(crate) fn attributes_for(compression: Compression) -> i16 {
     i16::from(compression.id())
