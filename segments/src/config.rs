@@ -9,7 +9,9 @@ pub const SEGMENT_BYTES_MAX: u64 = 64 << 30;
 
 /// The timestamp of an entry (milliseconds, or any unit that only grows with time), or
 /// None for entries that have none (keel: control entries). The log knows nothing of
-/// what a payload holds: the caller says where its timestamp is.
+/// what a payload holds: the caller says where its timestamp is. It runs on every
+/// append and every entry a scan reads, so it should only look at bytes: read the
+/// payload through `Entry::as_bytes` (a borrow) rather than `payload()` (a reference count).
 pub type TimestampFn = fn(&Entry) -> Option<u64>;
 
 /// Not `PartialEq`: it holds a function pointer, and those do not compare meaningfully.
