@@ -71,8 +71,8 @@ struct AppendRun {
     allocations: u64,
 }
 
-fn run_log(dir: &Path, batches: &[Vec<Entry>], sync_every: usize) -> AppendRun {
-    let (mut log, _) = Log::open(dir, Config::default()).unwrap();
+fn run_log(dir: &Path, config: Config, batches: &[Vec<Entry>], sync_every: usize) -> AppendRun {
+    let (mut log, _) = Log::open(dir, config).unwrap();
     let before = allocations();
     let start = Instant::now();
     let mut unsynced = 0;
@@ -130,7 +130,7 @@ fn append_table(root: &Path) {
                 raw_best = raw_best.min(run_raw(&raw_file, &raw, sync_every));
                 std::fs::remove_file(&raw_file).unwrap();
                 let dir = root.join("append");
-                let run = run_log(&dir, &batches, sync_every);
+                let run = run_log(&dir, Config::default(), &batches, sync_every);
                 std::fs::remove_dir_all(&dir).unwrap();
                 log_best = log_best.min(run.seconds);
                 allocs = allocs.min(run.allocations);
@@ -145,6 +145,36 @@ fn append_table(root: &Path) {
         }
     }
     println!("(MB/s; ratio = log / raw write+fdatasync of the same bytes; allocations are per sync, not per entry)");
+}
+
+/// A timestamp function that reads the payload, as keel's (a Kafka batch's maxTimestamp)
+/// does: through `as_bytes`, a borrow, where `payload()` would count a reference.
+fn payload_timestamp(e: &Entry) -> Option<u64> {
+    let at = segments::HEADER_LEN;
+    e.as_bytes().get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+}
+
+/// What the time index costs appends: the smallest entries (the most calls per byte),
+/// with and without `Config::timestamp`, runs interleaved.
+fn timestamp_cost(root: &Path) {
+    let (batches, raw) = workload(100);
+    let bytes: usize = raw.iter().map(Vec::len).sum();
+    let with = Config { timestamp: Some(payload_timestamp), ..Config::default() };
+    let (mut without_best, mut with_best) = (f64::MAX, f64::MAX);
+    for _ in 0..REPEATS {
+        for (config, best) in [(Config::default(), &mut without_best), (with, &mut with_best)] {
+            let dir = root.join("timestamps");
+            *best = best.min(run_log(&dir, config, &batches, 16 << 20).seconds);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+    let (without, with) = (mb_per_s(bytes, without_best), mb_per_s(bytes, with_best));
+    println!(
+        "
+time index, 100 B entries, sync every 16 MiB: {without:.0} MB/s without a timestamp function, \
+         {with:.0} MB/s with one ({:.2})",
+        with / without
+    );
 }
 
 fn read_and_lookup(root: &Path) {
@@ -246,6 +276,7 @@ fn main() {
     println!("segments bench in {} ({} cores)", root.path().display(), std::thread::available_parallelism().unwrap());
     let start = Instant::now();
     append_table(root.path());
+    timestamp_cost(root.path());
     read_and_lookup(root.path());
     open_time(root.path());
     println!("\ntotal {:.0} s", start.elapsed().as_secs_f64());

@@ -11,7 +11,7 @@ use segments::{Config, Entry, EntryMeta, Log};
 
 /// Small segments (the smallest entries keel writes are far larger than these).
 fn config() -> Config {
-    Config { segment_bytes: 8192, entry_bytes_max: 1024, index_interval_bytes: 512 }
+    Config { segment_bytes: 8192, entry_bytes_max: 1024, index_interval_bytes: 512, timestamp: None }
 }
 
 /// `count` entries of ~300 bytes appended; synced when `sync`.

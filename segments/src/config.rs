@@ -1,13 +1,21 @@
 //! Limits of a log, with their defaults.
 
-use crate::entry::HEADER_LEN;
+use crate::entry::{Entry, HEADER_LEN};
 use crate::error::Error;
 use crate::format::SEGMENT_HEADER_LEN;
 
 /// The largest segment file this crate will create.
 pub const SEGMENT_BYTES_MAX: u64 = 64 << 30;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The timestamp of an entry (milliseconds, or any unit that only grows with time), or
+/// None for entries that have none (keel: control entries). The log knows nothing of
+/// what a payload holds: the caller says where its timestamp is. It runs on every
+/// append and every entry a scan reads, so it should only look at bytes: read the
+/// payload through `Entry::as_bytes` (a borrow) rather than `payload()` (a reference count).
+pub type TimestampFn = fn(&Entry) -> Option<u64>;
+
+/// Not `PartialEq`: it holds a function pointer, and those do not compare meaningfully.
+#[derive(Clone, Copy, Debug)]
 pub struct Config {
     /// Size of each segment file; a segment rolls when the next entry does not fit.
     pub segment_bytes: u64,
@@ -15,11 +23,15 @@ pub struct Config {
     pub entry_bytes_max: u32,
     /// Bytes of entries between two points of the sparse index: a lookup scans at most this far.
     pub index_interval_bytes: u32,
+    /// Makes the sparse index keep timestamps, for `Log::locate_timestamp`. A log must be
+    /// opened with the same function every time: an index written with none is rebuilt
+    /// when one is given, but one function cannot be told from another.
+    pub timestamp: Option<TimestampFn>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { segment_bytes: 128 << 20, entry_bytes_max: 4 << 20, index_interval_bytes: 4096 }
+        Config { segment_bytes: 128 << 20, entry_bytes_max: 4 << 20, index_interval_bytes: 4096, timestamp: None }
     }
 }
 

@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// Version of the segment, index and log-start layouts (entries carry their own).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 const MAGIC_LEN: usize = 8;
 pub(crate) const SEGMENT_MAGIC: &[u8; MAGIC_LEN] = b"KEELSEG\0";
@@ -37,16 +37,19 @@ const IDX_RESERVED_AT: usize = IDX_FIRST_INDEX_AT + 8;
 const IDX_CRC_AT: usize = IDX_RESERVED_AT + 4;
 pub(crate) const INDEX_HEADER_LEN: usize = IDX_CRC_AT + 4;
 
-// Index record (40 bytes).
+// Index record (48 bytes).
 const REC_INDEX_AT: usize = 0;
 const REC_TERM_AT: usize = REC_INDEX_AT + 8;
 const REC_OFFSET_AT: usize = REC_TERM_AT + 8;
 const REC_POSITION_AT: usize = REC_OFFSET_AT + 8;
-const REC_KIND_AT: usize = REC_POSITION_AT + 8;
+const REC_MAX_TIMESTAMP_AT: usize = REC_POSITION_AT + 8;
+const REC_KIND_AT: usize = REC_MAX_TIMESTAMP_AT + 8;
 const REC_CRC_AT: usize = REC_KIND_AT + 4;
 pub(crate) const INDEX_RECORD_LEN: usize = REC_CRC_AT + 4;
 const KIND_CHECKPOINT: u32 = 1;
 const KIND_SEAL: u32 = 2;
+/// Index header flag: the records' max timestamps come from the log's timestamp function.
+const IDX_FLAG_TIMESTAMPS: u32 = 1;
 
 // Log-start file (48 bytes).
 const START_MAGIC_AT: usize = 0;
@@ -136,32 +139,41 @@ impl SegmentHeader {
     }
 }
 
-/// The header of an index file: which data file its records describe.
-pub(crate) fn encode_index_header(segment: &SegmentHeader) -> [u8; INDEX_HEADER_LEN] {
+/// The header of an index file: which data file its records describe, and whether
+/// their timestamps are real (`timestamps`: the log has a timestamp function).
+pub(crate) fn encode_index_header(segment: &SegmentHeader, timestamps: bool) -> [u8; INDEX_HEADER_LEN] {
     let mut b = [0u8; INDEX_HEADER_LEN];
     b[IDX_MAGIC_AT..IDX_VERSION_AT].copy_from_slice(INDEX_MAGIC);
     put_u32(&mut b, IDX_VERSION_AT, FORMAT_VERSION);
+    put_u32(&mut b, IDX_FLAGS_AT, if timestamps { IDX_FLAG_TIMESTAMPS } else { 0 });
     put_u64(&mut b, IDX_ID_AT, segment.id);
     put_u64(&mut b, IDX_FIRST_INDEX_AT, segment.first_index);
     seal_crc(&mut b);
     b
 }
 
-/// Returns whether `buf` starts with a valid index header for `segment`.
-pub(crate) fn index_header_matches(buf: &[u8], segment: &SegmentHeader) -> bool {
-    check_framed(buf, INDEX_HEADER_LEN, INDEX_MAGIC)
-        .is_ok_and(|b| get_u64(b, IDX_ID_AT) == segment.id && get_u64(b, IDX_FIRST_INDEX_AT) == segment.first_index)
+/// Returns whether `buf` starts with a valid index header for `segment`, written with
+/// (`timestamps`) or without a timestamp function, as this log is opened.
+pub(crate) fn index_header_matches(buf: &[u8], segment: &SegmentHeader, timestamps: bool) -> bool {
+    check_framed(buf, INDEX_HEADER_LEN, INDEX_MAGIC).is_ok_and(|b| {
+        get_u64(b, IDX_ID_AT) == segment.id
+            && get_u64(b, IDX_FIRST_INDEX_AT) == segment.first_index
+            && get_u32(b, IDX_FLAGS_AT) == if timestamps { IDX_FLAG_TIMESTAMPS } else { 0 }
+    })
 }
 
 /// A point of the sparse index: entry `index` (of `term`, first record `base_offset`)
-/// starts at byte `position` of the segment file. A seal record reuses the fields
-/// for the end of the segment: last index, last term, next offset, end position.
+/// starts at byte `position` of the segment file, and the largest timestamp of the
+/// segment's entries before it is `max_timestamp` (0 when none has one). A seal record
+/// reuses the fields for the end of the segment: last index, last term, next offset,
+/// end position, and the largest timestamp of the whole segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Checkpoint {
     pub index: u64,
     pub term: u64,
     pub base_offset: u64,
     pub position: u64,
+    pub max_timestamp: u64,
 }
 
 /// One decoded index record.
@@ -183,6 +195,7 @@ impl Record {
         put_u64(&mut b, REC_TERM_AT, c.term);
         put_u64(&mut b, REC_OFFSET_AT, c.base_offset);
         put_u64(&mut b, REC_POSITION_AT, c.position);
+        put_u64(&mut b, REC_MAX_TIMESTAMP_AT, c.max_timestamp);
         put_u32(&mut b, REC_KIND_AT, kind);
         let crc = record_crc(&b, segment_id);
         put_u32(&mut b, REC_CRC_AT, crc);
@@ -195,12 +208,7 @@ impl Record {
         if get_u32(b, REC_CRC_AT) != record_crc(b, segment_id) {
             return None;
         }
-        let c = Checkpoint {
-            index: get_u64(b, REC_INDEX_AT),
-            term: get_u64(b, REC_TERM_AT),
-            base_offset: get_u64(b, REC_OFFSET_AT),
-            position: get_u64(b, REC_POSITION_AT),
-        };
+        let c = record_fields(b);
         match get_u32(b, REC_KIND_AT) {
             KIND_CHECKPOINT => Some(Record::Checkpoint(c)),
             KIND_SEAL => Some(Record::Seal(c)),
@@ -216,6 +224,7 @@ pub(crate) fn record_fields(b: &[u8]) -> Checkpoint {
         term: get_u64(b, REC_TERM_AT),
         base_offset: get_u64(b, REC_OFFSET_AT),
         position: get_u64(b, REC_POSITION_AT),
+        max_timestamp: get_u64(b, REC_MAX_TIMESTAMP_AT),
     }
 }
 
@@ -299,7 +308,7 @@ mod tests {
     fn layouts_have_the_documented_sizes() {
         assert_eq!(SEGMENT_HEADER_LEN, 64);
         assert_eq!(INDEX_HEADER_LEN, 40);
-        assert_eq!(INDEX_RECORD_LEN, 40);
+        assert_eq!(INDEX_RECORD_LEN, 48);
         assert_eq!(LOG_START_LEN, 48);
     }
 
@@ -315,13 +324,16 @@ mod tests {
         }
         let s = LogStart { index: 9, prev_term: 3, offset: 77 };
         assert_eq!(decode_log_start(&encode_log_start(&s)), Ok(s));
-        assert!(index_header_matches(&encode_index_header(&h), &h));
-        assert!(!index_header_matches(&encode_index_header(&h), &SegmentHeader { id: 1, ..h }));
+        assert!(index_header_matches(&encode_index_header(&h, true), &h, true));
+        assert!(!index_header_matches(&encode_index_header(&h, true), &SegmentHeader { id: 1, ..h }, true));
+        // An index written without timestamps is not one with them, and the other way round.
+        assert!(!index_header_matches(&encode_index_header(&h, false), &h, true));
+        assert!(!index_header_matches(&encode_index_header(&h, true), &h, false));
     }
 
     #[test]
     fn records_are_bound_to_their_segment() {
-        let c = Checkpoint { index: 5, term: 2, base_offset: 10, position: 64 };
+        let c = Checkpoint { index: 5, term: 2, base_offset: 10, position: 64, max_timestamp: 1_700_000_000_000 };
         let b = Record::Seal(c).encode(11);
         assert_eq!(Record::decode(&b, 11), Some(Record::Seal(c)));
         assert_eq!(Record::decode(&b, 12), None);
@@ -334,7 +346,7 @@ mod tests {
             let _ = SegmentHeader::decode(&bytes);
             let _ = decode_log_start(&bytes);
             let _ = Record::decode(&bytes, 1);
-            let _ = index_header_matches(&bytes, &header());
+            let _ = index_header_matches(&bytes, &header(), true);
         }
     }
 }

@@ -1,8 +1,10 @@
 //! keel's storage engine: memory-mapped, CRC-checked segment files.
 //!
 //! Entries are opaque to this crate beyond their header (Raft index, term, base
-//! record offset, record count, kind); see `FORMAT.md` for the bytes on disk, the
-//! assumptions about the medium and why a crash at any step is safe.
+//! record offset, record count, kind) and, when the caller gives one, a function that
+//! tells an entry's timestamp (`Config::timestamp`, for `Log::locate_timestamp`); see
+//! `FORMAT.md` for the bytes on disk, the assumptions about the medium and why a crash
+//! at any step is safe.
 //!
 //! One [`Log`] per directory (locked). Appends copy into the page cache; `sync`
 //! (or `begin_sync` / [`SyncJob::run`] / `finish_sync` for group commit without the
@@ -22,7 +24,7 @@ pub mod state_file;
 mod sync;
 mod writer;
 
-pub use config::{Config, SEGMENT_BYTES_MAX};
+pub use config::{Config, SEGMENT_BYTES_MAX, TimestampFn};
 pub use entry::{DecodeError, ENTRY_VERSION, Entry, EntryMeta, HEADER_LEN, peek_len};
 pub use error::Error;
 pub use format::{FORMAT_VERSION, HeaderError, LogStart, SEGMENT_HEADER_LEN};

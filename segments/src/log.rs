@@ -130,7 +130,7 @@ impl Log {
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), Error> {
         self.check_poison()?;
         self.validate(entries)?;
-        let interval = self.config.index_interval_bytes;
+        let config = self.config;
         let mut rest = entries;
         while !rest.is_empty() {
             let active = self.active();
@@ -149,7 +149,7 @@ impl Log {
             }
             let active = self.active_mut();
             for e in chunk {
-                active.push(e, interval);
+                active.push(e, &config);
             }
             rest = tail;
         }
@@ -357,6 +357,33 @@ impl Log {
         self.state(k)?.index_of_offset(offset, self.last_of(k), self.config.entry_bytes_max)
     }
 
+    /// The index of the first entry, in log order, whose timestamp (by the configured
+    /// `Config::timestamp`) is at least `target`: Kafka's ListOffsets by time, "the
+    /// earliest offset whose timestamp is >= T", even when timestamps go backwards.
+    /// Entries without a timestamp are passed over; `None` when no entry qualifies.
+    ///
+    /// Segments are tried oldest first and passed over when their largest timestamp (a
+    /// field of the seal, or kept in memory) is below `target`, as Kafka passes over its
+    /// segments; within the first segment that can hold the answer, a binary search of
+    /// the checkpoints and a walk of at most about `index_interval_bytes` find it.
+    pub fn locate_timestamp(&self, target: u64) -> Result<Option<u64>, Error> {
+        if self.config.timestamp.is_none() {
+            let reason = "locate_timestamp needs a timestamp function: set Config::timestamp".into();
+            return Err(Error::InvalidConfig { reason });
+        }
+        for k in 0..self.segments.len() {
+            let state = self.state(k)?;
+            // An over-estimate (a seal that reaches past a later truncation) only costs a walk.
+            if state.max_timestamp < target {
+                continue;
+            }
+            if let Some(index) = state.locate_timestamp(target, self.last_of(k), &self.config)? {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+
     /// The term of entry `index`, for `first_index() - 1 ..= last_index()`. Reads no
     /// entry: every term change has a checkpoint.
     pub fn term(&self, index: u64) -> Option<u64> {
@@ -389,7 +416,7 @@ impl Log {
             return Ok(());
         }
         self.check_poison()?;
-        let max_len = self.config.entry_bytes_max;
+        let (config, max_len) = (self.config, self.config.entry_bytes_max);
         let keep = self.segments.partition_point(|s| s.first_index <= index);
         let (prev_term, base_offset) = if keep == 0 {
             (self.start.prev_term, self.start.offset)
@@ -402,7 +429,7 @@ impl Log {
         let removed = self.replace_tail(keep, header)?;
         if keep > 0 {
             let state = self.segments[keep - 1].state.get_mut().expect("loaded above");
-            state.cut_after(index, max_len)?;
+            state.cut_after(index, &config)?;
             let len = state.checkpoints.len();
             if let Some(o) = self.open.iter_mut().find(|o| o.first_index == self.segments[keep - 1].first_index) {
                 o.persisted = o.persisted.min(len);
@@ -591,7 +618,7 @@ impl Log {
         let loaded = SegmentState::load(&self.dir, segment.first_index, Some(limit), &self.config)?;
         if loaded.index_stale {
             let seal = loaded.state.last_index >= limit;
-            recovery::persist_index(&self.dir, &loaded.state, &loaded.file, seal)?;
+            recovery::persist_index(&self.dir, &loaded.state, &loaded.file, seal, &self.config)?;
             let segment = loaded.state.path.display();
             tracing::warn!(%segment, sealed = seal, damaged = loaded.index_damaged, "rebuilt a segment's index file");
         }

@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::files::{self, LOCK_FILE, LOG_START_FILE};
 use crate::format::{
-    INDEX_HEADER_LEN, LogStart, SEGMENT_HEADER_LEN, SegmentHeader, decode_log_start, encode_index_header,
-    encode_log_start,
+    INDEX_HEADER_LEN, INDEX_RECORD_LEN, LogStart, SEGMENT_HEADER_LEN, SegmentHeader, decode_log_start,
+    encode_index_header, encode_log_start,
 };
 use crate::log::{Log, Segment, index_records, new_segment};
 use crate::segment::{Loaded, SegmentState, Stop};
@@ -195,7 +195,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Log, RecoveryReport), 
             continue; // empty: nothing to index (and replaced below if last)
         }
         let seal = k + 1 == count || l.state.last_index >= segs[k + 1] - 1;
-        persist_index(dir, &l.state, &l.file, seal)?;
+        persist_index(dir, &l.state, &l.file, seal, &config)?;
         if l.index_damaged {
             report.indexes_rebuilt.push(files::index_path(dir, segs[k]));
         }
@@ -304,10 +304,16 @@ pub(crate) fn write_log_start(dir: &Path, start: &LogStart) -> Result<(), Error>
 
 /// Rewrites a segment's whole index file (atomically) after making its data durable:
 /// an index record must never name bytes that are not on disk.
-pub(crate) fn persist_index(dir: &Path, state: &SegmentState, data: &File, seal: bool) -> Result<(), Error> {
+pub(crate) fn persist_index(
+    dir: &Path,
+    state: &SegmentState,
+    data: &File,
+    seal: bool,
+    config: &Config,
+) -> Result<(), Error> {
     data.sync_data().map_err(Error::io("fsync", &state.path))?;
-    let mut bytes = Vec::with_capacity(INDEX_HEADER_LEN + state.checkpoints.len() * 40 + 40);
-    bytes.extend_from_slice(&encode_index_header(&state.header));
+    let mut bytes = Vec::with_capacity(INDEX_HEADER_LEN + (state.checkpoints.len() + 1) * INDEX_RECORD_LEN);
+    bytes.extend_from_slice(&encode_index_header(&state.header, config.timestamp.is_some()));
     for r in index_records(state, seal) {
         bytes.extend_from_slice(&r.encode(state.header.id));
     }

@@ -48,6 +48,8 @@ pub(crate) struct SegmentState {
     pub last_index: u64,
     pub last_term: u64,
     pub next_offset: u64,
+    /// The largest timestamp of the entries through `last_index` (0 when none has one).
+    pub max_timestamp: u64,
 }
 
 /// Why a recovery scan stopped.
@@ -102,6 +104,7 @@ impl SegmentState {
             last_index: header.first_index - 1,
             last_term: header.prev_term,
             next_offset: header.base_offset,
+            max_timestamp: 0,
         }
     }
 
@@ -111,7 +114,8 @@ impl SegmentState {
     pub fn create(dir: &Path, header: SegmentHeader, config: &Config) -> Result<(SegmentState, File, File), Error> {
         let path = files::segment_path(dir, header.first_index);
         let index_path = files::index_path(dir, header.first_index);
-        let idx = files::create_preallocated(&index_path, &encode_index_header(&header), INDEX_HEADER_LEN as u64)?;
+        let index_header = encode_index_header(&header, config.timestamp.is_some());
+        let idx = files::create_preallocated(&index_path, &index_header, INDEX_HEADER_LEN as u64)?;
         let data = files::create_preallocated(&path, &header.encode(), config.segment_bytes)?;
         files::sync_dir(dir)?;
         let raw = Arc::new(MmapOptions::new().map_raw_read_only(&data).map_err(Error::io("map", &path))?);
@@ -137,7 +141,7 @@ impl SegmentState {
         if header.first_index != first_index {
             return Err(bad(crate::HeaderError::WrongFirstIndex { expected: first_index, found: header.first_index }));
         }
-        let (checkpoints, seal, index_damaged) = read_index(dir, &header, len)?;
+        let (checkpoints, seal, index_damaged) = read_index(dir, &header, len, config.timestamp.is_some())?;
         let index_stale = seal.is_none();
         let mut state = SegmentState::empty(path, header, map, checkpoints);
         match seal {
@@ -162,6 +166,7 @@ impl SegmentState {
         self.end = c.position;
         self.last_term = c.term;
         self.next_offset = c.base_offset;
+        self.max_timestamp = c.max_timestamp;
         self.last_index = if at_entry { c.index - 1 } else { c.index };
     }
 
@@ -180,7 +185,7 @@ impl SegmentState {
                     break Stop::Misplaced { expected_index: self.last_index + 1, found_index: e.index() };
                 }
                 Ok(e) => {
-                    self.push(&e, config.index_interval_bytes);
+                    self.push(&e, config);
                     entries += 1;
                 }
             }
@@ -192,21 +197,23 @@ impl SegmentState {
 
     /// Accounts for entry `e`, just written (or found) at `end`. Checkpoints the
     /// segment's first entry, every entry that starts a new term (so `term_of` needs
-    /// no data), and the first entry at least `interval` bytes past the last checkpoint.
-    pub fn push(&mut self, e: &Entry, interval: u32) {
+    /// no data), and the first entry at least `index_interval_bytes` past the last
+    /// checkpoint; each checkpoint keeps the largest timestamp before its entry.
+    pub fn push(&mut self, e: &Entry, config: &Config) {
         let position = self.end;
         let wanted = match self.checkpoints.last() {
             None => true,
-            Some(c) => e.term() != self.last_term || position - c.position >= u64::from(interval),
+            Some(c) => e.term() != self.last_term || position - c.position >= u64::from(config.index_interval_bytes),
         };
         if wanted {
-            let c = Checkpoint { index: e.index(), term: e.term(), base_offset: e.base_offset(), position };
-            self.checkpoints.owned_mut().push(c);
+            let (index, term, base_offset, max_timestamp) = (e.index(), e.term(), e.base_offset(), self.max_timestamp);
+            self.checkpoints.owned_mut().push(Checkpoint { index, term, base_offset, position, max_timestamp });
         }
         self.end += e.encoded_len() as u64;
         self.last_index = e.index();
         self.last_term = e.term();
         self.next_offset = e.next_offset();
+        self.max_timestamp = self.max_timestamp.max(timestamp(e, config));
     }
 
     fn decode_at(&self, position: u64, max_len: u32) -> Result<Entry, DecodeError> {
@@ -272,20 +279,60 @@ impl SegmentState {
 
     /// The seal record: the segment's end as this process knows it.
     pub fn seal(&self) -> Checkpoint {
-        Checkpoint { index: self.last_index, term: self.last_term, base_offset: self.next_offset, position: self.end }
+        Checkpoint {
+            index: self.last_index,
+            term: self.last_term,
+            base_offset: self.next_offset,
+            position: self.end,
+            max_timestamp: self.max_timestamp,
+        }
     }
 
     /// Ends the segment after entry `index` (a truncation), which lies in it.
-    pub fn cut_after(&mut self, index: u64, max_len: u32) -> Result<(), Error> {
+    pub fn cut_after(&mut self, index: u64, config: &Config) -> Result<(), Error> {
         assert!(index >= self.header.first_index, "cut_after({index}) before segment {}", self.header.first_index);
-        let position = self.position_of(index, max_len)?;
-        let e = self.entry_at(position, index, max_len)?;
+        let max_len = config.entry_bytes_max;
+        // Walk from the checkpoint at or before `index`, as `position_of` does, taking the
+        // largest timestamp of what is kept on the way.
+        let (mut position, mut at) = self.walk_start(index);
+        let mut max_timestamp = self.checkpoints.floor(index, |c| c.index).map_or(0, |c| c.max_timestamp);
+        let e = loop {
+            let e = self.entry_at(position, at, max_len)?;
+            max_timestamp = max_timestamp.max(timestamp(&e, config));
+            if at == index {
+                break e;
+            }
+            position += e.encoded_len() as u64;
+            at += 1;
+        };
         self.checkpoints.retain_through(index);
         self.end = position + e.encoded_len() as u64;
         self.last_index = index;
         self.last_term = e.term();
         self.next_offset = e.next_offset();
+        self.max_timestamp = max_timestamp;
         Ok(())
+    }
+
+    /// The first entry through `last` whose timestamp is at least `target`, if this
+    /// segment holds one. Checkpoints keep the largest timestamp before their entry,
+    /// which only grows along the segment: a binary search finds the last checkpoint
+    /// before which every timestamp is below `target`, and the answer lies between it
+    /// and the next checkpoint (at most ~`index_interval_bytes` of entries, all read
+    /// and CRC-checked on the way).
+    pub fn locate_timestamp(&self, target: u64, last: u64, config: &Config) -> Result<Option<u64>, Error> {
+        let below = target.checked_sub(1).and_then(|t| self.checkpoints.floor(t, |c| c.max_timestamp));
+        let (mut position, mut at) =
+            below.map_or((SEGMENT_HEADER_LEN as u64, self.header.first_index), |c| (c.position, c.index));
+        while at <= last.min(self.last_index) {
+            let e = self.entry_at(position, at, config.entry_bytes_max)?;
+            if config.timestamp.and_then(|f| f(&e)).is_some_and(|t| t >= target) {
+                return Ok(Some(at));
+            }
+            position += e.encoded_len() as u64;
+            at += 1;
+        }
+        Ok(None)
     }
 
     /// Counts bytes from `position` to the last non-zero byte before the first all-zero page.
@@ -308,7 +355,7 @@ impl SegmentState {
 /// Reads a segment's index file: the valid prefix of its checkpoints, its seal, and
 /// whether it is damaged (missing, foreign, or an invalid record before its end).
 /// Anything invalid ends the trusted prefix.
-fn read_index(dir: &Path, header: &SegmentHeader, data_len: u64) -> Result<IndexRead, Error> {
+fn read_index(dir: &Path, header: &SegmentHeader, data_len: u64, timestamps: bool) -> Result<IndexRead, Error> {
     let path = files::index_path(dir, header.first_index);
     let none = || Ok((Checkpoints::Owned(Vec::new()), None, true));
     let file = match File::open(&path) {
@@ -323,7 +370,7 @@ fn read_index(dir: &Path, header: &SegmentHeader, data_len: u64) -> Result<Index
     // SAFETY: index files are never written in place once another process's segment
     // is loaded from them: they are only ever replaced by rename.
     let map = unsafe { Mmap::map(&file) }.map_err(Error::io("map", &path))?;
-    if !index_header_matches(&map, header) {
+    if !index_header_matches(&map, header, timestamps) {
         return none();
     }
     let mut count = 0;
@@ -336,7 +383,7 @@ fn read_index(dir: &Path, header: &SegmentHeader, data_len: u64) -> Result<Index
                 prev = Some(c);
                 count += 1;
             }
-            Some(Record::Seal(s)) if prev.is_none_or(|p| s.index >= p.index && s.position > p.position) => {
+            Some(Record::Seal(s)) if prev.is_none_or(|p| seal_follows(p, s)) => {
                 if s.position <= data_len && s.index + 1 >= header.first_index {
                     seal = Some(s);
                 }
@@ -357,6 +404,21 @@ fn follows(prev: Option<Checkpoint>, c: Checkpoint, header: &SegmentHeader, data
     in_file
         && match prev {
             None => c.index == header.first_index && c.position == SEGMENT_HEADER_LEN as u64,
-            Some(p) => c.index > p.index && c.position > p.position && c.base_offset >= p.base_offset,
+            Some(p) => {
+                c.index > p.index
+                    && c.position > p.position
+                    && c.base_offset >= p.base_offset
+                    && c.max_timestamp >= p.max_timestamp
+            }
         }
+}
+
+/// Whether seal `s` can end a segment whose last checkpoint is `p`.
+fn seal_follows(p: Checkpoint, s: Checkpoint) -> bool {
+    s.index >= p.index && s.position > p.position && s.max_timestamp >= p.max_timestamp
+}
+
+/// An entry's timestamp for the index: 0 when it has none (or the log has no function).
+fn timestamp(e: &Entry, config: &Config) -> u64 {
+    config.timestamp.and_then(|f| f(e)).unwrap_or(0)
 }

@@ -1,7 +1,7 @@
 //! Disk faults, applied to the log directory of a node that was just killed (-9); the
 //! harness restarts it afterwards. They read the files as `segments/FORMAT.md` lays them
 //! out: entries from byte 64 of a segment (`len` at +4, `index` at +16, a CRC over
-//! bytes 4..len), index files of 40-byte records after a 40-byte header.
+//! bytes 4..len), index files of 48-byte records after a 40-byte header (format version 2).
 //!
 //! - `FlipSealed`: one byte in the middle of an entry of a segment before the last one
 //!   (recovery sealed it; it is never scanned at open, so a read or the scrub finds it).
@@ -25,7 +25,10 @@ use rand::rngs::SmallRng;
 const SEGMENT_HEADER_LEN: u64 = 64;
 const ENTRY_HEADER_LEN: u64 = 40;
 const INDEX_HEADER_LEN: u64 = 40;
-const INDEX_RECORD_LEN: usize = 40;
+const INDEX_RECORD_LEN: usize = 48;
+/// Where an index record's kind and CRC lie (after index, term, base offset, position, max timestamp).
+const RECORD_KIND_AT: usize = 40;
+const RECORD_CRC_AT: usize = RECORD_KIND_AT + 4;
 const INDEX_MAGIC: &[u8; 8] = b"KEELIDX\0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,11 +183,11 @@ fn durable_end(seg: &Path, found: &[Found]) -> Option<u64> {
     for rec in bytes[INDEX_HEADER_LEN as usize..].chunks_exact(INDEX_RECORD_LEN) {
         let mut h = crc32fast::Hasher::new();
         h.update(&segment_id.to_le_bytes());
-        h.update(&rec[..36]);
-        if u32_at(rec, 36) != h.finalize() {
+        h.update(&rec[..RECORD_CRC_AT]);
+        if u32_at(rec, RECORD_CRC_AT) != h.finalize() {
             break;
         }
-        let (index, position, kind) = (u64_at(rec, 0), u64_at(rec, 24), u32_at(rec, 32));
+        let (index, position, kind) = (u64_at(rec, 0), u64_at(rec, 24), u32_at(rec, RECORD_KIND_AT));
         match kind {
             1 => {
                 if let Some(e) = found.iter().find(|e| e.index == index && e.position == position) {

@@ -16,7 +16,7 @@ const PAYLOAD_MAX: usize = 900;
 const ROUNDS: u64 = 10;
 
 fn config() -> Config {
-    Config { segment_bytes: 64 << 10, entry_bytes_max: 1024, index_interval_bytes: 512 }
+    Config { segment_bytes: 64 << 10, entry_bytes_max: 1024, index_interval_bytes: 512, timestamp: Some(timestamp) }
 }
 
 struct XorShift(u64);

@@ -7,3 +7,4 @@ mod damage;
 mod errors;
 mod model;
 mod sync_jobs;
+mod timestamps;

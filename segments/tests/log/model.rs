@@ -27,12 +27,19 @@ enum Op {
     Reset {
         ahead: u8,
     },
-    Reopen,
+    /// Close and open again; with `drop_indexes`, delete every index file in between.
+    Reopen {
+        drop_indexes: bool,
+    },
     Read {
         at: u8,
         budget: u16,
     },
     Locate {
+        at: u16,
+    },
+    /// Find the first entry at or after a timestamp this far (mod the span) into the log.
+    LocateTime {
         at: u16,
     },
 }
@@ -44,9 +51,10 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0u8..40).prop_map(|back| Op::Truncate { back }),
         1 => any::<u8>().prop_map(|at| Op::DropBefore { at }),
         1 => (0u8..5).prop_map(|ahead| Op::Reset { ahead }),
-        2 => Just(Op::Reopen),
+        2 => any::<bool>().prop_map(|drop_indexes| Op::Reopen { drop_indexes }),
         3 => (any::<u8>(), any::<u16>()).prop_map(|(at, budget)| Op::Read { at, budget }),
         2 => any::<u16>().prop_map(|at| Op::Locate { at }),
+        3 => any::<u16>().prop_map(|at| Op::LocateTime { at }),
     ]
 }
 
@@ -126,11 +134,18 @@ fn apply(log: &mut Log, m: &mut Model, op: &Op, dir: &std::path::Path) {
             m.start = start;
             m.entries.clear();
         }
-        Op::Reopen => {
+        Op::Reopen { drop_indexes } => {
             let config = *log.config();
             // Swap in a throwaway log first: the directory is locked while `log` lives.
             let scratch = fast_tempdir();
             drop(std::mem::replace(log, open(scratch.path(), config).0));
+            if drop_indexes {
+                for path in std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+                    if path.extension().is_some_and(|x| x == "idx") {
+                        std::fs::remove_file(path).unwrap();
+                    }
+                }
+            }
             let (reopened, report) = open(dir, config);
             *log = reopened;
             assert!(report.is_clean(), "a process that did not crash loses nothing: {report}");
@@ -154,6 +169,13 @@ fn apply(log: &mut Log, m: &mut Model, op: &Op, dir: &std::path::Path) {
             let want =
                 m.entries.iter().find(|e| e.base_offset() <= offset && offset < e.next_offset()).map(Entry::index);
             assert_eq!(log.locate_offset(offset).unwrap(), want, "offset {offset}");
+        }
+        Op::LocateTime { at } => {
+            // The linear scan that defines the answer: the first entry whose timestamp is >= T.
+            let span = m.entries.iter().filter_map(timestamp).max().unwrap_or(0) + 3;
+            let target = u64::from(at) % span;
+            let want = m.entries.iter().find(|e| timestamp(e).is_some_and(|t| t >= target)).map(Entry::index);
+            assert_eq!(log.locate_timestamp(target).unwrap(), want, "timestamp {target}");
         }
     }
     check_bounds(log, m);
