@@ -5,6 +5,7 @@
 pub mod client;
 pub mod codec;
 pub mod ids;
+pub mod kafka;
 pub mod metadata;
 pub mod metrics;
 pub mod net;
