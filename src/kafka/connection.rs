@@ -143,6 +143,7 @@ async fn start(shared: &Arc<Shared>, mut frame: Bytes) -> Result<(Serving, &'sta
     };
     let label = api.label;
     let version = prefix.version;
+    tracing::trace!(api = label, version, "kafka request");
     let mut req = Request { api: api.key, version, correlation_id: prefix.correlation_id, body: Bytes::new() };
     if api.key == ApiKey::ApiVersions && version > api.max {
         // Answered, not closed: the client learns our versions and asks again in v0's form.
