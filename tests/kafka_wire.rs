@@ -33,7 +33,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, TopicName}
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 use kafka_protocol::records::{NO_PARTITION_LEADER_EPOCH, TimestampType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use keel::kafka::memory::{MemoryBackend, MemoryConfig, local_broker};
@@ -61,14 +61,18 @@ fn topic(text: &str) -> TopicName {
     TopicName(s(text))
 }
 
+/// A byte stream to the listener: plain TCP or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     next_id: i32,
 }
 
 impl Conn {
     async fn open(addr: SocketAddr) -> Conn {
-        Conn { stream: TcpStream::connect(addr).await.unwrap(), next_id: 1 }
+        Conn { stream: Box::new(TcpStream::connect(addr).await.unwrap()), next_id: 1 }
     }
 
     /// Sends a request; returns its correlation id.
@@ -559,4 +563,28 @@ async fn list_offsets_by_timestamp_finds_the_first_record_at_or_after_it() {
         let p = &response.topics[0].partitions[0];
         assert_eq!((p.error_code, p.offset, p.timestamp), (0, offset, timestamp), "at {at}");
     }
+}
+
+/// With a rustls configuration the listener speaks TLS: a TLS client is served, and a
+/// client that speaks plain Kafka to it is closed without an answer.
+#[tokio::test]
+async fn a_tls_listener_serves_tls_clients_and_closes_plain_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    keel::net::certs::generate(dir.path(), &[1], &[], false).unwrap();
+    let server = keel::net::tls::NodeTls::load(dir.path(), 1, false).unwrap().server;
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let backend = Arc::new(MemoryBackend::new(MemoryConfig::new(local_broker(addr))));
+    let _listener = serve_on(socket, KafkaConfig::new(addr), backend, Some(server)).unwrap();
+
+    let connector = tokio_rustls::TlsConnector::from(keel::net::tls::client_config(dir.path()).unwrap());
+    let name = rustls::pki_types::ServerName::try_from(keel::net::tls::node_name(1)).unwrap();
+    let tls = connector.connect(name, TcpStream::connect(addr).await.unwrap()).await.unwrap();
+    let mut conn = Conn { stream: Box::new(tls), next_id: 1 };
+    let response: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+    assert_eq!(response.error_code, 0);
+
+    let mut plain = Conn::open(addr).await;
+    plain.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+    assert!(plain.closed().await, "plain Kafka on a TLS listener is closed");
 }

@@ -273,7 +273,7 @@ fn entries(settings: &TopicSettingsInForce, keys: Option<&[&str]>) -> Vec<Entry>
 }
 
 fn timeout(timeout_ms: i32, config: &KafkaConfig) -> Duration {
-    Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)).min(config.produce_timeout_max)
+    Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)).min(config.admin_timeout_max)
 }
 
 #[cfg(test)]

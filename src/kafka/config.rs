@@ -19,7 +19,9 @@ pub struct KafkaConfig {
     /// Bytes of requests one connection may have read and not yet answered (pipelining).
     /// At least `request_bytes_max`, or a largest request could never be read.
     pub connection_bytes_in_flight_max: usize,
-    /// Requests one connection may have read and not yet answered.
+    /// Requests one connection may have read and not yet answered. Their answers wait in
+    /// memory to be written in order, so a connection holds at most this many responses
+    /// (each at most `fetch_response_bytes_max` plus headers).
     pub connection_requests_in_flight_max: usize,
     /// Bytes of requests all connections together may have read and not yet answered
     /// (Kafka's `queued.max.request.bytes`).
@@ -32,6 +34,8 @@ pub struct KafkaConfig {
     pub fetch_wait_max: Duration,
     /// Longest wait for a produce to commit, whatever the request's `timeout_ms`.
     pub produce_timeout_max: Duration,
+    /// Longest wait for a topic to be created or deleted, whatever the request's `timeout_ms`.
+    pub admin_timeout_max: Duration,
     /// Time a TLS client has to finish its handshake.
     pub tls_handshake_timeout: Duration,
 }
@@ -48,6 +52,7 @@ impl KafkaConfig {
             fetch_response_bytes_max: 32 << 20,
             fetch_wait_max: Duration::from_secs(30),
             produce_timeout_max: Duration::from_secs(60),
+            admin_timeout_max: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
         }
     }

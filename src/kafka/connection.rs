@@ -93,7 +93,7 @@ async fn read_requests<S: AsyncRead>(shared: Arc<Shared>, mut reader: ReadHalf<S
         let len = match frame::read_length(&mut reader, shared.config.request_bytes_max).await {
             Ok(Some(len)) => len,
             Ok(None) => return,
-            Err(e) => return drop(queue.send(Queued::Close(e)).await),
+            Err(e) => return refuse(queue, e).await,
         };
         // Reserve before allocating; the limits are checked at start to hold a largest frame.
         let permits = u32::try_from(len).expect("request_bytes_max fits in u32 (checked by KafkaConfig::validate)");
@@ -105,7 +105,7 @@ async fn read_requests<S: AsyncRead>(shared: Arc<Shared>, mut reader: ReadHalf<S
         };
         let body = match frame::read_body(&mut reader, len).await {
             Ok(body) => body,
-            Err(e) => return drop(queue.send(Queued::Close(e)).await),
+            Err(e) => return refuse(queue, e).await,
         };
         let started = Instant::now();
         let item = match start(&shared, body).await {
@@ -122,6 +122,13 @@ async fn read_requests<S: AsyncRead>(shared: Arc<Shared>, mut reader: ReadHalf<S
             return;
         }
     }
+}
+
+/// Closes the connection over a frame that could not be read (its api unknown), once the
+/// answers before it are written.
+async fn refuse(queue: mpsc::Sender<Queued>, e: FrameError) {
+    metrics::kafka_request(versions::UNSUPPORTED_LABEL, failure_label(&e), std::time::Duration::ZERO);
+    let _ = queue.send(Queued::Close(e)).await;
 }
 
 /// The error label a request that closes the connection is counted under.

@@ -31,7 +31,8 @@ pub const APIS: &[Advertised] = &[
     Advertised { key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4, label: "offset_for_leader_epoch" },
 ];
 
-/// The `api` label of requests for an API keel does not serve (the connection is closed).
+/// The `api` label of requests for an API keel does not serve, or whose frame could not be
+/// read at all (the connection is closed either way).
 pub const UNSUPPORTED_LABEL: &str = "unsupported";
 
 /// Every value of the `api` label, for the metrics table.
