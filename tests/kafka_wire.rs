@@ -36,6 +36,8 @@ use kafka_protocol::records::{NO_PARTITION_LEADER_EPOCH, TimestampType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use keel::ids::Term;
+use keel::kafka::backend::*;
 use keel::kafka::memory::{MemoryBackend, MemoryConfig, local_broker};
 use keel::kafka::versions::APIS;
 use keel::kafka::{KafkaConfig, KafkaListener, serve_on};
@@ -587,4 +589,67 @@ async fn a_tls_listener_serves_tls_clients_and_closes_plain_ones() {
     let mut plain = Conn::open(addr).await;
     plain.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
     assert!(plain.closed().await, "plain Kafka on a TLS listener is closed");
+}
+
+/// The memory backend, but each produce's placement takes longer the earlier it comes: if
+/// the front end placed a connection's batches concurrently, later ones would overtake.
+struct EarlierIsSlower {
+    inner: MemoryBackend,
+    produced: std::sync::atomic::AtomicU64,
+}
+
+impl KafkaBackend for EarlierIsSlower {
+    fn metadata(&self, topics: Option<Vec<String>>, auto_create: bool) -> BackendFuture<'_, ClusterMetadata> {
+        self.inner.metadata(topics, auto_create)
+    }
+    fn produce(&self, batch: ProduceBatch) -> BackendFuture<'_, PendingCommit> {
+        let n = self.produced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let delay = Duration::from_millis(10 * 10u64.saturating_sub(n));
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            self.inner.produce(batch).await
+        })
+    }
+    fn fetch(&self, position: PartitionPosition, max: usize, whole: bool) -> BackendFuture<'_, FetchedRecords> {
+        self.inner.fetch(position, max, whole)
+    }
+    fn wait_for_commit(&self, positions: Vec<PartitionPosition>, timeout: Duration) -> BackendFuture<'_, ()> {
+        self.inner.wait_for_commit(positions, timeout)
+    }
+    fn list_offset(&self, position: PartitionPosition, query: OffsetQuery) -> BackendFuture<'_, ListedOffset> {
+        self.inner.list_offset(position, query)
+    }
+    fn epoch_end_offset(&self, position: PartitionPosition, epoch: Term) -> BackendFuture<'_, EpochEnd> {
+        self.inner.epoch_end_offset(position, epoch)
+    }
+    fn create_topic(&self, topic: NewTopic, validate_only: bool, timeout: Duration) -> BackendFuture<'_, ()> {
+        self.inner.create_topic(topic, validate_only, timeout)
+    }
+    fn delete_topic(&self, name: String, timeout: Duration) -> BackendFuture<'_, ()> {
+        self.inner.delete_topic(name, timeout)
+    }
+    fn topic_settings(&self, name: String) -> BackendFuture<'_, TopicSettingsInForce> {
+        self.inner.topic_settings(name)
+    }
+}
+
+/// Batches of pipelined produce requests land in the order of the requests, however long
+/// the backend takes to place each.
+#[tokio::test]
+async fn pipelined_batches_are_placed_in_request_order() {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let inner = MemoryBackend::new(MemoryConfig::new(local_broker(addr)));
+    let backend = Arc::new(EarlierIsSlower { inner, produced: Default::default() });
+    let _listener = serve_on(socket, KafkaConfig::new(addr), backend, None).unwrap();
+    let mut conn = Conn::open(addr).await;
+    create(&mut conn, "placed").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(conn.send(ApiKey::Produce, 7, &produce("placed", 0, batch(1, i), -1)).await);
+    }
+    for (i, &id) in ids.iter().enumerate() {
+        let (got, response): (i32, ProduceResponse) = conn.recv(7).await;
+        assert_eq!((got, produced(&response)), (id, (0, i as i64)), "request {i} placed in order");
+    }
 }
