@@ -241,6 +241,8 @@ fn check_conventions(e: &Exposition, peers: &BTreeSet<String>) {
                     "protocol" => keel::metrics::PROTOCOLS,
                     "kind" if family == "keel_produce_errors_total" => keel::metrics::PRODUCE_ERROR_KINDS,
                     "kind" => keel::metrics::PROTOCOLS,
+                    "api" => keel::kafka::versions::API_LABELS,
+                    "error" => keel::kafka::errors::LABELS,
                     _ => &[],
                 };
                 assert!(allowed.is_empty() || allowed.contains(&value.as_str()), "{}: {label}={value}", s.name);

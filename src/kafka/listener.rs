@@ -52,7 +52,6 @@ pub async fn serve(
     backend: Arc<dyn KafkaBackend>,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> Result<KafkaListener, ListenError> {
-    config.validate()?;
     let addr = config.listen;
     let listener = TcpListener::bind(addr).await.map_err(|source| ListenError::Bind { addr, source })?;
     serve_on(listener, config, backend, tls)

@@ -11,7 +11,7 @@ import time
 import aiokafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from common import args, check, ok
+from common import args, check, check_consumed, key, ok, value
 
 COUNT = 2000
 WAIT_MAX_S = 60
@@ -24,7 +24,7 @@ async def main():
     t0 = int(time.time() * 1000) - COUNT
     try:
         futures = [
-            await producer.send(a.topic, key=f"key-{i % 13}".encode(), value=f"value-{i}".encode(),
+            await producer.send(a.topic, key=key(i), value=value(i),
                                 headers=[("idx", str(i).encode())], timestamp_ms=t0 + i)
             for i in range(COUNT)
         ]
@@ -43,17 +43,13 @@ async def main():
         partitions = sorted({p for p, _ in delivered.values()})
         consumer.assign([TopicPartition(a.topic, p) for p in partitions])
         await consumer.seek_to_beginning()
-        seen = {}
+        seen = set()
         deadline = time.monotonic() + WAIT_MAX_S
         while len(seen) < COUNT and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=1000)
             for records in batches.values():
                 for r in records:
-                    i = int(dict(r.headers)["idx"])
-                    got = (r.key, r.value, r.timestamp, (r.partition, r.offset))
-                    expected = (f"key-{i % 13}".encode(), f"value-{i}".encode(), t0 + i, delivered[i])
-                    check(got == expected, f"record {i}: got {got}, produced {expected}")
-                    seen[i] = True
+                    check_consumed(r, seen, t0, delivered)
         check(len(seen) == COUNT, f"consumed {len(seen)} of {COUNT} in {WAIT_MAX_S} s")
     finally:
         await consumer.stop()

@@ -28,3 +28,23 @@ def check(condition, message):
 
 def ok(message):
     print(f"ok: {message}")
+
+
+def key(i):
+    return f"key-{i % 13}".encode()
+
+
+def value(i):
+    return f"value-{i}".encode()
+
+
+def check_consumed(record, seen, t0, delivered):
+    """Checks one record consumed by kafka-python or aiokafka (their records have the same
+    fields) against record i as produced: key(i), value(i), timestamp t0 + i, a header idx=i,
+    at the partition and offset its delivery reported."""
+    i = int(dict(record.headers)["idx"])
+    got = (record.key, record.value, record.timestamp, (record.partition, record.offset))
+    expected = (key(i), value(i), t0 + i, delivered[i])
+    check(got == expected, f"record {i}: got {got}, produced {expected}")
+    check(i not in seen, f"record {i} consumed twice")
+    seen.add(i)

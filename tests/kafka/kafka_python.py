@@ -13,7 +13,7 @@ import time
 import kafka
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from common import args, check, ok
+from common import args, check, check_consumed, key, ok, value
 
 COUNT = 2000
 WAIT_MAX_S = 60
@@ -28,7 +28,7 @@ def main():
     producer = KafkaProducer(**options)
     t0 = int(time.time() * 1000) - COUNT
     futures = [
-        producer.send(a.topic, key=f"key-{i % 13}".encode(), value=f"value-{i}".encode(),
+        producer.send(a.topic, key=key(i), value=value(i),
                       headers=[("idx", str(i).encode())], timestamp_ms=t0 + i)
         for i in range(COUNT)
     ]
@@ -46,16 +46,12 @@ def main():
     check(partitions, f"no partitions for {a.topic}")
     consumer.assign([TopicPartition(a.topic, p) for p in partitions])
     consumer.seek_to_beginning()
-    seen = {}
+    seen = set()
     deadline = time.monotonic() + WAIT_MAX_S
     while len(seen) < COUNT and time.monotonic() < deadline:
         for tp, records in consumer.poll(timeout_ms=1000).items():
             for r in records:
-                i = int(dict(r.headers)["idx"])
-                got = (r.key, r.value, r.timestamp, (r.partition, r.offset))
-                expected = (f"key-{i % 13}".encode(), f"value-{i}".encode(), t0 + i, delivered[i])
-                check(got == expected, f"record {i}: got {got}, produced {expected}")
-                seen[i] = True
+                check_consumed(r, seen, t0, delivered)
     check(len(seen) == COUNT, f"consumed {len(seen)} of {COUNT} in {WAIT_MAX_S} s")
     consumer.close()
     ok(f"kafka-python {kafka.__version__}: consumed all {COUNT} back by assign(), identical")
