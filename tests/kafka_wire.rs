@@ -653,3 +653,19 @@ async fn pipelined_batches_are_placed_in_request_order() {
         assert_eq!((got, produced(&response)), (id, (0, i as i64)), "request {i} placed in order");
     }
 }
+
+/// A connection that sends nothing, or starts a frame and never finishes it, is closed
+/// after connection_idle_max.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let listener = start(|config, _| config.connection_idle_max = Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let mut silent = Conn::open(listener.local_addr()).await;
+    assert!(silent.closed().await);
+    assert!(started.elapsed() >= Duration::from_millis(200), "not before connection_idle_max");
+    let mut trickling = Conn::open(listener.local_addr()).await;
+    trickling.raw(&[0, 0, 0, 100, 0, 18]).await;
+    assert!(trickling.closed().await);
+    let mut busy = Conn::open(listener.local_addr()).await;
+    let _: ApiVersionsResponse = busy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+}

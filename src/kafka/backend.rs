@@ -41,6 +41,8 @@ pub trait KafkaBackend: Send + Sync + 'static {
     /// majority — or failed. The front end awaits the first stage of each batch in request
     /// order before it starts the next request's batches. The commit wait is bounded by
     /// `batch.timeout` (`RequestTimedOut` after it; the batch may still commit later).
+    /// Dropping the second future does not withdraw the batch: an acks=0 produce, or one
+    /// whose connection closed, is placed all the same.
     fn produce(&self, batch: ProduceBatch) -> BackendFuture<'_, PendingCommit>;
 
     /// Whole batches of a partition from the one holding `position.offset` on, committed

@@ -38,6 +38,9 @@ pub struct KafkaConfig {
     pub admin_timeout_max: Duration,
     /// Time a TLS client has to finish its handshake.
     pub tls_handshake_timeout: Duration,
+    /// A connection that sends no request for this long, or takes this long to send one,
+    /// is closed (Kafka's `connections.max.idle.ms`; clients reconnect when they need to).
+    pub connection_idle_max: Duration,
 }
 
 impl KafkaConfig {
@@ -54,6 +57,7 @@ impl KafkaConfig {
             produce_timeout_max: Duration::from_secs(60),
             admin_timeout_max: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
+            connection_idle_max: Duration::from_secs(600),
         }
     }
 

@@ -15,7 +15,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout};
 
 use super::backend::KafkaBackend;
 use super::config::KafkaConfig;
@@ -90,22 +90,25 @@ where
 async fn read_requests<S: AsyncRead>(shared: Arc<Shared>, mut reader: ReadHalf<S>, queue: mpsc::Sender<Queued>) {
     let connection_bytes = Arc::new(Semaphore::new(shared.config.connection_bytes_in_flight_max));
     loop {
-        let len = match frame::read_length(&mut reader, shared.config.request_bytes_max).await {
-            Ok(Some(len)) => len,
-            Ok(None) => return,
-            Err(e) => return refuse(queue, e).await,
+        let idle = shared.config.connection_idle_max;
+        let len = match timeout(idle, frame::read_length(&mut reader, shared.config.request_bytes_max)).await {
+            Ok(Ok(Some(len))) => len,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => return refuse(queue, e).await,
+            Err(_) => return tracing::debug!("kafka: closing a connection idle for {idle:?}"),
         };
         // Reserve before allocating; the limits are checked at start to hold a largest frame.
-        let permits = u32::try_from(len).expect("request_bytes_max fits in u32 (checked by KafkaConfig::validate)");
+        let permits = u32::try_from(len).expect("a frame length is a positive i32");
         let (Ok(own), Ok(all)) = (
             connection_bytes.clone().acquire_many_owned(permits).await,
             shared.bytes_in_flight.clone().acquire_many_owned(permits).await,
         ) else {
             return;
         };
-        let body = match frame::read_body(&mut reader, len).await {
-            Ok(body) => body,
-            Err(e) => return refuse(queue, e).await,
+        let body = match timeout(idle, frame::read_body(&mut reader, len)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return refuse(queue, e).await,
+            Err(_) => return refuse(queue, FrameError::Truncated).await,
         };
         let started = Instant::now();
         let item = match start(&shared, body).await {
