@@ -58,7 +58,7 @@ const REQUIRED: &[(&str, &str)] = &[
 ];
 
 /// Label names a keel metric may carry, each with a bounded set of values.
-const LABELS: &[&str] = &["version", "role", "peer", "kind", "reason", "protocol"];
+const LABELS: &[&str] = &["version", "role", "peer", "kind", "reason", "protocol", "api", "error"];
 
 #[derive(Default, Debug)]
 struct Exposition {
