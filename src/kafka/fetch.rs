@@ -21,7 +21,8 @@ use crate::ids::Offset;
 /// One partition asked for, as the wire gave it.
 struct Asked {
     index: i32,
-    position: Option<PartitionPosition>,
+    /// Or why it names no position: a negative partition or offset.
+    position: Result<PartitionPosition, ErrorCode>,
     max_bytes: usize,
 }
 
@@ -47,13 +48,14 @@ pub async fn serve(
                 .map(|p| Asked {
                     index: p.partition,
                     position: match (wire::partition(p.partition), u64::try_from(p.fetch_offset)) {
-                        (Some(partition), Ok(offset)) => Some(PartitionPosition {
+                        (Some(partition), Ok(offset)) => Ok(PartitionPosition {
                             topic: name.clone(),
                             partition,
                             offset: Offset(offset),
                             current_leader_epoch: wire::term(p.current_leader_epoch),
                         }),
-                        _ => None,
+                        (None, _) => Err(ErrorCode::UnknownTopicOrPartition),
+                        (_, Err(_)) => Err(ErrorCode::OffsetOutOfRange),
                     },
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 })
@@ -72,7 +74,7 @@ pub async fn serve(
             .iter()
             .flat_map(|(_, parts)| parts)
             .filter_map(|(asked, result)| match (asked.position.as_ref(), result) {
-                (Some(position), Ok(fetched)) => {
+                (Ok(position), Ok(fetched)) => {
                     Some(PartitionPosition { offset: fetched.high_watermark.max(position.offset), ..position.clone() })
                 }
                 _ => None,
@@ -106,8 +108,8 @@ async fn fetch_round<'a>(backend: &dyn KafkaBackend, topics: &'a [(String, Vec<A
         let mut parts = Vec::with_capacity(asked.len());
         for a in asked {
             let result = match &a.position {
-                None => Err(ErrorCode::OffsetOutOfRange),
-                Some(position) => {
+                Err(code) => Err(*code),
+                Ok(position) => {
                     let max_bytes = a.max_bytes.min(budget.saturating_sub(used));
                     let first_batch_whole = used == 0 && a.max_bytes > 0;
                     backend.fetch(position.clone(), max_bytes, first_batch_whole).await.map_err(|e| (&e).into())
