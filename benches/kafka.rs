@@ -93,6 +93,22 @@ fn fetch(offset: i64) -> FetchRequest {
     ])
 }
 
+/// The offset after the last batch in `records`, from the batch headers alone (a client
+/// would check CRCs; that cost is the client's, not the front end's, and is left out).
+fn end_of_last_batch(records: &[u8]) -> Option<i64> {
+    let mut at = 0;
+    let mut end = None;
+    while at + 61 <= records.len() {
+        let field = |from: usize, n: usize| &records[at + from..at + from + n];
+        let base = i64::from_be_bytes(field(0, 8).try_into().unwrap());
+        let length = i32::from_be_bytes(field(8, 4).try_into().unwrap()) as usize;
+        let count = i32::from_be_bytes(field(57, 4).try_into().unwrap());
+        end = Some(base + i64::from(count));
+        at += 12 + length;
+    }
+    end
+}
+
 async fn connect(addr: std::net::SocketAddr) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
@@ -142,9 +158,7 @@ async fn main() {
         writer.write_all(&request(ApiKey::Fetch, 11, fetches, &fetch(offset))).await.unwrap();
         let answer: FetchResponse = response(&mut reader, ApiKey::Fetch, 11).await;
         let records = answer.responses[0].partitions[0].records.clone().unwrap();
-        let infos = kafka_protocol::records::RecordBatchDecoder::decode_batch_info(&mut records.clone()).unwrap();
-        let last = infos.last().expect("a fetch below the end returns a batch");
-        offset = last.min_offset + i64::from(last.record_count);
+        offset = end_of_last_batch(&records).expect("a fetch below the end returns a batch");
         fetched += records.len();
         fetches += 1;
     }
