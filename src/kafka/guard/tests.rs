@@ -145,3 +145,50 @@ fn forged_array_counts_are_refused() {
         assert!(check(ApiKey::Fetch, 11, &body[..len]).is_err(), "{len}");
     }
 }
+
+/// Decodes `body` as the request of `api` at `version`, as the handlers do.
+fn decode(api: ApiKey, version: i16, body: &[u8]) -> bool {
+    use kafka_protocol::protocol::Decodable;
+    fn ok<T: Decodable>(body: &[u8], version: i16) -> bool {
+        T::decode(&mut Bytes::copy_from_slice(body), version).is_ok()
+    }
+    match api {
+        ApiKey::Metadata => ok::<MetadataRequest>(body, version),
+        ApiKey::Produce => ok::<ProduceRequest>(body, version),
+        ApiKey::Fetch => ok::<FetchRequest>(body, version),
+        ApiKey::ListOffsets => ok::<ListOffsetsRequest>(body, version),
+        ApiKey::CreateTopics => ok::<CreateTopicsRequest>(body, version),
+        ApiKey::DeleteTopics => ok::<DeleteTopicsRequest>(body, version),
+        ApiKey::DescribeConfigs => ok::<DescribeConfigsRequest>(body, version),
+        ApiKey::OffsetForLeaderEpoch => ok::<OffsetForLeaderEpochRequest>(body, version),
+        other => panic!("no decoder for {other:?}"),
+    }
+}
+
+proptest::proptest! {
+    /// Damaged requests (bytes flipped, cut short) never panic or abort: the guard refuses
+    /// them or the codecs return an error, and whatever the guard lets through decodes
+    /// without an allocation larger than the body could justify.
+    #[test]
+    fn damaged_requests_are_refused_without_panicking(
+        which in 0usize..64,
+        flips in proptest::collection::vec((0usize..4096, proptest::prelude::any::<u8>()), 1..6),
+        cut in 0usize..4096,
+    ) {
+        let candidates: Vec<(ApiKey, i16)> = APIS
+            .iter()
+            .filter(|a| layout(a.key).is_some())
+            .flat_map(|a| (a.min..=a.max).map(move |v| (a.key, v)))
+            .collect();
+        let (api, version) = candidates[which % candidates.len()];
+        let mut body = populated(api, version).to_vec();
+        for (at, byte) in flips {
+            let at = at % body.len();
+            body[at] = byte;
+        }
+        body.truncate(cut.max(1).min(body.len()));
+        if check(api, version, &body).is_ok() {
+            let _ = decode(api, version, &body);
+        }
+    }
+}
