@@ -16,7 +16,6 @@ use super::config::KafkaConfig;
 use super::errors::ErrorCode;
 use super::frame::FrameError;
 use super::wire::{self, Answer, FirstError, Request};
-use crate::ids::Offset;
 
 /// One partition asked for, as the wire gave it.
 struct Asked {
@@ -47,16 +46,7 @@ pub async fn serve(
                 .iter()
                 .map(|p| Asked {
                     index: p.partition,
-                    position: match (wire::partition(p.partition), u64::try_from(p.fetch_offset)) {
-                        (Some(partition), Ok(offset)) => Ok(PartitionPosition {
-                            topic: name.clone(),
-                            partition,
-                            offset: Offset(offset),
-                            current_leader_epoch: wire::term(p.current_leader_epoch),
-                        }),
-                        (None, _) => Err(ErrorCode::UnknownTopicOrPartition),
-                        (_, Err(_)) => Err(ErrorCode::OffsetOutOfRange),
-                    },
+                    position: wire::position(&name, p.partition, p.fetch_offset, p.current_leader_epoch),
                     max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 })
                 .collect();

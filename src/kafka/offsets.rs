@@ -18,11 +18,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
 };
 
-use super::backend::{KafkaBackend, ListedOffset, OffsetQuery, PartitionPosition};
+use super::backend::{KafkaBackend, ListedOffset, OffsetQuery};
 use super::errors::ErrorCode;
 use super::frame::FrameError;
 use super::wire::{self, Answer, FirstError, Request};
-use crate::ids::Offset;
 
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
@@ -45,14 +44,9 @@ pub async fn list_offsets(backend: Arc<dyn KafkaBackend>, mut req: Request) -> R
                     t if t >= 0 => OffsetQuery::ByTimestamp(t),
                     _ => return (p.partition_index, Err(ErrorCode::InvalidRequest)),
                 };
-                let Some(partition) = wire::partition(p.partition_index) else {
-                    return (p.partition_index, Err(ErrorCode::UnknownTopicOrPartition));
-                };
-                let position = PartitionPosition {
-                    topic: name.clone(),
-                    partition,
-                    offset: Offset(0),
-                    current_leader_epoch: wire::term(p.current_leader_epoch),
+                let position = match wire::position(name, p.partition_index, 0, p.current_leader_epoch) {
+                    Ok(position) => position,
+                    Err(code) => return (p.partition_index, Err(code)),
                 };
                 (p.partition_index, backend.list_offset(position, query).await.map_err(|e| (&e).into()))
             }
@@ -92,18 +86,13 @@ pub async fn offset_for_leader_epoch(backend: Arc<dyn KafkaBackend>, mut req: Re
             let backend = &backend;
             let name = &name;
             async move {
-                let Some(partition) = wire::partition(p.partition) else {
-                    return (p.partition, Err(ErrorCode::UnknownTopicOrPartition));
+                let position = match wire::position(name, p.partition, 0, p.current_leader_epoch) {
+                    Ok(position) => position,
+                    Err(code) => return (p.partition, Err(code)),
                 };
                 // An undefined epoch (-1) has no end: Kafka answers -1, -1 without an error.
                 let Some(epoch) = wire::term(p.leader_epoch) else {
                     return (p.partition, Ok(None));
-                };
-                let position = PartitionPosition {
-                    topic: name.clone(),
-                    partition,
-                    offset: Offset(0),
-                    current_leader_epoch: wire::term(p.current_leader_epoch),
                 };
                 (p.partition, backend.epoch_end_offset(position, epoch).await.map(Some).map_err(|e| (&e).into()))
             }

@@ -6,6 +6,7 @@ use futures_util::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
+use super::backend::PartitionPosition;
 use super::errors::ErrorCode;
 use super::frame::FrameError;
 use crate::ids::{NodeId, Offset, Term};
@@ -68,6 +69,25 @@ pub fn offset(offset: Offset) -> i64 {
 /// A partition index from the wire; a negative one names no partition.
 pub fn partition(index: i32) -> Option<u32> {
     u32::try_from(index).ok()
+}
+
+/// A partition and position as the wire names them: a negative partition names none
+/// (UNKNOWN_TOPIC_OR_PARTITION), a negative offset is OFFSET_OUT_OF_RANGE, a negative
+/// epoch means the client has none (no check).
+pub fn position(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    current_leader_epoch: i32,
+) -> Result<PartitionPosition, ErrorCode> {
+    let partition = self::partition(partition).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+    let offset = u64::try_from(offset).map_err(|_| ErrorCode::OffsetOutOfRange)?;
+    Ok(PartitionPosition {
+        topic: topic.to_owned(),
+        partition,
+        offset: Offset(offset),
+        current_leader_epoch: term(current_leader_epoch),
+    })
 }
 
 /// The first error among a response's parts: what the request is counted under.
