@@ -7,6 +7,7 @@ pub mod broker;
 pub mod client;
 pub mod codec;
 pub mod ids;
+pub mod kafka;
 pub mod metadata;
 pub mod metrics;
 pub mod net;

@@ -67,6 +67,9 @@ pub const GROUPS_HOSTED: &str = "keel_groups_hosted";
 pub const GROUPS_LED: &str = "keel_groups_led";
 pub const GROUPS_UNDER_REPLICATED: &str = "keel_groups_under_replicated";
 pub const PEER_FRAMES_UNROUTED: &str = "keel_peer_frames_unrouted_total";
+pub const KAFKA_REQUESTS: &str = "keel_kafka_requests_total";
+pub const KAFKA_REQUEST_LATENCY: &str = "keel_kafka_request_seconds";
+pub const KAFKA_CONNECTIONS: &str = "keel_kafka_connections";
 
 enum Kind {
     Counter,
@@ -80,6 +83,8 @@ enum Labels {
     None,
     Peer,
     Fixed(&'static str, &'static [&'static str]),
+    /// Two labels, every pair of their values.
+    Fixed2(&'static str, &'static [&'static str], &'static str, &'static [&'static str]),
 }
 
 /// The `version` label of `keel_build_info`.
@@ -109,13 +114,17 @@ pub const HANDSHAKE_FAILURE_REASONS: &[&str] =
 /// Values of the `kind` label of `keel_quic_connections` and the `protocol` label of
 /// `keel_frames_rejected_total`.
 pub const PROTOCOLS: &[&str] = &["peer", "client"];
+/// Values of the `error` label of `keel_kafka_requests_total` (`none` for success).
+use crate::kafka::errors::LABELS as KAFKA_ERRORS;
+/// Values of the `api` label of the Kafka metrics.
+use crate::kafka::versions::API_LABELS as KAFKA_APIS;
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
 const BYTES_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0];
 
 use Kind::{Counter, Gauge, Histogram};
-use Labels::{Fixed, Peer};
+use Labels::{Fixed, Fixed2, Peer};
 const NONE: Labels = Labels::None;
 const LAT: Kind = Histogram(LATENCY_BUCKETS);
 const SIZE: Kind = Histogram(BYTES_BUCKETS);
@@ -178,6 +187,10 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (GROUPS_UNDER_REPLICATED, Gauge, N, NONE, "Groups led here with a voter that lacks entries the leader has."),
     (PEER_FRAMES_UNROUTED, Counter, N, Fixed("reason", UNROUTED_REASONS),
         "Peer frames dropped on arrival: for a group this node does not host, or whose queue was full."),
+    (KAFKA_REQUESTS, Counter, N, Fixed2("api", KAFKA_APIS, "error", KAFKA_ERRORS),
+        "Kafka requests answered (or refused by closing the connection), by API and first error code."),
+    (KAFKA_REQUEST_LATENCY, LAT, S, Fixed("api", KAFKA_APIS), "Kafka request read to its answer ready, by API."),
+    (KAFKA_CONNECTIONS, Gauge, N, NONE, "Open Kafka protocol connections."),
 ];
 
 /// Every metric name, for tests that check the dashboard against what is exported.
@@ -230,6 +243,13 @@ fn describe() {
                     register(name, kind, &[(label, value)]);
                 }
             }
+            Fixed2(first, firsts, second, seconds) => {
+                for a in *firsts {
+                    for b in *seconds {
+                        register(name, kind, &[(first, a), (second, b)]);
+                    }
+                }
+            }
             Peer => {}
         }
     }
@@ -277,7 +297,15 @@ pub struct OpenConnection(metrics::Gauge);
 impl OpenConnection {
     pub fn new(kind: &'static str) -> OpenConnection {
         debug_assert!(PROTOCOLS.contains(&kind), "undeclared connection kind {kind}");
-        let gauge = metrics::gauge!(QUIC_CONNECTIONS, "kind" => kind);
+        OpenConnection::counting(metrics::gauge!(QUIC_CONNECTIONS, "kind" => kind))
+    }
+
+    /// Counts one open Kafka connection in `keel_kafka_connections`.
+    pub fn kafka() -> OpenConnection {
+        OpenConnection::counting(metrics::gauge!(KAFKA_CONNECTIONS))
+    }
+
+    fn counting(gauge: metrics::Gauge) -> OpenConnection {
         gauge.increment(1.0);
         OpenConnection(gauge)
     }
@@ -287,6 +315,14 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
+}
+
+/// Counts one Kafka request and its latency; `api` is one of the Kafka API labels, `error`
+/// one of the Kafka error labels.
+pub fn kafka_request(api: &'static str, error: &'static str, latency: std::time::Duration) {
+    debug_assert!(KAFKA_APIS.contains(&api) && KAFKA_ERRORS.contains(&error), "undeclared {api} / {error}");
+    metrics::counter!(KAFKA_REQUESTS, "api" => api, "error" => error).increment(1);
+    metrics::histogram!(KAFKA_REQUEST_LATENCY, "api" => api).record(latency.as_secs_f64());
 }
 
 #[cfg(test)]

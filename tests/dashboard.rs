@@ -61,7 +61,7 @@ const REQUIRED: &[(&str, &str)] = &[
 ];
 
 /// Label names a keel metric may carry, each with a bounded set of values.
-const LABELS: &[&str] = &["version", "role", "peer", "kind", "reason", "protocol"];
+const LABELS: &[&str] = &["version", "role", "peer", "kind", "reason", "protocol", "api", "error"];
 
 #[derive(Default, Debug)]
 struct Exposition {
@@ -244,6 +244,8 @@ fn check_conventions(e: &Exposition, peers: &BTreeSet<String>) {
                     "protocol" => keel::metrics::PROTOCOLS,
                     "kind" if family == "keel_produce_errors_total" => keel::metrics::PRODUCE_ERROR_KINDS,
                     "kind" => keel::metrics::PROTOCOLS,
+                    "api" => keel::kafka::versions::API_LABELS,
+                    "error" => keel::kafka::errors::LABELS,
                     _ => &[],
                 };
                 assert!(allowed.is_empty() || allowed.contains(&value.as_str()), "{}: {label}={value}", s.name);
