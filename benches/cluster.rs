@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::Cluster;
 use hdrhistogram::Histogram;
+use keel::batch::Record;
 use keel::client::{Client, ClientConfig, ProducerConfig};
 use keel::net::endpoint::{connect, node_endpoint};
 use keel::net::tls::{NodeTls, node_name};
-use keel::record::Record;
 
 /// What `Producer::send` returns: the record's offset once committed.
-type Ack = tokio::sync::oneshot::Receiver<Result<u64, keel::client::ClientError>>;
+use keel::client::Ack;
 
 const MB: f64 = 1e6;
 const RECORD_BYTES: usize = 1024;
@@ -174,7 +174,7 @@ async fn replication(cluster: &Cluster, records: u64) -> f64 {
     let client = cluster.client().await;
     client.produce(vec![Record::new("warm-up")]).await.expect("warm-up");
     let config = ProducerConfig { in_flight: 64, batch_bytes: 256 << 10, ..Default::default() };
-    let producer = client.producer(config);
+    let producer = client.producer("default", config);
     let value = Bytes::from(vec![0x3cu8; RECORD_BYTES]);
     let started = Instant::now();
     let (acks_tx, mut acks_rx) = tokio::sync::mpsc::channel::<Ack>(1 << 16);

@@ -1,12 +1,13 @@
-//! Produce a few records and read them back with the client library.
+//! Create a topic, produce keyed records to it and read one partition back with the client
+//! library.
 //!
 //! Start a cluster with `cargo run --release -- dev`, then, from the same directory:
 //! `cargo run --release --example produce_consume`.
 
 use std::time::Duration;
 
-use keel::client::{Client, ClientConfig, Offset, ProducerConfig};
-use keel::record::Record;
+use keel::batch::Record;
+use keel::client::{Client, ClientConfig, ClientError, Offset, ProducerConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,35 +15,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tls = std::env::var("KEEL_TLS").unwrap_or_else(|_| "./keel-data/tls".into());
     let client = Client::connect(ClientConfig::new(bootstrap.split(','), tls)).await?;
 
-    // One batch, acknowledged once committed on a majority.
-    let first = client.produce(vec![Record::new("hello"), Record::new("world")]).await?;
-    println!("produced 2 records at offsets {first} and {}", first + 1);
+    // A topic of 4 partitions (already there on a second run).
+    match client.create_topic("example", Some(4), None, &[]).await {
+        Ok(_) | Err(ClientError::TopicExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
 
-    // A batching producer with a window of batches in flight.
-    let producer = client.producer(ProducerConfig::default());
+    // One batch to partition 0, acknowledged once committed on a majority.
+    let first = client.produce_to("example", 0, vec![Record::new("hello"), Record::new("world")]).await?;
+    println!("produced 2 records to partition 0 at offsets {first} and {}", first + 1);
+
+    // A batching producer: a record's key picks its partition (as in any Kafka client).
+    let producer = client.producer("example", ProducerConfig::default());
     let mut acks = Vec::new();
     for i in 0..1000 {
-        let record = Record { key: Some(format!("key-{}", i % 10).into()), ..Record::new(format!("value-{i}")) };
-        acks.push(producer.send(record).await);
+        acks.push(producer.send(Record::new(format!("value-{i}")).with_key(format!("key-{}", i % 10))).await);
     }
     producer.close().await;
-    let mut last = first;
+    let mut last_in_0 = first + 1;
     for ack in acks {
-        last = last.max(ack.await??);
+        let delivered = ack.await??;
+        if delivered.partition == 0 {
+            last_in_0 = last_in_0.max(delivered.offset);
+        }
     }
-    println!("produced 1000 more records, the last at offset {last}");
+    println!("produced 1000 keyed records; partition 0 ends at offset {last_in_0}");
 
-    // Read everything from the first offset, from any node.
-    let mut consumer = client.consumer(Offset::At(first)).max_wait(Duration::from_millis(200));
+    // Read partition 0 from the first offset, from any of its replicas.
+    let mut consumer = client.consumer_of("example", 0, Offset::At(first)).max_wait(Duration::from_millis(200));
     let mut read = 0;
-    while consumer.position().unwrap_or(first) <= last {
+    while consumer.position().unwrap_or(first) <= last_in_0 {
         for (offset, record) in consumer.poll().await? {
             if read < 3 {
-                println!("offset {offset}: {}", String::from_utf8_lossy(&record.value));
+                println!("offset {offset}: {}", String::from_utf8_lossy(record.value_bytes()));
             }
             read += 1;
         }
     }
-    println!("read {read} records back");
+    println!("read {read} records of partition 0 back");
     Ok(())
 }

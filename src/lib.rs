@@ -12,6 +12,5 @@ pub mod metadata;
 pub mod metrics;
 pub mod net;
 pub mod raft;
-pub mod record;
 pub mod replica;
 pub mod server;

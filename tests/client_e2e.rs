@@ -120,7 +120,7 @@ async fn an_oversized_record_is_refused_by_name_and_the_rest_is_produced() {
     let (status, out, err) = produce(&cluster, &boot, &["--print-offsets"], &input);
     assert!(!status.success(), "a 2 MiB record must make produce fail");
     assert!(err.contains("1 of 3 records were not acknowledged"), "{err}");
-    assert!(err.contains("over the limit of 1048576 bytes"), "the error must name the limit: {err}");
+    assert!(err.contains("over the 1 MiB limit (record_bytes_max)"), "the error must name the limit: {err}");
     let printed: Vec<&str> = out.lines().collect();
     assert_eq!(printed.len(), 3, "one line per input line: {out}");
     assert_eq!(printed[1], "-");
@@ -189,7 +189,7 @@ async fn retention_moves_the_log_start_and_a_lagging_follower_is_reset_to_it() {
     let client = cluster.client().await;
     let value = vec![b'r'; 1000];
     for _ in 0..300 {
-        let batch = (0..50).map(|_| keel::record::Record::new(value.clone())).collect();
+        let batch = (0..50).map(|_| keel::batch::Record::new(value.clone())).collect();
         client.produce(batch).await.expect("produce");
     }
     // Retention runs once a second on each node.
@@ -242,7 +242,7 @@ async fn garbage_on_a_client_stream_closes_that_connection_and_the_node_keeps_se
     assert!(text.contains("bad frame"), "the close says why: {text}");
     // The node goes on serving other connections.
     let client = cluster.client().await;
-    client.produce(vec![keel::record::Record::new("still here")]).await.expect("produce after garbage");
+    client.produce(vec![keel::batch::Record::new("still here")]).await.expect("produce after garbage");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,15 +290,15 @@ async fn produce_keeps_the_input_order_across_batches_and_a_redirect() {
 /// one-batch call and a `Producer` are checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_left_for_the_one_the_other_nodes_name() {
+    use keel::batch::Record;
     use keel::client::{Client, ClientConfig, ClientError, ProducerConfig};
-    use keel::record::Record;
     let cluster = Cluster::start(3, &[]);
     let mut config = ClientConfig::new(cluster.bootstrap(), &cluster.tls);
     // Longer than the idle timeout, so that without the check the failure would be the timeout.
     config.request_timeout = Duration::from_secs(10);
     let client = Client::connect(config.clone()).await.expect("client");
     // Its own client (connections are shared within one), so that each finds out by itself.
-    let producer = Client::connect(config).await.expect("client").producer(ProducerConfig::default());
+    let producer = Client::connect(config).await.expect("client").producer("default", ProducerConfig::default());
     // Both clients learn the leader from a produce; the leader must not change meanwhile.
     let mut stable = None;
     for _ in 0..5 {
@@ -316,7 +316,8 @@ async fn a_paused_leader_is_left_for_the_one_the_other_nodes_name() {
 
     cluster.signal(old, libc::SIGSTOP);
     let one = client.produce(vec![Record::new("during")]);
-    let batched = async { producer.send(Record::new("during, batched")).await.await.expect("answered") };
+    let batched =
+        async { producer.send(Record::new("during, batched")).await.await.expect("answered").map(|d| d.offset) };
     let (one, batched) = tokio::join!(one, batched);
     cluster.signal(old, libc::SIGCONT);
     for (what, result) in [("one batch", one), ("producer", batched)] {
@@ -328,6 +329,6 @@ async fn a_paused_leader_is_left_for_the_one_the_other_nodes_name() {
         }
     }
     let after = client.produce(vec![Record::new("after")]).await.expect("produce at the new leader");
-    let end = client.end_offset().await.expect("end offset");
+    let end = client.end_offset("default", 0).await.expect("end offset");
     assert!(after < end, "the produce after the pause is not in the log");
 }

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, KEEL};
+use keel::batch::Record;
 use keel::client::{Client, ClientConfig, Offset};
-use keel::record::Record;
 
 /// Waits until every node of `cluster` has the leader's commit index.
 async fn caught_up(cluster: &Cluster) {
@@ -129,7 +129,8 @@ async fn a_consumer_failing_over_to_a_node_behind_it_waits_for_that_node_to_catc
     more.produce(vec![Record::new("record 10")]).await.expect("produce after the pause");
     let (consumer, result) = tokio::time::timeout(Duration::from_secs(60), poll).await.expect("poll answers").unwrap();
     let records = result.expect("the poll waits for the node to catch up instead of failing");
-    let values: Vec<String> = records.iter().map(|(_, r)| String::from_utf8_lossy(&r.value).into_owned()).collect();
+    let values: Vec<String> =
+        records.iter().map(|(_, r)| String::from_utf8_lossy(r.value_bytes()).into_owned()).collect();
     assert_eq!(records.first().map(|(o, _)| *o), Some(10), "{values:?}");
     assert_eq!(values[0], "record 10");
     assert!(consumer.position() >= Some(11));

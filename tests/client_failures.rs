@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, keel, spawn_keel};
+use keel::batch::Record;
 use keel::client::{CertificateError, Client, ClientConfig, ClientError};
-use keel::record::Record;
 
 /// A `keel` process whose stderr lines are kept with the time each arrived.
 struct Watched {
@@ -144,7 +144,7 @@ async fn with_every_node_down_produce_and_consume_say_so_and_give_up_after_their
     let result = client.produce(vec![Record::new("x")]).await;
     assert!(matches!(result, Err(ClientError::TimedOut { .. })), "{result:?}");
     assert!(result.unwrap_err().known_failed(), "nothing was sent");
-    let result = client.metadata().await;
+    let result = client.metadata(None).await;
     assert!(matches!(result, Err(ClientError::TimedOut { .. })), "{result:?}");
     assert!(started.elapsed() <= Duration::from_secs(5), "two calls took {:?}", started.elapsed());
 }

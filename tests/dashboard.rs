@@ -9,8 +9,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::Cluster;
+use keel::batch::Record;
 use keel::client::Offset;
-use keel::record::Record;
 
 const DASHBOARD: &str = include_str!("../deploy/grafana/dashboards/keel.json");
 

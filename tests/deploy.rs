@@ -16,7 +16,9 @@ fn ready(cluster: &Cluster, id: u64) -> (Option<i32>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_ready_while_it_knows_a_leader() {
     let mut cluster = Cluster::start(3, &[]);
-    let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader");
+    cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader");
+    // Ready means: knows the metadata group's leader (which need not lead the partition).
+    let leader = cluster.status(1).await.and_then(|v| v.leader).expect("the metadata leader");
     for id in 1..=3 {
         // A follower learns of the leader from its first AppendEntries or heartbeat.
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -54,6 +54,7 @@ impl Harness {
             retention: Retention::default(),
             node_gauges: true,
             metadata: None,
+            stamp_batches: false,
             leaders: Default::default(),
         };
         let (group, _published) = Group::new(parts);

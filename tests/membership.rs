@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use keel::batch::Record;
 use keel::raft::{Membership, MembershipChange};
-use keel::record::Record;
 use keel::server::node::DEFAULT_GROUP;
 use keel::server::registry::GroupHandle;
 use keel::server::{Limits, NodeConfig, NodeHandle, Retention};
@@ -108,11 +108,8 @@ impl Nodes {
     }
 
     async fn produce(&self, leader: u64, tag: u64) -> u64 {
-        let mut buf = BytesMut::new();
-        for i in 0..10 {
-            Record::new(format!("{tag}-{i}-{}", "m".repeat(200))).encode(&mut buf);
-        }
-        let (offset, _) = self.group(leader).expect("hosted").produce(buf.freeze(), 10).await.expect("produce");
+        let records: Vec<Record> = (0..10).map(|i| Record::new(format!("{tag}-{i}-{}", "m".repeat(200)))).collect();
+        let (offset, _) = self.group(leader).expect("hosted").produce(&records).await.expect("produce");
         offset
     }
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::Cluster;
+use keel::batch::Record;
 use keel::client::Offset;
-use keel::record::Record;
 use keel::server::layout::group_log_dir;
 use keel::server::node::DEFAULT_GROUP;
 
@@ -90,7 +90,7 @@ async fn read_back(cluster: &Cluster, id: u64, acked: &[(u64, String)], within: 
     while consumer.position().unwrap_or(0) < end {
         assert!(Instant::now() < deadline, "node {id} served {} of {end} records\n{}", seen.len(), cluster.logs());
         match consumer.poll().await {
-            Ok(batch) => seen.extend(batch.into_iter().map(|(o, r)| (o, r.value))),
+            Ok(batch) => seen.extend(batch.into_iter().map(|(o, r)| (o, r.value.unwrap_or_default()))),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

@@ -153,6 +153,19 @@ pub enum BatchError {
     Truncated { at: usize, needed: usize, available: usize },
 }
 
+impl BatchError {
+    /// Whether the batch was refused for its size (it is well formed).
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            BatchError::BatchTooLarge { .. }
+                | BatchError::RecordTooLarge { .. }
+                | BatchError::CompressedTooLarge { .. }
+                | BatchError::InflatedTooLarge { .. }
+        )
+    }
+}
+
 /// `n` bytes for a person: `2 MiB` when exact, else `2.0 MiB (2097165 bytes)`.
 fn size(n: usize) -> String {
     let units = [(30, "GiB"), (20, "MiB"), (10, "KiB")];

@@ -31,6 +31,33 @@ pub struct Record {
     pub headers: Vec<(String, Option<bytes::Bytes>)>,
 }
 
+impl Record {
+    /// A record of `value`: no key, no headers, no timestamp yet (a producer stamps the
+    /// time it is sent).
+    pub fn new(value: impl Into<bytes::Bytes>) -> Record {
+        Record { timestamp_ms: -1, key: None, value: Some(value.into()), headers: Vec::new() }
+    }
+
+    pub fn with_key(mut self, key: impl Into<bytes::Bytes>) -> Record {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The value's bytes (a null value reads as empty).
+    pub fn value_bytes(&self) -> &[u8] {
+        self.value.as_deref().unwrap_or_default()
+    }
+
+    /// Bytes the record takes in a batch, at most: its fields, and every varint at its
+    /// largest (a producer's batching decisions need no more precision).
+    pub fn size(&self) -> usize {
+        const VARINT_MAX: usize = 10;
+        let field = |b: &Option<bytes::Bytes>| VARINT_MAX + b.as_ref().map_or(0, |b| b.len());
+        let headers: usize = self.headers.iter().map(|(n, v)| VARINT_MAX + n.len() + field(v)).sum();
+        1 + 4 * VARINT_MAX + field(&self.key) + field(&self.value) + headers
+    }
+}
+
 /// A record as it lies in the bytes: views, nothing copied.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawRecord<'a> {

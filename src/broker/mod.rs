@@ -17,7 +17,7 @@ use segments::Entry;
 use tokio::sync::{oneshot, watch};
 use tracing::warn;
 
-use crate::metadata::{Applied, Command, MetadataState};
+use crate::metadata::{Applied, Command, MetaError, MetadataState};
 use crate::metrics as m;
 use crate::raft::NodeId;
 use crate::replica::Committed;
@@ -40,6 +40,12 @@ pub enum BrokerError {
     NotLeader { what: String, leader: Option<NodeId>, address: Option<String> },
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// A request that breaks a rule (a topic name, a config value, a partition count, a
+    /// malformed batch): the message names the rule.
+    #[error("{0}")]
+    Invalid(String),
     #[error("topic {topic:?} has no partition {partition} (it has {count})")]
     UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("offset {requested} is out of range: valid offsets are {start}..={end} (end = next offset to be written)")]
@@ -133,16 +139,17 @@ impl Broker {
         BrokerError::NotLeader { what, leader, address: leader.and_then(|id| self.address_of(id)) }
     }
 
-    /// Appends one batch (a data entry's payload of `record_count` records) to
-    /// `topic`/`partition` through this node, which must lead it; answers with the base
-    /// offset once the entry is committed. `stream` is the producer's ordered stream (0:
-    /// none): after one of its batches is refused, its later ones are too.
+    /// Appends one Kafka RecordBatch v2 to `topic`/`partition` through this node, which
+    /// must lead it: the batch is checked (magic, length, CRC-32C, records, sizes) and
+    /// stamped with its base offset and the leader's term by the group, then stored as it
+    /// came. Answers with the base offset once the entry is committed. `stream` is the
+    /// producer's ordered stream (0: none): after one of its batches is refused, its later
+    /// ones are too.
     pub async fn produce(
         &self,
         topic: &str,
         partition: u32,
-        payload: Bytes,
-        record_count: u32,
+        batch: Bytes,
         stream: u64,
     ) -> Result<oneshot::Receiver<ProduceResult>, BrokerError> {
         let received = Instant::now();
@@ -152,6 +159,13 @@ impl Broker {
             err
         };
         let group = self.replica(topic, partition).map_err(|e| refuse(kind_of(&e), e))?;
+        let record_bytes_max =
+            self.state().effective_config(topic).map_or(self.limits.record_bytes_max, |c| c.max_message_bytes as usize);
+        let limits = crate::batch::Limits { batch_bytes_max: self.limits.batch_bytes_max, record_bytes_max };
+        let info = crate::batch::check(&batch, &limits).map_err(|e| {
+            let kind = if e.is_too_large() { "too_large" } else { "malformed" };
+            refuse(kind, BrokerError::Invalid(e.to_string()))
+        })?;
         if !group.leader().me {
             return Err(refuse("not_leader", self.not_leader(group.id, format!("{topic}/{partition}"))));
         }
@@ -160,7 +174,7 @@ impl Broker {
             return Err(refuse("disk_full", BrokerError::DiskFull { node: self.node_id, free_bytes, reserve_bytes }));
         }
         let (reply, rx) = oneshot::channel();
-        let event = Event::Propose { payload, record_count, stream, received, reply };
+        let event = Event::Propose { payload: batch, record_count: info.record_count, stream, received, reply };
         if group.events.send(event).await.is_err() {
             return Err(refuse("shutting_down", BrokerError::Busy("the node is shutting down".into())));
         }
@@ -224,6 +238,39 @@ impl Broker {
         }
     }
 
+    /// Creates a topic through this node, which must lead the metadata group: placement is
+    /// computed from the metadata as it stands, and checked again when applied.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        replicas: Option<u16>,
+        configs: &[(String, String)],
+    ) -> Result<(), BrokerError> {
+        let mut config = crate::metadata::TopicConfig::default();
+        for (key, value) in configs {
+            config.set_text(key, value).map_err(meta_error)?;
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let command =
+            self.state().create_topic(name, partitions, replicas, config, false, now as u64).map_err(meta_error)?;
+        self.command(command).await.map(|_| ())
+    }
+
+    /// Deletes a topic through this node, which must lead the metadata group; every node
+    /// then deletes its replicas' files.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        if self.state().topic(name).is_none() {
+            return Err(BrokerError::UnknownTopic(name.into()));
+        }
+        if name == crate::server::controller::DEFAULT_TOPIC {
+            let why =
+                "the topic default is the cluster's own (clients use it when they name no topic): it cannot be deleted";
+            return Err(BrokerError::Invalid(why.into()));
+        }
+        self.command(Command::DeleteTopic { name: name.into() }).await.map(|_| ())
+    }
+
     /// Proposes a metadata command through this node, which must lead the metadata group.
     pub async fn command(&self, command: Command) -> Result<Applied, BrokerError> {
         let group = self.metadata_group().ok_or_else(|| BrokerError::Busy("the node is starting".into()))?;
@@ -244,10 +291,19 @@ impl Broker {
                 })
             }
             Ok(Err(CommandError::Busy(why))) => Err(BrokerError::Busy(why)),
-            Ok(Err(CommandError::Refused(e))) => Err(BrokerError::Refused(e.to_string())),
+            Ok(Err(CommandError::Refused(e))) => Err(meta_error(e)),
             Ok(Err(CommandError::OutcomeUnknown(why))) => Err(BrokerError::OutcomeUnknown(why)),
             Err(_) => Err(BrokerError::OutcomeUnknown("the node stopped".into())),
         }
+    }
+}
+
+/// A metadata rule broken: typed where a client acts on it, else the rule's words.
+fn meta_error(e: MetaError) -> BrokerError {
+    match e {
+        MetaError::TopicExists { name } => BrokerError::TopicExists(name),
+        MetaError::UnknownTopic { name } => BrokerError::UnknownTopic(name),
+        other => BrokerError::Invalid(other.to_string()),
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Measure produce (and optionally consume) throughput and latency.
     Bench(BenchArgs),
+    /// Create, list, describe and delete topics.
+    Topic(TopicArgs),
 }
 
 #[derive(Args, Debug)]
@@ -162,10 +164,50 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is not a duration: give e.g. 500ms, 30s, 2m or a number of seconds"))
 }
 
+/// Which topic a command reads or writes, and which of its partitions.
+#[derive(Args, Debug)]
+pub struct TopicSelect {
+    /// The topic (every cluster has `default`, with one partition).
+    #[arg(long, env = "KEEL_TOPIC", default_value = "default")]
+    pub topic: String,
+    /// One partition; without it, produce spreads records by key (or in batches when they
+    /// have none) and consume reads every partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+}
+
+/// A batch compression codec (stored as sent; every reader decompresses).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionArg> for keel::batch::Compression {
+    fn from(c: CompressionArg) -> keel::batch::Compression {
+        use keel::batch::Compression as C;
+        match c {
+            CompressionArg::None => C::None,
+            CompressionArg::Gzip => C::Gzip,
+            CompressionArg::Snappy => C::Snappy,
+            CompressionArg::Lz4 => C::Lz4,
+            CompressionArg::Zstd => C::Zstd,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ProduceArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    #[command(flatten)]
+    pub select: TopicSelect,
+    /// How batches are compressed.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
     /// Split each line at the first occurrence of this character into key and value.
     #[arg(long)]
     pub key_separator: Option<char>,
@@ -178,7 +220,9 @@ pub struct ProduceArgs {
 pub struct ConsumeArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// First offset to read: a number, `earliest` or `latest`.
+    #[command(flatten)]
+    pub select: TopicSelect,
+    /// First offset to read (in each partition read): a number, `earliest` or `latest`.
     #[arg(long, default_value = "earliest", allow_hyphen_values = true)]
     pub from: String,
     /// Stop after this many records.
@@ -209,6 +253,16 @@ pub struct StatusArgs {
 pub struct BenchArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    /// The topic to write (created with --partitions partitions if it does not exist).
+    #[arg(long, default_value = "default")]
+    pub topic: String,
+    /// Spread the load over this many partitions of --topic (created if needed); by
+    /// default every partition the topic has.
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// How batches are compressed.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
     /// Number of records to produce.
     #[arg(long)]
     pub records: u64,
@@ -227,6 +281,64 @@ pub struct BenchArgs {
     /// Read every record back afterwards and verify its bytes.
     #[arg(long)]
     pub consume: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The topic's name: letters, digits, `.`, `_` and `-`, at most 249 characters.
+        name: String,
+        /// Partitions (default: the cluster's, 1).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// Replicas of each partition (default: min(3, nodes)).
+        #[arg(long)]
+        replicas: Option<u16>,
+        /// Delete the oldest records once a partition holds more than this many bytes.
+        #[arg(long)]
+        retention_bytes: Option<i64>,
+        /// Delete records older than this many milliseconds.
+        #[arg(long)]
+        retention_ms: Option<i64>,
+        /// Largest record (or compressed batch) a producer may send, in bytes.
+        #[arg(long)]
+        max_message_bytes: Option<u32>,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// List the topics.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Include internal topics (`__consumer_offsets`).
+        #[arg(long)]
+        internal: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Show a topic's partitions (leader, replicas, in-sync replicas, offsets) and settings.
+    Describe {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Delete a topic and its data on every node.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        name: String,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
+use keel::batch::Record;
 use keel::client::{Client, ClientError, Offset};
-use keel::record::Record;
 use tokio::sync::Mutex;
 
 use super::args::{BenchArgs, TIMEOUT_DEFAULT};
@@ -60,7 +60,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let said = bar.clone();
     print_notices(&client, move |notice| said.suspend(|| eprintln!("{notice}")));
-    let start_offset = client.end_offset().await?;
+    let topic = args.topic.clone();
+    let partitions = bench_partitions(&client, &topic, args.partitions).await?;
+    // Where each partition's records begin: what `--consume` reads back from.
+    let mut start_offsets = Vec::with_capacity(partitions as usize);
+    for partition in 0..partitions {
+        start_offsets.push(client.end_offset(&topic, partition).await?);
+    }
+    let compression: keel::batch::Compression = args.compression.into();
     // The first failure a lane met; the other lanes then stop too (a bench that cannot
     // produce measures nothing).
     let stop: Arc<std::sync::Mutex<Option<ClientError>>> = Arc::default();
@@ -72,10 +79,14 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let lanes = (args.producers * args.window) as u64;
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
+    let produced: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new((0..partitions).map(|_| std::sync::atomic::AtomicU64::new(0)).collect());
     for lane in 0..lanes {
         let (client, latency, bar, next) = (client.clone(), latency.clone(), bar.clone(), next.clone());
-        let stop = stop.clone();
+        let (stop, topic, produced) = (stop.clone(), topic.clone(), produced.clone());
         let (size, total, producer) = (args.size, args.records, lane / args.window as u64);
+        // Lanes take the partitions in turn, so every partition is written at once.
+        let partition = (lane % u64::from(partitions)) as u32;
         tasks.spawn(async move {
             let mut failed = 0u64;
             loop {
@@ -87,8 +98,9 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 let records: Vec<Record> =
                     (first..first + n).map(|seq| Record::new(value(producer, seq, size))).collect();
                 let sent = Instant::now();
-                match client.produce(records).await {
+                match client.produce_compressed(&topic, partition, records, compression).await {
                     Ok(_) => {
+                        produced[partition as usize].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                         let micros = sent.elapsed().as_micros().max(1) as u64;
                         let _ = latency.lock().await.record_n(micros, n);
                         bar.inc(n);
@@ -130,6 +142,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         h.max() as f64 / 1000.0
     );
     let mut summary = serde_json::json!({
+        "topic": topic, "partitions": partitions,
         "records": acked, "failed": failed, "size": args.size, "window": args.window, "producers": args.producers,
         "batch_records": per_batch,
         "seconds": elapsed.as_secs_f64(), "records_per_sec": rate, "mb_per_sec": mbps,
@@ -139,7 +152,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     });
     drop(h);
     if args.consume {
-        let (verified, seconds) = consume_and_verify(&client, start_offset, acked, args.size).await?;
+        let counts: Vec<u64> = produced.iter().map(|c| c.load(std::sync::atomic::Ordering::Relaxed)).collect();
+        let (verified, seconds) = consume_and_verify(&client, &topic, &start_offsets, &counts, args.size).await?;
         let rate = verified as f64 / seconds;
         println!(
             "consumed and verified {verified} records in {seconds:.2} s: {rate:.0} records/s, {:.1} MB/s",
@@ -155,9 +169,54 @@ async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn consume_and_verify(client: &Client, from: u64, expected: u64, size: usize) -> anyhow::Result<(u64, f64)> {
-    let mut consumer = client.consumer(Offset::At(from)).max_bytes(8 << 20).max_wait(Duration::from_millis(200));
+/// How many partitions of `topic` the bench writes: `wanted` (the topic is created with
+/// that many if it does not exist), or all it has.
+async fn bench_partitions(client: &Client, topic: &str, wanted: Option<u32>) -> anyhow::Result<u32> {
+    let existing = match client.partitions(topic).await {
+        Ok(count) => Some(count),
+        Err(ClientError::UnknownTopic(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    match (existing, wanted) {
+        (Some(count), None) => Ok(count),
+        (Some(count), Some(n)) if n <= count => Ok(n),
+        (Some(count), Some(n)) => {
+            bail!("topic {topic} has {count} partitions, fewer than --partitions {n}: use another --topic")
+        }
+        (None, wanted) => {
+            let created = client.create_topic(topic, wanted, None, &[]).await?;
+            Ok(created.partitions.len().max(1) as u32)
+        }
+    }
+}
+
+/// Reads every partition back from where the bench began in it (in turn) and checks every
+/// record's bytes; `counts` says how many records each partition got.
+async fn consume_and_verify(
+    client: &Client,
+    topic: &str,
+    from: &[u64],
+    counts: &[u64],
+    size: usize,
+) -> anyhow::Result<(u64, f64)> {
     let started = Instant::now();
+    let mut verified = 0u64;
+    for (partition, (&from, &expected)) in from.iter().zip(counts).enumerate() {
+        verified += verify_partition(client, topic, partition as u32, from, expected, size).await?;
+    }
+    Ok((verified, started.elapsed().as_secs_f64()))
+}
+
+async fn verify_partition(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    expected: u64,
+    size: usize,
+) -> anyhow::Result<u64> {
+    let mut consumer =
+        client.consumer_of(topic, partition, Offset::At(from)).max_bytes(8 << 20).max_wait(Duration::from_millis(200));
     let mut verified = 0u64;
     let mut idle = 0;
     while verified < expected {
@@ -165,23 +224,25 @@ async fn consume_and_verify(client: &Client, from: u64, expected: u64, size: usi
         if batch.is_empty() {
             idle += 1;
             if idle > 50 {
-                bail!("only {verified} of {expected} records came back within 10 s of silence");
+                bail!(
+                    "only {verified} of {expected} records of partition {partition} came back within 10 s of silence"
+                );
             }
             continue;
         }
         idle = 0;
         for (offset, record) in batch {
-            let v = &record.value;
+            let v = record.value_bytes();
             if v.len() != size {
-                bail!("record at offset {offset} has {} bytes, expected {size}", v.len());
+                bail!("record at offset {offset} of partition {partition} has {} bytes, expected {size}", v.len());
             }
             let producer = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
             let seq = u64::from_le_bytes(v[8..16].try_into().expect("8 bytes"));
-            if *v != value(producer, seq, size) {
+            if v != value(producer, seq, size) {
                 bail!("record at offset {offset} (producer {producer}, seq {seq}) differs from what was sent");
             }
             verified += 1;
         }
     }
-    Ok((verified, started.elapsed().as_secs_f64()))
+    Ok(verified)
 }

@@ -1,12 +1,14 @@
-//! `keel consume`: print committed records from an offset.
+//! `keel consume`: print committed records of a topic from an offset: of one partition, or
+//! of every partition at once (each read from the offset `--from` names in it).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use base64::Engine;
+use keel::batch::Record;
 use keel::client::{Client, ClientError, Offset};
-use keel::record::Record;
+use tokio::sync::mpsc;
 
 use super::args::{ConsumeArgs, OutputFormat, TIMEOUT_DEFAULT};
 use super::{Usage, client_config, print_notices};
@@ -31,31 +33,45 @@ pub fn parse_offset(text: &str) -> anyhow::Result<Offset> {
     }
 }
 
+/// Records read ahead of printing, over every partition.
+const READ_AHEAD_MAX: usize = 64;
+
+/// What a partition's reader hands the printer.
+type Read = Result<Vec<(u32, u64, Record)>, ClientError>;
+
 async fn consume(args: ConsumeArgs, from: Offset) -> anyhow::Result<ExitCode> {
     // --timeout bounds each wait for a node that serves, with or without --follow: a quiet
     // log never times out (an empty long poll is an answer), an unreachable cluster does.
     let client = Client::connect(client_config(&args.client, TIMEOUT_DEFAULT)).await?;
     print_notices(&client, |notice| eprintln!("{notice}"));
-    let mut consumer = client.consumer(from);
-    let start = consumer.start().await?;
-    // Without --follow, stop at the end of the committed log as it is now.
-    let end = if args.follow { u64::MAX } else { client.end_offset().await? };
-    if start > end {
-        let first = client.metadata().await?.log_start_offset;
-        return Err(ClientError::OffsetOutOfRange { requested: start, start: first, end }.into());
+    let topic = args.select.topic.clone();
+    let partitions: Vec<u32> = match args.select.partition {
+        Some(p) => vec![p],
+        None => (0..client.partitions(&topic).await?).collect(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Read>(READ_AHEAD_MAX);
+    for partition in partitions {
+        let (client, tx, topic) = (client.clone(), tx.clone(), topic.clone());
+        tokio::spawn(async move {
+            let result = read_partition(&client, &topic, partition, from, args.follow, &tx).await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
     }
+    drop(tx);
     let mut printed = 0u64;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    loop {
-        if args.count.is_some_and(|c| printed >= c) || consumer.position().is_some_and(|p| p >= end) {
-            break;
-        }
-        for (offset, record) in consumer.poll().await? {
-            if offset >= end || args.count.is_some_and(|c| printed >= c) {
+    while let Some(read) = rx.recv().await {
+        for (partition, offset, record) in read? {
+            if args.count.is_some_and(|c| printed >= c) {
                 break;
             }
-            print_record(&mut out, args.format, offset, &record)?;
+            print_record(&mut out, args.format, &topic, partition, offset, &record)?;
             printed += 1;
+        }
+        if args.count.is_some_and(|c| printed >= c) {
+            break;
         }
         if args.follow {
             out.flush()?;
@@ -65,26 +81,74 @@ async fn consume(args: ConsumeArgs, from: Offset) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_record(out: &mut impl Write, format: OutputFormat, offset: u64, record: &Record) -> std::io::Result<()> {
+/// Reads one partition from `from` and hands its records over in order: up to the end of
+/// the committed log as it is now, or on and on with `follow`.
+async fn read_partition(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: Offset,
+    follow: bool,
+    tx: &mpsc::Sender<Read>,
+) -> Result<(), ClientError> {
+    let mut consumer = client.consumer_of(topic, partition, from);
+    let start = consumer.start().await?;
+    let end = if follow { u64::MAX } else { client.end_offset(topic, partition).await? };
+    if start > end {
+        let first = client.start_offset(topic, partition).await?;
+        return Err(ClientError::OffsetOutOfRange { requested: start, start: first, end });
+    }
+    while consumer.position().is_none_or(|p| p < end) {
+        let records: Vec<(u32, u64, Record)> = consumer
+            .poll()
+            .await?
+            .into_iter()
+            .take_while(|(offset, _)| *offset < end)
+            .map(|(offset, record)| (partition, offset, record))
+            .collect();
+        if !records.is_empty() && tx.send(Ok(records)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn print_record(
+    out: &mut impl Write,
+    format: OutputFormat,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    record: &Record,
+) -> std::io::Result<()> {
+    let value = record.value_bytes();
     match format {
         OutputFormat::Text => {
-            out.write_all(&record.value)?;
+            out.write_all(value)?;
             out.write_all(b"\n")
         }
         OutputFormat::Json => {
             let mut obj = serde_json::Map::new();
+            obj.insert("topic".into(), topic.into());
+            obj.insert("partition".into(), partition.into());
             obj.insert("offset".into(), offset.into());
             obj.insert("timestamp".into(), record.timestamp_ms.into());
             obj.insert("key".into(), record.key.as_ref().map_or(serde_json::Value::Null, |k| bytes_json(k)));
-            let headers: serde_json::Map<String, serde_json::Value> =
-                record.headers.iter().map(|(n, v)| (n.clone(), bytes_json(v))).collect();
+            let headers: serde_json::Map<String, serde_json::Value> = record
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_ref().map_or(serde_json::Value::Null, |v| bytes_json(v))))
+                .collect();
             obj.insert("headers".into(), headers.into());
-            match std::str::from_utf8(&record.value) {
-                Ok(s) => {
+            match (&record.value, std::str::from_utf8(value)) {
+                (None, _) => {
+                    obj.insert("value".into(), serde_json::Value::Null);
+                }
+                (Some(_), Ok(s)) => {
                     obj.insert("value".into(), s.into());
                 }
-                Err(_) => {
-                    obj.insert("value".into(), base64::engine::general_purpose::STANDARD.encode(&record.value).into());
+                (Some(_), Err(_)) => {
+                    obj.insert("value".into(), base64::engine::general_purpose::STANDARD.encode(value).into());
                     obj.insert("encoding".into(), "base64".into());
                 }
             }

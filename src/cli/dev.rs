@@ -50,6 +50,8 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             .arg(args.dir.join(format!("node-{id}")))
             .args(["--listen", &addr(id)])
             .args(["--peers", &peers.join(",")])
+            // A playground: producing to a topic that does not exist creates it.
+            .arg("--auto-create-topics")
             .arg("--tls")
             .arg(&tls)
             .args(["--metrics", &format!("127.0.0.1:{}", u64::from(args.metrics_port) + id - 1)])
@@ -102,12 +104,12 @@ async fn supervise(bootstrap: &[String], tls: &Path, children: &mut [(u64, Child
                 return ExitCode::FAILURE;
             }
         }
-        if let Ok(view) = client.metadata().await
+        if let Ok(view) = client.status_from(&bootstrap[0]).await
             && let Some(leader) = view.leader
             && announced != Some((leader, view.term))
         {
             announced = Some((leader, view.term));
-            println!("leader: node {leader} (term {}) after {:.1?}", view.term, started.elapsed());
+            println!("metadata leader: node {leader} (term {}) after {:.1?}", view.term, started.elapsed());
             if !hinted {
                 hinted = true;
                 println!("in another terminal, from this directory:");

@@ -11,6 +11,7 @@ mod produce;
 mod serve;
 mod signals;
 mod status;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Status(args) => status::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Topic(args) => topic::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
-//! `keel produce`: one record per stdin line, batched and pipelined.
+//! `keel produce`: one record per stdin line, batched and pipelined, to one topic: to one
+//! partition, or spread by key (records without a key in batches, round robin).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -7,8 +8,8 @@ use std::process::ExitCode;
 use std::task::Poll;
 
 use anyhow::Context;
+use keel::batch::Record;
 use keel::client::{Ack, Client, ClientError, ProducerConfig};
-use keel::record::Record;
 use tokio::io::AsyncBufReadExt;
 
 use super::args::{ProduceArgs, TIMEOUT_DEFAULT};
@@ -35,7 +36,11 @@ fn ends_the_run(e: &ClientError) -> bool {
 async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(client_config(&args.client, TIMEOUT_DEFAULT)).await?;
     print_notices(&client, |notice| eprintln!("{notice}"));
-    let producer = client.producer(ProducerConfig::default());
+    let config = ProducerConfig { compression: args.compression.into(), ..ProducerConfig::default() };
+    let producer = client.producer(&args.select.topic, config);
+    // With one partition an offset says where a record went; with several, `P:OFFSET`
+    // (the producer learns the count at its first send, before any ack).
+    let mut one_partition = args.select.partition.is_some();
     let mut lines = tokio::io::BufReader::with_capacity(1 << 20, tokio::io::stdin()).lines();
     let mut pending: VecDeque<Ack> = VecDeque::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -53,9 +58,13 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
                 None => Poll::Pending,
             }) => {
                 pending.pop_front();
+                if let Some(producer) = &producer {
+                    one_partition |= producer.partitions() == Some(1);
+                }
                 let result = ack.unwrap_or_else(|_| Err(ClientError::Unavailable("the producer stopped".into())));
                 match result {
-                    Ok(offset) if args.print_offsets => writeln!(out, "{offset}")?,
+                    Ok(d) if args.print_offsets && one_partition => writeln!(out, "{}", d.offset)?,
+                    Ok(d) if args.print_offsets => writeln!(out, "{}:{}", d.partition, d.offset)?,
                     Ok(_) => {}
                     Err(e) => {
                         failed += 1;
@@ -84,11 +93,11 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
                 };
                 total += 1;
                 let record = match args.key_separator.and_then(|sep| line.split_once(sep)) {
-                    Some((key, value)) => Record { key: Some(key.to_owned().into()), ..Record::new(value.to_owned()) },
+                    Some((key, value)) => Record::new(value.to_owned()).with_key(key.to_owned()),
                     None => Record::new(line),
                 };
                 let Some(producer) = &producer else { continue };
-                pending.push_back(producer.send(record).await);
+                pending.push_back(producer.send_to(args.select.partition, record).await);
             }
         }
     }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use super::args::{OutputFormat, STATUS_TIMEOUT_DEFAULT, StatusArgs};
 use super::client_config;
 
+/// The metadata group (its leader, term, log and members) and the cluster's topics.
 #[derive(Serialize)]
 struct Status {
     cluster_id: String,
@@ -23,6 +24,8 @@ struct Status {
     log_start_offset: u64,
     log_end_offset: u64,
     nodes: Vec<NodeStatus>,
+    topics: u32,
+    under_replicated_partitions: u32,
 }
 
 #[derive(Serialize)]
@@ -70,7 +73,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 /// and send producers to the leader; one that does not is cut off from a quorum or still
 /// starting. Prints one line either way; exit status 1 when not ready.
 async fn ready(client: &Client, addr: &str) -> anyhow::Result<ExitCode> {
-    let view = match client.metadata_from(addr).await {
+    let view = match client.status_from(addr).await {
         Ok(view) => view,
         Err(e @ ClientError::Certificate(_)) => return Err(e.into()),
         Err(e) => return Err(e).with_context(|| format!("not ready: {addr} did not answer")),
@@ -118,7 +121,7 @@ async fn ask_everyone(client: &Client, bootstrap: &[String]) -> HashMap<SocketAd
 
 async fn ask(client: Client, addr: SocketAddr) -> (SocketAddr, Answer) {
     let name = addr.to_string();
-    let answer = match client.metadata_from(&name).await {
+    let answer = match client.status_from(&name).await {
         // The disk is read from memory on the node: once it answered, this is quick.
         Ok(view) => Ok((view, client.disk_from(&name).await.ok())),
         Err(e) => Err(e),
@@ -183,6 +186,9 @@ fn merge(answers: &HashMap<SocketAddr, Answer>, timeout: Duration) -> anyhow::Re
         log_start_offset: best.log_start_offset,
         log_end_offset: best.log_end_offset,
         nodes,
+        topics: best.topics,
+        under_replicated_partitions: leader_view
+            .map_or(best.under_replicated_partitions, |l| l.under_replicated_partitions),
     })
 }
 
@@ -200,8 +206,11 @@ fn bytes_text(bytes: u64) -> String {
 
 fn print_text(s: &Status) {
     let leader = s.leader.map_or("none".to_string(), |l| format!("node {l}"));
-    println!("cluster {}  leader {leader}  term {}", s.cluster_id, s.term);
-    println!("offsets {}..{} (committed)", s.log_start_offset, s.log_end_offset);
+    println!("cluster {}  metadata leader {leader}  term {}", s.cluster_id, s.term);
+    println!(
+        "topics {}  under-replicated partitions {}  metadata log {}..{} (committed)",
+        s.topics, s.under_replicated_partitions, s.log_start_offset, s.log_end_offset
+    );
     println!(
         "{:>4}  {:<22} {:<12} {:>12} {:>12} {:>8} {:>10}",
         "id", "address", "role", "commit", "last", "lag", "disk free"

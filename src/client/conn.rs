@@ -1,7 +1,7 @@
 //! Connections to the nodes of one cluster, reused across requests; one request/response
-//! exchange on its own QUIC stream; and the search for the leader.
+//! exchange on its own QUIC stream; and the search for a partition's leader.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use super::error::CertificateError;
 use super::notice::Notices;
 use super::{ClientConfig, ClientError};
 use crate::net::Connection;
-use crate::net::client_codec::{ClusterView, DiskView, Request, Response};
+use crate::net::client_codec::{ClusterMetadata, ClusterView, DiskView, Request, Response};
 use crate::net::endpoint::{NetError, client_endpoint, connect, read_frame, tls_refusal, write_frame};
 use crate::net::tls::{ANY_NODE_NAME, client_config};
 
@@ -72,15 +72,8 @@ impl Failure {
     }
 }
 
-/// What a search of the nodes' views looks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Want {
-    /// The first view any node gives.
-    Any,
-    /// The view of a node that answers as leader. Once `settle` passes with no such
-    /// answer, the view with the highest end offset among those given.
-    Leader { settle: Option<Instant> },
-}
+/// A topic's partition: what a leader leads.
+pub(super) type Partition = (String, u32);
 
 #[derive(Clone)]
 pub(super) struct Nodes {
@@ -95,9 +88,11 @@ struct Inner {
     /// Every call's deadline (`ClientConfig::timeout`), for the errors that say so.
     timeout: Duration,
     conns: Mutex<HashMap<SocketAddr, Connection>>,
-    leader: Mutex<Option<SocketAddr>>,
-    /// Member addresses learned from the nodes' views (a bootstrap list may name only some).
-    members: Mutex<BTreeSet<SocketAddr>>,
+    /// Each partition's leader, as far as this client knows.
+    leaders: Mutex<HashMap<Partition, SocketAddr>>,
+    /// The brokers' addresses learned from the nodes' metadata (a bootstrap list may name
+    /// only some), by node id.
+    members: Mutex<BTreeMap<u64, SocketAddr>>,
     /// One leader search at a time: concurrent callers wait for its result.
     search: tokio::sync::Mutex<()>,
     notices: Notices,
@@ -117,8 +112,8 @@ impl Nodes {
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
             conns: Mutex::new(HashMap::new()),
-            leader: Mutex::new(None),
-            members: Mutex::new(BTreeSet::new()),
+            leaders: Mutex::new(HashMap::new()),
+            members: Mutex::new(BTreeMap::new()),
             search: tokio::sync::Mutex::new(()),
             notices: Notices::new(),
         };
@@ -135,39 +130,53 @@ impl Nodes {
     }
 
     /// The bootstrap addresses and the members' addresses learned since.
-    fn known(&self) -> Vec<SocketAddr> {
+    pub(super) fn known(&self) -> Vec<SocketAddr> {
         let mut all: BTreeSet<SocketAddr> = self.bootstrap().into_iter().collect();
-        all.extend(self.inner.members.lock().expect("members lock").iter().copied());
+        all.extend(self.inner.members.lock().expect("members lock").values().copied());
         all.into_iter().collect()
     }
 
-    /// Remembers the members' addresses that `view` lists.
-    fn learn(&self, view: &ClusterView) {
+    /// Remembers the brokers' addresses that `metadata` lists.
+    fn learn(&self, metadata: &ClusterMetadata) {
         let mut members = self.inner.members.lock().expect("members lock");
-        for m in &view.members {
-            if let Ok(addr) = m.address.parse::<SocketAddr>()
-                && members.len() < NODES_MAX
+        for b in &metadata.brokers {
+            if let Ok(addr) = b.address.parse::<SocketAddr>()
+                && (members.len() < NODES_MAX || members.contains_key(&b.id))
             {
-                members.insert(addr);
+                members.insert(b.id, addr);
             }
         }
     }
 
-    pub(super) fn leader(&self) -> Option<SocketAddr> {
-        *self.inner.leader.lock().expect("leader lock")
+    /// Where node `id` serves clients, as learned from metadata.
+    fn address_of(&self, id: u64) -> Option<SocketAddr> {
+        self.inner.members.lock().expect("members lock").get(&id).copied()
     }
 
-    pub(super) fn set_leader(&self, addr: Option<SocketAddr>) {
-        *self.inner.leader.lock().expect("leader lock") = addr;
+    pub(super) fn leader(&self, partition: &Partition) -> Option<SocketAddr> {
+        self.inner.leaders.lock().expect("leaders lock").get(partition).copied()
+    }
+
+    pub(super) fn set_leader(&self, partition: &Partition, addr: Option<SocketAddr>) {
+        let mut leaders = self.inner.leaders.lock().expect("leaders lock");
+        match addr {
+            Some(addr) => leaders.insert(partition.clone(), addr),
+            None => leaders.remove(partition),
+        };
     }
 
     /// Forgets the leader if it is still `addr` (a failure at `addr` says nothing against a
     /// leader learned since).
-    pub(super) fn forget_leader(&self, addr: SocketAddr) {
-        let mut leader = self.inner.leader.lock().expect("leader lock");
-        if *leader == Some(addr) {
-            *leader = None;
+    pub(super) fn forget_leader(&self, partition: &Partition, addr: SocketAddr) {
+        let mut leaders = self.inner.leaders.lock().expect("leaders lock");
+        if leaders.get(partition) == Some(&addr) {
+            leaders.remove(partition);
         }
+    }
+
+    /// Forgets `addr` as the leader of every partition (its connection broke).
+    fn forget_node(&self, addr: SocketAddr) {
+        self.inner.leaders.lock().expect("leaders lock").retain(|_, a| *a != addr);
     }
 
     /// How a request to `addr` failed when its connection broke with `error`: a TLS
@@ -203,9 +212,10 @@ impl Nodes {
     /// leader as far as this client knows (see `connect_to_leader`).
     pub(super) async fn open_stream(
         &self,
+        partition: &Partition,
         addr: SocketAddr,
     ) -> Result<(Connection, quinn::SendStream, quinn::RecvStream), Failure> {
-        let conn = self.connect_to_leader(addr).await?;
+        let conn = self.connect_to_leader(partition, addr).await?;
         match conn.open_bi().await {
             Ok((send, recv)) => Ok((conn, send, recv)),
             Err(e) => {
@@ -284,20 +294,39 @@ impl Nodes {
         })
     }
 
-    /// The view of the node at `addr`; its member addresses are remembered.
-    async fn view_of(&self, addr: SocketAddr, timeout: Duration) -> Result<ClusterView, Failure> {
-        match self.request(addr, &Request::Metadata, timeout).await? {
-            Response::Metadata(view) => {
-                self.learn(&view);
-                Ok(view)
+    /// The metadata of the node at `addr` (the topics asked for); the brokers' addresses
+    /// are remembered.
+    pub(super) async fn metadata_of(
+        &self,
+        addr: SocketAddr,
+        topics: Option<Vec<String>>,
+        timeout: Duration,
+    ) -> Result<ClusterMetadata, Failure> {
+        match self.request(addr, &Request::Metadata { topics }, timeout).await? {
+            Response::Metadata(metadata) => {
+                self.learn(&metadata);
+                Ok(metadata)
             }
             Response::Error(e) => Err(Failure::NotSent(format!("{addr}: {e}"))),
             other => Err(Failure::NotSent(format!("unexpected answer from {addr}: {other:?}"))),
         }
     }
 
-    pub(super) async fn metadata_at(&self, addr: &str, timeout: Duration) -> Result<ClusterView, ClientError> {
-        self.view_of(resolve(addr)?, timeout).await.map_err(Failure::into_read_error)
+    /// The status view of the node at `addr`: its view of the metadata group (`Status`),
+    /// or of one partition's group (`PartitionStatus`).
+    pub(super) async fn status_at(
+        &self,
+        addr: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<ClusterView, ClientError> {
+        let addr = resolve(addr)?;
+        match self.request(addr, request, timeout).await {
+            Ok(Response::Status(view)) => Ok(view),
+            Ok(Response::Error(e)) => Err(e.into()),
+            Ok(other) => Err(ClientError::Unavailable(format!("unexpected answer from {addr}: {other:?}"))),
+            Err(f) => Err(f.into_read_error()),
+        }
     }
 
     pub(super) async fn disk_at(&self, addr: &str, timeout: Duration) -> Result<DiskView, ClientError> {
@@ -310,79 +339,109 @@ impl Nodes {
         }
     }
 
-    /// Asks every known node for its view at once, each again every `SEARCH_PERIOD` until
-    /// one gives what `want` asks for, or `deadline`. A node that answers as leader is
-    /// taken only in the highest term any answer gave (a deposed leader that has not
-    /// noticed yet answers with an older term); a leader that a node names is asked too.
-    pub(super) async fn search(&self, want: Want, deadline: Instant) -> Result<(SocketAddr, ClusterView), ClientError> {
+    /// The metadata of the first node to answer (every known node is asked at once, again
+    /// every `SEARCH_PERIOD`), until `deadline`.
+    pub(super) async fn any_metadata(
+        &self,
+        topics: Option<Vec<String>>,
+        deadline: Instant,
+    ) -> Result<ClusterMetadata, ClientError> {
+        let (tx, mut rx) = mpsc::channel(NODES_MAX);
+        let mut asks = tokio::task::JoinSet::new();
+        for addr in self.known().into_iter().take(NODES_MAX) {
+            asks.spawn(self.clone().keep_asking(addr, topics.clone(), tx.clone()));
+        }
+        if asks.is_empty() {
+            return Err(ClientError::Config("no bootstrap address resolves".into()));
+        }
+        let mut last = "no node answered".to_string();
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((_, Ok(metadata)))) => return Ok(metadata),
+                Ok(Some((_, Err(Failure::Certificate(e))))) => return Err(e.into()),
+                Ok(Some((_, Err(failure)))) => last = failure.message(),
+                _ => return Err(ClientError::TimedOut { after: self.inner.timeout, last }),
+            }
+        }
+    }
+
+    /// Looks for `partition`'s leader: asks every known node for the topic's metadata at
+    /// once, each again every `SEARCH_PERIOD`, until a node answers that it leads the
+    /// partition in the highest term any answer gave (a deposed leader that has not noticed
+    /// yet answers with an older term), or `deadline`. A leader that a node names is asked
+    /// too. An unknown topic or partition ends the search at once.
+    pub(super) async fn search(&self, partition: &Partition, deadline: Instant) -> Result<SocketAddr, ClientError> {
+        let (topic, index) = partition;
         let (tx, mut rx) = mpsc::channel(NODES_MAX);
         let mut asks = tokio::task::JoinSet::new();
         let mut asked = BTreeSet::new();
+        let topics = Some(vec![topic.clone()]);
         for addr in self.known().into_iter().take(NODES_MAX) {
             asked.insert(addr);
-            asks.spawn(self.clone().keep_asking(addr, tx.clone()));
+            asks.spawn(self.clone().keep_asking(addr, topics.clone(), tx.clone()));
         }
         if asked.is_empty() {
             return Err(ClientError::Config("no bootstrap address resolves".into()));
         }
-        let settle = match want {
-            Want::Leader { settle } => settle,
-            Want::Any => None,
-        };
         let mut term = 0;
-        let mut best: Option<(SocketAddr, ClusterView)> = None;
         let mut last = "no node answered".to_string();
+        let mut unknown = 0;
         loop {
-            let settled = settle.filter(|_| best.is_some());
-            if let Some(best) = best.take_if(|_| settled.is_some_and(|s| Instant::now() >= s)) {
-                return Ok(best);
-            }
-            let wake = settled.map_or(deadline, |s| s.min(deadline));
-            let Ok(Some((addr, answer))) = tokio::time::timeout_at(wake, rx.recv()).await else {
-                return match best {
-                    Some(best) if Instant::now() < deadline => Ok(best),
-                    _ => Err(ClientError::TimedOut { after: self.inner.timeout, last }),
-                };
+            let Ok(Some((addr, answer))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+                return Err(ClientError::TimedOut { after: self.inner.timeout, last });
             };
-            let view = match answer {
-                Ok(view) => view,
+            let metadata = match answer {
+                Ok(metadata) => metadata,
                 Err(Failure::Certificate(e)) => return Err(e.into()),
                 Err(failure) => {
                     last = failure.message();
                     continue;
                 }
             };
-            term = term.max(view.term);
-            if want == Want::Any {
-                return Ok((addr, view));
-            }
-            if view.leader == Some(view.node_id) && view.term == term {
-                self.set_leader(Some(addr));
+            let Some(t) = metadata.topic(topic) else {
+                // Every node that answered knows no such topic: it does not exist (a node
+                // just restarted may not have learned the metadata yet, so ask them all).
+                unknown += 1;
+                if unknown >= asked.len() {
+                    return Err(ClientError::UnknownTopic(topic.clone()));
+                }
+                last = format!("{addr} knows no topic {topic:?}");
+                continue;
+            };
+            let count = t.partitions.len() as u32;
+            let Some(p) = t.partitions.iter().find(|p| p.partition == *index) else {
+                return Err(ClientError::UnknownPartition { topic: topic.clone(), partition: *index, count });
+            };
+            term = term.max(p.leader_term);
+            if p.leader == Some(metadata.node_id) && p.leader_term == term {
+                self.set_leader(partition, Some(addr));
                 self.inner.notices.leader_found();
-                return Ok((addr, view));
+                return Ok(addr);
             }
-            match view.leader_address().and_then(|a| resolve(a).ok()) {
+            match p.leader.and_then(|id| self.address_of(id)) {
                 Some(named) => {
-                    last = format!("{addr} names {named} the leader, which has not answered as leader");
+                    last = format!("{addr} names {named} the leader of {topic}/{index}, which has not answered yet");
                     if asked.len() < NODES_MAX && asked.insert(named) {
-                        asks.spawn(self.clone().keep_asking(named, tx.clone()));
+                        asks.spawn(self.clone().keep_asking(named, topics.clone(), tx.clone()));
                     }
                 }
                 None => {
-                    last = format!("{addr} knows no leader");
+                    last = format!("{addr} knows no leader of {topic}/{index}");
                     self.inner.notices.leaderless(addr);
                 }
-            }
-            if best.as_ref().is_none_or(|(_, b)| view.log_end_offset > b.log_end_offset) {
-                best = Some((addr, view));
             }
         }
     }
 
-    /// Asks `addr` for its view until the receiver is dropped.
-    async fn keep_asking(self, addr: SocketAddr, answers: mpsc::Sender<(SocketAddr, Result<ClusterView, Failure>)>) {
+    /// Asks `addr` for its metadata until the receiver is dropped.
+    async fn keep_asking(
+        self,
+        addr: SocketAddr,
+        topics: Option<Vec<String>>,
+        answers: mpsc::Sender<(SocketAddr, Result<ClusterMetadata, Failure>)>,
+    ) {
         loop {
-            let answer = self.view_of(addr, SEARCH_ASK_TIMEOUT).await;
+            let answer = self.metadata_of(addr, topics.clone(), SEARCH_ASK_TIMEOUT).await;
             if answers.send((addr, answer)).await.is_err() {
                 return;
             }
@@ -392,27 +451,32 @@ impl Nodes {
 
     /// The leader, searched for if not known, by one caller at a time (the others then
     /// take its result); gives up at `deadline`.
-    pub(super) async fn find_leader(&self, deadline: Instant) -> Result<SocketAddr, ClientError> {
+    pub(super) async fn find_leader(
+        &self,
+        partition: &Partition,
+        deadline: Instant,
+    ) -> Result<SocketAddr, ClientError> {
         let timed_out = || ClientError::TimedOut { after: self.inner.timeout, last: "looking for the leader".into() };
         let _one = tokio::time::timeout_at(deadline, self.inner.search.lock()).await.map_err(|_| timed_out())?;
-        if let Some(leader) = self.leader() {
+        if let Some(leader) = self.leader(partition) {
             return Ok(leader);
         }
-        Ok(self.search(Want::Leader { settle: None }, deadline).await?.0)
+        self.search(partition, deadline).await
     }
 
-    /// The leader another node names, when it is not `target`: asked while a request to
-    /// `target` goes unanswered. The other nodes are asked at once; the first answer naming
-    /// a leader elsewhere wins, and the rest are dropped.
-    async fn leader_elsewhere(&self, target: SocketAddr) -> Option<SocketAddr> {
+    /// The leader of `partition` another node names, when it is not `target`: asked while
+    /// a request to `target` goes unanswered. The other nodes are asked at once; the first
+    /// answer naming a leader elsewhere wins, and the rest are dropped.
+    async fn leader_elsewhere(&self, partition: &Partition, target: SocketAddr) -> Option<SocketAddr> {
         let mut asks = tokio::task::JoinSet::new();
         for addr in self.known().into_iter().filter(|a| *a != target) {
-            let nodes = self.clone();
-            asks.spawn(async move { nodes.request(addr, &Request::Metadata, LEADER_CHECK_TIMEOUT).await });
+            let (nodes, topics) = (self.clone(), Some(vec![partition.0.clone()]));
+            asks.spawn(async move { nodes.metadata_of(addr, topics, LEADER_CHECK_TIMEOUT).await });
         }
         while let Some(answer) = asks.join_next().await {
-            let Ok(Ok(Response::Metadata(view))) = answer else { continue };
-            if let Some(addr) = view.leader_address().and_then(|a| resolve(a).ok())
+            let Ok(Ok(metadata)) = answer else { continue };
+            let p = metadata.topic(&partition.0).and_then(|t| t.partitions.iter().find(|p| p.partition == partition.1));
+            if let Some(addr) = p.and_then(|p| p.leader).and_then(|id| self.address_of(id))
                 && addr != target
             {
                 return Some(addr);
@@ -421,23 +485,24 @@ impl Nodes {
         None
     }
 
-    /// Leaves `old` for `leader`: the connection to `old` is closed, so that a request
-    /// already sent there and not yet read is dropped rather than appended later, behind
-    /// what this client sends to `leader` next.
-    pub(super) fn leave(&self, old: SocketAddr, leader: SocketAddr) {
+    /// Leaves `old` for `leader` as `partition`'s leader: the connection to `old` is closed,
+    /// so that a request already sent there and not yet read is dropped rather than
+    /// appended later, behind what this client sends to `leader` next.
+    pub(super) fn leave(&self, partition: &Partition, old: SocketAddr, leader: SocketAddr) {
         if let Some(conn) = self.inner.conns.lock().expect("conns lock").remove(&old) {
             conn.close(0u32.into(), b"the leader moved");
         }
-        self.set_leader(Some(leader));
+        self.forget_node(old);
+        self.set_leader(partition, Some(leader));
     }
 
-    /// Gives `addr` up as the leader and closes the connection to it, dropping what it
-    /// still carries (see `leave`).
+    /// Gives `addr` up as a leader and closes the connection to it, dropping what it still
+    /// carries (see `leave`).
     pub(super) fn abandon(&self, addr: SocketAddr) {
         if let Some(conn) = self.inner.conns.lock().expect("conns lock").remove(&addr) {
             conn.close(0u32.into(), b"no answer in time");
         }
-        self.forget_leader(addr);
+        self.forget_node(addr);
     }
 
     /// `request` to `target`, the leader as far as this client knows, answered within
@@ -446,15 +511,16 @@ impl Nodes {
     /// outcome unknown).
     pub(super) async fn request_to_leader(
         &self,
+        partition: &Partition,
         target: SocketAddr,
         request: &Request,
         timeout: Duration,
     ) -> Result<Response, Failure> {
-        let conn = self.connect_to_leader(target).await?;
-        match self.unless_leader_moves(target, self.exchange(&conn, target, request, timeout)).await {
+        let conn = self.connect_to_leader(partition, target).await?;
+        match self.unless_leader_moves(partition, target, self.exchange(&conn, target, request, timeout)).await {
             Ok(result) => result,
             Err(leader) => {
-                self.leave(target, leader);
+                self.leave(partition, target, leader);
                 Err(Failure::Lost(format!("{target} did not answer; another node names {leader} the leader")))
             }
         }
@@ -462,10 +528,10 @@ impl Nodes {
 
     /// A connection to `target`, given up (nothing was sent, and the leader is forgotten)
     /// when a new handshake takes longer than `LEADER_HANDSHAKE_MAX`.
-    async fn connect_to_leader(&self, target: SocketAddr) -> Result<Connection, Failure> {
+    async fn connect_to_leader(&self, partition: &Partition, target: SocketAddr) -> Result<Connection, Failure> {
         let result = self.conn(target, LEADER_HANDSHAKE_MAX.min(self.inner.connect_timeout)).await;
         if let Err(Failure::NotSent(_)) = &result {
-            self.forget_leader(target);
+            self.forget_leader(partition, target);
         }
         result
     }
@@ -475,6 +541,7 @@ impl Nodes {
     /// that node's address.
     async fn unless_leader_moves<T>(
         &self,
+        partition: &Partition,
         target: SocketAddr,
         work: impl std::future::Future<Output = T>,
     ) -> Result<T, SocketAddr> {
@@ -484,7 +551,7 @@ impl Nodes {
             tokio::select! {
                 done = &mut work => return Ok(done),
                 _ = tokio::time::sleep_until(check) => {
-                    if let Some(leader) = self.leader_check(target).await {
+                    if let Some(leader) = self.leader_check(partition, target).await {
                         return Err(leader);
                     }
                     check = Instant::now() + LEADER_CHECK_AFTER;
@@ -495,8 +562,8 @@ impl Nodes {
 
     /// `leader_elsewhere`, within `LEADER_CHECK_TIMEOUT` (a node that is down does not
     /// answer at all).
-    pub(super) async fn leader_check(&self, target: SocketAddr) -> Option<SocketAddr> {
-        tokio::time::timeout(LEADER_CHECK_TIMEOUT, self.leader_elsewhere(target)).await.ok().flatten()
+    pub(super) async fn leader_check(&self, partition: &Partition, target: SocketAddr) -> Option<SocketAddr> {
+        tokio::time::timeout(LEADER_CHECK_TIMEOUT, self.leader_elsewhere(partition, target)).await.ok().flatten()
     }
 }
 

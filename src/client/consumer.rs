@@ -8,14 +8,16 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::conn::Failure;
+use super::conn::{Failure, Partition};
 use super::{Client, ClientError};
-/// Pause after a pass over every node in which none served the fetch.
-const PASS_PAUSE: Duration = Duration::from_millis(100);
-
+use crate::batch::{BatchReader, Record};
 use crate::net::client_codec::{Request, Response};
 use crate::raft::kind;
-use crate::record::{BatchIter, Record};
+
+/// Pause after a pass over every node in which none served the fetch.
+const PASS_PAUSE: Duration = Duration::from_millis(100);
+/// How large a compressed batch may inflate in the consumer.
+const INFLATED_BYTES_MAX: usize = 64 << 20;
 
 /// Where a consumer starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +29,10 @@ pub enum Offset {
     At(u64),
 }
 
+/// Reads one partition of a topic.
 pub struct Consumer {
     client: Client,
+    partition: Partition,
     from: Offset,
     next: Option<u64>,
     node: usize,
@@ -62,13 +66,14 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
-    pub(super) fn new(client: Client, from: Offset) -> Consumer {
+    pub(super) fn new(client: Client, partition: Partition, from: Offset) -> Consumer {
         let next = match from {
             Offset::At(o) => Some(o),
             _ => None,
         };
         Consumer {
             client,
+            partition,
             from,
             next,
             node: 0,
@@ -113,10 +118,11 @@ impl Consumer {
         if let Some(next) = self.next {
             return Ok(next);
         }
+        let (topic, partition) = (&self.partition.0, self.partition.1);
         let next = match self.from {
-            Offset::Earliest => self.client.metadata().await?.log_start_offset,
+            Offset::Earliest => self.client.start_offset(topic, partition).await?,
             // From the leader: a follower's end may lag it by a heartbeat.
-            Offset::Latest => self.client.end_offset().await?,
+            Offset::Latest => self.client.end_offset(topic, partition).await?,
             Offset::At(o) => o,
         };
         self.next = Some(next);
@@ -203,7 +209,18 @@ impl Consumer {
     }
 
     fn request(&self, offset: u64) -> Request {
-        Request::Fetch { offset, max_bytes: self.max_bytes, max_wait_ms: self.max_wait.as_millis() as u32 }
+        Request::Fetch {
+            topic: self.partition.0.clone(),
+            partition: self.partition.1,
+            offset,
+            max_bytes: self.max_bytes,
+            max_wait_ms: self.max_wait.as_millis() as u32,
+        }
+    }
+
+    /// The partition this consumer reads.
+    pub fn partition(&self) -> &(String, u32) {
+        &self.partition
     }
 
     /// A fetch from `node` (the n-th bootstrap address, and its address) answered: sends the
@@ -234,10 +251,14 @@ impl Consumer {
         let mut next = offset;
         for entry in entries.iter().filter(|e| e.kind() == kind::DATA) {
             let base = entry.base_offset();
-            let iter =
-                BatchIter::new(entry.payload()).map_err(|e| ClientError::Unavailable(format!("bad batch: {e}")))?;
-            for (i, record) in iter.enumerate() {
-                let record = record.map_err(|e| ClientError::Unavailable(format!("bad record: {e}")))?;
+            let batch = BatchReader::new(entry.payload(), INFLATED_BYTES_MAX)
+                .map_err(|e| ClientError::Unavailable(format!("bad batch at offset {base}: {e}")))?;
+            if batch.header().base_offset != base as i64 {
+                let stamped = batch.header().base_offset;
+                return Err(ClientError::Unavailable(format!("the batch at offset {base} says {stamped}")));
+            }
+            for (i, read) in batch.enumerate() {
+                let record = read.map_err(|e| ClientError::Unavailable(format!("bad record: {e}")))?.record;
                 let at = base + i as u64;
                 if at >= next {
                     if at != next {

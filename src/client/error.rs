@@ -20,6 +20,15 @@ pub enum ClientError {
     OutcomeUnknown(String),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("unknown topic {0:?}: create it with `keel topic create {0}`")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition} (it has {count}: 0..{count})")]
+    UnknownPartition { topic: String, partition: u32, count: u32 },
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// A request that breaks a rule (a topic name, a config value, a partition count).
+    #[error("{0}")]
+    Invalid(String),
     #[error("offset {requested} is out of range: the log holds offsets {start}..{end}")]
     OffsetOutOfRange { requested: u64, start: u64, end: u64 },
     #[error("no node could serve the request: {0}")]
@@ -49,6 +58,12 @@ impl From<ErrorReply> for ClientError {
                 ClientError::OffsetOutOfRange { requested, start, end }
             }
             ErrorReply::Refused(msg) => ClientError::Refused(msg),
+            ErrorReply::UnknownTopic(topic) => ClientError::UnknownTopic(topic),
+            ErrorReply::UnknownPartition { topic, partition, count } => {
+                ClientError::UnknownPartition { topic, partition, count }
+            }
+            ErrorReply::TopicExists(topic) => ClientError::TopicExists(topic),
+            ErrorReply::Invalid(msg) => ClientError::Invalid(msg),
             other => ClientError::Unavailable(other.to_string()),
         }
     }

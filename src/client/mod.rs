@@ -2,16 +2,22 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), keel::client::ClientError> {
-//! use keel::client::{Client, ClientConfig, Offset};
-//! use keel::record::Record;
+//! use keel::batch::Record;
+//! use keel::client::{Client, ClientConfig, Offset, ProducerConfig};
 //!
 //! let client = Client::connect(ClientConfig::new(["127.0.0.1:7000"], "./keel-data/tls")).await?;
-//! let offset = client.produce(vec![Record::new("hello")]).await?;
-//! let mut consumer = client.consumer(Offset::At(offset));
+//! client.create_topic("orders", Some(8), None, &[]).await?;
+//! let producer = client.producer("orders", ProducerConfig::default());
+//! let delivered = producer.send(Record::new("hello").with_key("customer-7")).await.await.unwrap()?;
+//! let mut consumer = client.consumer_of("orders", delivered.partition, Offset::At(delivered.offset));
 //! let batch = consumer.poll().await?;
-//! assert_eq!(batch[0].1.value, "hello");
+//! assert_eq!(batch[0].1.value_bytes(), b"hello");
 //! # Ok(()) }
 //! ```
+//!
+//! A topic has partitions, each a replicated log of its own; a record with a key always goes
+//! to the same partition (Kafka's murmur2 of the key), records without one are spread over
+//! the partitions in batches. Offsets are per partition.
 //!
 //! Delivery is **at least once**. A produce is acknowledged only once its records are
 //! committed (fsync'd on a majority). When a request fails in a way that proves the
@@ -34,6 +40,7 @@ mod conn;
 mod consumer;
 mod error;
 mod notice;
+pub mod partitioner;
 mod producer;
 
 use std::path::PathBuf;
@@ -42,17 +49,17 @@ use std::time::Duration;
 pub use consumer::{Consumer, Offset};
 pub use error::{CertificateError, ClientError};
 pub use notice::Notice;
-pub use producer::{Ack, Producer, ProducerConfig};
+pub use producer::{Ack, Delivered, Producer, ProducerConfig};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use crate::net::client_codec::{ClusterView, DiskView};
-use crate::record::Record;
-use conn::{Nodes, Want};
+use crate::batch::Record;
+use crate::net::client_codec::{ClusterMetadata, ClusterView, DiskView, ErrorReply, Request, Response, TopicView};
+use conn::{Failure, Nodes, resolve};
 
-/// How long `end_offset` waits for a node that answers as leader before it settles for the
-/// highest end any node gave (during an election no node is leader).
-const END_OFFSET_SETTLE: Duration = Duration::from_secs(1);
+/// The topic every cluster has from its first start (one partition): what `produce` and
+/// `consumer` use when no topic is named.
+pub const DEFAULT_TOPIC: &str = "default";
 
 /// How to reach a cluster, and how long to try.
 #[derive(Clone, Debug)]
@@ -103,15 +110,41 @@ impl Client {
         self.nodes.notices().subscribe()
     }
 
-    /// The cluster as the first node to answer sees it (every known node is asked at once).
-    pub async fn metadata(&self) -> Result<ClusterView, ClientError> {
+    /// The brokers and topics as the first node to answer knows them (every known node is
+    /// asked at once); `None` lists every topic (internal ones are flagged).
+    pub async fn metadata(&self, topics: Option<&[&str]>) -> Result<ClusterMetadata, ClientError> {
         let deadline = Instant::now() + self.config.timeout;
-        Ok(self.nodes.search(Want::Any, deadline).await?.1)
+        let topics = topics.map(|t| t.iter().map(|s| s.to_string()).collect());
+        self.nodes.any_metadata(topics, deadline).await
     }
 
-    /// The cluster as the node at `addr` sees it, within `request_timeout` (handshake included).
-    pub async fn metadata_from(&self, addr: &str) -> Result<ClusterView, ClientError> {
-        self.nodes.metadata_at(addr, self.config.request_timeout).await
+    /// How many partitions `topic` has.
+    pub async fn partitions(&self, topic: &str) -> Result<u32, ClientError> {
+        self.partitions_by(topic, Instant::now() + self.config.timeout).await
+    }
+
+    async fn partitions_by(&self, topic: &str, deadline: Instant) -> Result<u32, ClientError> {
+        let metadata = self.nodes.any_metadata(Some(vec![topic.to_string()]), deadline).await?;
+        let t = metadata.topic(topic).ok_or_else(|| ClientError::UnknownTopic(topic.into()))?;
+        Ok(t.partitions.len() as u32)
+    }
+
+    /// The view of the node at `addr` of the metadata group and the cluster (what `keel
+    /// status` shows), within `request_timeout` (handshake included).
+    pub async fn status_from(&self, addr: &str) -> Result<ClusterView, ClientError> {
+        self.nodes.status_at(addr, &Request::Status, self.config.request_timeout).await
+    }
+
+    /// The view of the node at `addr` of its replica of `topic`/`partition`: its role,
+    /// term, indexes and offsets, and the group's members.
+    pub async fn partition_status_from(
+        &self,
+        addr: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<ClusterView, ClientError> {
+        let request = Request::PartitionStatus { topic: topic.into(), partition };
+        self.nodes.status_at(addr, &request, self.config.request_timeout).await
     }
 
     /// The free disk space of the node at `addr` and its reserve, within `request_timeout`.
@@ -119,28 +152,182 @@ impl Client {
         self.nodes.disk_at(addr, self.config.request_timeout).await
     }
 
-    /// The offset after the last committed record, from the leader: a follower may lag it
-    /// by a heartbeat, and a node that just restarted knows only the commit it saved. Every
-    /// known node is asked at once, and again while none answers as leader; after a second
-    /// without a leader (an election) it settles for the highest end any node gave.
-    pub async fn end_offset(&self) -> Result<u64, ClientError> {
-        let now = Instant::now();
-        let want = Want::Leader { settle: Some(now + END_OFFSET_SETTLE) };
-        Ok(self.nodes.search(want, now + self.config.timeout).await?.1.log_end_offset)
+    /// The first offset `topic`/`partition` still holds (retention moves it), from any replica.
+    pub async fn start_offset(&self, topic: &str, partition: u32) -> Result<u64, ClientError> {
+        Ok(self.offsets(topic, partition, false).await?.0)
     }
 
-    /// Appends `records` as one batch; returns the offset of the first once committed.
+    /// The offset after the last committed record of `topic`/`partition`, from its leader:
+    /// a follower's may lag it by a heartbeat.
+    pub async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, ClientError> {
+        Ok(self.offsets(topic, partition, true).await?.1)
+    }
+
+    /// (log start, log end) of a partition, from its leader when `from_leader`, else from
+    /// the first node that answers.
+    async fn offsets(&self, topic: &str, partition: u32, from_leader: bool) -> Result<(u64, u64), ClientError> {
+        let deadline = Instant::now() + self.config.timeout;
+        let key = (topic.to_string(), partition);
+        let request = Request::Offsets { topic: topic.into(), partition };
+        let mut last = String::from("no node answered");
+        loop {
+            let targets = if from_leader {
+                vec![match self.nodes.leader(&key) {
+                    Some(addr) => addr,
+                    None => self.nodes.find_leader(&key, deadline).await?,
+                }]
+            } else {
+                self.nodes.known()
+            };
+            for addr in targets {
+                let timeout = self.config.request_timeout.min(deadline.saturating_duration_since(Instant::now()));
+                match self.nodes.request(addr, &request, timeout).await {
+                    Ok(Response::Offsets { log_start_offset, log_end_offset }) => {
+                        return Ok((log_start_offset, log_end_offset));
+                    }
+                    Ok(Response::Error(ErrorReply::NotLeader { .. } | ErrorReply::Busy(_))) => {
+                        self.nodes.forget_leader(&key, addr);
+                        last = format!("{addr} does not host {topic}/{partition}");
+                    }
+                    Ok(Response::Error(e)) => return Err(e.into()),
+                    Ok(other) => last = format!("unexpected answer from {addr}: {other:?}"),
+                    Err(Failure::Certificate(e)) => return Err(e.into()),
+                    Err(f) => {
+                        self.nodes.forget_leader(&key, addr);
+                        last = f.message();
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::TimedOut { after: self.config.timeout, last });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Appends `records` as one batch to the topic `default`; returns the offset of the
+    /// first once committed.
     pub async fn produce(&self, records: Vec<Record>) -> Result<u64, ClientError> {
-        producer::produce_batch(&self.nodes, &self.config, &records).await
+        self.produce_to(DEFAULT_TOPIC, 0, records).await
     }
 
-    /// A producer that batches records and keeps several batches in flight.
-    pub fn producer(&self, config: ProducerConfig) -> Producer {
-        Producer::new(self.clone(), config)
+    /// Appends `records` as one batch to `topic`/`partition`; returns the offset of the
+    /// first once committed.
+    pub async fn produce_to(&self, topic: &str, partition: u32, records: Vec<Record>) -> Result<u64, ClientError> {
+        producer::produce_batch(&self.nodes, &self.config, &(topic.to_string(), partition), &records).await
     }
 
-    /// A consumer reading committed records from `from`.
+    /// `produce_to`, with the batch compressed.
+    pub async fn produce_compressed(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+        compression: crate::batch::Compression,
+    ) -> Result<u64, ClientError> {
+        let key = (topic.to_string(), partition);
+        producer::produce_batch_with(&self.nodes, &self.config, &key, &records, compression).await
+    }
+
+    /// A producer to `topic` that batches records and keeps several batches in flight.
+    pub fn producer(&self, topic: &str, config: ProducerConfig) -> Producer {
+        Producer::new(self.clone(), topic, config)
+    }
+
+    /// A consumer of the topic `default`'s partition from `from`.
     pub fn consumer(&self, from: Offset) -> Consumer {
-        Consumer::new(self.clone(), from)
+        self.consumer_of(DEFAULT_TOPIC, 0, from)
+    }
+
+    /// A consumer reading committed records of `topic`/`partition` from `from`.
+    pub fn consumer_of(&self, topic: &str, partition: u32, from: Offset) -> Consumer {
+        Consumer::new(self.clone(), (topic.to_string(), partition), from)
+    }
+
+    /// Creates a topic (`None`: the cluster's default partitions and replication factor);
+    /// `configs` are Kafka's config keys with their values (`retention.ms` = `86400000`).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        replicas: Option<u16>,
+        configs: &[(String, String)],
+    ) -> Result<TopicView, ClientError> {
+        let request =
+            Request::CreateTopic { name: name.into(), partitions, replicas, configs: configs.to_vec(), auto: false };
+        match self.to_controller(&request).await? {
+            Response::TopicCreated(topic) => Ok(topic),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    /// A topic's partition count, the topic created with the cluster's defaults if it does
+    /// not exist and the cluster creates topics on first use (`auto_create_topics`).
+    pub(super) async fn partitions_or_create(&self, topic: &str, deadline: Instant) -> Result<u32, ClientError> {
+        match self.partitions_by(topic, deadline).await {
+            Err(ClientError::UnknownTopic(_)) => {
+                let request = Request::CreateTopic {
+                    name: topic.into(),
+                    partitions: None,
+                    replicas: None,
+                    configs: Vec::new(),
+                    auto: true,
+                };
+                match self.to_controller(&request).await {
+                    Ok(Response::TopicCreated(created)) => Ok(created.partitions.len() as u32),
+                    // Created meanwhile by another producer.
+                    Err(ClientError::TopicExists(_)) => self.partitions_by(topic, deadline).await,
+                    Ok(other) => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Deletes a topic and, on every node, its partitions' data.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        match self.to_controller(&Request::DeleteTopic { name: name.into() }).await? {
+            Response::TopicDeleted => Ok(()),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    /// A request the metadata group's leader serves: sent to any node, then to the one it
+    /// names, until the deadline. Only answers proving nothing was done are retried.
+    async fn to_controller(&self, request: &Request) -> Result<Response, ClientError> {
+        let deadline = Instant::now() + self.config.timeout;
+        let mut target = None;
+        let mut last = String::from("no node answered");
+        loop {
+            let candidates = match target.take() {
+                Some(addr) => vec![addr],
+                None => self.nodes.known(),
+            };
+            for addr in candidates {
+                let timeout = self.config.request_timeout.min(deadline.saturating_duration_since(Instant::now()));
+                match self.nodes.request(addr, request, timeout).await {
+                    Ok(Response::Error(ErrorReply::NotLeader { address, .. })) => {
+                        last = format!("{addr} does not lead the metadata group");
+                        if let Some(next) = address.as_deref().and_then(|a| resolve(a).ok()) {
+                            target = Some(next);
+                            break;
+                        }
+                    }
+                    Ok(Response::Error(ErrorReply::Busy(why))) => last = why,
+                    Ok(Response::Error(e)) => return Err(e.into()),
+                    Ok(response) => return Ok(response),
+                    Err(Failure::Certificate(e)) => return Err(e.into()),
+                    Err(Failure::Lost(why)) => return Err(ClientError::OutcomeUnknown(why)),
+                    Err(Failure::NotSent(why)) => last = why,
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::TimedOut { after: self.config.timeout, last });
+            }
+            if target.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }

@@ -1,61 +1,87 @@
-//! Producing: one batch with retries (`produce_batch`), and a `Producer` that gathers
-//! records into batches (linger and batch size, as Kafka's producer does) and keeps a
-//! bounded window of batches in flight.
+//! Producing: one batch with retries (`produce_batch`), and a `Producer` that spreads a
+//! topic's records over its partitions (`partitioner.rs`) and, per partition, gathers them
+//! into batches (linger and batch size, as Kafka's producer does) and keeps a bounded
+//! window of batches in flight on one ordered stream to the partition's leader.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::conn::{ENTRY_BYTES_MAX, Failure, LEADER_CHECK_AFTER, Nodes, RESPONSE_BYTES_MAX, resolve};
+use super::conn::{ENTRY_BYTES_MAX, Failure, LEADER_CHECK_AFTER, Nodes, Partition, RESPONSE_BYTES_MAX, resolve};
+use super::partitioner::{Sticky, partition_of_key};
 use super::{Client, ClientConfig, ClientError};
+use crate::batch::{BatchBuilder, Compression, Record};
 use crate::net::Connection;
 use crate::net::client_codec::{ErrorReply, Request, Response};
 use crate::net::endpoint::{read_frame, write_frame};
-use crate::record::Record;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-/// Sends `records` as one batch to the leader, following redirects and retrying while the
-/// failure is known to have left the log untouched, until `config.timeout`.
+/// Encodes `records` as one Kafka RecordBatch v2; a record without a timestamp gets the
+/// time now (CreateTime, as a Kafka producer sets it).
+pub(super) fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes, ClientError> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut builder = BatchBuilder::new(compression);
+    for r in records {
+        let pushed =
+            if r.timestamp_ms < 0 { builder.push(&Record { timestamp_ms: now, ..r.clone() }) } else { builder.push(r) };
+        pushed.map_err(|e| ClientError::Refused(e.to_string()))?;
+    }
+    Ok(builder.finish())
+}
+
+/// Sends `records` as one batch to `partition`'s leader, following redirects and retrying
+/// while the failure is known to have left the log untouched, until `config.timeout`.
 pub(super) async fn produce_batch(
     nodes: &Nodes,
     config: &ClientConfig,
+    partition: &Partition,
     records: &[Record],
+) -> Result<u64, ClientError> {
+    produce_batch_with(nodes, config, partition, records, Compression::None).await
+}
+
+/// `produce_batch`, the batch compressed with `compression`.
+pub(super) async fn produce_batch_with(
+    nodes: &Nodes,
+    config: &ClientConfig,
+    partition: &Partition,
+    records: &[Record],
+    compression: Compression,
 ) -> Result<u64, ClientError> {
     if records.is_empty() {
         return Err(ClientError::Refused("an empty batch".into()));
     }
-    let mut buf = BytesMut::with_capacity(records.iter().map(Record::encoded_len).sum());
-    for r in records {
-        r.encode(&mut buf);
-    }
-    let request = Request::Produce { record_count: records.len() as u32, records: buf.freeze() };
+    let batch = encode_batch(records, compression)?;
+    let request = Request::Produce { topic: partition.0.clone(), partition: partition.1, batch };
     let deadline = Instant::now() + config.timeout;
     let mut backoff = BACKOFF_MIN;
     let mut last;
     loop {
-        let target = match nodes.leader() {
+        let target = match nodes.leader(partition) {
             Some(addr) => addr,
-            None => nodes.find_leader(deadline).await?,
+            None => nodes.find_leader(partition, deadline).await?,
         };
         // A request that times out has left: its outcome is unknown.
         let timeout = config.request_timeout.min(deadline.saturating_duration_since(Instant::now()));
         let mut redirected = false;
-        match nodes.request_to_leader(target, &request, timeout).await {
+        match nodes.request_to_leader(partition, target, &request, timeout).await {
             Ok(Response::Produced { base_offset, .. }) => {
-                nodes.set_leader(Some(target));
+                nodes.set_leader(partition, Some(target));
                 nodes.notices().produce_accepted();
                 return Ok(base_offset);
             }
             Ok(Response::Error(ErrorReply::NotLeader { address, leader })) => {
                 let next: Option<SocketAddr> = address.as_deref().and_then(|a| resolve(a).ok());
                 redirected = next.is_some() && next != Some(target);
-                nodes.set_leader(next.filter(|a| *a != target));
+                nodes.set_leader(partition, next.filter(|a| *a != target));
                 last = format!("node at {target} is not the leader (leader: {leader:?})");
             }
             Ok(Response::Error(e @ ErrorReply::DiskFull { .. })) => {
@@ -64,7 +90,7 @@ pub(super) async fn produce_batch(
             }
             Ok(Response::Error(ErrorReply::Busy(why))) => last = format!("{target} is busy: {why}"),
             Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. })) => {
-                nodes.set_leader(None);
+                nodes.set_leader(partition, None);
                 return Err(e.into());
             }
             Ok(Response::Error(e)) => return Err(e.into()),
@@ -72,11 +98,11 @@ pub(super) async fn produce_batch(
                 return Err(ClientError::OutcomeUnknown(format!("unexpected answer from {target}: {other:?}")));
             }
             Err(Failure::NotSent(why)) => {
-                nodes.forget_leader(target);
+                nodes.forget_leader(partition, target);
                 last = why;
             }
             Err(Failure::Lost(why)) => {
-                nodes.forget_leader(target);
+                nodes.forget_leader(partition, target);
                 return Err(ClientError::OutcomeUnknown(why));
             }
             Err(Failure::Certificate(e)) => return Err(e.into()),
@@ -100,47 +126,121 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// A batch is sent once its records take this many bytes.
     pub batch_bytes: usize,
-    /// Batches in flight at once (the pipeline window).
+    /// Batches in flight at once, per partition (the pipeline window).
     pub in_flight: usize,
+    /// How batches are compressed (stored as they are sent).
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
     fn default() -> ProducerConfig {
-        ProducerConfig { linger: Duration::from_millis(2), batch_bytes: 256 << 10, in_flight: 16 }
+        ProducerConfig {
+            linger: Duration::from_millis(2),
+            batch_bytes: 256 << 10,
+            in_flight: 16,
+            compression: Compression::None,
+        }
     }
 }
 
-/// The offset a record got, once its batch is committed.
-pub type Ack = oneshot::Receiver<Result<u64, ClientError>>;
+/// Where a record was appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    pub partition: u32,
+    pub offset: u64,
+}
 
-type Queued = (Record, oneshot::Sender<Result<u64, ClientError>>);
+/// Where a record was appended, once its batch is committed (or why it was not).
+pub type Ack = oneshot::Receiver<Result<Delivered, ClientError>>;
 
-/// Batches records and keeps a window of batches in flight on one ordered stream to the
-/// leader, so records are appended in the order they were sent. When the leader refuses a
-/// batch (it is not the leader, it is busy), it refuses every later batch of the stream too;
-/// the producer then resends from the refused batch, in order, on a new stream. Only a batch
-/// whose outcome is unknown (the connection broke while it was in flight) may leave a gap
-/// or a duplicate; its records are reported as [`ClientError::OutcomeUnknown`].
+type Reply = oneshot::Sender<Result<Delivered, ClientError>>;
+type Queued = (Record, Reply);
+
+/// Records queued for one partition before `send` waits.
+const PARTITION_QUEUE_MAX: usize = 4096;
+/// Partitions one producer keeps pipelines for.
+const PARTITIONS_MAX: usize = 10_000;
+
+/// Produces to one topic. Each record goes to a partition (its key's, or the sticky one:
+/// `partitioner.rs`), and each partition's records are batched and kept in flight on one
+/// ordered stream to that partition's leader, so a partition's records are appended in
+/// the order they were sent. When the leader refuses a batch (it is not the leader, it is
+/// busy), it refuses every later batch of the stream too; the producer then resends from
+/// the refused batch, in order, on a new stream. Only a batch whose outcome is unknown (the
+/// connection broke while it was in flight) may leave a gap or a duplicate; its records are
+/// reported as [`ClientError::OutcomeUnknown`].
 pub struct Producer {
+    tx: mpsc::Sender<Sent>,
+    dispatcher: tokio::task::JoinHandle<()>,
+    /// The client's deadline for each record.
+    timeout: Duration,
+    /// The topic's partition count once learned (0: not yet).
+    partitions: Arc<AtomicU32>,
+}
+
+/// A record handed to `send`, with the partition asked for and its deadline.
+struct Sent {
+    partition: Option<u32>,
+    record: Record,
+    reply: Reply,
+    deadline: Instant,
+}
+
+/// How records are spread over the partitions, by the dispatcher task.
+struct Spread {
+    client: Client,
+    topic: String,
+    config: ProducerConfig,
+    /// The topic's partitions, once known.
+    partitions: Option<u32>,
+    learned: Arc<AtomicU32>,
+    sticky: Sticky,
+    pipelines: HashMap<u32, Pipeline>,
+}
+
+/// One partition's batching and sending.
+struct Pipeline {
     tx: mpsc::Sender<Queued>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Producer {
-    pub(super) fn new(client: Client, config: ProducerConfig) -> Producer {
-        let (tx, rx) = mpsc::channel(4096);
-        let (batches_tx, batches_rx) = mpsc::channel(config.in_flight.max(1));
-        tokio::spawn(gather(rx, batches_tx, config.clone(), client.config.timeout));
-        let task = tokio::spawn(drive(client, config, batches_rx));
-        Producer { tx, task }
+    pub(super) fn new(client: Client, topic: &str, config: ProducerConfig) -> Producer {
+        let (tx, rx) = mpsc::channel(PARTITION_QUEUE_MAX);
+        let partitions = Arc::new(AtomicU32::new(0));
+        let timeout = client.config.timeout;
+        let spread = Spread {
+            client,
+            topic: topic.into(),
+            config,
+            partitions: None,
+            learned: partitions.clone(),
+            sticky: Sticky::default(),
+            pipelines: HashMap::new(),
+        };
+        let dispatcher = tokio::spawn(spread.dispatch(rx));
+        Producer { tx, dispatcher, timeout, partitions }
     }
 
-    /// Queues a record; the returned receiver resolves to its offset (or why it failed).
-    /// Waits when the producer's queue is full.
+    /// The topic's partition count, once the producer learned it (at its first send).
+    pub fn partitions(&self) -> Option<u32> {
+        Some(self.partitions.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// Queues a record for the partition the partitioner picks; the returned receiver
+    /// resolves to where it was appended (or why it was not). Waits when the producer's
+    /// queue is full.
     pub async fn send(&self, record: Record) -> Ack {
+        self.send_to(None, record).await
+    }
+
+    /// Queues a record for `partition` (or, with `None`, the partitioner's pick). Its
+    /// deadline runs from now: learning the topic's partitions counts against it.
+    pub async fn send_to(&self, partition: Option<u32>, record: Record) -> Ack {
         let (reply, ack) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, reply))) = self.tx.send((record, reply)).await {
-            let _ = reply.send(Err(ClientError::Unavailable("the producer stopped".into())));
+        let deadline = Instant::now() + self.timeout;
+        if let Err(mpsc::error::SendError(sent)) = self.tx.send(Sent { partition, record, reply, deadline }).await {
+            let _ = sent.reply.send(Err(ClientError::Unavailable("the producer stopped".into())));
         }
         ack
     }
@@ -148,27 +248,117 @@ impl Producer {
     /// Sends what is queued and waits until every batch has its answer.
     pub async fn close(self) {
         drop(self.tx);
-        let _ = self.task.await;
+        let _ = self.dispatcher.await;
     }
 
     /// Stops at once: every record not answered yet is dropped, its ack an error. A batch
     /// that was in flight may still be appended (its outcome is unknown).
     pub fn abort(self) {
-        self.task.abort();
+        self.dispatcher.abort();
     }
+}
+
+impl Spread {
+    /// Routes every record to its partition's pipeline; once the producer is closed, waits
+    /// for every pipeline to finish. Aborting it aborts the pipelines too.
+    async fn dispatch(mut self, mut rx: mpsc::Receiver<Sent>) {
+        let mut abort_on_drop = AbortPipelines(Vec::new());
+        while let Some(sent) = rx.recv().await {
+            let Sent { partition, record, reply, deadline } = sent;
+            match self.pipeline(partition, &record, deadline).await {
+                Ok(tx) => {
+                    if let Err(mpsc::error::SendError((_, reply))) = tx.send((record, reply)).await {
+                        let _ = reply.send(Err(ClientError::Unavailable("the producer stopped".into())));
+                    }
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            abort_on_drop.0 = self.pipelines.values().map(|p| p.task.abort_handle()).collect();
+        }
+        let tasks: Vec<_> = std::mem::take(&mut self.pipelines).into_values().map(|p| p.task).collect();
+        drop(self);
+        for task in tasks {
+            let _ = task.await;
+        }
+        abort_on_drop.0.clear();
+    }
+
+    /// The queue of the partition `record` goes to, its pipeline started on first use.
+    async fn pipeline(
+        &mut self,
+        partition: Option<u32>,
+        record: &Record,
+        deadline: Instant,
+    ) -> Result<mpsc::Sender<Queued>, ClientError> {
+        let count = match self.partitions {
+            Some(count) => count,
+            None if Instant::now() >= deadline => {
+                let last = format!("the partitions of {} were not learned in time", self.topic);
+                return Err(ClientError::TimedOut { after: self.client.config.timeout, last });
+            }
+            None => {
+                let count = self.client.partitions_or_create(&self.topic, deadline).await?;
+                self.partitions = Some(count);
+                self.learned.store(count, Ordering::Relaxed);
+                count
+            }
+        };
+        let partition = match (partition, &record.key) {
+            (Some(p), _) if p >= count => {
+                return Err(ClientError::UnknownPartition { topic: self.topic.clone(), partition: p, count });
+            }
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_of_key(key, count),
+            (None, None) => self.sticky.next(record_bytes(record), count, self.config.batch_bytes),
+        };
+        if let Some(p) = self.pipelines.get(&partition) {
+            return Ok(p.tx.clone());
+        }
+        if self.pipelines.len() >= PARTITIONS_MAX {
+            return Err(ClientError::Refused(format!("a producer writes to at most {PARTITIONS_MAX} partitions")));
+        }
+        let (tx, rx) = mpsc::channel(PARTITION_QUEUE_MAX);
+        let (batches_tx, batches_rx) = mpsc::channel(self.config.in_flight.max(1));
+        let key: Partition = (self.topic.clone(), partition);
+        let timeout = self.client.config.timeout;
+        tokio::spawn(gather(rx, batches_tx, key.clone(), self.config.clone(), timeout));
+        let task = tokio::spawn(drive(self.client.clone(), self.config.clone(), key, batches_rx));
+        self.pipelines.insert(partition, Pipeline { tx: tx.clone(), task });
+        Ok(tx)
+    }
+}
+
+/// Aborts the pipelines when the dispatcher is aborted (`Producer::abort`).
+struct AbortPipelines(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortPipelines {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What a record adds to a batch, near enough for batching decisions.
+fn record_bytes(record: &Record) -> usize {
+    record.size()
 }
 
 /// One batch on its way: the request and who waits for each record's offset.
 struct Batch {
     request: Request,
-    replies: Vec<oneshot::Sender<Result<u64, ClientError>>>,
+    partition: u32,
+    replies: Vec<Reply>,
     give_up: Instant,
 }
 
 impl Batch {
     fn resolve(self, result: Result<u64, ClientError>) {
+        let partition = self.partition;
         for (i, reply) in self.replies.into_iter().enumerate() {
-            let _ = reply.send(result.clone().map(|base| base + i as u64));
+            let _ = reply.send(result.clone().map(|base| Delivered { partition, offset: base + i as u64 }));
         }
     }
 }
@@ -178,6 +368,7 @@ impl Batch {
 async fn gather(
     mut rx: mpsc::Receiver<Queued>,
     batches: mpsc::Sender<Batch>,
+    partition: Partition,
     config: ProducerConfig,
     timeout: Duration,
 ) {
@@ -190,29 +381,34 @@ async fn gather(
                 None => return,
             },
         };
-        let mut bytes = first.0.encoded_len();
+        let mut bytes = record_bytes(&first.0);
         let mut batch = vec![first];
         let linger = Instant::now() + config.linger;
         while bytes < config.batch_bytes {
             match tokio::time::timeout_at(linger, rx.recv()).await {
-                Ok(Some(next)) if bytes + next.0.encoded_len() > config.batch_bytes => {
+                Ok(Some(next)) if bytes + record_bytes(&next.0) > config.batch_bytes => {
                     carry = Some(next);
                     break;
                 }
                 Ok(Some(next)) => {
-                    bytes += next.0.encoded_len();
+                    bytes += record_bytes(&next.0);
                     batch.push(next);
                 }
                 _ => break,
             }
         }
         let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
-        let mut buf = BytesMut::with_capacity(bytes);
-        for r in &records {
-            r.encode(&mut buf);
-        }
-        let request = Request::Produce { record_count: records.len() as u32, records: buf.freeze() };
-        let batch = Batch { request, replies, give_up: Instant::now() + timeout };
+        let encoded = match encode_batch(&records, config.compression) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let request = Request::Produce { topic: partition.0.clone(), partition: partition.1, batch: encoded };
+        let batch = Batch { request, partition: partition.1, replies, give_up: Instant::now() + timeout };
         if batches.send(batch).await.is_err() {
             return;
         }
@@ -227,8 +423,9 @@ enum Ended {
     Retry { pause: Duration, why: String },
 }
 
-/// Sends batches in order on one stream at a time, resending refused ones in order.
-async fn drive(client: Client, config: ProducerConfig, mut batches: mpsc::Receiver<Batch>) {
+/// Sends a partition's batches in order on one stream at a time, resending refused ones in
+/// order.
+async fn drive(client: Client, config: ProducerConfig, partition: Partition, mut batches: mpsc::Receiver<Batch>) {
     let mut queue: VecDeque<Batch> = VecDeque::new();
     let mut open = true;
     let mut backoff = BACKOFF_MIN;
@@ -251,14 +448,14 @@ async fn drive(client: Client, config: ProducerConfig, mut batches: mpsc::Receiv
             }
         }
         let give_up = queue.front().expect("non-empty").give_up;
-        let target = match client.nodes.leader() {
+        let target = match client.nodes.leader(&partition) {
             Some(addr) => Ok(addr),
-            None => client.nodes.find_leader(give_up).await,
+            None => client.nodes.find_leader(&partition, give_up).await,
         };
         let ended = match target {
-            Ok(target) => match client.nodes.open_stream(target).await {
+            Ok(target) => match client.nodes.open_stream(&partition, target).await {
                 Ok((conn, send, recv)) => {
-                    let streams = Session { target, conn, send, recv };
+                    let streams = Session { partition: &partition, target, conn, send, recv };
                     session(&client, &config, streams, &mut queue, &mut batches, &mut open).await
                 }
                 Err(Failure::Certificate(e)) => {
@@ -266,7 +463,7 @@ async fn drive(client: Client, config: ProducerConfig, mut batches: mpsc::Receiv
                     Ended::Retry { pause: Duration::ZERO, why: "a certificate was refused".into() }
                 }
                 Err(failure) => {
-                    client.nodes.forget_leader(target);
+                    client.nodes.forget_leader(&partition, target);
                     Ended::Retry { pause: backoff, why: failure.message() }
                 }
             },
@@ -300,8 +497,9 @@ fn fail_all(queue: &mut VecDeque<Batch>, error: ClientError) {
     }
 }
 
-/// A stream open to the node believed to lead, and its connection.
-struct Session {
+/// A stream open to the node believed to lead a partition, and its connection.
+struct Session<'a> {
+    partition: &'a Partition,
     target: SocketAddr,
     conn: Connection,
     send: quinn::SendStream,
@@ -313,7 +511,7 @@ struct Session {
 async fn session(
     client: &Client,
     config: &ProducerConfig,
-    Session { target, conn, mut send, recv }: Session,
+    Session { partition, target, conn, mut send, recv }: Session<'_>,
     queue: &mut VecDeque<Batch>,
     batches: &mut mpsc::Receiver<Batch>,
     open: &mut bool,
@@ -356,14 +554,14 @@ async fn session(
                 };
                 match answer {
                     Some(Ok(Response::Produced { base_offset, .. })) => {
-                        client.nodes.set_leader(Some(target));
+                        client.nodes.set_leader(partition, Some(target));
                         client.nodes.notices().produce_accepted();
                         batch.resolve(Ok(base_offset));
                     }
                     Some(Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. }))) => batch.resolve(Err(e.into())),
                     Some(Ok(Response::Error(ErrorReply::NotLeader { leader, address }))) => {
                         let next = address.as_deref().and_then(|a| resolve(a).ok()).filter(|a| *a != target);
-                        client.nodes.set_leader(next);
+                        client.nodes.set_leader(partition, next);
                         requeue(queue, batch, &mut inflight);
                         let pause = if next.is_some() { Duration::ZERO } else { BACKOFF_MIN };
                         break Ended::Retry { pause, why: format!("{target} is not the leader (leader: {leader:?})") };
@@ -393,7 +591,7 @@ async fn session(
                             Some(Err(why)) => why,
                             _ => format!("{target} closed the stream"),
                         };
-                        client.nodes.set_leader(None);
+                        client.nodes.set_leader(partition, None);
                         match client.nodes.session_broke(&conn, why) {
                             Failure::Certificate(e) => {
                                 // Refused at the handshake: nothing reached the node.
@@ -413,9 +611,9 @@ async fn session(
                 }
             }
             _ = tokio::time::sleep_until(check), if !inflight.is_empty() => {
-                match client.nodes.leader_check(target).await {
+                match client.nodes.leader_check(partition, target).await {
                     Some(leader) => {
-                        client.nodes.leave(target, leader);
+                        client.nodes.leave(partition, target, leader);
                         let why = format!("{target} did not answer; another node names {leader} the leader");
                         unknown(&mut inflight, &why);
                         break Ended::Retry { pause: Duration::ZERO, why };

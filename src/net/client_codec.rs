@@ -1,6 +1,8 @@
-//! The client protocol (`keel-client/1`): one request and one response per bidirectional
-//! stream, each a frame (see `frame.rs`). Fetch responses carry entries as the exact bytes
-//! stored on disk; the client checks each entry's CRC.
+//! The client protocol (`keel-client/2`): one request and one response per bidirectional
+//! stream, each a frame (see `frame.rs`); a producer pipelines its batches on one stream.
+//! Produce and fetch name a topic and a partition; a produce carries one Kafka RecordBatch
+//! v2 (`batch/`), and fetch responses carry entries as the exact bytes stored on disk (the
+//! client checks each entry's CRC, then the batch's).
 
 use bytes::{BufMut, Bytes};
 use segments::Entry;
@@ -15,29 +17,76 @@ mod kind {
     pub const FETCH: u8 = 2;
     pub const METADATA: u8 = 3;
     pub const DISK: u8 = 4;
+    pub const STATUS: u8 = 5;
+    pub const CREATE_TOPIC: u8 = 6;
+    pub const DELETE_TOPIC: u8 = 7;
+    pub const OFFSETS: u8 = 8;
+    pub const PARTITION_STATUS: u8 = 9;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
     pub const DISK_OK: u8 = 104;
+    pub const STATUS_OK: u8 = 105;
+    pub const TOPIC_CREATED: u8 = 106;
+    pub const TOPIC_DELETED: u8 = 107;
+    pub const OFFSETS_OK: u8 = 108;
     pub const ERROR: u8 = 127;
 }
 
+/// Topics a metadata request names at most, and config entries a create carries.
+pub const NAMES_MAX: usize = 10_000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// Records encoded as in `record.rs` (without the batch's append-time prefix).
+    /// One Kafka RecordBatch v2 for `topic`/`partition`, to its leader.
     Produce {
-        record_count: u32,
-        records: Bytes,
+        topic: String,
+        partition: u32,
+        batch: Bytes,
     },
-    /// Committed records from `offset`; waits up to `max_wait_ms` at the end of the log.
+    /// Committed records of `topic`/`partition` from `offset`; waits up to `max_wait_ms`
+    /// at the end of the log.
     Fetch {
+        topic: String,
+        partition: u32,
         offset: u64,
         max_bytes: u32,
         max_wait_ms: u32,
     },
-    Metadata,
+    /// The brokers and the topics asked for (`None`: every topic, internal ones flagged).
+    Metadata {
+        topics: Option<Vec<String>>,
+    },
     /// The node's free disk space and its reserve (see `DiskView`).
     Disk,
+    /// The node's view of the metadata group and of the cluster (`keel status`).
+    Status,
+    CreateTopic {
+        name: String,
+        /// `None`: the cluster's default.
+        partitions: Option<u32>,
+        replicas: Option<u16>,
+        /// Kafka's config keys and their values as text (`retention.ms` = `86400000`).
+        configs: Vec<(String, String)>,
+        /// Create it only if the cluster creates topics on first use (`auto_create_topics`);
+        /// else the answer is `UnknownTopic`. A producer asks so for a topic it cannot find.
+        auto: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// The partition's first offset and the offset after its last committed record, as
+    /// this node's replica has them (exact on the leader).
+    Offsets {
+        topic: String,
+        partition: u32,
+    },
+    /// This node's replica of a partition: its role, term, indexes and members (answered
+    /// as `Status`, `topics` and `under_replicated_partitions` 0).
+    PartitionStatus {
+        topic: String,
+        partition: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,9 +103,71 @@ pub enum Response {
         high_watermark: u64,
         entries: Vec<Entry>,
     },
-    Metadata(ClusterView),
+    Metadata(ClusterMetadata),
+    Status(ClusterView),
     Disk(DiskView),
+    TopicCreated(TopicView),
+    TopicDeleted,
+    Offsets {
+        log_start_offset: u64,
+        log_end_offset: u64,
+    },
     Error(ErrorReply),
+}
+
+/// The brokers and topics as the answering node knows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterMetadata {
+    pub cluster_id: u64,
+    /// The node that answered.
+    pub node_id: u64,
+    /// The metadata group's leader, if known.
+    pub controller: Option<u64>,
+    pub brokers: Vec<BrokerView>,
+    pub topics: Vec<TopicView>,
+}
+
+impl ClusterMetadata {
+    pub fn broker(&self, id: u64) -> Option<&BrokerView> {
+        self.brokers.iter().find(|b| b.id == id)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicView> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerView {
+    pub id: u64,
+    /// Where it serves peers and keel clients (QUIC).
+    pub address: String,
+    /// Where it serves Kafka clients, if it does.
+    pub kafka_address: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicView {
+    pub name: String,
+    pub internal: bool,
+    pub partitions: Vec<PartitionView>,
+    /// The settings in force, by Kafka's names.
+    pub config: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionView {
+    pub partition: u32,
+    /// The leader as far as the answering node knows, and the term it leads in.
+    pub leader: Option<u64>,
+    pub leader_term: u64,
+    /// The first is the preferred leader.
+    pub replicas: Vec<u64>,
+    /// The replicas caught up with the leader (as the leader last said).
+    pub in_sync: Vec<u64>,
+    /// As the leader last said, when it did.
+    pub log_start_offset: Option<u64>,
+    pub log_end_offset: Option<u64>,
 }
 
 /// One node's disk: a node refuses produce while `free_bytes` is below `reserve_bytes`.
@@ -89,6 +200,10 @@ pub struct ClusterView {
     /// The offset after the last committed record.
     pub log_end_offset: u64,
     pub members: Vec<MemberView>,
+    /// Topics in the cluster (internal ones included).
+    pub topics: u32,
+    /// Partitions whose leader, as far as this node knows, misses a replica in sync.
+    pub under_replicated_partitions: u32,
 }
 
 impl ClusterView {
@@ -120,6 +235,16 @@ pub enum ErrorReply {
     Refused(String),
     #[error("the node is busy: {0}; retry later")]
     Busy(String),
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition { topic: String, partition: u32, count: u32 },
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// A request that breaks a rule (a topic name, a config value, a partition count): the
+    /// message names the rule.
+    #[error("{0}")]
+    Invalid(String),
     /// The leader's disk is below its reserve: produce is refused until space is freed.
     #[error(
         "disk nearly full on node {node}: {} MiB free, below the {} MiB reserve (disk_free_bytes_min); \
@@ -148,39 +273,115 @@ mod error_code {
     pub const BUSY: u8 = 5;
     pub const INTERNAL: u8 = 6;
     pub const DISK_FULL: u8 = 7;
+    pub const UNKNOWN_TOPIC: u8 = 8;
+    pub const UNKNOWN_PARTITION: u8 = 9;
+    pub const TOPIC_EXISTS: u8 = 10;
+    pub const INVALID: u8 = 11;
 }
 
 impl Request {
     pub fn encode(&self) -> Vec<Bytes> {
         match self {
-            Request::Produce { record_count, records } => {
-                let mut b = FrameBuilder::new(kind::PRODUCE, 4);
-                b.body().put_u32_le(*record_count);
-                b.finish_with(vec![records.clone()])
+            Request::Produce { topic, partition, batch } => {
+                let mut b = FrameBuilder::new(kind::PRODUCE, 8 + topic.len());
+                put_bytes(b.body(), topic.as_bytes());
+                b.body().put_u32_le(*partition);
+                b.finish_with(vec![batch.clone()])
             }
-            Request::Fetch { offset, max_bytes, max_wait_ms } => {
-                let mut b = FrameBuilder::new(kind::FETCH, 16);
+            Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+                let mut b = FrameBuilder::new(kind::FETCH, 24 + topic.len());
+                put_bytes(b.body(), topic.as_bytes());
+                b.body().put_u32_le(*partition);
                 b.body().put_u64_le(*offset);
                 b.body().put_u32_le(*max_bytes);
                 b.body().put_u32_le(*max_wait_ms);
                 vec![b.finish()]
             }
-            Request::Metadata => vec![FrameBuilder::new(kind::METADATA, 0).finish()],
+            Request::Metadata { topics } => {
+                let mut b = FrameBuilder::new(kind::METADATA, 8);
+                b.body().put_u8(topics.is_some() as u8);
+                put_strings(b.body(), topics.as_deref().unwrap_or(&[]));
+                vec![b.finish()]
+            }
             Request::Disk => vec![FrameBuilder::new(kind::DISK, 0).finish()],
+            Request::Status => vec![FrameBuilder::new(kind::STATUS, 0).finish()],
+            Request::CreateTopic { name, partitions, replicas, configs, auto } => {
+                let mut b = FrameBuilder::new(kind::CREATE_TOPIC, 32 + name.len());
+                put_bytes(b.body(), name.as_bytes());
+                b.body().put_u8(*auto as u8);
+                put_opt_u64(b.body(), partitions.map(u64::from));
+                put_opt_u64(b.body(), replicas.map(u64::from));
+                b.body().put_u32_le(configs.len() as u32);
+                for (key, value) in configs {
+                    put_bytes(b.body(), key.as_bytes());
+                    put_bytes(b.body(), value.as_bytes());
+                }
+                vec![b.finish()]
+            }
+            Request::DeleteTopic { name } => {
+                let mut b = FrameBuilder::new(kind::DELETE_TOPIC, 4 + name.len());
+                put_bytes(b.body(), name.as_bytes());
+                vec![b.finish()]
+            }
+            Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
+                let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
+                let mut b = FrameBuilder::new(k, 8 + topic.len());
+                put_bytes(b.body(), topic.as_bytes());
+                b.body().put_u32_le(*partition);
+                vec![b.finish()]
+            }
         }
     }
 
     pub fn decode(frame: Bytes) -> Result<Request, FrameError> {
         let (k, mut r) = frame::open(frame)?;
         let req = match k {
-            kind::PRODUCE => Request::Produce { record_count: r.u32("record count")?, records: r.rest() },
+            kind::PRODUCE => {
+                Request::Produce { topic: r.string("topic")?, partition: r.u32("partition")?, batch: r.rest() }
+            }
             kind::FETCH => Request::Fetch {
+                topic: r.string("topic")?,
+                partition: r.u32("partition")?,
                 offset: r.u64("offset")?,
                 max_bytes: r.u32("max bytes")?,
                 max_wait_ms: r.u32("max wait")?,
             },
-            kind::METADATA => Request::Metadata,
+            kind::METADATA => {
+                let some = r.bool("topics given")?;
+                let topics = strings(&mut r, "topics")?;
+                Request::Metadata { topics: some.then_some(topics) }
+            }
             kind::DISK => Request::Disk,
+            kind::STATUS => Request::Status,
+            kind::CREATE_TOPIC => {
+                let name = r.string("topic")?;
+                let auto = r.bool("auto")?;
+                let partitions = opt_u64(&mut r, "partitions")?;
+                let replicas = opt_u64(&mut r, "replicas")?;
+                let n = r.count(8, "config count")?;
+                if n > NAMES_MAX {
+                    return Err(DecodeError::Invalid { what: "config count" }.into());
+                }
+                let configs = (0..n)
+                    .map(|_| Ok((r.string("config key")?, r.string("config value")?)))
+                    .collect::<Result<_, FrameError>>()?;
+                let bounded = |v: Option<u64>, max: u64, what| match v {
+                    Some(v) if v > max => Err(FrameError::from(DecodeError::Invalid { what })),
+                    v => Ok(v),
+                };
+                Request::CreateTopic {
+                    name,
+                    partitions: bounded(partitions, u32::MAX.into(), "partitions")?.map(|v| v as u32),
+                    replicas: bounded(replicas, u16::MAX.into(), "replicas")?.map(|v| v as u16),
+                    configs,
+                    auto,
+                }
+            }
+            kind::DELETE_TOPIC => Request::DeleteTopic { name: r.string("topic")? },
+            kind::OFFSETS => Request::Offsets { topic: r.string("topic")?, partition: r.u32("partition")? },
+            kind::PARTITION_STATUS => {
+                Request::PartitionStatus { topic: r.string("topic")?, partition: r.u32("partition")? }
+            }
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -204,9 +405,26 @@ impl Response {
                 b.body().put_u32_le(entries.len() as u32);
                 b.finish_with(entries.iter().map(|e| e.as_bytes().clone()).collect())
             }
-            Response::Metadata(view) => {
-                let mut b = FrameBuilder::new(kind::METADATA_OK, 128);
+            Response::Metadata(metadata) => {
+                let mut b = FrameBuilder::new(kind::METADATA_OK, 256);
+                encode_metadata(b.body(), metadata);
+                vec![b.finish()]
+            }
+            Response::Status(view) => {
+                let mut b = FrameBuilder::new(kind::STATUS_OK, 128);
                 encode_view(b.body(), view);
+                vec![b.finish()]
+            }
+            Response::TopicCreated(topic) => {
+                let mut b = FrameBuilder::new(kind::TOPIC_CREATED, 128);
+                encode_topic(b.body(), topic);
+                vec![b.finish()]
+            }
+            Response::TopicDeleted => vec![FrameBuilder::new(kind::TOPIC_DELETED, 0).finish()],
+            Response::Offsets { log_start_offset, log_end_offset } => {
+                let mut b = FrameBuilder::new(kind::OFFSETS_OK, 16);
+                b.body().put_u64_le(*log_start_offset);
+                b.body().put_u64_le(*log_end_offset);
                 vec![b.finish()]
             }
             Response::Disk(disk) => {
@@ -243,7 +461,13 @@ impl Response {
                 r = Reader::new(rest);
                 Response::Fetched { log_start_offset, high_watermark, entries }
             }
-            kind::METADATA_OK => Response::Metadata(decode_view(&mut r)?),
+            kind::METADATA_OK => Response::Metadata(decode_metadata(&mut r)?),
+            kind::STATUS_OK => Response::Status(decode_view(&mut r)?),
+            kind::TOPIC_CREATED => Response::TopicCreated(decode_topic(&mut r)?),
+            kind::TOPIC_DELETED => Response::TopicDeleted,
+            kind::OFFSETS_OK => {
+                Response::Offsets { log_start_offset: r.u64("log start")?, log_end_offset: r.u64("log end")? }
+            }
             kind::DISK_OK => {
                 Response::Disk(DiskView { free_bytes: r.u64("free bytes")?, reserve_bytes: r.u64("reserve")? })
             }
@@ -266,6 +490,113 @@ fn opt_u64(r: &mut Reader, what: &'static str) -> Result<Option<u64>, FrameError
     Ok(some.then_some(v))
 }
 
+fn put_strings(buf: &mut bytes::BytesMut, items: &[String]) {
+    buf.put_u32_le(items.len() as u32);
+    for item in items {
+        put_bytes(buf, item.as_bytes());
+    }
+}
+
+fn strings(r: &mut Reader, what: &'static str) -> Result<Vec<String>, FrameError> {
+    let n = r.count(4, what)?;
+    if n > NAMES_MAX {
+        return Err(DecodeError::Invalid { what }.into());
+    }
+    (0..n).map(|_| r.string(what).map_err(FrameError::from)).collect()
+}
+
+fn put_ids(buf: &mut bytes::BytesMut, ids: &[u64]) {
+    buf.put_u32_le(ids.len() as u32);
+    for id in ids {
+        buf.put_u64_le(*id);
+    }
+}
+
+fn ids(r: &mut Reader, what: &'static str) -> Result<Vec<u64>, FrameError> {
+    let n = r.count(8, what)?;
+    (0..n).map(|_| r.u64(what).map_err(FrameError::from)).collect()
+}
+
+fn encode_metadata(buf: &mut bytes::BytesMut, m: &ClusterMetadata) {
+    buf.put_u64_le(m.cluster_id);
+    buf.put_u64_le(m.node_id);
+    put_opt_u64(buf, m.controller);
+    buf.put_u32_le(m.brokers.len() as u32);
+    for b in &m.brokers {
+        buf.put_u64_le(b.id);
+        put_bytes(buf, b.address.as_bytes());
+        buf.put_u8(b.kafka_address.is_some() as u8);
+        put_bytes(buf, b.kafka_address.as_deref().unwrap_or("").as_bytes());
+    }
+    buf.put_u32_le(m.topics.len() as u32);
+    for t in &m.topics {
+        encode_topic(buf, t);
+    }
+}
+
+fn decode_metadata(r: &mut Reader) -> Result<ClusterMetadata, FrameError> {
+    let mut m = ClusterMetadata {
+        cluster_id: r.u64("cluster id")?,
+        node_id: r.u64("node id")?,
+        controller: opt_u64(r, "controller")?,
+        ..ClusterMetadata::default()
+    };
+    let n = r.count(8 + 4 + 1 + 4, "broker count")?;
+    for _ in 0..n {
+        let id = r.u64("broker id")?;
+        let address = r.string("broker address")?;
+        let has_kafka = r.bool("kafka address given")?;
+        let kafka = r.string("kafka address")?;
+        m.brokers.push(BrokerView { id, address, kafka_address: has_kafka.then_some(kafka) });
+    }
+    let n = r.count(4 + 1 + 4 + 4, "topic count")?;
+    for _ in 0..n {
+        m.topics.push(decode_topic(r)?);
+    }
+    Ok(m)
+}
+
+fn encode_topic(buf: &mut bytes::BytesMut, t: &TopicView) {
+    put_bytes(buf, t.name.as_bytes());
+    buf.put_u8(t.internal as u8);
+    buf.put_u32_le(t.partitions.len() as u32);
+    for p in &t.partitions {
+        buf.put_u32_le(p.partition);
+        put_opt_u64(buf, p.leader);
+        buf.put_u64_le(p.leader_term);
+        put_ids(buf, &p.replicas);
+        put_ids(buf, &p.in_sync);
+        put_opt_u64(buf, p.log_start_offset);
+        put_opt_u64(buf, p.log_end_offset);
+    }
+    buf.put_u32_le(t.config.len() as u32);
+    for (key, value) in &t.config {
+        put_bytes(buf, key.as_bytes());
+        put_bytes(buf, value.as_bytes());
+    }
+}
+
+fn decode_topic(r: &mut Reader) -> Result<TopicView, FrameError> {
+    let mut t = TopicView { name: r.string("topic")?, internal: r.bool("internal")?, ..TopicView::default() };
+    let n = r.count(4 + 9 + 8 + 4 + 4 + 9 + 9, "partition count")?;
+    for _ in 0..n {
+        t.partitions.push(PartitionView {
+            partition: r.u32("partition")?,
+            leader: opt_u64(r, "leader")?,
+            leader_term: r.u64("leader term")?,
+            replicas: ids(r, "replicas")?,
+            in_sync: ids(r, "in sync")?,
+            log_start_offset: opt_u64(r, "log start")?,
+            log_end_offset: opt_u64(r, "log end")?,
+        });
+    }
+    let n = r.count(8, "config count")?;
+    for _ in 0..n {
+        t.config.push((r.string("config key")?, r.string("config value")?));
+    }
+    Ok(t)
+}
+
 fn encode_view(buf: &mut bytes::BytesMut, v: &ClusterView) {
     buf.put_u64_le(v.cluster_id);
     buf.put_u64_le(v.node_id);
@@ -283,6 +614,8 @@ fn encode_view(buf: &mut bytes::BytesMut, v: &ClusterView) {
         buf.put_u8(m.voter as u8);
         put_opt_u64(buf, m.match_index);
     }
+    buf.put_u32_le(v.topics);
+    buf.put_u32_le(v.under_replicated_partitions);
 }
 
 fn decode_view(r: &mut Reader) -> Result<ClusterView, FrameError> {
@@ -297,6 +630,8 @@ fn decode_view(r: &mut Reader) -> Result<ClusterView, FrameError> {
         log_start_offset: r.u64("log start")?,
         log_end_offset: r.u64("log end")?,
         members: Vec::new(),
+        topics: 0,
+        under_replicated_partitions: 0,
     };
     let n = r.count(8 + 4 + 1 + 9, "member count")?;
     for _ in 0..n {
@@ -307,6 +642,8 @@ fn decode_view(r: &mut Reader) -> Result<ClusterView, FrameError> {
             match_index: opt_u64(r, "member match")?,
         });
     }
+    v.topics = r.u32("topics")?;
+    v.under_replicated_partitions = r.u32("under-replicated partitions")?;
     Ok(v)
 }
 
@@ -333,10 +670,24 @@ fn encode_error(buf: &mut bytes::BytesMut, err: &ErrorReply) {
             buf.put_u64_le(*free_bytes);
             buf.put_u64_le(*reserve_bytes);
         }
-        ErrorReply::Refused(msg) | ErrorReply::Busy(msg) | ErrorReply::Internal(msg) => {
+        ErrorReply::UnknownPartition { topic, partition, count } => {
+            buf.put_u8(error_code::UNKNOWN_PARTITION);
+            put_bytes(buf, topic.as_bytes());
+            buf.put_u32_le(*partition);
+            buf.put_u32_le(*count);
+        }
+        ErrorReply::Refused(msg)
+        | ErrorReply::Busy(msg)
+        | ErrorReply::Internal(msg)
+        | ErrorReply::UnknownTopic(msg)
+        | ErrorReply::TopicExists(msg)
+        | ErrorReply::Invalid(msg) => {
             let code = match err {
                 ErrorReply::Refused(_) => error_code::REFUSED,
                 ErrorReply::Busy(_) => error_code::BUSY,
+                ErrorReply::UnknownTopic(_) => error_code::UNKNOWN_TOPIC,
+                ErrorReply::TopicExists(_) => error_code::TOPIC_EXISTS,
+                ErrorReply::Invalid(_) => error_code::INVALID,
                 _ => error_code::INTERNAL,
             };
             buf.put_u8(code);
@@ -359,6 +710,14 @@ fn decode_error(r: &mut Reader) -> Result<ErrorReply, FrameError> {
         error_code::REFUSED => ErrorReply::Refused(r.string("message")?),
         error_code::BUSY => ErrorReply::Busy(r.string("message")?),
         error_code::INTERNAL => ErrorReply::Internal(r.string("message")?),
+        error_code::UNKNOWN_TOPIC => ErrorReply::UnknownTopic(r.string("topic")?),
+        error_code::TOPIC_EXISTS => ErrorReply::TopicExists(r.string("topic")?),
+        error_code::INVALID => ErrorReply::Invalid(r.string("message")?),
+        error_code::UNKNOWN_PARTITION => ErrorReply::UnknownPartition {
+            topic: r.string("topic")?,
+            partition: r.u32("partition")?,
+            count: r.u32("count")?,
+        },
         error_code::DISK_FULL => ErrorReply::DiskFull {
             node: r.u64("node")?,
             free_bytes: r.u64("free bytes")?,
@@ -384,10 +743,22 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let requests = [
-            Request::Produce { record_count: 2, records: Bytes::from_static(b"abc") },
-            Request::Fetch { offset: 7, max_bytes: 1 << 20, max_wait_ms: 500 },
-            Request::Metadata,
+            Request::Produce { topic: "orders".into(), partition: 3, batch: Bytes::from_static(b"abc") },
+            Request::Fetch { topic: "orders".into(), partition: 1, offset: 7, max_bytes: 1 << 20, max_wait_ms: 500 },
+            Request::Metadata { topics: None },
+            Request::Metadata { topics: Some(vec!["a".into(), "b".into()]) },
             Request::Disk,
+            Request::Status,
+            Request::CreateTopic {
+                name: "orders".into(),
+                partitions: Some(8),
+                replicas: None,
+                configs: vec![("retention.ms".into(), "1000".into())],
+                auto: false,
+            },
+            Request::DeleteTopic { name: "orders".into() },
+            Request::Offsets { topic: "orders".into(), partition: 2 },
+            Request::PartitionStatus { topic: "orders".into(), partition: 2 },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -396,14 +767,43 @@ mod tests {
         let responses = [
             Response::Produced { base_offset: 5, record_count: 3 },
             Response::Fetched { log_start_offset: 0, high_watermark: 10, entries: vec![entry.clone(), entry] },
-            Response::Metadata(ClusterView {
+            Response::Status(ClusterView {
                 cluster_id: 1,
                 node_id: 2,
                 role: "leader".into(),
                 leader: Some(2),
                 members: vec![MemberView { id: 1, address: "127.0.0.1:7000".into(), voter: true, match_index: None }],
+                topics: 3,
+                under_replicated_partitions: 1,
                 ..ClusterView::default()
             }),
+            Response::Metadata(ClusterMetadata {
+                cluster_id: 1,
+                node_id: 2,
+                controller: Some(1),
+                brokers: vec![BrokerView { id: 1, address: "a:1".into(), kafka_address: Some("a:9092".into()) }],
+                topics: vec![TopicView {
+                    name: "orders".into(),
+                    internal: false,
+                    partitions: vec![PartitionView {
+                        partition: 0,
+                        leader: Some(1),
+                        leader_term: 4,
+                        replicas: vec![1, 2, 3],
+                        in_sync: vec![1, 2],
+                        log_start_offset: Some(0),
+                        log_end_offset: None,
+                    }],
+                    config: vec![("retention.ms".into(), "-1".into())],
+                }],
+            }),
+            Response::TopicCreated(TopicView { name: "t".into(), ..TopicView::default() }),
+            Response::TopicDeleted,
+            Response::Offsets { log_start_offset: 3, log_end_offset: 10 },
+            Response::Error(ErrorReply::UnknownTopic("nope".into())),
+            Response::Error(ErrorReply::UnknownPartition { topic: "t".into(), partition: 9, count: 8 }),
+            Response::Error(ErrorReply::TopicExists("t".into())),
+            Response::Error(ErrorReply::Invalid("bad name".into())),
             Response::Error(ErrorReply::NotLeader { leader: Some(1), address: Some("127.0.0.1:7000".into()) }),
             Response::Error(ErrorReply::OffsetOutOfRange { requested: 9, start: 10, end: 20 }),
             Response::Error(ErrorReply::Busy("too many bytes in flight".into())),

@@ -484,12 +484,16 @@ fn spawn_readers(shared: Arc<Shared>, peer: NodeId, conn: Connection) {
                             }
                         }
                         Ok(None) => return,
-                        Err(e) => {
-                            if let NetError::Frame(_) = e {
-                                metrics::counter!(m::FRAMES_REJECTED, "protocol" => "peer").increment(1);
-                            }
+                        Err(NetError::Frame(e)) => {
+                            metrics::counter!(m::FRAMES_REJECTED, "protocol" => "peer").increment(1);
                             warn!(peer, error = %e, "closing peer connection after a bad frame");
                             conn.close(VarInt::from_u32(0x11), b"bad frame");
+                            return;
+                        }
+                        // The stream or the connection ended (the writer moved to a new
+                        // connection, or this one broke): the connection's owner hears of it.
+                        Err(e) => {
+                            debug!(peer, error = %e, "peer stream ended");
                             return;
                         }
                     }

@@ -15,7 +15,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 /// ALPN of node-to-node (Raft) connections.
 pub const ALPN_PEER: &[u8] = b"keel-raft/1";
 /// ALPN of client connections (produce, fetch, metadata).
-pub const ALPN_CLIENT: &[u8] = b"keel-client/1";
+pub const ALPN_CLIENT: &[u8] = b"keel-client/2";
 
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";

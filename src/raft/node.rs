@@ -434,6 +434,12 @@ impl Raft {
         self.configs.active()
     }
 
+    /// The record offset the next proposal's first record gets.
+    pub fn next_offset(&self, store: &impl LogStore) -> u64 {
+        let last = self.log.last_index(store);
+        self.log.offset_after(store, last).expect("a log's last offset is always known")
+    }
+
     /// The record offset after the entry at `index` (`first_index - 1 ..= last_index`),
     /// seeing the changes not handed out yet.
     pub fn offset_after(&self, index: u64, store: &impl LogStore) -> Result<u64, super::StoreError> {

@@ -117,6 +117,12 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
         self.committed
     }
 
+    /// The offset the next proposed batch's first record gets (the core's log, its changes
+    /// not handed out yet included).
+    pub fn next_offset(&self) -> u64 {
+        self.raft.next_offset(&self.log.view())
+    }
+
     pub fn tick(&mut self) {
         self.core(|raft, store| raft.tick(store));
     }

@@ -1,8 +1,8 @@
-//! Serves client connections (`keel-client/1`): requests on bidirectional streams, answered
-//! in order per stream (a producer keeps one stream and pipelines its batches on it). A thin
-//! front end over the broker service (`broker/`): this version's protocol addresses the one
-//! partition of topic `default`.
+//! Serves client connections (`keel-client/2`): requests on bidirectional streams, answered
+//! in order per stream (a producer keeps one stream per partition and pipelines its
+//! batches on it). A thin front end over the broker service (`broker/`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,22 +11,22 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::debug;
 
+use super::controller::DEFAULT_TOPIC;
 use super::group::Event;
 use super::produce::ProduceResult;
 use super::status::{GroupStatus, role_name};
 use crate::broker::{Broker, BrokerError};
 use crate::metrics as m;
 use crate::net::Connection;
+use crate::net::client_codec::{BrokerView, ClusterMetadata, PartitionView, TopicView};
 use crate::net::client_codec::{ClusterView, ErrorReply, MemberView, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
 use crate::net::endpoint::{read_frame_budgeted, write_frame};
-use crate::record;
 
 /// Application close codes on client connections.
 pub const CLOSE_BAD_FRAME: u32 = 0x21;
 pub const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x22;
-/// The topic every cluster has from its first start; `keel-client/1` reads and writes its
-/// one partition.
-pub const DEFAULT_TOPIC: &str = "default";
+/// Partitions whose groups a stream tells of its end (a producer's stream serves one).
+const PARTITIONS_PER_STREAM_MAX: usize = 64;
 
 pub struct ClientService {
     pub broker: Arc<Broker>,
@@ -68,6 +68,8 @@ impl ClientService {
         budget: Arc<Semaphore>,
     ) {
         let refused = Arc::new(AtomicBool::new(false));
+        // The partitions this stream produced to: their groups forget the stream at its end.
+        let mut produced_to: BTreeSet<(String, u32)> = BTreeSet::new();
         let (answers_tx, mut answers) = mpsc::channel::<(oneshot::Receiver<Response>, bool)>(STREAM_PIPELINE_MAX);
         let writer_refused = refused.clone();
         let writer = tokio::spawn(async move {
@@ -104,19 +106,22 @@ impl ClientService {
             let (answer_tx, answer) = oneshot::channel();
             let is_produce = matches!(request, Request::Produce { .. });
             match request {
-                Request::Produce { record_count, records } => {
+                Request::Produce { topic, partition, batch } => {
                     let pending = if refused.load(Ordering::Relaxed) {
                         m::produce_error("busy");
                         let why = "an earlier batch on this stream was refused; resend from it".to_string();
                         Err(Response::Error(ErrorReply::Busy(why)))
                     } else {
-                        self.start_produce(record_count, records, stream).await
+                        if produced_to.len() < PARTITIONS_PER_STREAM_MAX {
+                            produced_to.insert((topic.clone(), partition));
+                        }
+                        self.start_produce(&topic, partition, batch, stream).await
                     };
                     match pending {
                         Ok(reply) => {
                             let this = self.clone();
                             tokio::spawn(async move {
-                                let response = this.finish_produce(reply).await;
+                                let response = this.finish_produce(&topic, partition, reply).await;
                                 drop(permit);
                                 let _ = answer_tx.send(response);
                             });
@@ -142,83 +147,148 @@ impl ClientService {
         }
         drop(answers_tx);
         let _ = writer.await;
-        if let Ok(group) = self.broker.replica(DEFAULT_TOPIC, 0) {
-            let _ = group.events.send(Event::StreamEnded(stream)).await;
+        for (topic, partition) in produced_to {
+            if let Ok(group) = self.broker.replica(&topic, partition) {
+                let _ = group.events.send(Event::StreamEnded(stream)).await;
+            }
         }
     }
 
     async fn handle(&self, request: Request) -> Response {
-        match request {
-            Request::Produce { record_count, records } => match self.start_produce(record_count, records, 0).await {
-                Ok(reply) => self.finish_produce(reply).await,
-                Err(response) => response,
+        let result = match request {
+            Request::Produce { topic, partition, batch } => match self.start_produce(&topic, partition, batch, 0).await
+            {
+                Ok(reply) => return self.finish_produce(&topic, partition, reply).await,
+                Err(response) => return response,
             },
-            Request::Fetch { offset, max_bytes, max_wait_ms } => {
+            Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
                 let wait = Duration::from_millis(u64::from(max_wait_ms));
-                match self.broker.fetch(DEFAULT_TOPIC, 0, offset, max_bytes as usize, wait).await {
-                    Ok(f) => Response::Fetched {
+                self.broker.fetch(&topic, partition, offset, max_bytes as usize, wait).await.map(|f| {
+                    Response::Fetched {
                         log_start_offset: f.log_start_offset,
                         high_watermark: f.high_watermark,
                         entries: f.entries,
-                    },
-                    Err(e) => Response::Error(error_reply(e)),
+                    }
+                })
+            }
+            Request::Metadata { topics } => Ok(Response::Metadata(self.metadata(topics.as_deref()))),
+            Request::Status => self.status().await,
+            Request::Disk => Ok(Response::Disk(self.broker.free_space.view())),
+            Request::CreateTopic { name, partitions, replicas, configs, auto } => {
+                if auto && !self.broker.state().settings().auto_create_topics {
+                    return Response::Error(ErrorReply::UnknownTopic(name));
+                }
+                match self.broker.create_topic(&name, partitions, replicas, &configs).await {
+                    Ok(()) => Ok(Response::TopicCreated(
+                        self.metadata(Some(std::slice::from_ref(&name))).topics.pop().unwrap_or_default(),
+                    )),
+                    Err(e) => Err(e),
                 }
             }
-            Request::Metadata => self.metadata().await,
-            Request::Disk => Response::Disk(self.broker.free_space.view()),
-        }
+            Request::DeleteTopic { name } => self.broker.delete_topic(&name).await.map(|()| Response::TopicDeleted),
+            Request::PartitionStatus { topic, partition } => match self.broker.replica(&topic, partition) {
+                Ok(group) => match group.status().await {
+                    Some(status) => Ok(Response::Status(self.view(status))),
+                    None => Err(BrokerError::Busy("the replica is stopping".into())),
+                },
+                Err(e) => Err(e),
+            },
+            Request::Offsets { topic, partition } => self.broker.replica(&topic, partition).map(|group| {
+                let committed = group.committed();
+                Response::Offsets {
+                    log_start_offset: group.log.read().start_offset(),
+                    log_end_offset: committed.next_offset,
+                }
+            }),
+        };
+        result.unwrap_or_else(|e| Response::Error(error_reply(e)))
     }
 
     /// Checks a batch and hands it to its partition's group; the receiver answers once it commits.
     async fn start_produce(
         &self,
-        record_count: u32,
-        records: Bytes,
+        topic: &str,
+        partition: u32,
+        batch: Bytes,
         stream: u64,
     ) -> Result<oneshot::Receiver<ProduceResult>, Response> {
-        let limits = &self.broker.limits;
-        let refuse = |kind: &'static str, err: ErrorReply| {
-            metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
-            m::produce_error(kind);
-            Response::Error(err)
-        };
-        if records.len() > limits.batch_bytes_max {
-            let msg = format!(
-                "batch of {} bytes exceeds the limit of {} bytes (batch_bytes_max)",
-                records.len(),
-                limits.batch_bytes_max
-            );
-            return Err(refuse("too_large", ErrorReply::Refused(msg)));
-        }
-        if let Err(e) = record::validate(&records, record_count, limits.record_bytes_max) {
-            let kind = if matches!(e, record::BatchError::RecordTooLarge { .. }) { "too_large" } else { "malformed" };
-            return Err(refuse(kind, ErrorReply::Refused(e.to_string())));
-        }
-        let payload = record::batch_payload(now_ms(), &records).freeze();
-        self.broker
-            .produce(DEFAULT_TOPIC, 0, payload, record_count, stream)
-            .await
-            .map_err(|e| Response::Error(error_reply(e)))
+        self.broker.produce(topic, partition, batch, stream).await.map_err(|e| Response::Error(error_reply(e)))
     }
 
     /// The answer to a produce once its group replied.
-    async fn finish_produce(&self, reply: oneshot::Receiver<ProduceResult>) -> Response {
-        match self.broker.produced(DEFAULT_TOPIC, 0, reply).await {
+    async fn finish_produce(&self, topic: &str, partition: u32, reply: oneshot::Receiver<ProduceResult>) -> Response {
+        match self.broker.produced(topic, partition, reply).await {
             Ok((base_offset, record_count)) => Response::Produced { base_offset, record_count },
             Err(e) => Response::Error(error_reply(e)),
         }
     }
 
-    /// The partition's view, from this node's replica of it.
-    async fn metadata(&self) -> Response {
-        let group = match self.broker.replica(DEFAULT_TOPIC, 0) {
-            Ok(group) => group,
-            Err(e) => return Response::Error(error_reply(e)),
+    /// The brokers and the topics asked for (`None`: every topic, internal ones flagged).
+    fn metadata(&self, topics: Option<&[String]>) -> ClusterMetadata {
+        let state = self.broker.state();
+        let brokers = state
+            .brokers()
+            .map(|b| BrokerView { id: b.id.get(), address: b.address.clone(), kafka_address: b.kafka_address.clone() })
+            .collect();
+        let wanted: Vec<&crate::metadata::Topic> = match topics {
+            Some(names) => names.iter().filter_map(|n| state.topic(n)).collect(),
+            None => state.topics().collect(),
         };
-        match group.status().await {
-            Some(status) => Response::Metadata(self.view(status)),
-            None => Response::Error(ErrorReply::Busy("the node is shutting down".into())),
+        let topics = wanted
+            .into_iter()
+            .map(|t| TopicView {
+                name: t.name.clone(),
+                internal: t.internal,
+                partitions: t.partitions.iter().enumerate().map(|(i, p)| self.partition_view(i as u32, p)).collect(),
+                config: state.effective_config(&t.name).map(|c| config_text(&c)).unwrap_or_default(),
+            })
+            .collect();
+        let controller = self.broker.metadata_group().and_then(|g| g.leader().leader);
+        ClusterMetadata {
+            cluster_id: self.broker.cluster_id,
+            node_id: self.broker.node_id,
+            controller,
+            brokers,
+            topics,
         }
+    }
+
+    fn partition_view(&self, partition: u32, p: &crate::metadata::Partition) -> PartitionView {
+        let group = p.group.get();
+        let report = self.broker.leaders.get(group);
+        let offsets = report.as_ref().and_then(|r| r.offsets.clone());
+        PartitionView {
+            partition,
+            leader: report.as_ref().and_then(|r| r.leader),
+            leader_term: report.as_ref().map_or(0, |r| r.term),
+            replicas: p.replicas.iter().map(|n| n.get()).collect(),
+            in_sync: offsets.as_ref().map(|o| o.in_sync.clone()).unwrap_or_default(),
+            log_start_offset: offsets.as_ref().map(|o| o.log_start_offset),
+            log_end_offset: offsets.as_ref().map(|o| o.high_watermark),
+        }
+    }
+
+    /// This node's view of the metadata group, with the cluster's topic counts. A cluster
+    /// whose first leader has not set up its metadata yet (the topic `default` is the last
+    /// step) answers as starting, so that a script waiting for a leader can then use it.
+    async fn status(&self) -> Result<Response, BrokerError> {
+        if self.broker.state().topic(DEFAULT_TOPIC).is_none() {
+            return Err(BrokerError::Busy("the cluster is starting: its metadata is not set up yet".into()));
+        }
+        let group = self.broker.metadata_group().ok_or_else(|| BrokerError::Busy("the node is starting".into()))?;
+        let status = group.status().await.ok_or_else(|| BrokerError::Busy("the node is shutting down".into()))?;
+        let mut view = self.view(status);
+        let state = self.broker.state();
+        view.topics = state.topics().count() as u32;
+        view.under_replicated_partitions = state
+            .topics()
+            .flat_map(|t| &t.partitions)
+            .filter(|p| {
+                let in_sync = self.broker.leaders.get(p.group.get()).and_then(|r| r.offsets).map(|o| o.in_sync);
+                in_sync.is_some_and(|in_sync| p.replicas.iter().any(|r| !in_sync.contains(&r.get())))
+            })
+            .count() as u32;
+        Ok(Response::Status(view))
     }
 
     /// The wire form of a group's status, with the members' addresses.
@@ -244,18 +314,34 @@ impl ClientService {
             log_start_offset: status.log_start_offset,
             log_end_offset: status.log_end_offset,
             members,
+            topics: 0,
+            under_replicated_partitions: 0,
         }
     }
 }
 
-/// The wire form of a broker error. The topic `default` is made by the cluster's first
-/// metadata leader: until then its absence only means "starting".
+/// A topic's settings in force, by Kafka's names.
+fn config_text(c: &crate::metadata::EffectiveConfig) -> Vec<(String, String)> {
+    let signed = |v: Option<u64>| v.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX)).to_string();
+    vec![
+        ("cleanup.policy".into(), c.cleanup_policy.name().into()),
+        ("max.message.bytes".into(), c.max_message_bytes.to_string()),
+        ("retention.bytes".into(), signed(c.retention_bytes)),
+        ("retention.ms".into(), signed(c.retention_ms)),
+        ("segment.bytes".into(), c.segment_bytes.to_string()),
+    ]
+}
+
+/// The wire form of a broker error.
 fn error_reply(e: BrokerError) -> ErrorReply {
     match e {
         BrokerError::NotLeader { leader, address, .. } => ErrorReply::NotLeader { leader, address },
-        BrokerError::UnknownTopic(_) | BrokerError::UnknownPartition { .. } => {
-            ErrorReply::Busy("the cluster is starting: topic default is not there yet".into())
+        BrokerError::UnknownTopic(topic) => ErrorReply::UnknownTopic(topic),
+        BrokerError::UnknownPartition { topic, partition, count } => {
+            ErrorReply::UnknownPartition { topic, partition, count }
         }
+        BrokerError::TopicExists(topic) => ErrorReply::TopicExists(topic),
+        BrokerError::Invalid(why) => ErrorReply::Invalid(why),
         BrokerError::OffsetOutOfRange { requested, start, end } => {
             ErrorReply::OffsetOutOfRange { requested, start, end }
         }

@@ -88,7 +88,8 @@ impl Controller {
 
     /// A new cluster: its first metadata leader registers the initial members, sets the
     /// cluster settings, then creates `default`. Every step is refused harmlessly if another
-    /// leader did it first.
+    /// leader did it first. Until `default` exists the cluster answers as starting
+    /// (`server/clients.rs`).
     async fn bootstrap_if_new(&self, state: &MetadataState) {
         if !self.leads_metadata() {
             return;
@@ -113,8 +114,9 @@ impl Controller {
                 }
             }
             info!(members = self.bootstrap.members.len(), "a new cluster: brokers registered");
-            return;
         }
+        // Applied by now (a command is answered once applied): the brokers are there.
+        let state = self.broker.state();
         if state.topic(DEFAULT_TOPIC).is_none() && state.active_brokers().len() == self.bootstrap.members.len() {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             let partitions = Some(self.bootstrap.default_partitions);

@@ -112,6 +112,9 @@ pub struct GroupParts {
     pub metadata: Option<MetadataMachine>,
     /// Where the group says who leads it, for the node's metadata answers.
     pub leaders: Arc<LeaderTable>,
+    /// Data entries are Kafka batches: the leader stamps each with its base offset and its
+    /// term before proposing it (partitions; not the metadata group).
+    pub stamp_batches: bool,
 }
 
 /// What a group publishes for readers and redirects, without a round trip to its task.
@@ -137,6 +140,7 @@ pub struct Group {
     produce: ProduceTable,
     metadata: Option<MetadataMachine>,
     leaders: Arc<LeaderTable>,
+    stamp_batches: bool,
     committed_tx: watch::Sender<Committed>,
     leader_tx: watch::Sender<LeaderHint>,
     sync: Arc<Notify>,
@@ -169,6 +173,7 @@ impl Group {
             produce: ProduceTable::default(),
             metadata: parts.metadata,
             leaders: parts.leaders,
+            stamp_batches: parts.stamp_batches,
             committed_tx,
             leader_tx,
             sync: Arc::new(Notify::new()),
@@ -290,17 +295,21 @@ impl Group {
             self.produce.refuse(stream, reply, ProduceError::Busy(why));
             return;
         }
+        let (payload, stamped) = if self.stamp_batches { self.stamp(payload) } else { (payload, None) };
         match self.replica.propose(&payload, record_count) {
-            Ok(p) => self.produce.add(Proposed {
-                index: p.index,
-                term: p.term,
-                base_offset: p.base_offset,
-                record_count,
-                bytes: payload.len(),
-                stream,
-                received,
-                reply,
-            }),
+            Ok(p) => {
+                assert!(stamped.is_none_or(|o| o == p.base_offset), "a batch is stamped with the offset it gets");
+                self.produce.add(Proposed {
+                    index: p.index,
+                    term: p.term,
+                    base_offset: p.base_offset,
+                    record_count,
+                    bytes: payload.len(),
+                    stream,
+                    received,
+                    reply,
+                })
+            }
             Err(ProposeError::NotLeader { leader }) => {
                 self.produce.refuse(stream, reply, ProduceError::NotLeader { leader })
             }
@@ -323,6 +332,18 @@ impl Group {
                 let _ = reply.send(Err(CommandError::Busy(e.to_string())));
             }
         }
+    }
+
+    /// The batch as it will be stored: its baseOffset is the offset its first record gets
+    /// (the log's next offset) and its partitionLeaderEpoch this leader's term, both outside
+    /// the batch's CRC (DESIGN.md, "Record format"). The core assigns the same offset when
+    /// the batch is proposed next (asserted).
+    fn stamp(&self, payload: Bytes) -> (Bytes, Option<u64>) {
+        let next = self.replica.next_offset();
+        let term = self.replica.raft().term();
+        let mut bytes = bytes::BytesMut::from(&payload[..]);
+        crate::batch::stamp(&mut bytes, crate::ids::Offset(next), crate::ids::Term(term));
+        (bytes.freeze(), Some(next))
     }
 
     /// Carries out the core's outputs: the replica makes the hard state durable and writes

@@ -11,8 +11,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::clients::{ClientService, DEFAULT_TOPIC};
+use super::clients::ClientService;
 use super::config::{ConfigError, NodeConfig};
+use super::controller::DEFAULT_TOPIC;
 use super::controller::{Bootstrap, Controller};
 use super::disk::FreeSpace;
 use super::group::{self, Event, Group, GroupError, GroupParts, GroupReplica, LeaderHint, PeerSender};
@@ -307,12 +308,12 @@ impl NodeHandle {
         Some(self.default_group()?.log.clone())
     }
 
-    /// Appends a batch of records (encoded as in `record.rs`) to the topic `default` through
-    /// this node, which must lead its partition; returns the base offset once committed.
-    pub async fn produce(&self, records: bytes::Bytes, record_count: u32) -> ProduceResult {
+    /// Appends records as one batch to the topic `default` through this node, which must
+    /// lead its partition; returns the base offset once committed.
+    pub async fn produce(&self, records: &[crate::batch::Record]) -> ProduceResult {
         let group =
             self.default_group().ok_or_else(|| ProduceError::Busy("topic default is not hosted here yet".into()))?;
-        group.produce(records, record_count).await
+        group.produce(records).await
     }
 
     /// Proposes a membership change of the default group through this node (the leader);
@@ -390,6 +391,9 @@ impl NodeShared {
         let seg_config = segments::Config {
             segment_bytes: config.segment_bytes,
             entry_bytes_max: u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX),
+            // A partition's data entries are Kafka batches: the time index keys on their
+            // maxTimestamp (ListOffsets by time).
+            timestamp: spec.metadata.is_none().then_some(batch_timestamp as segments::TimestampFn),
             ..segments::Config::default()
         };
         let (log, report) = segments::Log::open(&log_dir, seg_config).map_err(|e| match e {
@@ -411,6 +415,7 @@ impl NodeShared {
             peers: self.sender.clone(),
             retention: spec.retention,
             node_gauges: spec.node_gauges,
+            stamp_batches: spec.metadata.is_none(),
             metadata: spec.metadata,
             leaders: self.leaders.clone(),
         });
@@ -448,6 +453,14 @@ impl NodeShared {
         }
         Ok(self.layout.remove_group(group)?)
     }
+}
+
+/// The time index's key for a partition's entry: a data entry's batch's maxTimestamp.
+fn batch_timestamp(entry: &segments::Entry) -> Option<u64> {
+    if entry.kind() != raft::kind::DATA {
+        return None;
+    }
+    crate::batch::index_timestamp(&entry.as_bytes()[segments::HEADER_LEN..])
 }
 
 /// Tells every peer what this node knows of the groups it leads: once a second, and soon

@@ -59,10 +59,14 @@ impl GroupHandle {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Appends records (encoded as in `record.rs`) through this replica, which must lead.
-    pub async fn produce(&self, records: Bytes, record_count: u32) -> ProduceResult {
-        let payload = crate::record::batch_payload(super::clients::now_ms(), &records).freeze();
-        self.propose(payload, record_count, 0).await
+    /// Appends records as one batch through this replica, which must lead (the library's
+    /// way to write to a group without a client).
+    pub async fn produce(&self, records: &[crate::batch::Record]) -> ProduceResult {
+        let mut builder = crate::batch::BatchBuilder::new(crate::batch::Compression::None);
+        for r in records {
+            builder.push(r).map_err(|e| ProduceError::Refused(e.to_string()))?;
+        }
+        self.propose(builder.finish(), records.len() as u32, 0).await
     }
 
     pub async fn change_membership(

@@ -162,10 +162,18 @@ impl Cluster {
         }
     }
 
-    /// Node `id`'s own view, if it answers.
+    /// Node `id`'s own view of its replica of the topic `default`'s partition (the log
+    /// these tests write), if it answers.
     pub async fn view(&self, id: u64) -> Option<ClusterView> {
         let client = self.client_of(id).await;
-        tokio::time::timeout(Duration::from_secs(2), client.metadata()).await.ok()?.ok()
+        let status = client.partition_status_from(&self.node(id).addr, "default", 0);
+        tokio::time::timeout(Duration::from_secs(2), status).await.ok()?.ok()
+    }
+
+    /// Node `id`'s own view of the metadata group (what `keel status` shows), if it answers.
+    pub async fn status(&self, id: u64) -> Option<ClusterView> {
+        let client = self.client_of(id).await;
+        tokio::time::timeout(Duration::from_secs(2), client.status_from(&self.node(id).addr)).await.ok()?.ok()
     }
 
     /// Waits until a running node reports itself leader; returns its id.

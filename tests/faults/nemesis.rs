@@ -60,7 +60,11 @@ impl<'a> Nemesis<'a> {
             if !self.nodes.running(id) || self.nodes.paused(id) {
                 continue;
             }
-            let asked = tokio::time::timeout(PROBE_TIMEOUT, self.probe.metadata_from(&self.nodes.addr(id))).await;
+            let asked = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                self.probe.partition_status_from(&self.nodes.addr(id), "default", 0),
+            )
+            .await;
             if let Ok(Ok(view)) = asked {
                 out.insert(id, view);
             }
@@ -245,7 +249,11 @@ impl<'a> Nemesis<'a> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         loop {
-            let view = tokio::time::timeout(PROBE_TIMEOUT, self.probe.metadata_from(&self.nodes.addr(id))).await;
+            let view = tokio::time::timeout(
+                PROBE_TIMEOUT,
+                self.probe.partition_status_from(&self.nodes.addr(id), "default", 0),
+            )
+            .await;
             if let Ok(Ok(v)) = view
                 && v.commit_index >= target
             {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use keel::batch::Record;
 use keel::client::{Client, ClientConfig, Offset};
-use keel::record::Record;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -151,12 +151,12 @@ fn record_polls(recorder: &Recorder, consumer: u32, node: u64, batch: &[(u64, Re
     let mut run: Option<(u64, Vec<String>)> = None;
     for (offset, record) in batch {
         match &mut run {
-            Some((start, ids)) if *start + ids.len() as u64 == *offset => ids.push(id_of(&record.value)),
+            Some((start, ids)) if *start + ids.len() as u64 == *offset => ids.push(id_of(record.value_bytes())),
             _ => {
                 if let Some((offset, ids)) = run.take() {
                     recorder.record(Op::Poll { t, consumer, node, offset, ids });
                 }
-                run = Some((*offset, vec![id_of(&record.value)]));
+                run = Some((*offset, vec![id_of(record.value_bytes())]));
             }
         }
     }
@@ -182,7 +182,7 @@ pub async fn read_all(addr: String, tls: &std::path::Path, end: u64, within: Dur
                     if offset != ids.len() as u64 {
                         return Err(format!("{addr} returned offset {offset} after {}", ids.len()));
                     }
-                    ids.push(id_of(&record.value));
+                    ids.push(id_of(record.value_bytes()));
                 }
             }
             Err(e) => {

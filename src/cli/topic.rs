@@ -1,0 +1,142 @@
+//! `keel topic create|list|describe|delete`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use keel::client::Client;
+use keel::net::client_codec::TopicView;
+use serde_json::json;
+
+use super::args::{ClientArgs, OutputFormat, TIMEOUT_DEFAULT, TopicArgs, TopicCommand};
+use super::{client_config, print_notices};
+
+pub fn run(args: TopicArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(topic(args.command))
+}
+
+async fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
+    let client = Client::connect(client_config(args, TIMEOUT_DEFAULT)).await?;
+    print_notices(&client, |notice| eprintln!("{notice}"));
+    Ok(client)
+}
+
+async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TopicCommand::Create {
+            client,
+            name,
+            partitions,
+            replicas,
+            retention_bytes,
+            retention_ms,
+            max_message_bytes,
+            format,
+        } => {
+            let mut configs = Vec::new();
+            let mut set = |key: &str, value: Option<String>| {
+                if let Some(value) = value {
+                    configs.push((key.to_string(), value));
+                }
+            };
+            set("retention.bytes", retention_bytes.map(|v| v.to_string()));
+            set("retention.ms", retention_ms.map(|v| v.to_string()));
+            set("max.message.bytes", max_message_bytes.map(|v| v.to_string()));
+            let client = connect(&client).await?;
+            let created = client.create_topic(&name, partitions, replicas, &configs).await?;
+            match format {
+                OutputFormat::Json => println!("{}", describe_json(&created)),
+                OutputFormat::Text => {
+                    let replicas = created.partitions.first().map_or(0, |p| p.replicas.len());
+                    println!("created topic {name}: {} partitions, {replicas} replicas each", created.partitions.len());
+                }
+            }
+        }
+        TopicCommand::List { client, internal, format } => {
+            let client = connect(&client).await?;
+            let metadata = client.metadata(None).await?;
+            let mut topics = metadata.topics;
+            topics.retain(|t| internal || !t.internal);
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            match format {
+                OutputFormat::Json => {
+                    let list: Vec<_> = topics
+                        .iter()
+                        .map(|t| {
+                            let replicas = t.partitions.first().map_or(0, |p| p.replicas.len());
+                            json!({ "name": t.name, "partitions": t.partitions.len(), "replicas": replicas })
+                        })
+                        .collect();
+                    println!("{}", serde_json::Value::from(list));
+                }
+                OutputFormat::Text => {
+                    println!("{:<40} {:>10} {:>8}", "topic", "partitions", "replicas");
+                    for t in &topics {
+                        let replicas = t.partitions.first().map_or(0, |p| p.replicas.len());
+                        println!("{:<40} {:>10} {:>8}", t.name, t.partitions.len(), replicas);
+                    }
+                }
+            }
+        }
+        TopicCommand::Describe { client, name, format } => {
+            let client = connect(&client).await?;
+            let metadata = client.metadata(Some(&[name.as_str()])).await?;
+            let Some(topic) = metadata.topic(&name) else {
+                return Err(keel::client::ClientError::UnknownTopic(name).into());
+            };
+            match format {
+                OutputFormat::Json => println!("{}", describe_json(topic)),
+                OutputFormat::Text => print_describe(topic),
+            }
+        }
+        TopicCommand::Delete { client, name } => {
+            let client = connect(&client).await?;
+            client.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `{"name", "partitions": [{"partition", "leader", "replicas", "in_sync", "log_start_offset",
+/// "log_end_offset"}], "config": {...}}`: a stable contract for scripts.
+fn describe_json(t: &TopicView) -> serde_json::Value {
+    let partitions: Vec<_> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.partition,
+                "leader": p.leader,
+                "replicas": p.replicas,
+                "in_sync": p.in_sync,
+                "log_start_offset": p.log_start_offset,
+                "log_end_offset": p.log_end_offset,
+            })
+        })
+        .collect();
+    let config: serde_json::Map<String, serde_json::Value> =
+        t.config.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    json!({ "name": t.name, "partitions": partitions, "config": config })
+}
+
+fn print_describe(t: &TopicView) {
+    println!("topic {}  partitions {}", t.name, t.partitions.len());
+    for (key, value) in &t.config {
+        println!("  {key} = {value}");
+    }
+    let ids = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |n| n.to_string());
+    println!("{:>9}  {:>6}  {:<12} {:<12} {:>12} {:>12}", "partition", "leader", "replicas", "in sync", "start", "end");
+    for p in &t.partitions {
+        println!(
+            "{:>9}  {:>6}  {:<12} {:<12} {:>12} {:>12}",
+            p.partition,
+            show(p.leader),
+            ids(&p.replicas),
+            ids(&p.in_sync),
+            show(p.log_start_offset),
+            show(p.log_end_offset)
+        );
+    }
+}
