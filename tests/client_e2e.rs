@@ -124,8 +124,8 @@ async fn an_oversized_record_is_refused_by_name_and_the_rest_is_produced() {
     let printed: Vec<&str> = out.lines().collect();
     assert_eq!(printed.len(), 3, "one line per input line: {out}");
     assert_eq!(printed[1], "-");
-    let (status, out, _) = consume(&cluster, &boot, &["--from", "earliest"]);
-    assert!(status.success());
+    let (status, out, err) = consume(&cluster, &boot, &["--from", "earliest"]);
+    assert!(status.success(), "consume failed: {err}");
     assert_eq!(out, "before\nafter\n");
 }
 
@@ -314,7 +314,7 @@ async fn a_paused_leader_is_left_for_the_one_the_other_nodes_name() {
     }
     let old = stable.expect("a leader that stays put for two produces");
 
-    cluster.signal(old, libc::SIGSTOP);
+    cluster.pause(old);
     let one = client.produce(vec![Record::new("during")]);
     let batched =
         async { producer.send(Record::new("during, batched")).await.await.expect("answered").map(|d| d.offset) };

@@ -109,7 +109,7 @@ async fn a_consumer_failing_over_to_a_node_behind_it_waits_for_that_node_to_catc
     }
     assert_eq!(consumer.position(), Some(10));
 
-    cluster.signal(leader, libc::SIGSTOP);
+    cluster.pause(leader);
     cluster.kill(ahead);
     cluster.restart(behind);
     let poll = tokio::spawn(async move {

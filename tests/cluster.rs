@@ -187,7 +187,7 @@ async fn a_node_with_a_certificate_from_another_ca_never_joins() {
 async fn a_paused_leader_steps_down_without_disrupting_the_new_one() {
     let cluster = Cluster::start(3, &[]);
     let old = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
-    cluster.signal(old, libc::SIGSTOP);
+    cluster.pause(old);
     let new = cluster.wait_leader(Duration::from_secs(5), &[old]).await;
     let term = match new {
         Some(id) => cluster.view(id).await.expect("view").term,

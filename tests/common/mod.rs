@@ -29,6 +29,8 @@ pub struct Node {
     pub metrics: String,
     pub dir: PathBuf,
     pub log: PathBuf,
+    /// Where the node serves Kafka clients, for a cluster started with `start_kafka`.
+    pub kafka: Option<String>,
     child: Option<Child>,
     extra: Vec<String>,
 }
@@ -43,6 +45,15 @@ pub struct Cluster {
 impl Cluster {
     /// Makes certificates and starts `n` nodes; `extra` flags go to every `keel serve`.
     pub fn start(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, false)
+    }
+
+    /// As `start`, each node also serving Kafka clients (`--kafka`) on a port of its own.
+    pub fn start_kafka(n: u64, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, extra, true)
+    }
+
+    fn start_with(n: u64, extra: &[&str], kafka: bool) -> Cluster {
         let root = tempfile::Builder::new().prefix("keel-test-").tempdir_in(test_tmp()).expect("tempdir");
         let tls = root.path().join("tls");
         let ids: Vec<String> = (1..=n).flat_map(|i| ["--node".to_string(), i.to_string()]).collect();
@@ -50,17 +61,24 @@ impl Cluster {
         assert!(status.expect("keel certs").success(), "keel certs failed");
         let ports = free_ports(n as usize);
         let metrics = free_tcp_ports(n as usize);
+        let kafka_ports = if kafka { free_tcp_ports(n as usize) } else { Vec::new() };
         let peers: Vec<String> = (1..=n).map(|i| format!("{i}=127.0.0.1:{}", ports[i as usize - 1])).collect();
         let mut cluster = Cluster { root, tls, nodes: Vec::new(), peers: peers.join(",") };
         for id in 1..=n {
+            let kafka = kafka_ports.get(id as usize - 1).map(|port| format!("127.0.0.1:{port}"));
+            let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            if let Some(addr) = &kafka {
+                extra.extend(["--kafka".to_string(), addr.clone()]);
+            }
             let node = Node {
                 id,
                 addr: format!("127.0.0.1:{}", ports[id as usize - 1]),
                 metrics: format!("127.0.0.1:{}", metrics[id as usize - 1]),
                 dir: cluster.root.path().join(format!("node-{id}")),
                 log: cluster.root.path().join(format!("node-{id}.log")),
+                kafka,
                 child: None,
-                extra: extra.iter().map(|s| s.to_string()).collect(),
+                extra,
             };
             cluster.nodes.push(node);
         }
@@ -126,6 +144,26 @@ impl Cluster {
         // SAFETY: kill(2) on a child process this test started and has not reaped.
         unsafe {
             libc::kill(self.pid(id), signal);
+        }
+    }
+
+    /// SIGSTOP, returning once every thread of the node is stopped (at most 2 s): a signal
+    /// is delivered when a thread next enters the kernel, which on a loaded machine can be
+    /// after the test's next request has been served.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.pid(id));
+        let stopped = || {
+            std::fs::read_dir(&tasks).into_iter().flatten().flatten().all(|task| {
+                let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                // The state follows the command name's closing parenthesis.
+                stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !stopped() {
+            assert!(Instant::now() < deadline, "node {id} did not stop within 2 s of SIGSTOP");
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
