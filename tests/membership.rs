@@ -52,6 +52,7 @@ impl Nodes {
             segment_bytes: 16 << 20,
             auto_create_topics: false,
             default_partitions: 1,
+            kafka: None,
         };
         self.handles.insert(id, NodeHandle::start(config).await.expect("node starts"));
     }

@@ -111,25 +111,35 @@ impl Iterator for BatchReader {
 }
 
 /// The offset of the first record of `batch` whose timestamp is at least `timestamp_ms`
-/// (ListOffsets by time), or None when every record is earlier. A batch whose
-/// maxTimestamp is earlier is answered from its header alone, without inflating it; so
-/// is a LogAppendTime batch, whose records all have its maxTimestamp.
+/// (ListOffsets by time), or None when every record is earlier.
 pub fn first_offset_at_or_after(
     batch: Bytes,
     timestamp_ms: i64,
     inflated_bytes_max: usize,
 ) -> Result<Option<i64>, BatchError> {
+    Ok(first_record_at_or_after(batch, timestamp_ms, inflated_bytes_max)?.map(|(offset, _)| offset))
+}
+
+/// The offset and timestamp of the first record of `batch` whose timestamp is at least
+/// `timestamp_ms`, or None when every record is earlier. A batch whose maxTimestamp is
+/// earlier is answered from its header alone, without inflating it; so is a LogAppendTime
+/// batch, whose records all have its maxTimestamp.
+pub fn first_record_at_or_after(
+    batch: Bytes,
+    timestamp_ms: i64,
+    inflated_bytes_max: usize,
+) -> Result<Option<(i64, i64)>, BatchError> {
     let header = BatchHeader::parse(&batch)?;
     if header.max_timestamp < timestamp_ms {
         return Ok(None);
     }
     if header.timestamp_type() == TimestampType::LogAppendTime {
-        return Ok(Some(header.base_offset));
+        return Ok(Some((header.base_offset, header.max_timestamp)));
     }
     for r in BatchReader::new(batch, inflated_bytes_max)? {
         let r = r?;
         if r.record.timestamp_ms >= timestamp_ms {
-            return Ok(Some(r.offset));
+            return Ok(Some((r.offset, r.record.timestamp_ms)));
         }
     }
     Ok(None)

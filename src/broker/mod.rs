@@ -7,6 +7,7 @@
 //! fetch by any replica up to what it committed. A request for a partition this node does
 //! not host, or does not lead, is answered with the leader it knows of (`leaders.rs`).
 
+pub mod kafka;
 pub mod leaders;
 
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub enum BrokerError {
     /// malformed batch): the message names the rule.
     #[error("{0}")]
     Invalid(String),
+    /// A produced batch that breaks a rule of the RecordBatch format or a size limit.
+    #[error("{0}")]
+    Batch(crate::batch::BatchError),
     #[error("topic {topic:?} has no partition {partition} (it has {count})")]
     UnknownPartition { topic: String, partition: u32, count: u32 },
     #[error("offset {requested} is out of range: valid offsets are {start}..={end} (end = next offset to be written)")]
@@ -90,6 +94,10 @@ pub struct Broker {
     pub cluster_id: u64,
     /// Where this node serves clients, as the other nodes and clients reach it.
     pub own_address: String,
+    /// Where this node serves Kafka clients, as they reach it (`--kafka-advertised`).
+    pub kafka_address: Option<String>,
+    /// How this node asks the metadata leader what only the leader can do.
+    pub forwarder: Forwarder,
     pub registry: Arc<Registry>,
     pub metadata: watch::Receiver<Arc<MetadataState>>,
     pub leaders: Arc<LeaderTable>,
@@ -97,7 +105,104 @@ pub struct Broker {
     pub free_space: FreeSpace,
 }
 
+/// A client of the cluster that a node uses to ask the metadata group's leader, when it
+/// is not the leader itself (to register its addresses, to create a topic a Kafka client
+/// asked for). It presents the node's own certificate.
+pub struct Forwarder {
+    pub tls_dir: std::path::PathBuf,
+    client: tokio::sync::OnceCell<crate::client::Client>,
+}
+
+/// How long a request forwarded to the metadata leader keeps trying.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Forwarder {
+    pub fn new(tls_dir: std::path::PathBuf) -> Forwarder {
+        Forwarder { tls_dir, client: tokio::sync::OnceCell::new() }
+    }
+}
+
 impl Broker {
+    /// The client that reaches the metadata leader from here.
+    async fn controller_client(&self) -> Result<&crate::client::Client, BrokerError> {
+        self.forwarder
+            .client
+            .get_or_try_init(|| async {
+                let mut bootstrap: Vec<String> = self.state().brokers().map(|b| b.address.clone()).collect();
+                bootstrap.push(self.own_address.clone());
+                let mut config = crate::client::ClientConfig::new(bootstrap, &self.forwarder.tls_dir);
+                config.as_node = Some(self.node_id);
+                config.timeout = FORWARD_TIMEOUT;
+                crate::client::Client::connect(config).await.map_err(|e| BrokerError::Internal(e.to_string()))
+            })
+            .await
+    }
+
+    /// Whether this node leads the metadata group.
+    pub fn leads_metadata(&self) -> bool {
+        self.metadata_group().is_some_and(|g| g.leader().me)
+    }
+
+    /// Registers node `node` as a broker, or updates its addresses; a registered node
+    /// keeps its voter flag. On the metadata leader only.
+    pub async fn register_broker(
+        &self,
+        node: NodeId,
+        address: String,
+        kafka_address: Option<String>,
+    ) -> Result<(), BrokerError> {
+        let voter = self.state().broker(crate::ids::NodeId(node)).is_some_and(|b| b.voter);
+        let command = Command::RegisterBroker { node: crate::ids::NodeId(node), address, kafka_address, voter };
+        self.command(command).await.map(|_| ())
+    }
+
+    /// Registers this node's own addresses, through the metadata leader wherever it is.
+    pub async fn register_self(&self) -> Result<(), BrokerError> {
+        if self.leads_metadata() {
+            return self.register_broker(self.node_id, self.own_address.clone(), self.kafka_address.clone()).await;
+        }
+        let client = self.controller_client().await?;
+        client
+            .register_broker(self.node_id, &self.own_address, self.kafka_address.as_deref())
+            .await
+            .map_err(|e| BrokerError::Busy(e.to_string()))
+    }
+
+    /// Creates a topic through the metadata leader, wherever it is (a Kafka client may ask
+    /// any node).
+    pub async fn create_topic_anywhere(
+        &self,
+        name: &str,
+        partitions: Option<u32>,
+        replicas: Option<u16>,
+        configs: &[(String, String)],
+    ) -> Result<(), BrokerError> {
+        if self.leads_metadata() {
+            return self.create_topic(name, partitions, replicas, configs).await;
+        }
+        let client = self.controller_client().await?;
+        match client.create_topic(name, partitions, replicas, configs).await {
+            Ok(_) => Ok(()),
+            Err(crate::client::ClientError::TopicExists(t)) => Err(BrokerError::TopicExists(t)),
+            Err(crate::client::ClientError::Invalid(why)) => Err(BrokerError::Invalid(why)),
+            Err(e) => Err(BrokerError::Busy(e.to_string())),
+        }
+    }
+
+    /// Deletes a topic through the metadata leader, wherever it is.
+    pub async fn delete_topic_anywhere(&self, name: &str) -> Result<(), BrokerError> {
+        if self.leads_metadata() {
+            return self.delete_topic(name).await;
+        }
+        let client = self.controller_client().await?;
+        match client.delete_topic(name).await {
+            Ok(()) => Ok(()),
+            Err(crate::client::ClientError::UnknownTopic(t)) => Err(BrokerError::UnknownTopic(t)),
+            Err(crate::client::ClientError::Invalid(why)) => Err(BrokerError::Invalid(why)),
+            Err(e) => Err(BrokerError::Busy(e.to_string())),
+        }
+    }
+
     pub fn state(&self) -> Arc<MetadataState> {
         self.metadata.borrow().clone()
     }
@@ -115,9 +220,18 @@ impl Broker {
         self.registry.get(METADATA_GROUP)
     }
 
+    /// Whether this node has applied the metadata group's set-up (the topic `default` is its
+    /// last step): before, a node that knows no topic cannot tell "none" from "not yet".
+    pub fn metadata_ready(&self) -> bool {
+        self.state().topic(crate::server::controller::DEFAULT_TOPIC).is_some()
+    }
+
     /// The group of `topic`/`partition`.
     pub fn group_id(&self, topic: &str, partition: u32) -> Result<u64, BrokerError> {
         let state = self.state();
+        if state.topic(crate::server::controller::DEFAULT_TOPIC).is_none() {
+            return Err(BrokerError::starting());
+        }
         let partitions = state.partitions(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.into()))?;
         let count = partitions.len() as u32;
         let p = partitions.get(partition as usize).ok_or_else(|| BrokerError::UnknownPartition {
@@ -164,7 +278,7 @@ impl Broker {
         let limits = crate::batch::Limits { batch_bytes_max: self.limits.batch_bytes_max, record_bytes_max };
         let info = crate::batch::check(&batch, &limits).map_err(|e| {
             let kind = if e.is_too_large() { "too_large" } else { "malformed" };
-            refuse(kind, BrokerError::Invalid(e.to_string()))
+            refuse(kind, BrokerError::Batch(e))
         })?;
         if !group.leader().me {
             return Err(refuse("not_leader", self.not_leader(group.id, format!("{topic}/{partition}"))));
@@ -299,6 +413,13 @@ impl Broker {
 }
 
 /// A metadata rule broken: typed where a client acts on it, else the rule's words.
+impl BrokerError {
+    /// The answer of a node that has not applied the metadata group's set-up yet.
+    pub fn starting() -> BrokerError {
+        BrokerError::Busy("the cluster is starting: its metadata is not set up yet".into())
+    }
+}
+
 fn meta_error(e: MetaError) -> BrokerError {
     match e {
         MetaError::TopicExists { name } => BrokerError::TopicExists(name),

@@ -46,6 +46,9 @@ pub struct DevArgs {
     /// HTTP port of node 1's /metrics; node N serves on METRICS_PORT+N-1.
     #[arg(long, default_value_t = 9100)]
     pub metrics_port: u16,
+    /// TCP port of node 1's Kafka listener; node N listens on KAFKA_PORT+N-1.
+    #[arg(long, default_value_t = 9092)]
+    pub kafka_port: u16,
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +123,16 @@ pub struct ServeArgs {
     /// On a new cluster: partitions of the topic `default` (default 1).
     #[arg(long, env = "KEEL_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<u32>,
+    /// TCP address to serve Kafka clients on (none by default), e.g. 0.0.0.0:9092.
+    #[arg(long, env = "KEEL_KAFKA")]
+    pub kafka: Option<String>,
+    /// `host:port` Kafka clients reach this node at (default: --kafka, unless it is a
+    /// wildcard address).
+    #[arg(long, env = "KEEL_KAFKA_ADVERTISED")]
+    pub kafka_advertised: Option<String>,
+    /// Serve Kafka clients over TLS with the node's certificate (clients trust ca.pem).
+    #[arg(long, env = "KEEL_KAFKA_TLS")]
+    pub kafka_tls: bool,
     /// Log format.
     #[arg(long, value_enum, env = "KEEL_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,

@@ -1,5 +1,6 @@
 //! `keel dev`: a local cluster on loopback in one command. Certificates are made under
-//! DIR/tls if absent; node N runs as a child `keel serve` process with its data in
+//! DIR/tls if absent; node N runs as a child `keel serve` process (Kafka clients on
+//! 127.0.0.1:9091+N) with its data in
 //! DIR/node-N (kept between runs) and its log in DIR/node-N.log. Ctrl-C stops them all.
 
 use std::path::Path;
@@ -17,8 +18,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     }
     let last_port = u32::from(args.port) + u32::from(args.nodes) - 1;
     let last_metrics = u32::from(args.metrics_port) + u32::from(args.nodes) - 1;
-    if last_port > 65535 || last_metrics > 65535 {
-        bail!("--port/--metrics-port plus --nodes runs past port 65535");
+    let last_kafka = u32::from(args.kafka_port) + u32::from(args.nodes) - 1;
+    if last_port > 65535 || last_metrics > 65535 || last_kafka > 65535 {
+        bail!("--port/--metrics-port/--kafka-port plus --nodes runs past port 65535");
     }
     std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let tls = args.dir.join("tls");
@@ -33,6 +35,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let addr = |id: u64| format!("127.0.0.1:{}", u64::from(args.port) + id - 1);
+    let kafka = |id: u64| format!("127.0.0.1:{}", u64::from(args.kafka_port) + id - 1);
     let peers: Vec<String> = ids.iter().map(|&id| format!("{id}={}", addr(id))).collect();
     let exe = std::env::current_exe().context("cannot find the keel executable")?;
     let mut children: Vec<(u64, Child)> = Vec::new();
@@ -55,14 +58,16 @@ pub fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             .arg("--tls")
             .arg(&tls)
             .args(["--metrics", &format!("127.0.0.1:{}", u64::from(args.metrics_port) + id - 1)])
+            .args(["--kafka", &kafka(id)])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("cannot start a node")?;
         println!(
-            "node {id}: {}  metrics http://127.0.0.1:{}/metrics  log {}",
+            "node {id}: {}  kafka {}  metrics http://127.0.0.1:{}/metrics  log {}",
             addr(id),
+            kafka(id),
             u64::from(args.metrics_port) + id - 1,
             log_path.display()
         );

@@ -61,10 +61,13 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
         record_bytes_max,
         default_partitions,
         disk_free_bytes_min,
+        kafka,
+        kafka_advertised,
         log_format
     );
     args.allow_anonymous_clients |= file.allow_anonymous_clients;
     args.auto_create_topics |= file.auto_create_topics;
+    args.kafka_tls |= file.kafka_tls;
     Ok(args)
 }
 
@@ -139,8 +142,38 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         segment_bytes,
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.unwrap_or(1),
+        kafka: kafka_listener(args)?,
     };
     Ok((config, peer_names))
+}
+
+/// The Kafka listener's settings: `--kafka`, advertised as `--kafka-advertised` (or as
+/// `--kafka` itself when that is a specific address).
+fn kafka_listener(args: &ServeArgs) -> anyhow::Result<Option<config::KafkaListenerConfig>> {
+    let Some(listen) = args.kafka.as_deref() else {
+        if args.kafka_advertised.is_some() || args.kafka_tls {
+            return Err(Usage("--kafka-advertised and --kafka-tls need --kafka ADDR".into()).into());
+        }
+        return Ok(None);
+    };
+    let listen = socket(listen, "--kafka")?;
+    let advertised = match &args.kafka_advertised {
+        Some(a) => {
+            let (host, port) = a.rsplit_once(':').unwrap_or((a, ""));
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(Usage(format!("--kafka-advertised `{a}` is not HOST:PORT")).into());
+            }
+            a.clone()
+        }
+        None if listen.ip().is_unspecified() => {
+            return Err(Usage(format!(
+                "--kafka {listen} listens on every address: say which one Kafka clients reach with --kafka-advertised HOST:PORT"
+            ))
+            .into());
+        }
+        None => listen.to_string(),
+    };
+    Ok(Some(config::KafkaListenerConfig { listen, advertised, tls: args.kafka_tls }))
 }
 
 /// Resolves the peers' addresses, waiting up to `PEER_LOOKUP_WAIT` for names that do not

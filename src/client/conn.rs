@@ -17,7 +17,7 @@ use super::{ClientConfig, ClientError};
 use crate::net::Connection;
 use crate::net::client_codec::{ClusterMetadata, ClusterView, DiskView, Request, Response};
 use crate::net::endpoint::{NetError, client_endpoint, connect, read_frame, tls_refusal, write_frame};
-use crate::net::tls::{ANY_NODE_NAME, client_config};
+use crate::net::tls::{ANY_NODE_NAME, client_config_as};
 
 /// How long a request to the leader may go unanswered before the client asks the other
 /// nodes whether the leader moved (a killed or paused leader is otherwise noticed only at
@@ -103,7 +103,7 @@ impl Nodes {
         if config.bootstrap.is_empty() {
             return Err(ClientError::Config("no bootstrap address given (--bootstrap HOST:PORT)".into()));
         }
-        let tls = client_config(&config.tls_dir).map_err(|e| ClientError::Config(e.to_string()))?;
+        let tls = client_config_as(&config.tls_dir, config.as_node).map_err(|e| ClientError::Config(e.to_string()))?;
         let endpoint = client_endpoint(tls).map_err(|e| ClientError::Config(e.to_string()))?;
         let inner = Inner {
             endpoint,

@@ -77,6 +77,9 @@ pub struct ClientConfig {
     /// The deadline of every call (see the module documentation): failures known to leave
     /// the log untouched are retried until then.
     pub timeout: Duration,
+    /// A node of the cluster asking as a client presents its own node certificate
+    /// (node-ID.pem in `tls_dir`) instead of client.pem.
+    pub as_node: Option<u64>,
 }
 
 impl ClientConfig {
@@ -87,6 +90,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(120),
+            as_node: None,
         }
     }
 }
@@ -282,6 +286,22 @@ impl Client {
                 }
             }
             other => other,
+        }
+    }
+
+    /// Registers node `node` as a broker, or updates its addresses (where it serves peers and
+    /// keel clients, and Kafka clients if it does).
+    pub async fn register_broker(
+        &self,
+        node: u64,
+        address: &str,
+        kafka_address: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let request =
+            Request::RegisterBroker { node, address: address.into(), kafka_address: kafka_address.map(str::to_string) };
+        match self.to_controller(&request).await? {
+            Response::BrokerRegistered => Ok(()),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
         }
     }
 

@@ -22,6 +22,7 @@ mod kind {
     pub const DELETE_TOPIC: u8 = 7;
     pub const OFFSETS: u8 = 8;
     pub const PARTITION_STATUS: u8 = 9;
+    pub const REGISTER_BROKER: u8 = 10;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -30,6 +31,7 @@ mod kind {
     pub const TOPIC_CREATED: u8 = 106;
     pub const TOPIC_DELETED: u8 = 107;
     pub const OFFSETS_OK: u8 = 108;
+    pub const BROKER_REGISTERED: u8 = 110;
     pub const ERROR: u8 = 127;
 }
 
@@ -87,6 +89,12 @@ pub enum Request {
         topic: String,
         partition: u32,
     },
+    /// A node registers as a broker, or updates its addresses (to the metadata leader).
+    RegisterBroker {
+        node: u64,
+        address: String,
+        kafka_address: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,6 +120,7 @@ pub enum Response {
         log_start_offset: u64,
         log_end_offset: u64,
     },
+    BrokerRegistered,
     Error(ErrorReply),
 }
 
@@ -323,6 +332,14 @@ impl Request {
                 put_bytes(b.body(), name.as_bytes());
                 vec![b.finish()]
             }
+            Request::RegisterBroker { node, address, kafka_address } => {
+                let mut b = FrameBuilder::new(kind::REGISTER_BROKER, 32 + address.len());
+                b.body().put_u64_le(*node);
+                put_bytes(b.body(), address.as_bytes());
+                b.body().put_u8(kafka_address.is_some() as u8);
+                put_bytes(b.body(), kafka_address.as_deref().unwrap_or("").as_bytes());
+                vec![b.finish()]
+            }
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -382,6 +399,13 @@ impl Request {
             kind::PARTITION_STATUS => {
                 Request::PartitionStatus { topic: r.string("topic")?, partition: r.u32("partition")? }
             }
+            kind::REGISTER_BROKER => {
+                let node = r.u64("node")?;
+                let address = r.string("address")?;
+                let has_kafka = r.bool("kafka address given")?;
+                let kafka = r.string("kafka address")?;
+                Request::RegisterBroker { node, address, kafka_address: has_kafka.then_some(kafka) }
+            }
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -421,6 +445,7 @@ impl Response {
                 vec![b.finish()]
             }
             Response::TopicDeleted => vec![FrameBuilder::new(kind::TOPIC_DELETED, 0).finish()],
+            Response::BrokerRegistered => vec![FrameBuilder::new(kind::BROKER_REGISTERED, 0).finish()],
             Response::Offsets { log_start_offset, log_end_offset } => {
                 let mut b = FrameBuilder::new(kind::OFFSETS_OK, 16);
                 b.body().put_u64_le(*log_start_offset);
@@ -465,6 +490,7 @@ impl Response {
             kind::STATUS_OK => Response::Status(decode_view(&mut r)?),
             kind::TOPIC_CREATED => Response::TopicCreated(decode_topic(&mut r)?),
             kind::TOPIC_DELETED => Response::TopicDeleted,
+            kind::BROKER_REGISTERED => Response::BrokerRegistered,
             kind::OFFSETS_OK => {
                 Response::Offsets { log_start_offset: r.u64("log start")?, log_end_offset: r.u64("log end")? }
             }
@@ -759,6 +785,8 @@ mod tests {
             Request::DeleteTopic { name: "orders".into() },
             Request::Offsets { topic: "orders".into(), partition: 2 },
             Request::PartitionStatus { topic: "orders".into(), partition: 2 },
+            Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: Some("k:9092".into()) },
+            Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: None },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -800,6 +828,7 @@ mod tests {
             Response::TopicCreated(TopicView { name: "t".into(), ..TopicView::default() }),
             Response::TopicDeleted,
             Response::Offsets { log_start_offset: 3, log_end_offset: 10 },
+            Response::BrokerRegistered,
             Response::Error(ErrorReply::UnknownTopic("nope".into())),
             Response::Error(ErrorReply::UnknownPartition { topic: "t".into(), partition: 9, count: 8 }),
             Response::Error(ErrorReply::TopicExists("t".into())),

@@ -135,13 +135,22 @@ pub fn derive_secret(label: &[u8], secret: &[u8]) -> [u8; 32] {
 /// The configuration a client dials nodes with: the cluster CA as the only root, and the
 /// client certificate when `dir` has one.
 pub fn client_config(dir: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_as(dir, None)
+}
+
+/// The client configuration for a node that asks the cluster something as a client (the
+/// metadata leader, to register itself): it presents its own node certificate, `id`.
+pub fn client_config_as(dir: &Path, node: Option<u64>) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = load_roots(dir)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots);
-    let cert_path = dir.join(CLIENT_CERT);
+    let (cert_path, key_path) = match node {
+        Some(id) => (dir.join(node_cert_file(id)), dir.join(node_key_file(id))),
+        None => (dir.join(CLIENT_CERT), dir.join(CLIENT_KEY)),
+    };
     let mut config = if cert_path.exists() {
-        builder.with_client_auth_cert(load_certs(&cert_path)?, load_key(&dir.join(CLIENT_KEY))?)?
+        builder.with_client_auth_cert(load_certs(&cert_path)?, load_key(&key_path)?)?
     } else {
         builder.with_no_client_auth()
     };

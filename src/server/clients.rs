@@ -11,7 +11,6 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::debug;
 
-use super::controller::DEFAULT_TOPIC;
 use super::group::Event;
 use super::produce::ProduceResult;
 use super::status::{GroupStatus, role_name};
@@ -171,6 +170,8 @@ impl ClientService {
                     }
                 })
             }
+            // Until the metadata is set up, "no such topic" would be a guess: the client asks again.
+            Request::Metadata { .. } if !self.broker.metadata_ready() => Err(BrokerError::starting()),
             Request::Metadata { topics } => Ok(Response::Metadata(self.metadata(topics.as_deref()))),
             Request::Status => self.status().await,
             Request::Disk => Ok(Response::Disk(self.broker.free_space.view())),
@@ -186,6 +187,9 @@ impl ClientService {
                 }
             }
             Request::DeleteTopic { name } => self.broker.delete_topic(&name).await.map(|()| Response::TopicDeleted),
+            Request::RegisterBroker { node, address, kafka_address } => {
+                self.broker.register_broker(node, address, kafka_address).await.map(|()| Response::BrokerRegistered)
+            }
             Request::PartitionStatus { topic, partition } => match self.broker.replica(&topic, partition) {
                 Ok(group) => match group.status().await {
                     Some(status) => Ok(Response::Status(self.view(status))),
@@ -272,8 +276,8 @@ impl ClientService {
     /// whose first leader has not set up its metadata yet (the topic `default` is the last
     /// step) answers as starting, so that a script waiting for a leader can then use it.
     async fn status(&self) -> Result<Response, BrokerError> {
-        if self.broker.state().topic(DEFAULT_TOPIC).is_none() {
-            return Err(BrokerError::Busy("the cluster is starting: its metadata is not set up yet".into()));
+        if !self.broker.metadata_ready() {
+            return Err(BrokerError::starting());
         }
         let group = self.broker.metadata_group().ok_or_else(|| BrokerError::Busy("the node is starting".into()))?;
         let status = group.status().await.ok_or_else(|| BrokerError::Busy("the node is shutting down".into()))?;
@@ -342,6 +346,7 @@ fn error_reply(e: BrokerError) -> ErrorReply {
         }
         BrokerError::TopicExists(topic) => ErrorReply::TopicExists(topic),
         BrokerError::Invalid(why) => ErrorReply::Invalid(why),
+        BrokerError::Batch(e) => ErrorReply::Invalid(e.to_string()),
         BrokerError::OffsetOutOfRange { requested, start, end } => {
             ErrorReply::OffsetOutOfRange { requested, start, end }
         }

@@ -29,6 +29,18 @@ pub struct NodeConfig {
     pub auto_create_topics: bool,
     /// A new cluster: partitions of the topic `default`.
     pub default_partitions: u32,
+    /// The Kafka listener, if the node serves Kafka clients.
+    pub kafka: Option<KafkaListenerConfig>,
+}
+
+/// Where a node serves Kafka clients.
+#[derive(Clone, Debug)]
+pub struct KafkaListenerConfig {
+    pub listen: SocketAddr,
+    /// `host:port` as Kafka clients reach it (what metadata answers name).
+    pub advertised: String,
+    /// TLS with the cluster's certificates (clients verify the node against the cluster CA).
+    pub tls: bool,
 }
 
 /// Every bound a node enforces, with its default.

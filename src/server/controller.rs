@@ -54,11 +54,17 @@ pub struct Controller {
     pub bootstrap: Bootstrap,
     /// The retention each hosted data group was last given.
     retention: BTreeMap<u64, Retention>,
+    /// When this node last asked to register its addresses (it retries now and then).
+    registered_at: Option<std::time::Instant>,
 }
+
+/// How often a node asks again to register its addresses while the metadata does not
+/// show them yet.
+const REGISTER_RETRY: Duration = Duration::from_secs(2);
 
 impl Controller {
     pub fn new(node: Arc<NodeShared>, broker: Arc<Broker>, bootstrap: Bootstrap) -> Controller {
-        Controller { node, broker, bootstrap, retention: BTreeMap::new() }
+        Controller { node, broker, bootstrap, retention: BTreeMap::new(), registered_at: None }
     }
 
     pub async fn run(mut self) {
@@ -77,6 +83,7 @@ impl Controller {
 
     async fn reconcile(&mut self, state: &MetadataState) {
         self.bootstrap_if_new(state).await;
+        self.register_self(state).await;
         self.link_brokers(state);
         self.host_replicas(state).await;
         self.configure_groups(state).await;
@@ -128,6 +135,23 @@ impl Controller {
                 },
                 Err(e) => warn!(error = %e, "placing the topic default"),
             }
+        }
+    }
+
+    /// Once the cluster is set up, makes the registry show this node's addresses as they
+    /// are (the first leader registered the initial members without their Kafka listeners).
+    async fn register_self(&mut self, state: &MetadataState) {
+        let Some(me) = state.broker(Node(self.node.id())) else { return };
+        if me.address == self.broker.own_address && me.kafka_address == self.broker.kafka_address {
+            return;
+        }
+        if self.registered_at.is_some_and(|at| at.elapsed() < REGISTER_RETRY) {
+            return;
+        }
+        self.registered_at = Some(std::time::Instant::now());
+        match self.broker.register_self().await {
+            Ok(()) => info!(kafka = ?self.broker.kafka_address, "registered this node's addresses"),
+            Err(e) => warn!(error = %e, "cannot register this node's addresses yet; will retry"),
         }
     }
 

@@ -72,6 +72,8 @@ pub enum StartError {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::ListenError),
 }
 
 /// A running node. Dropping it does not stop it; call `shutdown`.
@@ -83,6 +85,8 @@ pub struct NodeHandle {
     broker: Arc<Broker>,
     failed: mpsc::Receiver<(u64, GroupError)>,
     endpoint: quinn::Endpoint,
+    /// The Kafka listener (`--kafka`); dropping it closes its connections.
+    kafka: Option<crate::kafka::KafkaListener>,
 }
 
 /// What the node's tasks share: the groups, the links, the settings.
@@ -196,7 +200,10 @@ impl NodeHandle {
         let broker = Arc::new(Broker {
             node_id: config.id,
             cluster_id,
-            own_address: local_addr.to_string(),
+            // How the others reach this node: its --peers address (it may listen on 0.0.0.0).
+            own_address: config.peers.get(&config.id).map_or_else(|| local_addr.to_string(), |a| a.to_string()),
+            kafka_address: config.kafka.as_ref().map(|k| k.advertised.clone()),
+            forwarder: crate::broker::Forwarder::new(config.tls_dir.clone()),
             registry: registry.clone(),
             metadata,
             leaders,
@@ -216,8 +223,17 @@ impl NodeHandle {
             streams: std::sync::atomic::AtomicU64::new(1),
         });
         tokio::spawn(accept_loop(endpoint.clone(), peers, service));
+        let kafka = match &config.kafka {
+            Some(k) => Some(start_kafka(k, &config, broker.clone()).await?),
+            None => None,
+        };
         info!(id = config.id, addr = %local_addr, cluster = format!("{cluster_id:016x}"), "node started");
-        Ok(NodeHandle { id: config.id, cluster_id, local_addr, shared, broker, failed, endpoint })
+        Ok(NodeHandle { id: config.id, cluster_id, local_addr, shared, broker, failed, endpoint, kafka })
+    }
+
+    /// Where the Kafka listener listens, if the node has one.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka.as_ref().map(|k| k.local_addr())
     }
 
     /// Starts a replica of group `group` on this node (creating its directory on first
@@ -517,4 +533,31 @@ async fn accept_loop(endpoint: quinn::Endpoint, peers: Peers, service: Arc<Clien
             }
         });
     }
+}
+
+/// Serves Kafka clients on `k.listen` over this node's broker service: plain TCP, or TLS
+/// with the node's certificate (Kafka clients verify it against the cluster CA and need no
+/// certificate of their own, as with Kafka's default `ssl.client.auth=none`).
+async fn start_kafka(
+    k: &super::config::KafkaListenerConfig,
+    config: &NodeConfig,
+    broker: Arc<Broker>,
+) -> Result<crate::kafka::KafkaListener, StartError> {
+    let tls = if k.tls {
+        let node = NodeTls::load(&config.tls_dir, config.id, false)
+            .map_err(|source| StartError::Tls { dir: config.tls_dir.clone(), source })?;
+        let mut server = (*node.server).clone();
+        server.alpn_protocols.clear();
+        Some(Arc::new(server))
+    } else {
+        None
+    };
+    let listener = crate::kafka::serve(
+        crate::kafka::KafkaConfig::new(k.listen),
+        crate::broker::kafka::KafkaService::new(broker),
+        tls,
+    )
+    .await?;
+    info!(addr = %listener.local_addr(), advertised = %k.advertised, tls = k.tls, "serving Kafka clients");
+    Ok(listener)
 }

@@ -10,6 +10,7 @@ with CORRUPT_MESSAGE, 2, on a topic that exists: it is created first).
 
 import socket
 import struct
+import time
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -119,6 +120,19 @@ def produce_error(bootstrap, topic, records):
     return error
 
 
+def partition_leader(admin, topic):
+    """host:port of the leader of `topic`'s partition 0, once there is one (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(topic, timeout=10)
+        partition = metadata.topics[topic].partitions.get(0)
+        if partition is not None and partition.leader in metadata.brokers:
+            broker = metadata.brokers[partition.leader]
+            return f"{broker.host}:{broker.port}"
+        time.sleep(0.1)
+    fail(f"{topic} has no leader after 30 s")
+
+
 def main():
     a = args(__doc__)
     b = a.bootstrap
@@ -136,9 +150,12 @@ def main():
     except KafkaException as e:
         if "TOPIC_ALREADY_EXISTS" not in str(e):
             fail(f"create {a.topic}: {e}")
+    # A produce goes to the partition's leader, which may be another broker of the cluster.
+    leader = partition_leader(admin, a.topic)
     # The same batch is accepted with its right CRC, so the bad one is refused for its CRC.
-    check(produce_error(b, a.topic, batch(good_crc=True)) == 0, "a batch with a right CRC is refused")
-    error = produce_error(b, a.topic, batch(good_crc=False))
+    error = produce_error(leader, a.topic, batch(good_crc=True))
+    check(error == 0, f"a batch with a right CRC is refused with error {error}")
+    error = produce_error(leader, a.topic, batch(good_crc=False))
     check(error == 2, f"a bad CRC: answered error {error}, expected CORRUPT_MESSAGE (2)")
     api_versions_ok(b)
     ok("a RecordBatch with a bad CRC: CORRUPT_MESSAGE (2), the next connection served")

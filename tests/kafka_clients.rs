@@ -1,0 +1,181 @@
+//! Real Kafka clients against real `keel serve` processes: kcat (librdkafka),
+//! confluent-kafka, kafka-python 2 and 3 and aiokafka 0.12 and 0.14, from the pinned
+//! environment `.ci/kafka-clients` installs. The scripts they run are in `tests/kafka/`
+//! (its README is the compatibility checklist). Outside CI, without the clients, each test
+//! says so and passes; in CI (`CI` set) their absence fails it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, keel};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv() -> PathBuf {
+    std::env::var_os("KAFKA_VENV").map_or_else(|| repo().join("target/kafka-venv"), PathBuf::from)
+}
+
+/// Whether the clients are installed; in CI their absence is a failure.
+fn clients_installed() -> bool {
+    let kcat = Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let installed = kcat.is_ok_and(|s| s.success()) && venv().join("main/.installed").exists();
+    if !installed {
+        assert!(std::env::var_os("CI").is_none(), "the Kafka clients are not installed: run .ci/kafka-clients");
+        eprintln!("skipped: the Kafka clients are not installed (run .ci/kafka-clients)");
+    }
+    installed
+}
+
+fn kafka_addr(cluster: &Cluster, id: u64) -> String {
+    cluster.node(id).kafka.clone().expect("a Kafka listener")
+}
+
+/// Runs a command to its end (at most `limit`), returning whether it succeeded, its
+/// standard output and its standard error (read as it comes, so that a full pipe never stalls it).
+fn run(command: &mut Command, limit: Duration) -> (bool, String, String) {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let ok = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.success();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (stdout.join().unwrap(), stderr.join().unwrap());
+    let late = if Instant::now() > deadline { format!("timed out after {limit:?}\n") } else { String::new() };
+    (ok, out, format!("{late}{err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kafka_client_check_passes_against_three_nodes() {
+    if !clients_installed() {
+        return;
+    }
+    let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    // Bootstrapped from one node: the clients find the partitions' leaders on the others.
+    let mut command = Command::new(repo().join("tests/kafka/run-all"));
+    command.arg(kafka_addr(&cluster, 2)).env("KAFKA_VENV", venv());
+    let (ok, out, err) = run(&mut command, Duration::from_secs(600));
+    println!("{out}");
+    assert!(ok, "a Kafka client check failed:\n{out}\n{err}\n{}", cluster.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_clients_and_keel_read_each_others_records() {
+    if !clients_installed() {
+        return;
+    }
+    let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    let kafka = kafka_addr(&cluster, 1);
+    let boot = cluster.bootstrap_arg();
+    let tls = cluster.tls.to_str().unwrap().to_string();
+    let lines: String = (0..2_000).map(|i| format!("line {i} {}\n", "z".repeat(i % 300))).collect();
+
+    // keel produce, then kcat reads.
+    let (status, _, err) =
+        keel(&["produce", "--bootstrap", &boot, "--tls", &tls, "--topic", "from-keel"], lines.as_bytes());
+    assert!(status.success(), "keel produce: {err}");
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-b", &kafka, "-C", "-t", "from-keel", "-o", "beginning", "-e", "-q", "-f", "%s\n"]);
+    let (ok, out, err) = run(&mut kcat, Duration::from_secs(60));
+    assert!(ok, "kcat -C: {err}");
+    assert!(out == lines, "kcat read other records than keel produced ({} bytes, not {})", out.len(), lines.len());
+
+    // kcat produces with each compression, then keel consume reads.
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("from-kcat-{codec}");
+        let mut kcat = Command::new("kcat");
+        kcat.args(["-b", &kafka, "-P", "-t", &topic, "-z", codec, "-X", "acks=all", "-X", "linger.ms=20"]);
+        let mut child = kcat.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), lines.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kcat -P -z {codec}: {}", String::from_utf8_lossy(&out.stderr));
+        let (status, out, err) =
+            keel(&["consume", "--bootstrap", &boot, "--tls", &tls, "--topic", &topic, "--from", "earliest"], b"");
+        assert!(status.success(), "keel consume of {codec} batches: {err}");
+        assert!(out == lines, "keel consume read other records than kcat produced with {codec}");
+    }
+}
+
+/// kill -9 of a partition's leader while confluent-kafka produces to it with acks=all:
+/// every record with a successful delivery report is read back at its reported offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_record_a_kafka_client_saw_acknowledged() {
+    if !clients_installed() {
+        return;
+    }
+    let mut cluster = Cluster::start_kafka(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    let mut script = Command::new(venv().join("main/bin/python"))
+        .arg(repo().join("tests/kafka/failover.py"))
+        .arg(format!("{},{}", kafka_addr(&cluster, 1), kafka_addr(&cluster, 2)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = script.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut leader = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            assert!(script.try_wait().unwrap().is_none(), "the script ended early: {seen:?}");
+            continue;
+        };
+        seen.push(line.clone());
+        if let Some(id) = line.strip_prefix("leader ") {
+            leader = Some(id.parse::<u64>().expect("a broker id"));
+        }
+        if line == "producing" {
+            break;
+        }
+    }
+    let leader = leader.unwrap_or_else(|| panic!("the script named no leader: {seen:?}"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(leader);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = script.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the script did not end within 300 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        seen.push(line);
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut script.stderr.take().unwrap(), &mut err).unwrap();
+    println!("killed node {leader}\n{}", seen.join("\n"));
+    assert!(status.success(), "{}\n{err}\n{}", seen.join("\n"), cluster.logs());
+}
