@@ -133,3 +133,28 @@ async fn a_data_directory_of_another_cluster() {
         &["belongs to cluster", "certificates are for cluster", "use the data directory of this cluster"],
     );
 }
+
+#[test]
+fn kafka_listener_flags_that_do_not_add_up() {
+    let root = tempfile::tempdir_in(common::test_tmp()).expect("tmp");
+    let tls = root.path().join("tls");
+    certs(&tls, &[1]);
+    let dir = root.path().join("data");
+    let listen = listen();
+    let peers = format!("1={listen}");
+    let (tls, dir_arg) = (tls.to_str().unwrap(), dir.to_str().unwrap());
+    let base = ["--id", "1", "--listen", &listen, "--peers", &peers, "--tls", tls, "--dir", dir_arg];
+    let serve = |extra: &[&str]| serve_fails(&[&base[..], extra].concat());
+    // A wildcard address names no host a client could reach.
+    let err = serve(&["--kafka", "0.0.0.0:9092"]);
+    assert_says(&err, &["listens on every address", "--kafka-advertised HOST:PORT"]);
+    let err = serve(&["--kafka", "127.0.0.1:9092", "--kafka-advertised", "no-port"]);
+    assert_says(&err, &["--kafka-advertised `no-port` is not HOST:PORT"]);
+    let err = serve(&["--kafka-tls"]);
+    assert_says(&err, &["need --kafka ADDR"]);
+    // The port is taken: said at start, not found out by the first client.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().unwrap().to_string();
+    let err = serve(&["--kafka", &taken]);
+    assert_says(&err, &["cannot listen for Kafka clients", &taken]);
+}

@@ -81,6 +81,28 @@ async fn every_kafka_client_check_passes_against_three_nodes() {
     assert!(ok, "a Kafka client check failed:\n{out}\n{err}\n{}", cluster.logs());
 }
 
+/// `--kafka-tls`: kcat checks each node's certificate against the cluster CA (and its host
+/// name) on every connection, bootstrap and leaders alike; a client that does not speak TLS
+/// gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_over_tls_trusts_the_cluster_ca() {
+    if !clients_installed() {
+        return;
+    }
+    let cluster = Cluster::start_kafka(3, &["--auto-create-topics", "--kafka-tls"]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    let mut command = Command::new(repo().join("tests/kafka/kcat.sh"));
+    command.arg(kafka_addr(&cluster, 3)).env("KAFKA_CA", cluster.tls.join("ca.pem"));
+    let (ok, out, err) = run(&mut command, Duration::from_secs(120));
+    println!("{out}");
+    assert!(ok, "kcat over TLS failed:\n{out}\n{err}");
+    // Plain TCP to a TLS listener: no metadata comes back.
+    let mut plain = Command::new("kcat");
+    plain.args(["-b", &kafka_addr(&cluster, 3), "-L", "-m", "3"]);
+    let (ok, out, _) = run(&mut plain, Duration::from_secs(30));
+    assert!(!ok || !out.contains("brokers:"), "a plaintext client was served by a TLS listener: {out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_clients_and_keel_read_each_others_records() {
     if !clients_installed() {

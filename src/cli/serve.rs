@@ -166,10 +166,11 @@ fn kafka_listener(args: &ServeArgs) -> anyhow::Result<Option<config::KafkaListen
             a.clone()
         }
         None if listen.ip().is_unspecified() => {
-            return Err(Usage(format!(
-                "--kafka {listen} listens on every address: say which one Kafka clients reach with --kafka-advertised HOST:PORT"
-            ))
-            .into());
+            let why = format!(
+                "--kafka {listen} listens on every address: \
+                 say which one Kafka clients reach with --kafka-advertised HOST:PORT"
+            );
+            return Err(Usage(why).into());
         }
         None => listen.to_string(),
     };
