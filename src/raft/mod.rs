@@ -44,18 +44,22 @@ pub mod memstore;
 mod message;
 mod node;
 mod progress;
+mod quiesce;
 mod ready;
 mod replication;
+mod snapshot;
 mod store;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SNAPSHOT_BYTES_LIMIT};
 pub use error::{BusyReason, ProposeError, StartError, TransferError};
 pub use membership::{MEMBERS_MAX, Membership, MembershipChange, MembershipError};
 pub use message::{Conflict, Message, NUMBER_MAX};
 pub use node::{Proposal, Raft};
 pub use progress::{ProgressState, ProgressView};
+pub use quiesce::WakeReason;
 pub use ready::{Ready, Role, SoftState};
 pub use segments::{Entry, EntryMeta};
+pub use snapshot::{Snapshot, SnapshotMeta};
 pub use store::{LogStore, StoreError};
 
 /// A node's id within the cluster; 0 is never a valid id.
