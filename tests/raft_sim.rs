@@ -80,7 +80,7 @@ fn run_many(parity: u64) {
         eprintln!(
             "{} seeds ({} voters) in {:.1}s: {} virtual s, {} events, {} messages, {} crashes, {} elections, \
              {} membership changes, {} transfers, {} truncations, {} resets, {} compactions, {} entries committed, \
-             {} quiescences, {} detector wake-ups, {} snapshots taken, {} installed; \
+             {} quiescences, {} detector wake-ups, {} quiet leaders lost for good, {} snapshots taken, {} installed; \
              slowest convergence after healing {}ms",
             seeds.len(),
             if parity == 0 { 3 } else { 5 },
@@ -98,6 +98,7 @@ fn run_many(parity: u64) {
             total.committed,
             total.quiescences,
             total.detector_wakes,
+            total.quiet_leaders_lost,
             total.snapshots,
             total.installs,
             total.liveness_ms

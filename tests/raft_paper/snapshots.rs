@@ -97,6 +97,8 @@ fn a_snapshot_arrives_in_chunks_despite_losses_and_duplicates() {
         while let Some((from, to, msg)) = c.network.pop_front() {
             k += 1;
             let snapshot_traffic = matches!(msg, Message::Snapshot { .. } | Message::SnapshotResponse { .. });
+            let started_over = matches!(msg, Message::SnapshotResponse { received: 0, .. });
+            assert!(!started_over, "a lost or doubled chunk never makes the follower start over");
             if snapshot_traffic && k % 3 == 0 {
                 lost += 1;
                 continue;

@@ -19,6 +19,8 @@ const EVENTS_MAX: u64 = 5_000_000;
 const EVENTS_QUEUED_MAX: usize = 200_000;
 /// Lines of trace kept for the failure report.
 const TRACE_LINES_MAX: usize = 400;
+/// With `Schedule::hold_leader_down`, the quiet time between healing and the leader's crash.
+const HOLD_DOWN_AFTER_HEALING: Micros = 1_000 * MS;
 /// Entries a log keeps after its snapshot when compacted in the liveness phase.
 const COMPACTION_KEEP_AFTER_HEALING: u64 = 100;
 /// Events between two checks of durable majorities besides those after crashes and cuts.
@@ -52,6 +54,8 @@ enum Event {
     },
     Propose,
     Heal,
+    /// The liveness phase of `Schedule::hold_leader_down`.
+    HoldLeaderDown,
     Marker,
     /// `observer`'s failure detector reports `target` down: if it crashed (`certain`), or
     /// is down or cut off from the observer when the detector's delay has passed.
@@ -114,6 +118,8 @@ pub struct Stats {
     pub compactions: u64,
     pub quiescences: u64,
     pub detector_wakes: u64,
+    /// Leaders of a quiet group that the liveness phase crashed for good.
+    pub quiet_leaders_lost: u64,
     pub snapshots: u64,
     pub installs: u64,
 }
@@ -134,6 +140,7 @@ impl Stats {
         self.compactions += other.compactions;
         self.quiescences += other.quiescences;
         self.detector_wakes += other.detector_wakes;
+        self.quiet_leaders_lost += other.quiet_leaders_lost;
         self.snapshots += other.snapshots;
         self.installs += other.installs;
     }
@@ -313,6 +320,7 @@ impl World {
                 Ok(())
             }
             Event::Heal => self.heal(),
+            Event::HoldLeaderDown => self.hold_leader_down(),
             Event::Detect { observer, target, certain } => self.detect(observer, target, certain),
             Event::Marker => {
                 self.at(self.now + 100 * MS, Event::Marker);
@@ -701,14 +709,25 @@ impl World {
             self.restart(id)?;
         }
         self.events.retain(|_, e| !matches!(e, Event::Fault(_) | Event::Restart(_) | Event::CrashLeader { .. }));
-        let leader = self.leader().filter(|l| self.schedule.hold_leader_down && self.majority_without(*l));
-        if let Some(leader) = leader {
-            self.note(|| format!("node {leader}: the leader stays down"));
-            self.held_down = Some(leader);
-            self.crash(leader, false)?;
+        if self.schedule.hold_leader_down {
+            // The client stops, so that the group goes quiet; then its leader dies for good.
+            self.events.retain(|_, e| !matches!(e, Event::Propose));
+            self.at(self.now + HOLD_DOWN_AFTER_HEALING, Event::HoldLeaderDown);
+            self.at(self.now + HOLD_DOWN_AFTER_HEALING, Event::Marker);
+        } else {
+            self.at(self.now, Event::Marker);
         }
-        self.at(self.now, Event::Marker);
         Ok(())
+    }
+
+    /// Crashes the leader for good, if the others can go on without it.
+    fn hold_leader_down(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader().filter(|l| self.majority_without(*l)) else { return Ok(()) };
+        let quiet = self.nodes[&leader].node.is_quiesced();
+        self.note(|| format!("node {leader}: the leader goes down for good (quiet: {quiet})"));
+        self.stats.quiet_leaders_lost += u64::from(quiet);
+        self.held_down = Some(leader);
+        self.crash(leader, false)
     }
 
     /// Whether the running nodes but `down` are a majority of every half of every
