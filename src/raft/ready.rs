@@ -48,7 +48,9 @@ pub struct Ready {
     /// Readies at once; reports must follow the order of the writes.
     ///
     /// `reset`: replace the whole log with an empty one starting at this `LogStart`, whose
-    /// configuration is this membership (also given in `committed_membership`).
+    /// configuration is this membership (also given in `committed_membership`). With
+    /// `snapshot`, the log restarts right after it; without, the log is its own state
+    /// machine and only its start moved.
     pub reset: Option<(LogStart, Membership)>,
     /// Delete every entry after this index. It is never below the commit index, so no
     /// committed entry is ever deleted (asserted).
