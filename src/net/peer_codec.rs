@@ -264,6 +264,15 @@ mod tests {
         assert!(decode(Bytes::from(bytes), 1 << 20).is_err());
     }
 
+    #[test]
+    fn a_snapshot_chunk_longer_than_an_entry_may_be_is_refused() {
+        let msg = samples().into_iter().find(|m| matches!(m, Message::Snapshot { .. })).unwrap();
+        let Message::Snapshot { data, .. } = &msg else { unreachable!() };
+        let frame = join(encode(1, &msg));
+        assert!(decode(frame.clone(), data.len() as u32).is_ok());
+        assert!(decode(frame, data.len() as u32 - 1).is_err());
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
