@@ -1,10 +1,12 @@
 //! Snapshots (Raft §7) for groups whose state machine is not the log itself (the metadata
 //! group): the caller keeps its state machine's bytes at an index it applied and may drop
 //! the entries up to there; a leader that must send a follower entries it no longer has
-//! sends the snapshot instead, in chunks, one in flight at a time; the follower accumulates
-//! them (bounded by `snapshot_bytes_max`), checks the whole against its length and CRC,
-//! and asks its caller to install it (`Ready::snapshot`) with the log reset to start right
-//! after it. It acknowledges, as for any reset, only once the install is durable.
+//! sends the snapshot instead, in chunks, one in flight at a time. It goes on with the
+//! snapshot it began while its log still continues it, so that newer snapshots cannot
+//! restart a transfer again and again. The follower accumulates the chunks (bounded by
+//! `snapshot_bytes_max`), checks the whole against its length and CRC, and asks its caller
+//! to install it (`Ready::snapshot`) with the log reset to start right after it. It
+//! acknowledges, as for any reset, only once the install is durable.
 //!
 //! A log whose caller keeps no snapshot (`LogStore::snapshot` is `None`: a data partition,
 //! whose state machine is the log) is reset to the leader's log start instead
@@ -95,8 +97,9 @@ impl Raft {
         true
     }
 
-    /// The follower holds `received` bytes of the snapshot ending at `index`: send the rest
-    /// from there (less than before: it lost them, or another chunk went missing).
+    /// The follower holds `received` bytes of the snapshot ending at `index`: the next
+    /// chunk starts there, and goes now if this answers the chunk in flight (else at the
+    /// next heartbeat answer; see `Progress::snapshot_acked`).
     pub(super) fn handle_snapshot_response(&mut self, from: NodeId, index: u64, received: u64, store: &impl LogStore) {
         if self.role != super::Role::Leader {
             return;
