@@ -3,7 +3,12 @@
 //! and messages are delivered in process). It measures the core's own cost per proposal:
 //! building the entry once, the Ready batches, AppendEntries and their acknowledgements.
 //!
-//! `cargo bench --bench raft` (about 15 s). `KEEL_BENCH_SECONDS=<s>` sets the time per case.
+//! Then the idle cost of many groups (issue 12's 1 000 groups on 3 nodes): every group's 3
+//! replicas are ticked for 10 virtual seconds (10 ms ticks) as a node's ticker would, with
+//! and without quiescence, counting the messages and the CPU time of the core and the
+//! replica alone (no network, no disk, no tokio): a floor under the server's cost.
+//!
+//! `cargo bench --bench raft` (about 20 s). `KEEL_BENCH_SECONDS=<s>` sets the time per case.
 
 use keel::raft::{LogStore, NodeId, ProposeError};
 use keel::replica::testkit::Cluster;
@@ -24,6 +29,36 @@ fn retain(c: &mut Cluster) {
             node.store_mut().compact(through);
         }
     }
+}
+
+/// Groups in the idle case, and the virtual time they idle for (ticks of 10 ms).
+const IDLE_GROUPS: usize = 1_000;
+const IDLE_TICKS: u32 = 1_000;
+
+/// Ticks `IDLE_GROUPS` settled 3-replica groups `IDLE_TICKS` times, skipping quiet replicas
+/// as a node's ticker does; returns the messages sent and the CPU time it took.
+fn idle(quiesce_after_ticks: Option<u32>) -> (usize, Duration) {
+    let mut groups: Vec<Cluster> = (0..IDLE_GROUPS)
+        .map(|_| {
+            let mut c = Cluster::new(&[1, 2, 3], |config| config.quiesce_after_ticks = quiesce_after_ticks);
+            c.elect(LEADER);
+            c.run(100);
+            c
+        })
+        .collect();
+    let (mut messages, started) = (0, Instant::now());
+    for _ in 0..IDLE_TICKS {
+        for c in &mut groups {
+            for id in 1..=3 {
+                if !c.node(id).is_quiesced() {
+                    c.tick(id);
+                }
+            }
+            messages += c.network.len();
+            c.deliver();
+        }
+    }
+    (messages, started.elapsed())
 }
 
 struct Outcome {
@@ -92,5 +127,19 @@ fn main() {
                 1e6 / rate
             );
         }
+    }
+    let virtual_seconds = f64::from(IDLE_TICKS) / 100.0;
+    println!("\nidle: {IDLE_GROUPS} groups of 3 replicas in one thread for {virtual_seconds} virtual s (10 ms ticks)");
+    println!("{:>22} {:>10} {:>19} {:>16}", "quiescence", "messages", "messages/group/s", "CPU % of a core");
+    for quiesce in [None, Some(20)] {
+        let (messages, elapsed) = idle(quiesce);
+        let label = quiesce.map_or("off".to_string(), |t| format!("after {t} idle ticks"));
+        println!(
+            "{:>22} {:>10} {:>19.2} {:>16.2}",
+            label,
+            messages,
+            messages as f64 / IDLE_GROUPS as f64 / virtual_seconds,
+            100.0 * elapsed.as_secs_f64() / virtual_seconds
+        );
     }
 }

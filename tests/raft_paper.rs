@@ -251,3 +251,8 @@ fn a_node_removed_by_an_uncommitted_configuration_still_campaigns() {
     }
     assert_eq!(c.raft(c.leader().unwrap()).membership().voters, [2, 3].into());
 }
+
+#[path = "raft_paper/quiescence.rs"]
+mod quiescence;
+#[path = "raft_paper/snapshots.rs"]
+mod snapshots;

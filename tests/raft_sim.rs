@@ -14,6 +14,8 @@
 mod check;
 #[path = "raft_sim/schedule.rs"]
 mod schedule;
+#[path = "raft_sim/state_machine.rs"]
+mod state_machine;
 #[path = "raft_sim/world.rs"]
 mod world;
 
@@ -77,7 +79,8 @@ fn run_many(parity: u64) {
     if !seeds.is_empty() {
         eprintln!(
             "{} seeds ({} voters) in {:.1}s: {} virtual s, {} events, {} messages, {} crashes, {} elections, \
-             {} membership changes, {} transfers, {} truncations, {} resets, {} compactions, {} entries committed; \
+             {} membership changes, {} transfers, {} truncations, {} resets, {} compactions, {} entries committed, \
+             {} quiescences, {} detector wake-ups, {} quiet leaders lost for good, {} snapshots taken, {} installed; \
              slowest convergence after healing {}ms",
             seeds.len(),
             if parity == 0 { 3 } else { 5 },
@@ -93,6 +96,11 @@ fn run_many(parity: u64) {
             total.resets,
             total.compactions,
             total.committed,
+            total.quiescences,
+            total.detector_wakes,
+            total.quiet_leaders_lost,
+            total.snapshots,
+            total.installs,
             total.liveness_ms
         );
     }

@@ -7,7 +7,7 @@ use segments::Entry;
 
 use super::frame::{self, DecodeError, FrameBuilder, FrameError, Reader, put_bytes};
 use super::peer::Lane;
-use crate::raft::{Conflict, LogStart, Membership, Message};
+use crate::raft::{Conflict, LogStart, Membership, Message, SnapshotMeta};
 
 mod kind {
     pub const PRE_VOTE: u8 = 10;
@@ -20,15 +20,19 @@ mod kind {
     pub const HEARTBEAT_RESPONSE: u8 = 17;
     pub const TIMEOUT_NOW: u8 = 18;
     pub const RESET: u8 = 19;
+    pub const QUIESCE: u8 = 20;
+    pub const SNAPSHOT: u8 = 21;
+    pub const SNAPSHOT_RESPONSE: u8 = 22;
 }
 
-/// Which stream a message travels on. Every Append (empty ones too) and Reset shares the
-/// ordered bulk lane: an empty Append that overtook the entries before it would be
-/// rejected and throw the leader's pipeline back to probing. Votes, heartbeats and every
-/// response take the control lane, so they never wait behind a large batch.
+/// Which stream a message travels on. Every Append (empty ones too), Reset and snapshot
+/// chunk shares the ordered bulk lane: an empty Append that overtook the entries before it
+/// would be rejected and throw the leader's pipeline back to probing. Votes, heartbeats,
+/// Quiesce (which stands for a heartbeat) and every response take the control lane, so
+/// they never wait behind a large batch.
 pub fn lane(msg: &Message) -> Lane {
     match msg {
-        Message::Append { .. } | Message::Reset { .. } => Lane::Bulk,
+        Message::Append { .. } | Message::Reset { .. } | Message::Snapshot { .. } => Lane::Bulk,
         _ => Lane::Control,
     }
 }
@@ -46,6 +50,9 @@ pub fn encode(group: u64, msg: &Message) -> Vec<Bytes> {
         Message::HeartbeatResponse { .. } => kind::HEARTBEAT_RESPONSE,
         Message::TimeoutNow { .. } => kind::TIMEOUT_NOW,
         Message::Reset { .. } => kind::RESET,
+        Message::Quiesce { .. } => kind::QUIESCE,
+        Message::Snapshot { .. } => kind::SNAPSHOT,
+        Message::SnapshotResponse { .. } => kind::SNAPSHOT_RESPONSE,
     };
     let mut frame = FrameBuilder::new(k, 64);
     let b = frame.body();
@@ -80,14 +87,40 @@ pub fn encode(group: u64, msg: &Message) -> Vec<Bytes> {
         Message::Heartbeat { commit, .. } => b.put_u64_le(*commit),
         Message::HeartbeatResponse { .. } | Message::TimeoutNow { .. } => {}
         Message::Reset { start, membership_index, membership, .. } => {
-            b.put_u64_le(start.index);
-            b.put_u64_le(start.prev_term);
-            b.put_u64_le(start.offset);
-            b.put_u64_le(*membership_index);
-            put_bytes(b, &membership.encode());
+            put_start(b, start, *membership_index, membership)
+        }
+        Message::Quiesce { commit, .. } => b.put_u64_le(*commit),
+        Message::Snapshot { meta, offset, data, .. } => {
+            put_start(b, &meta.start, meta.membership_index, &meta.membership);
+            b.put_u64_le(meta.bytes);
+            b.put_u32_le(meta.crc);
+            b.put_u64_le(*offset);
+            b.put_u32_le(u32::try_from(data.len()).expect("bounded by snapshot_chunk_bytes_max"));
+            tail = vec![data.clone()];
+        }
+        Message::SnapshotResponse { index, received, .. } => {
+            b.put_u64_le(*index);
+            b.put_u64_le(*received);
         }
     }
     frame.finish_with(tail)
+}
+
+/// A log start and the configuration that goes with it (Reset, Snapshot).
+fn put_start(b: &mut bytes::BytesMut, start: &LogStart, membership_index: u64, membership: &Membership) {
+    b.put_u64_le(start.index);
+    b.put_u64_le(start.prev_term);
+    b.put_u64_le(start.offset);
+    b.put_u64_le(membership_index);
+    put_bytes(b, &membership.encode());
+}
+
+fn read_start(r: &mut Reader) -> Result<(LogStart, u64, Membership), FrameError> {
+    let start = LogStart { index: r.u64("start index")?, prev_term: r.u64("prev term")?, offset: r.u64("offset")? };
+    let membership_index = r.u64("membership index")?;
+    let membership =
+        Membership::decode(&r.bytes("membership")?).map_err(|_| DecodeError::Invalid { what: "membership" })?;
+    Ok((start, membership_index, membership))
 }
 
 /// Decodes a frame (without its length prefix) into its group and message. Entries are
@@ -124,12 +157,23 @@ pub fn decode(frame: Bytes, entry_bytes_max: u32) -> Result<(u64, Message), Fram
         kind::HEARTBEAT_RESPONSE => Message::HeartbeatResponse { term },
         kind::TIMEOUT_NOW => Message::TimeoutNow { term },
         kind::RESET => {
-            let start =
-                LogStart { index: r.u64("start index")?, prev_term: r.u64("prev term")?, offset: r.u64("offset")? };
-            let membership_index = r.u64("membership index")?;
-            let membership =
-                Membership::decode(&r.bytes("membership")?).map_err(|_| DecodeError::Invalid { what: "membership" })?;
+            let (start, membership_index, membership) = read_start(&mut r)?;
             Message::Reset { term, start, membership_index, membership }
+        }
+        kind::QUIESCE => Message::Quiesce { term, commit: r.u64("commit")? },
+        kind::SNAPSHOT => {
+            let (start, membership_index, membership) = read_start(&mut r)?;
+            let (bytes, crc, offset) = (r.u64("snapshot bytes")?, r.u32("snapshot crc")?, r.u64("chunk offset")?);
+            // A slice of the frame, bounded like an entry before the core holds on to it.
+            let data = r.bytes("snapshot chunk")?;
+            if data.len() > entry_bytes_max as usize {
+                return Err(DecodeError::Invalid { what: "snapshot chunk longer than an entry may be" }.into());
+            }
+            let meta = SnapshotMeta { start, membership_index, membership, bytes, crc };
+            Message::Snapshot { term, meta, offset, data }
+        }
+        kind::SNAPSHOT_RESPONSE => {
+            Message::SnapshotResponse { term, index: r.u64("snapshot index")?, received: r.u64("received")? }
         }
         other => return Err(FrameError::Kind(other)),
     };
@@ -186,6 +230,20 @@ mod tests {
                 membership_index: 50,
                 membership: Membership { voters: [1, 2, 3].into(), ..Membership::default() },
             },
+            Message::Quiesce { term: 3, commit: 41 },
+            Message::Snapshot {
+                term: 3,
+                meta: SnapshotMeta {
+                    start: LogStart { index: 100, prev_term: 2, offset: 5000 },
+                    membership_index: 50,
+                    membership: Membership { voters: [1, 2, 3].into(), ..Membership::default() },
+                    bytes: 10,
+                    crc: 0xdead_beef,
+                },
+                offset: 4,
+                data: Bytes::from_static(b"chunk"),
+            },
+            Message::SnapshotResponse { term: 3, index: 99, received: 4 },
         ]
     }
 
@@ -206,6 +264,15 @@ mod tests {
         assert!(decode(Bytes::from(bytes), 1 << 20).is_err());
     }
 
+    #[test]
+    fn a_snapshot_chunk_longer_than_an_entry_may_be_is_refused() {
+        let msg = samples().into_iter().find(|m| matches!(m, Message::Snapshot { .. })).unwrap();
+        let Message::Snapshot { data, .. } = &msg else { unreachable!() };
+        let frame = join(encode(1, &msg));
+        assert!(decode(frame.clone(), data.len() as u32).is_ok());
+        assert!(decode(frame, data.len() as u32 - 1).is_err());
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -214,7 +281,7 @@ mod tests {
 
         #[test]
         fn decoding_truncated_or_mutated_frames_never_panics(
-            which in 0usize..12,
+            which in 0usize..15,
             cut in 0usize..400,
             flip in 0usize..400,
         ) {

@@ -35,7 +35,23 @@ pub struct Config {
     pub check_quorum: bool,
     /// Seeds the election timeout RNG; give every node its own.
     pub seed: u64,
+    /// A leader whose group was idle this many ticks (nothing to replicate or commit, no
+    /// change or transfer under way) tells its followers and goes quiet: no heartbeats, no
+    /// check-quorum, no election timers, until something wakes the group (`quiesce.rs`).
+    /// `None` (the default): never. Needs `check_quorum`, whose lease keeps a quiet group's
+    /// leader in office.
+    pub quiesce_after_ticks: Option<u32>,
+    /// Bytes of a snapshot in one message. A chunk never exceeds `append_bytes_max` either,
+    /// so that it travels within the same frame bound as an entry.
+    pub snapshot_chunk_bytes_max: usize,
+    /// The largest snapshot this node accepts from a leader: it is accumulated in memory
+    /// until complete, and a larger one is refused.
+    pub snapshot_bytes_max: u64,
 }
+
+/// The largest `snapshot_bytes_max` allowed: a snapshot is kept in one state file, whose
+/// payload length is 32 bits (`segments::state_file`), with room for its metadata.
+pub const SNAPSHOT_BYTES_LIMIT: u64 = (u32::MAX as u64) - (1 << 20);
 
 impl Config {
     /// The defaults the server uses, for node `id`.
@@ -52,6 +68,9 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             seed,
+            quiesce_after_ticks: None,
+            snapshot_chunk_bytes_max: 1 << 20,
+            snapshot_bytes_max: 256 << 20,
         }
     }
 
@@ -72,7 +91,23 @@ impl Config {
         if self.append_bytes_max <= HEADER_LEN || self.uncommitted_bytes_max < self.append_bytes_max as u64 {
             return bad("append_bytes_max must exceed an entry header and fit in uncommitted_bytes_max");
         }
+        if self.quiesce_after_ticks.is_some_and(|t| t == 0)
+            || (self.quiesce_after_ticks.is_some() && !self.check_quorum)
+        {
+            return bad("quiesce_after_ticks must be at least 1, and quiescence needs check_quorum (the leader lease)");
+        }
+        if self.snapshot_chunk_bytes_max == 0 {
+            return bad("snapshot_chunk_bytes_max must be at least 1");
+        }
+        if self.snapshot_bytes_max > SNAPSHOT_BYTES_LIMIT {
+            return bad("snapshot_bytes_max must be at most SNAPSHOT_BYTES_LIMIT (a snapshot is one state file)");
+        }
         Ok(())
+    }
+
+    /// Bytes of a snapshot one message carries.
+    pub(super) fn snapshot_chunk_bytes(&self) -> usize {
+        self.snapshot_chunk_bytes_max.min(self.append_bytes_max)
     }
 }
 

@@ -7,16 +7,19 @@ use super::{LogStore, Message, NodeId, Raft, Role};
 impl Raft {
     pub(super) fn tick_election(&mut self, store: &impl LogStore) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.promotable() && self.election_elapsed >= self.election_timeout {
-            if self.config.pre_vote {
-                self.campaign_pre_vote(store);
-            } else {
-                self.campaign(store, false);
-            }
+        if self.election_elapsed < self.election_timeout {
+            return;
+        }
+        if !self.promotable() {
+            self.announce_no_leader(store);
+        } else if self.config.pre_vote {
+            self.campaign_pre_vote(store);
+        } else {
+            self.campaign(store, false);
         }
     }
 
-    pub(super) fn tick_leader(&mut self) {
+    pub(super) fn tick_leader(&mut self, store: &impl LogStore) {
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if let Some((to, elapsed)) = &mut self.lead.transfer {
@@ -38,9 +41,15 @@ impl Raft {
                 pr.recent_active = false;
             }
         }
+        let idle = self.idle_long_enough(store);
         if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
-            self.broadcast_heartbeat();
+            // In place of a heartbeat, so that the answers to the last one are in.
+            if idle {
+                self.quiesce();
+            } else {
+                self.broadcast_heartbeat();
+            }
         }
     }
 
@@ -53,6 +62,7 @@ impl Raft {
 
     /// Asks whether a quorum would vote for us, without touching our term (thesis §9.6).
     fn campaign_pre_vote(&mut self, store: &impl LogStore) {
+        self.quiesced = false;
         self.role = Role::PreCandidate;
         self.leader = None;
         self.start_poll(store, self.term + 1, |term, last_index, last_term| Message::PreVote {
@@ -66,6 +76,7 @@ impl Raft {
     pub(super) fn campaign(&mut self, store: &impl LogStore, transfer: bool) {
         self.set_term(self.term + 1);
         self.set_vote(self.config.id);
+        self.quiesced = false;
         self.role = Role::Candidate;
         self.leader = None;
         tracing::debug!(id = self.config.id, term = self.term, transfer, "campaigning");

@@ -7,7 +7,7 @@ use super::{Conflict, Entry, LogStart, LogStore, Membership, Message, NodeId, Ra
 impl Raft {
     /// A message from the leader of our term: follow it and restart the election timer.
     /// False if we lead this term ourselves, which only a broken peer can cause.
-    fn heard_from_leader(&mut self, from: NodeId) -> bool {
+    pub(super) fn heard_from_leader(&mut self, from: NodeId) -> bool {
         match self.role {
             Role::Leader => {
                 tracing::error!(id = self.config.id, from, term = self.term, "another leader in our term; ignored");
@@ -19,6 +19,8 @@ impl Raft {
                 self.election_elapsed = 0;
             }
         }
+        // The leader is active again: a quiet follower resumes its timer.
+        self.quiesced = false;
         true
     }
 
@@ -167,7 +169,7 @@ impl Raft {
     /// Acknowledges an accepted Append that established a match through `want`: now if
     /// durable, else once `persisted` catches up (a follower never acknowledges entries
     /// that a crash could still take away).
-    fn answer_append(&mut self, to: NodeId, want: u64) {
+    pub(super) fn answer_append(&mut self, to: NodeId, want: u64) {
         let ackable = self.ackable();
         if ackable >= want {
             self.send(to, Message::AppendResponse { term: self.term, index: ackable, reject: None });
@@ -200,6 +202,12 @@ impl Raft {
         if commit_to > self.log.commit() {
             self.log.commit_to(store, commit_to);
         }
+        self.answer_heartbeat(from, leader_commit, store);
+    }
+
+    /// Answers a heartbeat whose commit index is `leader_commit`.
+    pub(super) fn answer_heartbeat(&mut self, from: NodeId, leader_commit: u64, store: &impl LogStore) {
+        let last = self.log.last_index(store);
         if leader_commit > last {
             // Only a log that lost entries it acknowledged ends below our match: the glue
             // cut damaged entries. Say where the log ends, or an idle leader, which sends
@@ -227,25 +235,31 @@ impl Raft {
             tracing::warn!(id = self.config.id, from, ?start, "malformed Reset dropped");
             return;
         }
+        if self.follows_without_install(from, start, store) {
+            return;
+        }
+        tracing::info!(id = self.config.id, from, ?start, "resetting the log to the leader's start");
+        self.log.reset(start, membership.1.clone());
+        self.log_replaced(from, start, membership, store);
+    }
+
+    /// Whether we can follow a leader whose log starts at `start` without a new log: we
+    /// hold everything before it (committed already), or its entry at `start.index - 1`,
+    /// so we keep our log and commit through it (Raft §7). The leader hears where we are.
+    pub(super) fn follows_without_install(&mut self, from: NodeId, start: LogStart, store: &impl LogStore) -> bool {
         let prev = start.index - 1;
         let commit = self.log.commit();
         if prev <= commit {
-            // We hold everything the reset would give us: tell the leader where we are.
             self.ack.matched = self.ack.matched.max(commit);
             self.answer_append(from, commit);
-            return;
+            return true;
         }
-        if self.log.term(store, prev) == Some(start.prev_term) {
-            // Our log holds the leader's start entry: keep the log, commit through it.
-            self.log.commit_to(store, prev);
-        } else {
-            tracing::info!(id = self.config.id, from, ?start, "resetting the log to the leader's start");
-            self.log.reset(start, membership.1.clone());
-            self.configs.reset(membership.clone());
-            self.report_membership(membership);
-            self.membership_changed(store);
+        if self.log.term(store, prev) != Some(start.prev_term) {
+            return false;
         }
+        self.log.commit_to(store, prev);
         self.ack.matched = self.ack.matched.max(prev);
         self.answer_append(from, prev);
+        true
     }
 }

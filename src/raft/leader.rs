@@ -14,6 +14,7 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.votes.clear();
+        self.quiesced = false;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.lead = LeaderState::default();
@@ -102,6 +103,7 @@ impl Raft {
         if !self.configs.active().voters.contains(&to) {
             return Err(TransferError::NotVoter(to));
         }
+        self.resume_leading();
         self.lead.transfer = Some((to, 0));
         if !self.maybe_send_timeout_now(to, store) {
             self.send_append(to, store, true);
@@ -109,13 +111,15 @@ impl Raft {
         Ok(())
     }
 
-    fn check_can_propose(&self) -> Result<(), ProposeError> {
+    /// A leader may take a proposal; a quiet one wakes for it (`quiesce.rs`).
+    fn check_can_propose(&mut self) -> Result<(), ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader { leader: self.leader });
         }
         if self.lead.transfer.is_some() {
             return Err(ProposeError::Busy(BusyReason::LeadershipTransfer));
         }
+        self.resume_leading();
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! that the caller has not received yet (etcd's "unstable" part), plus the two indexes
 //! that matter for safety: what is committed and what is durable.
 
-use super::{Entry, LogStore, Membership, StoreError};
+use super::{Entry, LogStore, Membership, Snapshot, StoreError};
 use super::{LogStart, kind};
 
 /// Changes to the store not yet handed out in a Ready. They compose: a later truncation
@@ -11,6 +11,8 @@ use super::{LogStart, kind};
 #[derive(Debug, Default)]
 struct Pending {
     reset: Option<(LogStart, Membership)>,
+    /// The snapshot that comes with `reset`, for a state machine that is not the log.
+    snapshot: Option<Snapshot>,
     /// The index to truncate after, and the record offset that follows its entry.
     truncate_after: Option<(u64, u64)>,
     entries: Vec<Entry>,
@@ -47,6 +49,12 @@ impl RaftLog {
             "the caller must apply each Ready's reset, truncate_after and entries before calling the core again"
         );
         assert!(store.first_index() <= self.commit + 1, "the caller compacted entries that were not committed");
+        if let Some(snapshot) = store.snapshot() {
+            let meta = &snapshot.meta;
+            assert_eq!(snapshot.data.len() as u64, meta.bytes, "a snapshot's bytes are as long as it says");
+            assert!(meta.index() <= self.commit, "a snapshot covers committed entries only");
+            assert!(store.first_index() <= meta.start.index, "the log is compacted no further than its snapshot");
+        }
     }
 
     pub(super) fn commit(&self) -> u64 {
@@ -214,9 +222,16 @@ impl RaftLog {
     /// Replaces the log with an empty one at `start`; everything before it is committed.
     pub(super) fn reset(&mut self, start: LogStart, membership: Membership) {
         assert!(start.index > self.commit + 1, "a reset moves the log start past the commit index");
-        self.pending = Pending { reset: Some((start, membership)), truncate_after: None, entries: Vec::new() };
+        self.pending = Pending { reset: Some((start, membership)), ..Pending::default() };
         self.persisted = 0;
         self.commit = start.index - 1;
+    }
+
+    /// Replaces the log with an empty one right after `snapshot`, which the caller
+    /// installs first (Raft §7); everything it covers is committed.
+    pub(super) fn install(&mut self, snapshot: Snapshot) {
+        self.reset(snapshot.meta.start, snapshot.meta.membership.clone());
+        self.pending.snapshot = Some(snapshot);
     }
 
     /// Raises the commit index; callers check `index > commit` (it never decreases).
@@ -235,6 +250,11 @@ impl RaftLog {
         }
         self.persisted = index;
         true
+    }
+
+    /// Hands the snapshot to install to the Ready (before `take`, which clears it).
+    pub(super) fn take_snapshot(&mut self) -> Option<Snapshot> {
+        self.pending.snapshot.take()
     }
 
     pub(super) fn has_pending(&self) -> bool {

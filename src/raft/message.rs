@@ -8,7 +8,8 @@
 //! Nothing in a message is trusted: a malformed or out-of-range message is dropped or
 //! rejected, never a reason to panic.
 
-use super::{Entry, LogStart, Membership};
+use super::{Entry, LogStart, Membership, SnapshotMeta};
+use bytes::Bytes;
 
 /// The largest term, index or record offset a peer may name. A message with a larger
 /// number is malformed: real clusters never get near it, and the bound keeps every sum
@@ -95,6 +96,33 @@ pub enum Message {
         membership_index: u64,
         membership: Membership,
     },
+    /// The leader's group is idle and goes quiet: no heartbeats until something wakes it
+    /// (`quiesce.rs`). `commit` is both its commit index and its last index. A follower whose
+    /// log ends there with an entry of `term` goes quiet too; any other answers as it would
+    /// a Heartbeat, which wakes the leader. Never answered by a follower that went quiet.
+    Quiesce {
+        term: u64,
+        commit: u64,
+    },
+    /// One chunk of the leader's snapshot (Raft §7, InstallSnapshot), sent to a follower
+    /// behind the leader's first index in a group whose state machine is not the log:
+    /// bytes `offset..offset + data.len()` of the snapshot `meta` describes. One chunk is in
+    /// flight at a time; the follower accumulates them and installs the whole.
+    Snapshot {
+        term: u64,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+    },
+    /// The follower holds the first `received` bytes of the snapshot ending at `index` and
+    /// wants the rest from there (0 after a gap it cannot fill, another snapshot or a failed
+    /// CRC: start over). Answers every chunk that does not complete the snapshot; the one
+    /// that does is answered by AppendResponse `index` once the install is durable.
+    SnapshotResponse {
+        term: u64,
+        index: u64,
+        received: u64,
+    },
 }
 
 impl Message {
@@ -109,7 +137,10 @@ impl Message {
             | Message::Heartbeat { term, .. }
             | Message::HeartbeatResponse { term }
             | Message::TimeoutNow { term }
-            | Message::Reset { term, .. } => *term,
+            | Message::Reset { term, .. }
+            | Message::Quiesce { term, .. }
+            | Message::Snapshot { term, .. }
+            | Message::SnapshotResponse { term, .. } => *term,
         }
     }
 
@@ -138,6 +169,12 @@ impl Message {
             Message::Reset { term, start, membership_index, .. } => {
                 &[*term, start.index, start.prev_term, start.offset, *membership_index]
             }
+            Message::Quiesce { term, commit } => &[*term, *commit],
+            Message::Snapshot { term, meta, offset, .. } => {
+                let start = meta.start;
+                &[*term, start.index, start.prev_term, start.offset, meta.membership_index, meta.bytes, *offset]
+            }
+            Message::SnapshotResponse { term, index, received } => &[*term, *index, *received],
         };
         numbers.iter().all(|n| *n <= NUMBER_MAX)
     }
@@ -155,6 +192,9 @@ impl Message {
             Message::HeartbeatResponse { .. } => "HeartbeatResponse",
             Message::TimeoutNow { .. } => "TimeoutNow",
             Message::Reset { .. } => "Reset",
+            Message::Quiesce { .. } => "Quiesce",
+            Message::Snapshot { .. } => "Snapshot",
+            Message::SnapshotResponse { .. } => "SnapshotResponse",
         }
     }
 }

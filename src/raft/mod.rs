@@ -8,29 +8,37 @@
 //! changes in the Ready. It never reads a clock or a global RNG, so one seed and one
 //! sequence of inputs always give the same outputs (the simulator relies on it).
 //!
-//! The loop around the core, as `testkit::Node` and the server run it:
+//! The loop around the core, as `replica::Replica` runs it under the server and the simulator:
 //!
 //! ```text
 //! input:  raft.tick(&store) | raft.step(from, msg, &store) | raft.propose(..) | raft.persisted(i, t, &store)
+//!         | raft.wake(reason, &store)
 //! let ready = raft.take_ready();
+//! 0. ready.snapshot: save it durably, restore the state machine from it
 //! 1. ready.hard_state (+ committed_membership): fsync it now if hard_state_must_sync, else write it lazily
 //! 2. ready.reset, ready.truncate_after, ready.entries: apply to the store, in that order (no fsync needed yet)
 //! 3. ready.messages: send
 //! 4. ready.commit: serve records up to it
+//! 5. ready.quiesced: stop or resume ticking this group
 //! later, when an fsync covers index i whose entry has term t: raft.persisted(i, t, &store)
 //! ```
 //!
-//! The log is its own state machine (keel replicates a log of record batches), so there
-//! is no snapshot: a follower behind the leader's first index is *reset* to the leader's
-//! log start and configuration, and catches up from there.
+//! A data partition's log is its own state machine (keel replicates a log of record
+//! batches), so it needs no snapshot: a follower behind the leader's first index is
+//! *reset* to the leader's log start and configuration, and catches up from there. A
+//! group whose state machine is not the log (the metadata group) keeps a snapshot beside
+//! it (`LogStore::snapshot`), which such a follower is sent instead (`snapshot.rs`). An
+//! idle group may go quiet, with no timers running, until something wakes it
+//! (`quiesce.rs`; off unless configured).
 //!
 //! Files: `node.rs` (the state and the input/output plumbing), `election.rs` (timeouts,
 //! pre-vote, votes, check-quorum, transfer), `leader.rs` (becoming leader, proposals,
 //! membership changes), `replication.rs` (the leader's side of AppendEntries),
 //! `follower.rs` (the follower's side), `progress.rs` (per-follower flow control),
-//! `membership.rs` (configurations, quorums, their codec), `log.rs` (the store seen through
-//! the changes not yet handed out), `message.rs`, `ready.rs`, `store.rs`, `config.rs`,
-//! `error.rs`; `memstore.rs` and `testkit.rs` are an in-memory store and cluster for tests,
+//! `snapshot.rs` (sending, receiving and installing snapshots), `quiesce.rs` (idle groups
+//! and what wakes them), `membership.rs` (configurations, quorums, their codec), `log.rs`
+//! (the store seen through the changes not yet handed out), `message.rs`, `ready.rs`,
+//! `store.rs`, `config.rs`, `error.rs`; `memstore.rs` is an in-memory store for tests,
 //! the simulator and the benchmarks.
 
 mod config;
@@ -44,18 +52,22 @@ pub mod memstore;
 mod message;
 mod node;
 mod progress;
+mod quiesce;
 mod ready;
 mod replication;
+mod snapshot;
 mod store;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, SNAPSHOT_BYTES_LIMIT};
 pub use error::{BusyReason, ProposeError, StartError, TransferError};
 pub use membership::{MEMBERS_MAX, Membership, MembershipChange, MembershipError};
 pub use message::{Conflict, Message, NUMBER_MAX};
 pub use node::{Proposal, Raft};
 pub use progress::{ProgressState, ProgressView};
+pub use quiesce::WakeReason;
 pub use ready::{Ready, Role, SoftState};
 pub use segments::{Entry, EntryMeta};
+pub use snapshot::{Snapshot, SnapshotMeta};
 pub use store::{LogStore, StoreError};
 
 /// A node's id within the cluster; 0 is never a valid id.

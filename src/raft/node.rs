@@ -4,6 +4,7 @@
 use super::log::RaftLog;
 use super::membership::Configs;
 use super::progress::Progress;
+use super::snapshot::Receiving;
 use super::{Config, HardState, LogStore, Membership, Message, NodeId, ProgressView, StartError, VoteBarrier, kind};
 use super::{Ready, Role, SoftState};
 use rand::rngs::SmallRng;
@@ -29,6 +30,8 @@ pub(super) struct LeaderState {
     /// (index, encoded bytes) of this leader's entries not yet committed, oldest first.
     pub(super) uncommitted: VecDeque<(u64, u64)>,
     pub(super) uncommitted_bytes: u64,
+    /// Ticks the group has been idle (`quiesce.rs`).
+    pub(super) idle_ticks: u32,
 }
 
 /// A follower's acknowledgements to the leader of the current term.
@@ -64,10 +67,15 @@ pub struct Raft {
     /// While set, this node never campaigns and votes only for candidates at least as up
     /// to date as it (see `set_vote_barrier`).
     pub(super) vote_barrier: Option<VoteBarrier>,
+    /// The group is quiet: no timers run here until something wakes it (`quiesce.rs`).
+    pub(super) quiesced: bool,
+    /// The leader's snapshot as received so far (`snapshot.rs`); dropped on a new term.
+    pub(super) receiving: Option<Receiving>,
     messages: Vec<(NodeId, Message)>,
     committed_membership: Option<(u64, Membership)>,
     reported_hard_state: HardState,
     reported_soft_state: SoftState,
+    reported_quiesced: bool,
 }
 
 impl Raft {
@@ -84,7 +92,9 @@ impl Raft {
     ) -> Result<Raft, StartError> {
         config.validate()?;
         let last_index = store.last_index();
-        let commit = hard_state.commit.max(store.first_index() - 1);
+        // Entries before the log or in the snapshot were committed when they were dropped.
+        let snapshot_index = store.snapshot().map_or(0, |s| s.meta.index());
+        let commit = hard_state.commit.max(store.first_index() - 1).max(snapshot_index);
         if commit > last_index {
             return Err(StartError::CommitBeyondLog { commit, last_index });
         }
@@ -118,10 +128,13 @@ impl Raft {
             lead: LeaderState::default(),
             ack: AckState::default(),
             vote_barrier: None,
+            quiesced: false,
+            receiving: None,
             messages: Vec::new(),
             committed_membership: None,
             reported_hard_state: hard_state,
             reported_soft_state: SoftState { role: Role::Follower, leader: None, term: hard_state.term },
+            reported_quiesced: false,
             config,
         };
         raft.role = raft.follower_role();
@@ -170,11 +183,15 @@ impl Raft {
         }
     }
 
-    /// Advances time by one tick: election timeouts, heartbeats, check-quorum.
+    /// Advances time by one tick: election timeouts, heartbeats, check-quorum. Nothing
+    /// while the group is quiet.
     pub fn tick(&mut self, store: &impl LogStore) {
         self.log.check_store(store);
+        if self.quiesced {
+            return;
+        }
         if self.role == Role::Leader {
-            self.tick_leader();
+            self.tick_leader(store);
         } else {
             self.tick_election(store);
         }
@@ -188,6 +205,7 @@ impl Raft {
             tracing::warn!(id = self.config.id, from, msg = msg.name(), "malformed message dropped");
             return;
         }
+        self.wake_on_message(from, &msg);
         let term = msg.term();
         if term > self.term {
             let vote_request = match &msg {
@@ -205,9 +223,11 @@ impl Raft {
                 // A pre-vote changes no term, and a granted pre-vote answer is for a term we
                 // have not entered yet.
                 Message::PreVote { .. } | Message::PreVoteResponse { granted: true, .. } => {}
-                Message::Append { .. } | Message::Heartbeat { .. } | Message::Reset { .. } => {
-                    self.become_follower(term, Some(from))
-                }
+                Message::Append { .. }
+                | Message::Heartbeat { .. }
+                | Message::Reset { .. }
+                | Message::Snapshot { .. }
+                | Message::Quiesce { .. } => self.become_follower(term, Some(from)),
                 _ => self.become_follower(term, None),
             }
         } else if term < self.term {
@@ -233,6 +253,11 @@ impl Raft {
             Message::Reset { start, membership_index, membership, .. } => {
                 self.handle_reset(from, start, (membership_index, membership), store)
             }
+            Message::Quiesce { commit, .. } => self.handle_quiesce(from, commit, store),
+            Message::Snapshot { meta, offset, data, .. } => self.handle_snapshot(from, meta, offset, data, store),
+            Message::SnapshotResponse { index, received, .. } => {
+                self.handle_snapshot_response(from, index, received, store)
+            }
         }
     }
 
@@ -241,7 +266,11 @@ impl Raft {
     fn answer_stale(&mut self, from: NodeId, msg: &Message) {
         let term = self.term;
         match msg {
-            Message::Append { .. } | Message::Heartbeat { .. } | Message::Reset { .. }
+            Message::Append { .. }
+            | Message::Heartbeat { .. }
+            | Message::Reset { .. }
+            | Message::Snapshot { .. }
+            | Message::Quiesce { .. }
                 if self.config.pre_vote || self.config.check_quorum =>
             {
                 self.send(from, Message::HeartbeatResponse { term })
@@ -274,11 +303,13 @@ impl Raft {
             || self.committed_membership.is_some()
             || self.hard_state() != self.reported_hard_state
             || self.soft_state() != self.reported_soft_state
+            || self.quiesced != self.reported_quiesced
     }
 
     /// Drains the outputs accumulated since the last call. See `Ready` for the order in
     /// which the caller must apply them.
     pub fn take_ready(&mut self) -> Ready {
+        let snapshot = self.log.take_snapshot();
         let (reset, truncate_after, entries) = self.log.take();
         let hard_state = self.hard_state();
         let commit = (hard_state.commit > self.reported_hard_state.commit).then_some(hard_state.commit);
@@ -291,6 +322,7 @@ impl Raft {
         let vote_changed = hard_state.vote != self.reported_hard_state.vote;
         let soft_state = self.soft_state();
         let ready = Ready {
+            snapshot,
             hard_state: (hard_state != self.reported_hard_state).then_some(hard_state),
             hard_state_must_sync: term_changed || vote_changed,
             reset,
@@ -300,9 +332,11 @@ impl Raft {
             commit,
             committed_membership,
             soft_state: (soft_state != self.reported_soft_state).then_some(soft_state),
+            quiesced: (self.quiesced != self.reported_quiesced).then_some(self.quiesced),
         };
         self.reported_hard_state = hard_state;
         self.reported_soft_state = soft_state;
+        self.reported_quiesced = self.quiesced;
         ready
     }
 
@@ -331,6 +365,8 @@ impl Raft {
             self.term = term;
             self.vote = None;
             self.ack = AckState::default();
+            // Chunks of another term's snapshot are stale.
+            self.receiving = None;
         }
     }
 
@@ -349,6 +385,7 @@ impl Raft {
         self.leader = leader;
         self.lead = LeaderState::default();
         self.votes.clear();
+        self.quiesced = false;
         self.reset_election_timer();
     }
 
@@ -374,9 +411,11 @@ impl Raft {
         self.election_timeout = self.rng.random_range(self.config.election_ticks_min..=self.config.election_ticks_max);
     }
 
-    /// Heard from a leader within the minimum election timeout (thesis §4.2.3).
+    /// Heard from a leader within the minimum election timeout (thesis §4.2.3), or quiet
+    /// with a leader believed alive (`quiesce.rs`).
     pub(super) fn in_lease(&self) -> bool {
-        self.config.check_quorum && self.leader.is_some() && self.election_elapsed < self.config.election_ticks_min
+        let recent = self.quiesced || self.election_elapsed < self.config.election_ticks_min;
+        self.config.check_quorum && self.leader.is_some() && recent
     }
 
     /// The active configuration changed (an entry was appended, truncated or reset):
@@ -473,6 +512,7 @@ impl std::fmt::Debug for Raft {
             .field("commit", &self.log.commit())
             .field("persisted", &self.log.persisted())
             .field("vote_barrier", &self.vote_barrier)
+            .field("quiesced", &self.quiesced)
             .field("membership", self.configs.active())
             .finish()
     }

@@ -2,7 +2,7 @@
 //! it (etcd's Progress): probe one message at a time until the logs are known to match,
 //! then replicate with a bounded window of messages in flight.
 
-use super::NodeId;
+use super::{NodeId, Snapshot};
 use std::collections::VecDeque;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +12,21 @@ pub enum ProgressState {
     Probe,
     /// The logs match through `match_index`: stream Appends, at most `inflight_max` unanswered.
     Replicate,
+    /// The follower needs entries before our first index: send our snapshot, one chunk at
+    /// a time, until it acknowledges the install.
+    Snapshot,
+}
+
+/// Where the sending of a snapshot to one follower stands.
+#[derive(Debug)]
+pub(super) struct SnapshotSend {
+    /// What is sent: the leader's snapshot when sending began (its bytes shared, not copied).
+    pub(super) snapshot: Snapshot,
+    /// The follower holds this many bytes, as it last said: the next chunk starts here.
+    pub(super) acked: u64,
+    /// A chunk ending here is unanswered: send no other until the follower holds this
+    /// much (a heartbeat answer gives up on it).
+    pub(super) inflight: Option<u64>,
 }
 
 /// A follower's progress, for metrics and status pages.
@@ -40,6 +55,8 @@ pub(super) struct Progress {
     /// In replicate: the last index of each Append in flight, oldest first.
     inflight: VecDeque<u64>,
     pub(super) recent_active: bool,
+    /// In snapshot: the snapshot being sent.
+    snapshot: Option<SnapshotSend>,
 }
 
 impl Progress {
@@ -51,6 +68,7 @@ impl Progress {
             probe_sent: false,
             inflight: VecDeque::new(),
             recent_active: false,
+            snapshot: None,
         }
     }
 
@@ -70,6 +88,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => self.probe_sent,
             ProgressState::Replicate => self.inflight.len() >= inflight_max,
+            ProgressState::Snapshot => self.snapshot.as_ref().is_some_and(|s| s.inflight.is_some()),
         }
     }
 
@@ -84,11 +103,16 @@ impl Progress {
                 self.inflight.push_back(last);
             }
             ProgressState::Replicate => {}
+            ProgressState::Snapshot => unreachable!("a follower being sent a snapshot is sent no Append"),
         }
     }
 
     /// The follower acknowledged `index`; true if that is news.
     pub(super) fn maybe_update(&mut self, index: u64) -> bool {
+        if self.snapshot.as_ref().is_some_and(|s| index >= s.snapshot.meta.index()) {
+            // The follower installed the snapshot (or no longer needs it): probe from here.
+            self.become_probe(index.saturating_add(1));
+        }
         let updated = index > self.match_index;
         if updated {
             self.match_index = index;
@@ -107,6 +131,8 @@ impl Progress {
         let stale = match self.state {
             ProgressState::Replicate => rejected <= self.match_index,
             ProgressState::Probe => rejected != self.next_index - 1,
+            // No Append was sent since the snapshot began: the rejection answers an older one.
+            ProgressState::Snapshot => true,
         };
         if stale {
             return false;
@@ -128,6 +154,7 @@ impl Progress {
         self.next_index = next_index;
         self.probe_sent = false;
         self.inflight.clear();
+        self.snapshot = None;
     }
 
     pub(super) fn become_replicate(&mut self) {
@@ -135,6 +162,40 @@ impl Progress {
         self.next_index = self.match_index + 1;
         self.probe_sent = false;
         self.inflight.clear();
+        self.snapshot = None;
+    }
+
+    /// The snapshot being sent to this follower, if any.
+    pub(super) fn snapshot_sent(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref().map(|s| &s.snapshot)
+    }
+
+    /// Sends `snapshot` to this follower: from its first byte unless it is the one being sent.
+    pub(super) fn sending_snapshot(&mut self, snapshot: &Snapshot) -> &mut SnapshotSend {
+        if self.snapshot.as_ref().is_none_or(|s| s.snapshot.meta != snapshot.meta) {
+            self.state = ProgressState::Snapshot;
+            self.inflight.clear();
+            self.snapshot = Some(SnapshotSend { snapshot: snapshot.clone(), acked: 0, inflight: None });
+        }
+        self.snapshot.as_mut().expect("set above")
+    }
+
+    /// The follower holds `received` bytes of the snapshot ending at `index`; true if that
+    /// answers the chunk in flight, so the next may go. Any other answer (a duplicate, a
+    /// late one, or one saying the follower lost what it had) only moves where the next
+    /// chunk starts: sending on every answer would let duplicates multiply the chunks in
+    /// flight. Answers about another snapshot, or past its end, are ignored.
+    pub(super) fn snapshot_acked(&mut self, index: u64, received: u64) -> bool {
+        let meta = |s: &SnapshotSend| (s.snapshot.meta.index(), s.snapshot.meta.bytes);
+        let Some(send) = self.snapshot.as_mut().filter(|s| meta(s).0 == index && received <= meta(s).1) else {
+            return false;
+        };
+        send.acked = received;
+        let answered = send.inflight.is_some_and(|end| received >= end);
+        if answered {
+            send.inflight = None;
+        }
+        answered
     }
 
     /// A heartbeat answer proves the follower alive: let one more Append through, so a lost
@@ -142,6 +203,10 @@ impl Progress {
     pub(super) fn heard_heartbeat(&mut self, inflight_max: usize) {
         self.recent_active = true;
         self.probe_sent = false;
+        if let Some(send) = &mut self.snapshot {
+            // The chunk in flight may be lost: send again from where the follower stands.
+            send.inflight = None;
+        }
         if self.inflight.len() >= inflight_max {
             self.inflight.pop_front();
         }

@@ -1,6 +1,6 @@
 //! The batch of outputs the core hands out, with the order the caller must follow.
 
-use super::{Entry, HardState, LogStart, Membership, Message, NodeId};
+use super::{Entry, HardState, LogStart, Membership, Message, NodeId, Snapshot};
 
 /// A node's role. A learner replicates but never votes or campaigns; a node in no
 /// configuration at all is a `Follower` that never campaigns.
@@ -27,6 +27,12 @@ pub struct SoftState {
 #[derive(Debug, Default)]
 #[must_use = "a Ready holds messages to send and state to persist"]
 pub struct Ready {
+    /// A snapshot from the leader (Raft §7; `snapshot.rs`), to install before anything else
+    /// in this Ready: make it durable, replacing the one kept, then restore the state
+    /// machine from it. The `reset` below restarts the log right after it. A crash after
+    /// this and before the reset is durable leaves a snapshot ahead of the log: on restart,
+    /// restart the log right after the snapshot unless it holds the snapshot's last entry.
+    pub snapshot: Option<Snapshot>,
     /// Write before sending any message of this Ready. Set whenever term, vote or commit changed.
     pub hard_state: Option<HardState>,
     /// True when term or vote changed: fsync `hard_state` before sending `messages` (a vote
@@ -42,7 +48,9 @@ pub struct Ready {
     /// Readies at once; reports must follow the order of the writes.
     ///
     /// `reset`: replace the whole log with an empty one starting at this `LogStart`, whose
-    /// configuration is this membership (also given in `committed_membership`).
+    /// configuration is this membership (also given in `committed_membership`). With
+    /// `snapshot`, the log restarts right after it; without, the log is its own state
+    /// machine and only its start moved.
     pub reset: Option<(LogStart, Membership)>,
     /// Delete every entry after this index. It is never below the commit index, so no
     /// committed entry is ever deleted (asserted).
@@ -63,11 +71,15 @@ pub struct Ready {
     pub committed_membership: Option<(u64, Membership)>,
     /// Role, leader or term changed.
     pub soft_state: Option<SoftState>,
+    /// The group went quiet here (`true`: `tick` does nothing, a ticker may skip it) or woke
+    /// up (`false`: tick it again). See `quiesce.rs`; never set unless `quiesce_after_ticks` is.
+    pub quiesced: Option<bool>,
 }
 
 impl Ready {
     pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none()
+        self.snapshot.is_none()
+            && self.hard_state.is_none()
             && self.reset.is_none()
             && self.truncate_after.is_none()
             && self.entries.is_empty()
@@ -75,6 +87,7 @@ impl Ready {
             && self.commit.is_none()
             && self.committed_membership.is_none()
             && self.soft_state.is_none()
+            && self.quiesced.is_none()
     }
 
     /// Whether the store must change.

@@ -29,12 +29,24 @@ impl Raft {
     pub(super) fn send_append(&mut self, to: NodeId, store: &impl LogStore, allow_empty: bool) -> bool {
         let (inflight_max, bytes_max, count_max) =
             (self.config.inflight_max, self.config.append_bytes_max, self.config.append_entries_max);
-        let Some(pr) = self.lead.progress.get(&to) else { return false };
+        let first_index = self.log.first_index(store);
+        let Some(pr) = self.lead.progress.get_mut(&to) else { return false };
+        if pr.state == ProgressState::Snapshot && pr.next_index >= first_index {
+            // An answer showed the follower's log reaches ours: entries will do.
+            pr.become_probe(pr.next_index);
+        }
         if pr.is_paused(inflight_max) {
             return false;
         }
         let next = pr.next_index;
-        if next < self.log.first_index(store) {
+        if next < first_index {
+            // A state machine that is not the log needs a snapshot: the one being sent while
+            // our log still continues it (a newer one would start the transfer over, and
+            // might never let it end), else the latest. The log alone needs its start.
+            let sent = pr.snapshot_sent().filter(|s| s.meta.start.index >= first_index);
+            if let Some(snapshot) = sent.or(store.snapshot()).cloned() {
+                return self.send_snapshot_chunk(to, &snapshot);
+            }
             self.send_reset(to, store);
             return true;
         }

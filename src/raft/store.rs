@@ -1,6 +1,6 @@
 //! The core's read-only view of the log the caller keeps.
 
-use super::{Entry, LogStart};
+use super::{Entry, LogStart, Snapshot};
 
 /// The entries the caller has written, durable or not. The core owns no storage: it reads
 /// through this trait and asks for changes in `Ready` (reset, truncate_after, entries),
@@ -18,6 +18,15 @@ pub trait LogStore {
     /// The record offset after the last entry (the log start's offset if empty).
     fn next_offset(&self) -> u64;
     fn start(&self) -> LogStart;
+    /// The latest snapshot the caller keeps of a state machine that is not the log itself
+    /// (`snapshot.rs`): it covers every entry through `meta.index()`, which is committed,
+    /// and the log holds every entry after it (`first_index() <= meta.start.index`). Its
+    /// bytes are kept in memory (bounded by `snapshot_bytes_max`), and the core holds on to
+    /// them while it sends them. `None`, the default: the log is its own state machine, and
+    /// a follower behind the first index is reset to it instead (`Message::Reset`).
+    fn snapshot(&self) -> Option<&Snapshot> {
+        None
+    }
 }
 
 /// Why the store could not hand out entries. The core never crashes on one: it skips the
@@ -56,5 +65,9 @@ impl<T: LogStore + ?Sized> LogStore for &T {
 
     fn start(&self) -> LogStart {
         (**self).start()
+    }
+
+    fn snapshot(&self) -> Option<&Snapshot> {
+        (**self).snapshot()
     }
 }

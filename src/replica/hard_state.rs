@@ -1,10 +1,12 @@
 //! What a replica keeps beside its log: Raft's hard state (term, vote, commit, the last
-//! committed configuration, the vote barrier), in a CRC-checked file replaced atomically.
+//! committed configuration, the vote barrier), in a CRC-checked file replaced atomically,
+//! and the latest snapshot of a state machine that is not the log (`snapshot.rs`).
 
 use std::path::{Path, PathBuf};
 
+use super::snapshot::{self, KIND_SNAPSHOT, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 use crate::codec::{DecodeError, Reader};
-use crate::raft::{HardState, Membership, VoteBarrier};
+use crate::raft::{HardState, Membership, Snapshot, VoteBarrier};
 
 use segments::state_file::{self, StateFileError};
 
@@ -31,17 +33,23 @@ pub struct Persisted {
     pub vote_barrier: Option<VoteBarrier>,
 }
 
-/// Where a replica keeps its hard state: saved durably, read back at start.
+/// Where a replica keeps its hard state and its snapshot: saved durably, read back at start.
 pub trait HardStateStore {
     /// What was last saved (on a first start: the initial state).
     fn persisted(&self) -> &Persisted;
     /// Makes `next` durable before returning.
     fn save(&mut self, next: Persisted) -> Result<(), StateError>;
+    /// The snapshot last saved, if any.
+    fn snapshot(&self) -> Option<&Snapshot>;
+    /// Makes `snapshot` durable before returning, in place of the one kept.
+    fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StateError>;
 }
 
 pub struct HardStateFile {
     path: PathBuf,
     last: Persisted,
+    snapshot_path: PathBuf,
+    snapshot: Option<Snapshot>,
 }
 
 impl HardStateFile {
@@ -58,7 +66,15 @@ impl HardStateFile {
             Some((version, payload)) => decode(version, payload)
                 .map_err(|e| StateError::Malformed { path: path.clone(), why: e.to_string() })?,
         };
-        Ok(HardStateFile { path, last })
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let snapshot = match state_file::read(&snapshot_path, KIND_SNAPSHOT)? {
+            None => None,
+            Some((version, payload)) => Some(
+                snapshot::decode(version, payload)
+                    .map_err(|e| StateError::Malformed { path: snapshot_path.clone(), why: e.to_string() })?,
+            ),
+        };
+        Ok(HardStateFile { path, last, snapshot_path, snapshot })
     }
 }
 
@@ -75,6 +91,17 @@ impl HardStateStore for HardStateFile {
         assert!(next.hard_state.term >= self.last.hard_state.term, "term never goes backwards");
         state_file::write(&self.path, KIND_HARD_STATE, HARD_STATE_VERSION, &encode(&next))?;
         self.last = next;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// Replaces the snapshot file (write a new one, fsync, rename, fsync the directory).
+    fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StateError> {
+        state_file::write(&self.snapshot_path, KIND_SNAPSHOT, SNAPSHOT_VERSION, &snapshot::encode(&snapshot))?;
+        self.snapshot = Some(snapshot);
         Ok(())
     }
 }
@@ -136,6 +163,25 @@ mod tests {
         file.save(next.clone()).unwrap();
         let reopened = HardStateFile::open(dir.path(), initial).unwrap();
         assert_eq!(reopened.persisted(), &next);
+        assert_eq!(reopened.snapshot(), None);
+    }
+
+    #[test]
+    fn a_snapshot_survives_reopen_beside_the_hard_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let initial = Membership::new([1, 2, 3]);
+        let mut file = HardStateFile::open(dir.path(), initial.clone()).unwrap();
+        let start = crate::raft::LogStart { index: 8, prev_term: 2, offset: 30 };
+        let first = Snapshot::new(start, (1, initial.clone()), bytes::Bytes::from_static(b"first"));
+        file.save_snapshot(first).unwrap();
+        let second = Snapshot::new(start, (1, initial.clone()), bytes::Bytes::from(vec![7; 5000]));
+        file.save_snapshot(second.clone()).unwrap();
+        let reopened = HardStateFile::open(dir.path(), initial.clone()).unwrap();
+        assert_eq!(reopened.snapshot(), Some(&second), "the newer snapshot replaced the older");
+        let mut bytes = std::fs::read(dir.path().join(SNAPSHOT_FILE)).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(dir.path().join(SNAPSHOT_FILE), bytes).unwrap();
+        assert!(HardStateFile::open(dir.path(), initial).is_err(), "a damaged snapshot file is refused");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rand::Rng;
 use super::backend::{Damage, DamageSeen, LogBackend, StorageError};
 use super::hard_state::{HardStateStore, Persisted, StateError};
 use crate::raft::memstore::MemStore;
-use crate::raft::{Entry, LogStart, LogStore};
+use crate::raft::{Entry, LogStart, LogStore, Snapshot};
 
 /// A log write the disk has not finished: once synced, the core hears `persisted(index, term)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,18 +106,37 @@ impl LogBackend for MemLog {
     }
 }
 
-/// Hard state that is durable as soon as it is saved.
+/// Hard state and a snapshot that are durable as soon as they are saved.
 #[derive(Clone, Debug)]
-pub struct MemHardState(pub Persisted);
+pub struct MemHardState {
+    pub persisted: Persisted,
+    pub snapshot: Option<Snapshot>,
+}
+
+impl MemHardState {
+    pub fn new(persisted: Persisted) -> MemHardState {
+        MemHardState { persisted, snapshot: None }
+    }
+}
 
 impl HardStateStore for MemHardState {
     fn persisted(&self) -> &Persisted {
-        &self.0
+        &self.persisted
     }
 
     fn save(&mut self, next: Persisted) -> Result<(), StateError> {
-        assert!(next.hard_state.term >= self.0.hard_state.term, "term never goes backwards");
-        self.0 = next;
+        assert!(next.hard_state.term >= self.persisted.hard_state.term, "term never goes backwards");
+        self.persisted = next;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StateError> {
+        assert!(snapshot.is_intact(), "a snapshot's bytes match its description");
+        self.snapshot = Some(snapshot);
         Ok(())
     }
 }

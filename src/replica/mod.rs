@@ -10,24 +10,31 @@
 //! MemHardState>` (`replica/testkit.rs`): the same code, so the simulator checks what ships.
 //!
 //! Files: `backend.rs` (the storage trait and the segments log behind it), `mem.rs` (the
-//! in-memory storage), `hard_state.rs` (the hard-state file), `store.rs` (the core's view of
-//! a segments log), `repair.rs` (cutting damaged entries, the vote barrier), `retention.rs`
-//! (which prefix to delete), `testkit.rs` (an in-memory cluster of replicas).
+//! in-memory storage), `hard_state.rs` (the hard-state file, and the snapshot file beside
+//! it), `snapshot.rs` (the snapshot's format, finishing an install after a crash),
+//! `store.rs` (the core's view of a segments log), `repair.rs` (cutting damaged entries,
+//! the vote barrier), `retention.rs` (which prefix to delete), `testkit.rs` (an in-memory
+//! cluster of replicas).
 
 pub mod backend;
 pub mod hard_state;
 pub mod mem;
 pub mod repair;
 pub mod retention;
+pub mod snapshot;
 pub mod store;
 pub mod testkit;
 
+use bytes::Bytes;
+
 use crate::raft::{
-    self, LogStore, MembershipChange, Message, NodeId, Proposal, ProposeError, Raft, Ready, TransferError,
+    self, LogStart, LogStore, MembershipChange, Message, NodeId, Proposal, ProposeError, Raft, Ready, Snapshot,
+    SnapshotMeta, TransferError, WakeReason,
 };
 use backend::{DamageSeen, LogBackend, StorageError};
 use hard_state::{HardStateStore, Persisted, StateError};
 use repair::RepairError;
+use snapshot::{SnapshotError, WithSnapshot};
 
 /// What readers may serve: the committed prefix of the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,7 +48,11 @@ pub struct Committed {
 #[derive(Debug)]
 #[must_use = "the Ready's messages must be sent"]
 pub struct Applied {
-    /// Send `messages` now; `commit`, `soft_state` and the rest say what changed.
+    /// Send `messages` now; `commit`, `soft_state` and the rest say what changed. With
+    /// `snapshot`, the replica saved a leader's snapshot durably and restarted the log
+    /// right after it: a driver with a state machine restores it from those bytes, then
+    /// applies committed entries from the snapshot's `start.index` on. `quiesced` says
+    /// whether the ticker may skip this replica (`Raft::is_quiesced`).
     pub ready: Ready,
     /// The committed prefix, when it advanced.
     pub committed: Option<Committed>,
@@ -55,6 +66,8 @@ pub enum ReplicaError {
     HardState(#[from] StateError),
     #[error(transparent)]
     Repair(#[from] RepairError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
 }
 
 pub struct Replica<L: LogBackend, H: HardStateStore> {
@@ -73,6 +86,7 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
     /// Starts a replica on what the disk holds. A log that lost committed entries, or whose
     /// configuration entries are damaged, is cut and the vote barrier set (`repair.rs`).
     pub fn open(config: raft::Config, mut log: L, mut hard: H) -> Result<Self, ReplicaError> {
+        snapshot::restart_log_after_snapshot(&mut log, &mut hard)?;
         repair::check_commit_within_log(&log, &mut hard)?;
         let mut next_hard = hard.persisted().clone();
         let commit = next_hard.hard_state.commit;
@@ -123,6 +137,53 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
         self.raft.next_offset(&self.log.view())
     }
 
+    /// The snapshot kept: a driver with a state machine starts from it, then applies the
+    /// committed entries after it.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.hard.snapshot()
+    }
+
+    /// The driver's state machine, with every entry through `index` applied, is `data`:
+    /// keep it as this replica's snapshot (durably, in place of the last), so that the log
+    /// may drop the entries through `index` (`log_mut().drop_before(index + 1)`) and a
+    /// follower that needs them is sent the snapshot instead. `index` must be committed and
+    /// durable here (`committed()`), still known to the log, and past the snapshot kept.
+    pub fn save_snapshot(&mut self, index: u64, data: Bytes) -> Result<SnapshotMeta, ReplicaError> {
+        let committed = self.committed.index;
+        if index > committed {
+            return Err(SnapshotError::NotCommitted { index, committed }.into());
+        }
+        if let Some(kept) = self.hard.snapshot().map(|s| s.meta.index()).filter(|kept| index <= *kept) {
+            return Err(SnapshotError::Older { index, kept }.into());
+        }
+        let (bytes, max) = (data.len() as u64, self.raft.config().snapshot_bytes_max);
+        if bytes > max {
+            return Err(SnapshotError::TooLarge { bytes, max }.into());
+        }
+        let view = self.log.view();
+        let (term, offset) = (view.term(index), self.raft.offset_after(index, &view));
+        let (Some(prev_term), Ok(offset)) = (term, offset) else {
+            return Err(SnapshotError::Compacted { index, first_index: view.first_index() }.into());
+        };
+        drop(view);
+        // The configuration committed here: persisted before any commit at or above it.
+        let membership = (self.next_hard.membership_index, self.next_hard.membership.clone());
+        let snapshot = Snapshot::new(LogStart { index: index + 1, prev_term, offset }, membership, data);
+        let meta = snapshot.meta.clone();
+        self.hard.save_snapshot(snapshot)?;
+        Ok(meta)
+    }
+
+    /// The group is quiet here: the ticker may skip it (`Raft::is_quiesced`).
+    pub fn is_quiesced(&self) -> bool {
+        self.raft.is_quiesced()
+    }
+
+    /// The node's failure detector decided a node is down (`Raft::wake`).
+    pub fn wake(&mut self, reason: WakeReason) {
+        self.core(|raft, store| raft.wake(reason, store));
+    }
+
     pub fn tick(&mut self) {
         self.core(|raft, store| raft.tick(store));
     }
@@ -170,6 +231,10 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
             return Ok(None);
         }
         let ready = self.raft.take_ready();
+        // 0. A leader's snapshot: durable before the hard state and the log refer to it.
+        if let Some(snapshot) = &ready.snapshot {
+            self.hard.save_snapshot(snapshot.clone())?;
+        }
         if self.raft.vote_barrier().is_none() && self.next_hard.vote_barrier.is_some() {
             // Lifted: the entries up to it are durable again. Forgetting it may be lazy.
             self.next_hard.vote_barrier = None;
@@ -251,9 +316,10 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
         Committed { index, next_offset }
     }
 
-    /// Calls into the core with a view of the log; damage a read came across is remembered.
-    fn core<R>(&mut self, f: impl FnOnce(&mut Raft, &L::View<'_>) -> R) -> R {
-        let view = self.log.view();
+    /// Calls into the core with a view of the log and the snapshot; damage a read came
+    /// across is remembered.
+    fn core<R>(&mut self, f: impl FnOnce(&mut Raft, &WithSnapshot<'_, L::View<'_>>) -> R) -> R {
+        let view = WithSnapshot::new(self.log.view(), self.hard.snapshot());
         let out = f(&mut self.raft, &view);
         if let Some(index) = view.damage_seen() {
             tracing::warn!(index, "reading entries found damaged bytes");

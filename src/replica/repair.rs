@@ -7,6 +7,7 @@ use tracing::error;
 
 use super::backend::{Damage, LogBackend, StorageError};
 use super::hard_state::{HardStateStore, Persisted, StateError};
+use super::snapshot::WithSnapshot;
 use crate::metrics as m;
 use crate::raft::{self, HardState, LogStore, Raft, StartError, StoreError, VoteBarrier};
 
@@ -88,7 +89,8 @@ pub fn start_core<L: LogBackend, H: HardStateStore>(
     loop {
         let hard_state = HardState { commit, ..next.hard_state };
         let membership = (next.membership_index, next.membership.clone());
-        let started = Raft::new(config.clone(), hard_state, membership, &log.view());
+        let started =
+            Raft::new(config.clone(), hard_state, membership, &WithSnapshot::new(log.view(), hard.snapshot()));
         match started {
             Ok(mut raft) => {
                 raft.set_vote_barrier(next.vote_barrier);

@@ -9,8 +9,9 @@ pub use super::mem::PendingWrite;
 use super::mem::{MemHardState, MemLog};
 use super::{Replica, ReplicaError};
 use crate::raft::memstore::MemStore;
-use crate::raft::{Config, HardState, Membership, MembershipChange, Message, NodeId, Proposal};
-use crate::raft::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, TransferError, VoteBarrier, kind};
+use crate::raft::{Config, HardState, Membership, MembershipChange, Message, NodeId, Proposal, Snapshot, SnapshotMeta};
+use crate::raft::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, TransferError, VoteBarrier, WakeReason, kind};
+use bytes::Bytes;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -40,7 +41,7 @@ impl Node {
     /// A node's first start, with the cluster's initial configuration (empty for a node
     /// that will be added later and learns the configuration from the leader).
     pub fn new(config: Config, membership: Membership) -> Node {
-        let hard = MemHardState(Persisted {
+        let hard = MemHardState::new(Persisted {
             hard_state: HardState::default(),
             membership_index: 0,
             membership,
@@ -109,23 +110,45 @@ impl Node {
 
     /// The hard state as made durable.
     pub fn hard_state(&self) -> HardState {
-        self.parts().1.0.hard_state
+        self.parts().1.persisted.hard_state
     }
 
     /// The committed configuration as persisted, what a restart starts from.
     pub fn persisted_membership(&self) -> (u64, Membership) {
-        let p = &self.parts().1.0;
+        let p = &self.parts().1.persisted;
         (p.membership_index, p.membership.clone())
     }
 
     /// The vote barrier as persisted beside the hard state (`Raft::set_vote_barrier`).
     pub fn vote_barrier(&self) -> Option<VoteBarrier> {
-        self.parts().1.0.vote_barrier
+        self.parts().1.persisted.vote_barrier
     }
 
     /// The highest commit reported since the last start: entries the glue may compact.
     pub fn reported_commit(&self) -> u64 {
         self.replica().committed().index
+    }
+
+    /// The snapshot kept (durable as soon as it is saved), up or down.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.parts().1.snapshot.as_ref()
+    }
+
+    /// Keeps `data` as the state machine through `index` (`Replica::save_snapshot`).
+    pub fn save_snapshot(&mut self, index: u64, data: Bytes) -> Result<SnapshotMeta, ReplicaError> {
+        self.replica_mut().expect("the node is up").save_snapshot(index, data)
+    }
+
+    /// Whether the group is quiet here (false while down).
+    pub fn is_quiesced(&self) -> bool {
+        self.try_raft().is_some_and(Raft::is_quiesced)
+    }
+
+    /// The node's failure detector woke the group (`Raft::wake`); nothing while down.
+    pub fn wake(&mut self, reason: WakeReason) {
+        if let Some(r) = self.replica_mut() {
+            r.wake(reason);
+        }
     }
 
     pub fn tick(&mut self) {
@@ -194,7 +217,7 @@ impl Node {
         store.sync(store.written());
         let (membership_index, membership) = self.persisted_membership();
         let persisted = Persisted { hard_state, membership_index, membership, vote_barrier: self.vote_barrier() };
-        self.state = State::Down(MemLog::new(store), MemHardState(persisted));
+        self.state = State::Down(MemLog::new(store), MemHardState::new(persisted));
         self.restart()
     }
 
@@ -318,6 +341,12 @@ impl Cluster {
 
     pub fn tick(&mut self, id: NodeId) {
         self.node_mut(id).tick();
+        self.flush(id);
+    }
+
+    /// Node `id`'s failure detector decided that `down` is down.
+    pub fn wake(&mut self, id: NodeId, down: NodeId) {
+        self.node_mut(id).wake(WakeReason::NodeDown(down));
         self.flush(id);
     }
 

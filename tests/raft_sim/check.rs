@@ -29,6 +29,8 @@ pub struct Checker {
     /// Per node: the commit index up to which its committed entries were compared.
     compared: BTreeMap<NodeId, u64>,
     seen: BTreeMap<NodeId, Seen>,
+    /// Seeds with a state machine: its hash once entries through the index were applied.
+    states: HashMap<u64, u64>,
 }
 
 pub type Violation = String;
@@ -43,6 +45,18 @@ impl Checker {
             committed_by_term: BTreeMap::new(),
             compared: BTreeMap::new(),
             seen: BTreeMap::new(),
+            states: HashMap::new(),
+        }
+    }
+
+    /// Every node's state machine at index `applied` equals every other's there, whether
+    /// it applied the entries, installed a snapshot, or restarted from one and the log.
+    pub fn state_machine(&mut self, id: NodeId, applied: u64, hash: u64) -> Result<(), Violation> {
+        match self.states.insert(applied, hash) {
+            Some(other) if other != hash => {
+                Err(format!("node {id}'s state machine at {applied} is {hash:x}, another node's was {other:x}"))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -149,6 +163,11 @@ impl Checker {
         }
         if now.commit < seen.commit {
             return Err(format!("node {id}: commit went back from {} to {}", seen.commit, now.commit));
+        }
+        // A quiet node's log ends at its commit index, and it knows who leads.
+        let last = node.store().last_index();
+        if raft.is_quiesced() && (raft.commit() != last || raft.leader().is_none()) {
+            return Err(format!("node {id} is quiet with commit {} and last index {last}: {raft:?}", raft.commit()));
         }
         *seen = now;
         Ok(())

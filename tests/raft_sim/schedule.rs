@@ -99,6 +99,18 @@ pub struct Schedule {
     pub append_entries_max: usize,
     pub append_bytes_max: usize,
     pub uncommitted_bytes_max: u64,
+    /// Quiescence (`Config::quiesce_after_ticks`), with the node-level failure detector
+    /// modelled: a node that crashed, or that a partition cuts off from another, is
+    /// reported down to the other's replicas after a delay in `detector_delay`.
+    pub quiesce_after_ticks: Option<u32>,
+    pub detector_delay: (Micros, Micros),
+    /// With quiescence: the liveness phase starts with the leader crashed for good (when
+    /// the rest remains a majority of every configuration), so the detector must do its job.
+    pub hold_leader_down: bool,
+    /// A state machine beside the log (a running hash of the applied entries) that every
+    /// node snapshots every so many applied entries, compacting its log up to there.
+    pub snapshot_every: Option<u64>,
+    pub snapshot_chunk_bytes_max: usize,
 }
 
 /// Seeds with an even number run 3 voters, odd ones 5; two spares each.
@@ -127,6 +139,14 @@ pub fn generate(seed: u64) -> Schedule {
     }
     let ticks = nodes.iter().map(|_| (rng.random_range(9_800..=10_200), rng.random_range(0..10 * MS))).collect();
     let slow_client = rng.random_range(0..4) == 0;
+    // Drawn from a second generator, so that the schedules drawn above stay what they
+    // were before quiescence and snapshots came.
+    let mut more = SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let quiesce_after_ticks = (more.random_range(0..3) == 0).then(|| [2, 5, 10, 30][more.random_range(0..4)]);
+    let detector_delay = [(20 * MS, 100 * MS), (100 * MS, 500 * MS)][more.random_range(0..2)];
+    let hold_leader_down = quiesce_after_ticks.is_some() && more.random_range(0..2) == 0;
+    let snapshot_every = (more.random_range(0..3) == 0).then(|| [3, 10, 40][more.random_range(0..3)]);
+    let snapshot_chunk_bytes_max = [16, 64, 256, 4096][more.random_range(0..4)];
     Schedule {
         seed,
         voters,
@@ -139,6 +159,11 @@ pub fn generate(seed: u64) -> Schedule {
         append_entries_max: if storm { 1 } else { [1, 2, 16, 256][rng.random_range(0..4)] },
         append_bytes_max: [256, 1_024, 64 * 1_024][rng.random_range(0..3)],
         uncommitted_bytes_max: [64 * 1_024, 1 << 20][rng.random_range(0..2)],
+        quiesce_after_ticks,
+        detector_delay,
+        hold_leader_down,
+        snapshot_every,
+        snapshot_chunk_bytes_max,
     }
 }
 
@@ -225,6 +250,22 @@ impl fmt::Display for Schedule {
             "  bounds: inflight_max {}, append_entries_max {}, append_bytes_max {}, uncommitted_bytes_max {}",
             self.inflight_max, self.append_entries_max, self.append_bytes_max, self.uncommitted_bytes_max
         )?;
+        if let Some(ticks) = self.quiesce_after_ticks {
+            writeln!(
+                f,
+                "  quiescence after {ticks} idle ticks; failure detector in {}..{}ms{}",
+                self.detector_delay.0 / MS,
+                self.detector_delay.1 / MS,
+                if self.hold_leader_down { "; the leader stays down after healing" } else { "" }
+            )?;
+        }
+        if let Some(every) = self.snapshot_every {
+            writeln!(
+                f,
+                "  state machine snapshotted every {every} entries, sent in chunks of {} bytes",
+                self.snapshot_chunk_bytes_max
+            )?;
+        }
         for (at, fault) in &self.faults {
             writeln!(f, "  {:>9.3}ms  {fault:?}", *at as f64 / MS as f64)?;
         }

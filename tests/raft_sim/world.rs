@@ -4,7 +4,8 @@
 
 use super::check::{Checker, Violation};
 use super::schedule::{Fault, MS, Micros, NetworkProfile, Partition, Schedule, Target};
-use keel::raft::{Config, LogStore, Membership, MembershipChange, Message, NodeId, Role};
+use super::state_machine::StateMachine;
+use keel::raft::{Config, LogStore, Membership, MembershipChange, Message, NodeId, Ready, Role, WakeReason};
 use keel::replica::testkit::Node;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -14,8 +15,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub const LIVENESS_DEADLINE: Micros = 10_000 * MS;
 /// Events in one run at most, so a livelock ends the run instead of hanging it.
 const EVENTS_MAX: u64 = 5_000_000;
+/// Events waiting at once at most, so a storm of messages ends the run instead of memory.
+const EVENTS_QUEUED_MAX: usize = 200_000;
 /// Lines of trace kept for the failure report.
 const TRACE_LINES_MAX: usize = 400;
+/// With `Schedule::hold_leader_down`, the quiet time between healing and the leader's crash.
+const HOLD_DOWN_AFTER_HEALING: Micros = 1_000 * MS;
+/// Entries a log keeps after its snapshot when compacted in the liveness phase.
+const COMPACTION_KEEP_AFTER_HEALING: u64 = 100;
 /// Events between two checks of durable majorities besides those after crashes and cuts.
 const DURABLE_CHECK_EVERY: u64 = 1_000;
 
@@ -47,7 +54,16 @@ enum Event {
     },
     Propose,
     Heal,
+    /// The liveness phase of `Schedule::hold_leader_down`.
+    HoldLeaderDown,
     Marker,
+    /// `observer`'s failure detector reports `target` down: if it crashed (`certain`), or
+    /// is down or cut off from the observer when the detector's delay has passed.
+    Detect {
+        observer: NodeId,
+        target: NodeId,
+        certain: bool,
+    },
 }
 
 struct SimNode {
@@ -59,6 +75,9 @@ struct SimNode {
     disk_epoch: u64,
     /// The disk completes writes in order: the next one finishes no earlier than this.
     disk_free_at: Micros,
+    /// The state machine beside the log (seeds that snapshot); lost in a crash, rebuilt
+    /// from the snapshot and the log on restart.
+    sm: StateMachine,
 }
 
 pub struct World {
@@ -78,6 +97,8 @@ pub struct World {
     churn_until: Micros,
     /// Liveness markers proposed after healing: (index, term).
     markers: Vec<(u64, u64)>,
+    /// The leader crashed for good at healing (`Schedule::hold_leader_down`).
+    held_down: Option<NodeId>,
     pub stats: Stats,
 }
 
@@ -95,6 +116,12 @@ pub struct Stats {
     pub truncations: u64,
     pub resets: u64,
     pub compactions: u64,
+    pub quiescences: u64,
+    pub detector_wakes: u64,
+    /// Leaders of a quiet group that the liveness phase crashed for good.
+    pub quiet_leaders_lost: u64,
+    pub snapshots: u64,
+    pub installs: u64,
 }
 
 impl Stats {
@@ -111,6 +138,11 @@ impl Stats {
         self.truncations += other.truncations;
         self.resets += other.resets;
         self.compactions += other.compactions;
+        self.quiescences += other.quiescences;
+        self.detector_wakes += other.detector_wakes;
+        self.quiet_leaders_lost += other.quiet_leaders_lost;
+        self.snapshots += other.snapshots;
+        self.installs += other.installs;
     }
 }
 
@@ -124,6 +156,8 @@ impl World {
             config.append_entries_max = schedule.append_entries_max;
             config.append_bytes_max = schedule.append_bytes_max;
             config.uncommitted_bytes_max = schedule.uncommitted_bytes_max;
+            config.quiesce_after_ticks = schedule.quiesce_after_ticks;
+            config.snapshot_chunk_bytes_max = schedule.snapshot_chunk_bytes_max;
             let membership = if id <= schedule.voters as u64 { initial.clone() } else { Membership::default() };
             let sim = SimNode {
                 node: Node::new(config, membership),
@@ -132,6 +166,7 @@ impl World {
                 disk_latency: (100, 2 * MS),
                 disk_epoch: 0,
                 disk_free_at: 0,
+                sm: StateMachine::default(),
             };
             nodes.insert(id, sim);
         }
@@ -149,6 +184,7 @@ impl World {
             healed_at: None,
             churn_until: 0,
             markers: Vec::new(),
+            held_down: None,
             stats: Stats::default(),
             schedule,
         };
@@ -187,6 +223,9 @@ impl World {
             if self.stats.events > EVENTS_MAX {
                 return Err(format!("more than {EVENTS_MAX} events: livelock?"));
             }
+            if self.events.len() > EVENTS_QUEUED_MAX {
+                return Err(format!("more than {EVENTS_QUEUED_MAX} events waiting: messages multiply"));
+            }
             self.handle(event)?;
             if self.stats.events.is_multiple_of(DURABLE_CHECK_EVERY) {
                 self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
@@ -219,7 +258,10 @@ impl World {
                 if sim.epoch != epoch || !sim.node.is_up() {
                     return Ok(());
                 }
-                sim.node.tick();
+                // The node's ticker skips quiet groups.
+                if !sim.node.is_quiesced() {
+                    sim.node.tick();
+                }
                 let next = self.now + sim.tick_period;
                 self.at(next, Event::Tick { node, epoch });
                 self.flush(node)
@@ -278,6 +320,8 @@ impl World {
                 Ok(())
             }
             Event::Heal => self.heal(),
+            Event::HoldLeaderDown => self.hold_leader_down(),
+            Event::Detect { observer, target, certain } => self.detect(observer, target, certain),
             Event::Marker => {
                 self.at(self.now + 100 * MS, Event::Marker);
                 if let Some(leader) = self.leader() {
@@ -307,6 +351,11 @@ impl World {
                 self.at(done, Event::DiskDone { node: id, epoch });
             }
             self.checker.on_ready(&self.nodes[&id].node, &ready)?;
+            self.run_state_machine(id, &ready)?;
+            if ready.quiesced == Some(true) {
+                self.stats.quiescences += 1;
+                self.note(|| format!("node {id}: quiet"));
+            }
             if let Some(soft) = ready.soft_state {
                 if soft.role == Role::Leader {
                     self.stats.elections += 1;
@@ -385,7 +434,18 @@ impl World {
         let fault = self.schedule.faults[k].1.clone();
         self.note(|| format!("FAULT {fault:?}"));
         match fault {
-            Fault::Network(profile) => self.network = profile,
+            Fault::Network(profile) => {
+                self.network = profile;
+                if profile.loss_permille >= 200 {
+                    // Pings lost too: some node's detector is wrong about another.
+                    let nodes = &self.schedule.nodes;
+                    let observer = nodes[self.rng.random_range(0..nodes.len())];
+                    let target = nodes[self.rng.random_range(0..nodes.len())];
+                    if observer != target {
+                        self.detect_later(observer, target, true);
+                    }
+                }
+            }
             Fault::Partition(partition) => self.partition(partition),
             Fault::Heal => self.blocked.clear(),
             Fault::Crash { target, down, torn } => {
@@ -421,7 +481,11 @@ impl World {
             Fault::Compact { node, keep } => {
                 let sim = self.nodes.get_mut(&node).expect("node");
                 if sim.node.is_up() {
-                    let through = sim.node.reported_commit().saturating_sub(keep);
+                    let mut through = sim.node.reported_commit().saturating_sub(keep);
+                    if self.schedule.snapshot_every.is_some() {
+                        // A state machine's log goes no further than its snapshot.
+                        through = through.min(sim.node.snapshot().map_or(0, |s| s.meta.index()));
+                    }
                     if through >= sim.node.store().first_index() {
                         sim.node.store_mut().compact(through);
                         self.stats.compactions += 1;
@@ -460,6 +524,94 @@ impl World {
                 cut_between(&left, &right, true);
             }
         }
+        // Pings between nodes cut off either way fail: their detectors notice.
+        let cut: BTreeSet<(NodeId, NodeId)> = self.blocked.iter().flat_map(|&(a, b)| [(a, b), (b, a)]).collect();
+        for (observer, target) in cut {
+            self.detect_later(observer, target, false);
+        }
+    }
+
+    /// With quiescence, `observer`'s failure detector looks at `target` after its delay.
+    fn detect_later(&mut self, observer: NodeId, target: NodeId, certain: bool) {
+        if self.schedule.quiesce_after_ticks.is_none() {
+            return;
+        }
+        let (lo, hi) = self.schedule.detector_delay;
+        let when = self.now + self.rng.random_range(lo..=hi);
+        self.at(when, Event::Detect { observer, target, certain });
+    }
+
+    /// `observer`'s detector reports `target` down, if it still cannot reach it: the
+    /// observer's replica is woken as the node would wake every group it hosts.
+    fn detect(&mut self, observer: NodeId, target: NodeId, certain: bool) -> Result<(), Violation> {
+        let blocked = self.blocked.contains(&(observer, target)) || self.blocked.contains(&(target, observer));
+        let down = !self.nodes[&target].node.is_up();
+        if !(certain || blocked || down) || !self.nodes[&observer].node.is_up() {
+            return Ok(());
+        }
+        self.stats.detector_wakes += 1;
+        self.note(|| format!("node {observer}: detector says {target} is down"));
+        self.nodes.get_mut(&observer).expect("node").node.wake(WakeReason::NodeDown(target));
+        self.flush(observer)
+    }
+
+    /// Seeds with a state machine: installs a snapshot the Ready brings, applies what is
+    /// committed, checks every state against every other node's at the same index, and
+    /// snapshots (and compacts) every `snapshot_every` entries.
+    fn run_state_machine(&mut self, id: NodeId, ready: &Ready) -> Result<(), Violation> {
+        let Some(every) = self.schedule.snapshot_every else { return Ok(()) };
+        if ready.reset.is_some() && ready.snapshot.is_none() {
+            return Err(format!("node {id}: a log with a state machine was reset without a snapshot"));
+        }
+        if let Some(snapshot) = &ready.snapshot {
+            let sm = StateMachine::decode(&snapshot.data).ok_or_else(|| format!("node {id}: undecodable snapshot"))?;
+            if sm.applied != snapshot.meta.index() {
+                return Err(format!(
+                    "node {id}: a snapshot at {} holds the state at {}",
+                    snapshot.meta.index(),
+                    sm.applied
+                ));
+            }
+            self.checker.state_machine(id, sm.applied, sm.hash)?;
+            self.nodes.get_mut(&id).expect("node").sm = sm;
+            self.stats.installs += 1;
+            self.note(|| format!("node {id}: installed a snapshot at {}", snapshot.meta.index()));
+        }
+        self.apply_committed(id)?;
+        let sim = self.nodes.get_mut(&id).expect("node");
+        let kept = sim.node.snapshot().map_or(0, |s| s.meta.index());
+        if sim.sm.applied < kept + every {
+            return Ok(());
+        }
+        let index = sim.sm.applied;
+        sim.node.save_snapshot(index, sim.sm.encode()).map_err(|e| format!("node {id}: snapshot at {index}: {e}"))?;
+        self.stats.snapshots += 1;
+        // Often the log is compacted right up to the snapshot during the faults. After
+        // healing it keeps entries after it, as a caller should (etcd keeps 5000): a
+        // follower being sent a snapshot needs the entries that follow it, or a newer
+        // snapshot would restart the transfer, under load without end.
+        let keep =
+            if self.healed_at.is_some() { COMPACTION_KEEP_AFTER_HEALING } else { [0, 10][self.rng.random_range(0..2)] };
+        let through = index.saturating_sub(keep);
+        if self.rng.random_range(0..2) == 0 && through >= sim.node.store().first_index() {
+            sim.node.store_mut().compact(through);
+            self.stats.compactions += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies the entries committed and durable on `id` that its state machine lacks.
+    fn apply_committed(&mut self, id: NodeId) -> Result<(), Violation> {
+        let sim = self.nodes.get_mut(&id).expect("node");
+        let committed = sim.node.reported_commit();
+        while sim.sm.applied < committed {
+            let next = sim.sm.applied + 1;
+            let entry = sim.node.store().live().entry(next).cloned();
+            let entry = entry.ok_or_else(|| format!("node {id}: must apply entry {next}, which its log lacks"))?;
+            sim.sm.apply(&entry);
+            self.checker.state_machine(id, next, sim.sm.hash)?;
+        }
+        Ok(())
     }
 
     fn crash(&mut self, node: NodeId, torn: bool) -> Result<(), Violation> {
@@ -470,8 +622,12 @@ impl World {
         sim.node.crash(&mut self.rng, torn);
         sim.epoch += 1;
         sim.disk_free_at = self.now;
+        sim.sm = StateMachine::default();
         self.stats.crashes += 1;
         self.note(|| format!("node {node}: CRASH (torn: {torn})"));
+        for other in self.schedule.nodes.clone().into_iter().filter(|o| *o != node) {
+            self.detect_later(other, node, true);
+        }
         self.checker.durable_majority(self.nodes.values().map(|s| &s.node))
     }
 
@@ -481,9 +637,22 @@ impl World {
             return Ok(());
         }
         sim.node.restart().map_err(|e| format!("node {node} cannot restart: {e}"))?;
+        if self.schedule.snapshot_every.is_some() {
+            // The state machine starts from the snapshot kept, then applies the log.
+            let kept = sim.node.snapshot().map(|s| StateMachine::decode(&s.data));
+            sim.sm =
+                kept.map(|sm| sm.ok_or(format!("node {node}: undecodable snapshot"))).transpose()?.unwrap_or_default();
+        }
         let (epoch, period) = (sim.epoch, sim.tick_period);
         self.note(|| format!("node {node}: RESTART"));
         self.checker.on_restart(&self.nodes[&node].node)?;
+        if self.schedule.snapshot_every.is_some() {
+            let sm = &self.nodes[&node].sm;
+            if sm.applied > 0 {
+                self.checker.state_machine(node, sm.applied, sm.hash)?;
+            }
+            self.apply_committed(node)?;
+        }
         self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
         self.at(self.now + period, Event::Tick { node, epoch });
         self.flush(node)
@@ -540,8 +709,37 @@ impl World {
             self.restart(id)?;
         }
         self.events.retain(|_, e| !matches!(e, Event::Fault(_) | Event::Restart(_) | Event::CrashLeader { .. }));
-        self.at(self.now, Event::Marker);
+        if self.schedule.hold_leader_down {
+            // The client stops, so that the group goes quiet; then its leader dies for good.
+            self.events.retain(|_, e| !matches!(e, Event::Propose));
+            self.at(self.now + HOLD_DOWN_AFTER_HEALING, Event::HoldLeaderDown);
+            self.at(self.now + HOLD_DOWN_AFTER_HEALING, Event::Marker);
+        } else {
+            self.at(self.now, Event::Marker);
+        }
         Ok(())
+    }
+
+    /// Crashes the leader for good, if the others can go on without it.
+    fn hold_leader_down(&mut self) -> Result<(), Violation> {
+        let Some(leader) = self.leader().filter(|l| self.majority_without(*l)) else { return Ok(()) };
+        let quiet = self.nodes[&leader].node.is_quiesced();
+        self.note(|| format!("node {leader}: the leader goes down for good (quiet: {quiet})"));
+        self.stats.quiet_leaders_lost += u64::from(quiet);
+        self.held_down = Some(leader);
+        self.crash(leader, false)
+    }
+
+    /// Whether the running nodes but `down` are a majority of every half of every
+    /// configuration a running node knows, so that they can elect a leader and commit.
+    fn majority_without(&self, down: NodeId) -> bool {
+        let running = self.nodes.values().filter_map(|s| s.node.try_raft());
+        running.map(|r| r.membership()).all(|m| {
+            [&m.voters, &m.voters_outgoing]
+                .into_iter()
+                .filter(|half| !half.is_empty())
+                .all(|half| half.iter().filter(|id| **id != down).count() > half.len() / 2)
+        })
     }
 
     /// Liveness: some marker proposed after healing is committed, and every running member
@@ -554,7 +752,8 @@ impl World {
         };
         let Some(leader) = self.leader() else { return false };
         let members = self.nodes[&leader].node.raft().membership().members();
-        members.iter().all(|id| self.nodes[id].node.try_raft().is_some_and(|r| r.commit() >= index))
+        let running = members.iter().filter(|id| Some(**id) != self.held_down);
+        running.into_iter().all(|id| self.nodes[id].node.try_raft().is_some_and(|r| r.commit() >= index))
     }
 
     /// Each node's state, for a failure report.
@@ -587,6 +786,13 @@ fn describe_message(from: NodeId, to: NodeId, msg: &Message) -> String {
         Message::Append { term, prev_index, prev_term, commit, entries } => format!(
             "{from}->{to} Append t{term} prev {prev_index}/{prev_term} commit {commit} entries {}",
             entries.len()
+        ),
+        Message::Snapshot { term, meta, offset, data } => format!(
+            "{from}->{to} Snapshot t{term} through {}/{} bytes {offset}..{} of {}",
+            meta.index(),
+            meta.term(),
+            offset + data.len() as u64,
+            meta.bytes
         ),
         other => format!("{from}->{to} {other:?}"),
     }
