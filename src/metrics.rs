@@ -65,6 +65,7 @@ pub const STORAGE_REPAIRS: &str = "keel_storage_repairs_total";
 pub const GROUPS_VOTE_BARRIER: &str = "keel_groups_vote_barrier";
 pub const GROUPS_HOSTED: &str = "keel_groups_hosted";
 pub const GROUPS_LED: &str = "keel_groups_led";
+pub const GROUPS_QUIET: &str = "keel_groups_quiet";
 pub const GROUPS_UNDER_REPLICATED: &str = "keel_groups_under_replicated";
 pub const PEER_FRAMES_UNROUTED: &str = "keel_peer_frames_unrouted_total";
 pub const KAFKA_REQUESTS: &str = "keel_kafka_requests_total";
@@ -184,6 +185,7 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
         "Groups in which this node cut damaged entries and votes only once it holds them again."),
     (GROUPS_HOSTED, Gauge, N, NONE, "Raft groups this node hosts a replica of."),
     (GROUPS_LED, Gauge, N, NONE, "Raft groups this node leads."),
+    (GROUPS_QUIET, Gauge, N, NONE, "Raft groups quiet here: idle, no heartbeats or timers until woken."),
     (GROUPS_UNDER_REPLICATED, Gauge, N, NONE, "Groups led here with a voter that lacks entries the leader has."),
     (PEER_FRAMES_UNROUTED, Counter, N, Fixed("reason", UNROUTED_REASONS),
         "Peer frames dropped on arrival: for a group this node does not host, or whose queue was full."),

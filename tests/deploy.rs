@@ -18,7 +18,15 @@ async fn a_node_is_ready_while_it_knows_a_leader() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader");
     // Ready means: knows the metadata group's leader (which need not lead the partition).
-    let leader = cluster.status(1).await.and_then(|v| v.leader).expect("the metadata leader");
+    // Node 1 may not have applied the metadata yet (it answers "starting" until then).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        if let Some(leader) = cluster.status(1).await.and_then(|v| v.leader) {
+            break leader;
+        }
+        assert!(Instant::now() < deadline, "node 1 names no metadata leader within 10 s\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for id in 1..=3 {
         // A follower learns of the leader from its first AppendEntries or heartbeat.
         let deadline = Instant::now() + Duration::from_secs(5);

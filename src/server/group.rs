@@ -32,8 +32,11 @@ const EVENTS_PER_READY_MAX: usize = 256;
 
 pub enum Event {
     Peer(NodeId, Message),
-    /// The node's clock advanced one tick (`Raft::tick`).
+    /// The node's clock advanced one tick (`Raft::tick`); not sent while the group is quiet.
     Tick,
+    /// The node's failure detector decided that a node is down (`Raft::wake`): a quiet
+    /// group whose leader is there campaigns, a quiet leader resumes its heartbeats.
+    Wake(crate::raft::WakeReason),
     /// Once a second: expire produce requests, retention, gauges, the lazy hard state.
     Housekeeping,
     /// `stream`: the client stream the batch came on (0: none); see `produce.rs`.
@@ -121,6 +124,8 @@ pub struct GroupParts {
 pub struct Published {
     pub committed: watch::Receiver<Committed>,
     pub leader: watch::Receiver<LeaderHint>,
+    /// Whether the group is quiet here (the core's `Ready::quiesced`): the ticker skips it.
+    pub quiet: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +148,7 @@ pub struct Group {
     stamp_batches: bool,
     committed_tx: watch::Sender<Committed>,
     leader_tx: watch::Sender<LeaderHint>,
+    quiet: Arc<std::sync::atomic::AtomicBool>,
     sync: Arc<Notify>,
     metrics: GroupMetrics,
     role: Role,
@@ -160,6 +166,7 @@ impl Group {
     pub fn new(parts: GroupParts) -> (Group, Published) {
         let (committed_tx, committed) = watch::channel(parts.replica.committed());
         let (leader_tx, leader) = watch::channel(LeaderHint::default());
+        let quiet = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let raft = parts.replica.raft();
         let id = raft.id();
         let group = Group {
@@ -176,6 +183,7 @@ impl Group {
             stamp_batches: parts.stamp_batches,
             committed_tx,
             leader_tx,
+            quiet: quiet.clone(),
             sync: Arc::new(Notify::new()),
             metrics: GroupMetrics::new(id, parts.node_gauges),
             events_tx: None,
@@ -183,7 +191,7 @@ impl Group {
             verify_next: None,
             addresses_index: 0,
         };
-        (group, Published { committed, leader })
+        (group, Published { committed, leader, quiet })
     }
 
     /// Runs until shutdown or a storage failure, inside a span naming the group.
@@ -231,6 +239,7 @@ impl Group {
                 self.replica.step(from, msg);
             }
             Event::Tick => self.replica.tick(),
+            Event::Wake(reason) => self.replica.wake(reason),
             Event::Housekeeping => self.housekeeping()?,
             Event::Propose { payload, record_count, stream, received, reply } => {
                 self.propose(payload, record_count, stream, received, reply)
@@ -353,6 +362,10 @@ impl Group {
         let ready = applied.ready;
         if ready.has_storage() {
             self.sync.notify_one();
+        }
+        if let Some(quiet) = ready.quiesced {
+            self.quiet.store(quiet, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.set_quiet(quiet);
         }
         if self.replica.raft().membership_index() != self.addresses_index {
             self.learn_addresses();

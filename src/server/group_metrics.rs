@@ -25,6 +25,7 @@ pub struct GroupMetrics {
     rtt: BTreeMap<NodeId, VecDeque<(u64, Instant)>>,
     /// This group's share of the node aggregates, as last added.
     led: bool,
+    quiet: bool,
     under_replicated: bool,
     barrier: bool,
     lag: BTreeMap<NodeId, f64>,
@@ -38,6 +39,7 @@ impl GroupMetrics {
             node_gauges,
             rtt: BTreeMap::new(),
             led: false,
+            quiet: false,
             under_replicated: false,
             barrier: false,
             lag: BTreeMap::new(),
@@ -200,10 +202,21 @@ impl GroupMetrics {
     }
 }
 
+impl GroupMetrics {
+    /// The group went quiet here, or woke (`keel_groups_quiet`).
+    pub fn set_quiet(&mut self, quiet: bool) {
+        if quiet != self.quiet {
+            metrics::gauge!(m::GROUPS_QUIET).increment(if quiet { 1.0 } else { -1.0 });
+            self.quiet = quiet;
+        }
+    }
+}
+
 impl Drop for GroupMetrics {
     /// A group that stops takes its share of the node aggregates back.
     fn drop(&mut self) {
         metrics::gauge!(m::GROUPS_HOSTED).decrement(1.0);
+        self.set_quiet(false);
         if self.led {
             metrics::gauge!(m::GROUPS_LED).decrement(1.0);
         }

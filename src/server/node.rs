@@ -41,6 +41,9 @@ const INBOUND_FRAMES_MAX: usize = 4096;
 const PEER_LOOKUP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
 /// How often every group gets `Event::Housekeeping`.
 const HOUSEKEEPING_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+/// Ticks a group stays idle (every member caught up, nothing proposed) before it goes
+/// quiet: 100 ticks of 10 ms, a second, so a group that is written to keeps its timers.
+const QUIESCE_AFTER_TICKS: u32 = 100;
 /// How often a node tells the others about the groups it leads (and at once on a change).
 const LEADERS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 /// The group of the topic `default`'s one partition on a new cluster (the first group the
@@ -184,7 +187,7 @@ impl NodeHandle {
         });
         let entry_bytes_max = u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX);
         tokio::spawn(super::registry::route(inbound, registry.clone(), leaders.clone(), entry_bytes_max));
-        tokio::spawn(super::registry::tick(registry.clone(), config.tick, HOUSEKEEPING_PERIOD));
+        tokio::spawn(super::registry::tick(registry.clone(), config.tick, HOUSEKEEPING_PERIOD, peers.clone()));
         tokio::spawn(tell_leaders(peers.clone(), leaders.clone(), config.id));
 
         // Group 0, the metadata group: its voters are the initial members.
@@ -422,6 +425,9 @@ impl NodeShared {
         raft_config.append_bytes_max = config.limits.batch_bytes_max + 1024;
         raft_config.uncommitted_bytes_max =
             raft_config.uncommitted_bytes_max.max(4 * raft_config.append_bytes_max as u64);
+        // An idle group goes quiet (no heartbeats, no timers); the ticker wakes it from the
+        // node's pings when a node goes down (`registry::tick`).
+        raft_config.quiesce_after_ticks = Some(QUIESCE_AFTER_TICKS);
         let replica: GroupReplica = Replica::open(raft_config, SharedLog::new(log), hard)
             .map_err(|source| StartError::Replica { group, source })?;
         let log = replica.log().clone();
@@ -442,6 +448,7 @@ impl NodeShared {
             log,
             committed: published.committed,
             leader: published.leader,
+            quiet: published.quiet,
         });
         self.registry.insert(handle);
         let this = self.clone();

@@ -19,7 +19,7 @@ use crate::metrics as m;
 use crate::net::node_codec::{self, NodeMessage};
 use crate::net::peer::Inbound;
 use crate::net::peer_codec;
-use crate::raft::{MembershipChange, NodeId};
+use crate::raft::{MembershipChange, NodeId, WakeReason};
 use crate::replica::Committed;
 use crate::replica::backend::SharedLog;
 
@@ -31,9 +31,15 @@ pub struct GroupHandle {
     pub log: SharedLog,
     pub committed: watch::Receiver<Committed>,
     pub leader: watch::Receiver<LeaderHint>,
+    /// The group is quiet here: the ticker skips it (see `tick`).
+    pub quiet: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl GroupHandle {
+    pub fn is_quiet(&self) -> bool {
+        self.quiet.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn leader(&self) -> LeaderHint {
         *self.leader.borrow()
     }
@@ -155,9 +161,17 @@ pub async fn route(
     }
 }
 
-/// The node's clock: one timer for every group. Each period every group gets a tick, and
-/// every `housekeeping` a housekeeping event; a group whose queue is full misses one.
-pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Duration) {
+/// Drives every group's clock: one timer for the node. A quiet group (its core stopped its
+/// timers, `Raft::is_quiesced`) is not ticked; instead the ticker is its failure detector,
+/// from the node's pings (`Peers::alive`): a quiet group whose leader is on a node taken as
+/// down is woken every tick until it is no longer quiet, and campaigns. A quiet leader is
+/// not woken when a follower's node goes down: it still has its majority or, cut off, its
+/// followers elect another leader, whose higher term deposes it the moment it hears from
+/// anyone (and a produce to it wakes it, and check-quorum steps it down). Waking every quiet
+/// leader at each node failure would wake a thousand groups at once for nothing.
+/// Housekeeping reaches every group, quiet or not.
+pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Duration, peers: crate::net::peer::Peers) {
+    let me = peers.id();
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_housekeeping = tokio::time::Instant::now();
@@ -168,8 +182,16 @@ pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Durat
         if chores {
             last_housekeeping = now;
         }
+        // Asked once a tick, not once a group.
+        let down: Vec<NodeId> = peers.ids().into_iter().filter(|&n| n != me && !peers.alive(n)).collect();
         registry.for_each(|handle| {
-            let _ = handle.events.try_send(Event::Tick);
+            if !handle.is_quiet() {
+                let _ = handle.events.try_send(Event::Tick);
+            } else if let LeaderHint { me: false, leader: Some(leader) } = handle.leader()
+                && down.contains(&leader)
+            {
+                let _ = handle.events.try_send(Event::Wake(WakeReason::NodeDown(leader)));
+            }
             if chores {
                 let _ = handle.events.try_send(Event::Housekeeping);
             }
