@@ -322,3 +322,28 @@ async fn a_restarted_node_resets_the_connections_to_its_previous_process() {
     };
     assert!(closed.contains("reset by peer"), "the stale connection was not reset: {closed}");
 }
+
+/// Idle, every group goes quiet on every node (no heartbeats, no timers); kill -9 of the
+/// partition's leader then: the followers' nodes find out from their pings, wake the group,
+/// and one of them is elected, so that a produce succeeds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_group_elects_a_new_leader_when_its_leader_dies() {
+    let mut cluster = Cluster::start(3, &[]);
+    let old = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    // Two groups on each node: the metadata group and the topic `default`'s partition.
+    let quiet = |cluster: &Cluster| (1..=3).filter_map(|id| cluster.metric(id, "keel_groups_quiet")).sum::<f64>();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while quiet(&cluster) < 6.0 {
+        assert!(Instant::now() < deadline, "the idle groups never all went quiet\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The leader is the same (nothing changed while the groups were idle).
+    assert_eq!(cluster.view(old).await.expect("view").role, "leader");
+    let killed = Instant::now();
+    cluster.kill(old);
+    let new = cluster.wait_leader(Duration::from_secs(10), &[old]).await;
+    let new = new.unwrap_or_else(|| panic!("a quiet group never replaced its dead leader\n{}", cluster.logs()));
+    println!("node {new} leads {:?} after kill -9 of quiet leader {old}", killed.elapsed());
+    let client = cluster.client_of(new).await;
+    client.produce(records(0, 1, 10)).await.expect("produce after the failover");
+}
