@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod client;
 pub mod codec;
+pub mod groups;
 pub mod ids;
 pub mod metadata;
 pub mod metrics;
