@@ -44,10 +44,12 @@
 //! request NOT_COORDINATOR; the appends in flight are the new leader's to commit or cut,
 //! and its coordinator reads them when it loads.
 //!
-//! **Keeping P small.** Offsets of empty groups expire after `offsets_retention_ms`
-//! (seven days, Kafka's default) by tombstones `tick` appends.
+//! **Keeping P small.** `compaction.rs` says which records a rewrite keeps; offsets of
+//! empty groups expire after `offsets_retention_ms` (seven days, Kafka's default) by
+//! tombstones `tick` appends.
 
 mod api;
+mod compaction;
 mod coordinator;
 mod error;
 mod group;
@@ -66,6 +68,7 @@ pub use api::{
     LeaveResponse, LeavingMember, MemberDescription, Output, PartitionResult, Protocol, Reply, SyncRequest,
     SyncResponse,
 };
+pub use compaction::{Compaction, compact};
 pub use coordinator::Coordinator;
 pub use error::{GroupError, check_group_id, error_code};
 pub use group::CommittedGroup;

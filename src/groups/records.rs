@@ -2,8 +2,8 @@
 //! offsets and group metadata, each a key and a value, encoded by hand.
 //!
 //! Every record is keyed, and the latest record of a key is all that matters for it: a
-//! compacted partition, with only the latest record of each key, replays to the same state
-//! as the whole one. A **tombstone** is a record whose value is null or empty (every value
+//! compacted partition (`compaction.rs`), with only the latest record of each key, replays
+//! to the same state as the whole one. A **tombstone** is a record whose value is null or empty (every value
 //! this codec writes starts with a version byte, so an empty value is never a real one):
 //! an offset that expired, or a group that was deleted.
 //!

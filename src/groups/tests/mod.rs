@@ -1,8 +1,9 @@
 //! Tests of the group coordinator, named after the rule each checks: membership and
 //! rebalances (`membership.rs`), refusals and their error codes (`errors.rs`), offsets and
-//! their expiry (`offsets.rs`), the record codec (`records.rs`), and random sequences
-//! replayed from the log (`replay.rs`).
+//! their expiry (`offsets.rs`), the record codec (`records.rs`), compaction
+//! (`compaction.rs`), and random sequences replayed from the log (`replay.rs`).
 
+mod compaction;
 mod errors;
 mod membership;
 mod offsets;

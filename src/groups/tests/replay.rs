@@ -1,6 +1,6 @@
 //! Random sequences of requests, time, commits and failed appends: the partition's records,
-//! replayed into a new coordinator, rebuild the committed state the live coordinator
-//! holds, and every acknowledged commit is in the log.
+//! replayed into a new coordinator (whole or compacted), rebuild the committed state the
+//! live coordinator holds, and every acknowledged commit is in the log.
 
 use proptest::prelude::*;
 
@@ -156,6 +156,11 @@ fn run(ops: &[Op]) -> Result<Reached, TestCaseError> {
     for g in GROUPS {
         prop_assert_eq!(successor.c.fetch_offsets(g, None).unwrap(), h.c.fetch_offsets(g, None).unwrap());
     }
+    let mut compacted = Coordinator::new(settings(), 9);
+    for record in compact(&h.log) {
+        compacted.replay(record.key(), record.value()).unwrap();
+    }
+    prop_assert_eq!(compacted.committed_state(), h.c.committed_state());
     Ok(reached)
 }
 
