@@ -46,13 +46,14 @@
 //!
 //! **Keeping P small.** `compaction.rs` says which records a rewrite keeps; offsets of
 //! empty groups expire after `offsets_retention_ms` (seven days, Kafka's default) by
-//! tombstones `tick` appends.
+//! tombstones `tick` appends. `lag.rs` computes lag for `keel group describe`.
 
 mod api;
 mod compaction;
 mod coordinator;
 mod error;
 mod group;
+mod lag;
 mod membership;
 mod offsets;
 mod rebalance;
@@ -72,6 +73,7 @@ pub use compaction::{Compaction, compact};
 pub use coordinator::Coordinator;
 pub use error::{GroupError, check_group_id, error_code};
 pub use group::CommittedGroup;
+pub use lag::{PartitionLag, lag, total_lag};
 pub use records::{GroupValue, MemberValue, OffsetKey, OffsetValue, RECORD_VERSION, StoredRecord};
 pub use settings::{
     CLIENT_TEXT_BYTES_MAX, GROUP_ID_BYTES_MAX, MEMBER_ID_BYTES_MAX, MEMBER_ID_PREFIX_BYTES_MAX,

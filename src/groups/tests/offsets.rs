@@ -1,4 +1,4 @@
-//! Committing and fetching offsets, their expiry, and which partition coordinates.
+//! Committing and fetching offsets, their expiry, lag, and which partition coordinates.
 
 use super::*;
 
@@ -102,6 +102,29 @@ fn an_offset_with_a_commit_on_the_way_does_not_expire_under_it() {
     h.commit_appends();
     assert_eq!(codes(&h.commit_reply(fresh)), [0]);
     assert_eq!(h.c.fetch_offsets("tools", None).unwrap()[0].offset, 2);
+}
+
+#[test]
+fn lag_is_the_end_minus_the_committed_offset_and_unknown_without_either() {
+    let committed = BTreeMap::from([
+        (("orders".to_string(), 0), 90),
+        (("orders".to_string(), 1), 120),
+        (("gone".to_string(), 0), 5),
+        (("orders".to_string(), 3), -1),
+    ]);
+    let ends = BTreeMap::from([
+        (("orders".to_string(), 0), 100),
+        (("orders".to_string(), 1), 110),
+        (("orders".to_string(), 2), 7),
+        (("orders".to_string(), 3), 4),
+    ]);
+    let lags = lag(&committed, &ends);
+    let rows: Vec<(&str, u32, Option<u64>)> = lags.iter().map(|l| (l.topic.as_str(), l.partition, l.lag)).collect();
+    assert_eq!(
+        rows,
+        [("gone", 0, None), ("orders", 0, Some(10)), ("orders", 1, Some(0)), ("orders", 2, None), ("orders", 3, None)]
+    );
+    assert_eq!(total_lag(&lags), 10);
 }
 
 #[test]
