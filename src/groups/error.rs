@@ -14,6 +14,10 @@ pub enum GroupError {
     CoordinatorFull { what: &'static str, setting: &'static str },
     #[error("this node no longer coordinates the group; find the coordinator again (FindCoordinator)")]
     NotCoordinator,
+    /// For `append_failed` when the partition refused the records but this node still
+    /// leads it (a nearly full disk, say).
+    #[error("the coordinator could not write to its partition ({reason}); retry shortly")]
+    CoordinatorNotAvailable { reason: String },
     #[error("generation {given} is not the group's generation {current}; rejoin the group")]
     IllegalGeneration { given: i32, current: i32 },
     #[error("the protocol type or protocols do not match the group's; every member must use the same ones")]
@@ -52,7 +56,9 @@ impl GroupError {
     pub fn code(&self) -> i16 {
         match self {
             GroupError::CoordinatorLoadInProgress => 14,
-            GroupError::GroupDeleting { .. } | GroupError::CoordinatorFull { .. } => 15,
+            GroupError::GroupDeleting { .. }
+            | GroupError::CoordinatorFull { .. }
+            | GroupError::CoordinatorNotAvailable { .. } => 15,
             GroupError::NotCoordinator => 16,
             GroupError::IllegalGeneration { .. } => 22,
             GroupError::InconsistentGroupProtocol => 23,

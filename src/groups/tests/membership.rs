@@ -221,6 +221,24 @@ fn members_that_never_sync_are_removed_after_the_rebalance_timeout() {
 }
 
 #[test]
+fn an_assignment_whose_record_fails_is_answered_with_the_error_and_the_group_rebalances() {
+    let mut h = Harness::new();
+    let joins: Vec<(String, Handle)> = ["a", "b"].into_iter().map(|c| h.join_new(c)).collect();
+    h.advance(DELAY_MS);
+    let members: Vec<Joined> = joins.iter().map(|(_, handle)| Joined::from(h.join_reply(*handle))).collect();
+    let syncs: Vec<Handle> = members.iter().map(|m| h.sync(m.sync_request(&members))).collect();
+    let append = h.appends.pop_front().expect("the assignment's record");
+    let full_disk = GroupError::CoordinatorNotAvailable { reason: "the disk is nearly full".into() };
+    let out = h.c.append_failed(append.token, full_disk, h.now);
+    h.absorb(out);
+    for sync in syncs {
+        assert_eq!(error_code(&h.sync_reply(sync).error), 15);
+    }
+    assert_eq!(h.state(), GroupState::PreparingRebalance, "the members join again");
+    assert!(h.c.committed_state().is_empty(), "nothing was recorded");
+}
+
+#[test]
 fn a_leader_rejoining_a_stable_group_starts_a_rebalance_and_a_follower_does_not() {
     let mut h = Harness::new();
     let members = h.stable_group_of_three();

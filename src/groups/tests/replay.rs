@@ -227,8 +227,6 @@ fn check_invariants(h: &Harness) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
-
     #[test]
     fn replaying_the_log_rebuilds_the_committed_state_of_the_live_coordinator(ops in ops()) {
         run(&ops)?;
