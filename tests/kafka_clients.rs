@@ -241,6 +241,24 @@ async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets()
     assert!(ok, "the consumer group check failed:\n{out}\n{err}\n{}", cluster.logs());
 }
 
+/// kafka-python 2 and 3 consumer groups (`tests/kafka/kafka_python_groups.py`): a member
+/// reads and commits, a new member resumes at the committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
+    if !clients_installed() {
+        return;
+    }
+    let cluster = Cluster::start_kafka(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    for env in ["main", "kp3"] {
+        let mut command = Command::new(venv().join(env).join("bin/python"));
+        command.arg(repo().join("tests/kafka/kafka_python_groups.py")).arg(kafka_addr(&cluster, 3));
+        let (ok, out, err) = run(&mut command, Duration::from_secs(300));
+        println!("{out}");
+        assert!(ok, "kafka-python ({env}) consumer groups failed:\n{out}\n{err}\n{}", cluster.logs());
+    }
+}
+
 /// kill -9 of the node that coordinates a confluent-kafka consumer group: a new member
 /// finds the new coordinator and resumes at the committed offsets, none gone back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
