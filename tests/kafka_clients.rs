@@ -239,6 +239,14 @@ async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets()
     let (ok, out, err) = run(&mut command, Duration::from_secs(300));
     println!("{out}");
     assert!(ok, "the consumer group check failed:\n{out}\n{err}\n{}", cluster.logs());
+    // Every partition of __consumer_offsets has a coordinator on its leader; the group went
+    // through at least three generations (two members, one, a new one) and committed.
+    let total = |name: &str| (1..=3).filter_map(|id| cluster.metric(id, name)).sum::<f64>();
+    let offsets_partitions = f64::from(keel::server::controller::OFFSETS_PARTITIONS);
+    assert_eq!(total("keel_group_coordinators"), offsets_partitions, "coordinators over the nodes");
+    assert!(total("keel_group_rebalances_total") >= 3.0, "rebalances: {}", total("keel_group_rebalances_total"));
+    let commits = total("keel_group_offset_commits_total");
+    assert!(commits >= 6.0, "offset commits: {commits}");
 }
 
 /// kafka-python 2 and 3 consumer groups (`tests/kafka/kafka_python_groups.py`): a member

@@ -23,6 +23,7 @@ use crate::groups::{
 };
 use crate::kafka::backend::{GroupAnswer, GroupCall};
 use crate::metadata::CONSUMER_OFFSETS;
+use crate::metrics as m;
 use crate::raft::{NodeId, Role, kind as entry_kind};
 use crate::server::registry::GroupHandle;
 
@@ -101,6 +102,7 @@ impl Coordinators {
             let task = tokio::spawn(coordinate(self.broker.clone(), partition, replica, queue));
             running.insert(partition, Running { group: *group, asks, task });
         }
+        metrics::gauge!(m::GROUP_COORDINATORS).set(running.len() as f64);
     }
 
     /// The partition of `__consumer_offsets` that coordinates `group_id`, and its group.
@@ -336,10 +338,20 @@ impl Driver {
     fn reply(&mut self, handle: Handle, reply: Reply) {
         let Some(waiter) = self.waiting.remove(&handle) else { return };
         let answer = match reply {
-            Reply::Join(r) => GroupAnswer::Join(r),
+            Reply::Join(r) => {
+                // Only the leader of a new generation is sent its members: one per rebalance.
+                if r.error.is_none() && !r.members.is_empty() {
+                    metrics::counter!(m::GROUP_REBALANCES).increment(1);
+                }
+                GroupAnswer::Join(r)
+            }
             Reply::Sync(r) => GroupAnswer::Sync(r),
             Reply::Leave(r) => GroupAnswer::Leave(r),
-            Reply::Commit(r) => GroupAnswer::Commit(r),
+            Reply::Commit(r) => {
+                let committed = r.partitions.iter().filter(|p| p.error.is_none()).count();
+                metrics::counter!(m::GROUP_OFFSET_COMMITS).increment(committed as u64);
+                GroupAnswer::Commit(r)
+            }
         };
         let _ = waiter.send(Ok(answer));
     }
