@@ -6,6 +6,7 @@ pub mod batch;
 pub mod broker;
 pub mod client;
 pub mod codec;
+pub mod groups;
 pub mod ids;
 pub mod kafka;
 pub mod metadata;

@@ -56,6 +56,9 @@ pub const PRODUCE_ERRORS: &str = "keel_produce_errors_total";
 pub const FETCH_REQUESTS: &str = "keel_fetch_requests_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
 pub const FETCH_LONG_POLLS: &str = "keel_fetch_long_polls_total";
+pub const GROUP_COORDINATORS: &str = "keel_group_coordinators";
+pub const GROUP_REBALANCES: &str = "keel_group_rebalances_total";
+pub const GROUP_OFFSET_COMMITS: &str = "keel_group_offset_commits_total";
 pub const QUIC_CONNECTIONS: &str = "keel_quic_connections";
 pub const QUIC_HANDSHAKE_FAILURES: &str = "keel_quic_handshake_failures_total";
 pub const FRAMES_REJECTED: &str = "keel_frames_rejected_total";
@@ -193,6 +196,10 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
         "Kafka requests answered (or refused by closing the connection), by API and first error code."),
     (KAFKA_REQUEST_LATENCY, LAT, S, Fixed("api", KAFKA_APIS), "Kafka request read to its answer ready, by API."),
     (KAFKA_CONNECTIONS, Gauge, N, NONE, "Open Kafka protocol connections."),
+    (GROUP_COORDINATORS, Gauge, N, NONE,
+        "Partitions of __consumer_offsets this node leads and runs a group coordinator for."),
+    (GROUP_REBALANCES, Counter, N, NONE, "Consumer group generations completed by coordinators on this node."),
+    (GROUP_OFFSET_COMMITS, Counter, N, NONE, "Partition offsets committed by consumer groups, acknowledged here."),
 ];
 
 /// Every metric name, for tests that check the dashboard against what is exported.

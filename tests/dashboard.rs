@@ -286,7 +286,14 @@ async fn every_dashboard_metric_and_every_required_metric_is_exported() {
     // node published the same commit index.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let commit = |id: u64| count(&Exposition::parse(&scrape(&cluster.node(id).metrics)), "keel_raft_commit_index");
-    while !((1..=3).all(|id| commit(id) >= 5.0) && (1..=3).all(|id| commit(id) == commit(1))) {
+    // Every node hosts the metadata group, `default`'s partition and, with three replicas,
+    // every partition of `__consumer_offsets`, created right after `default`.
+    let hosted_all = 2.0 + f64::from(keel::server::controller::OFFSETS_PARTITIONS);
+    let hosted = |id: u64| count(&Exposition::parse(&scrape(&cluster.node(id).metrics)), "keel_groups_hosted");
+    while !((1..=3).all(|id| commit(id) >= 5.0)
+        && (1..=3).all(|id| commit(id) == commit(1))
+        && (1..=3).all(|id| hosted(id) == hosted_all))
+    {
         assert!(std::time::Instant::now() < deadline, "the metadata group's commit index is not published");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -306,7 +313,7 @@ async fn every_dashboard_metric_and_every_required_metric_is_exported() {
         let missing: Vec<&str> = keel::metrics::names().filter(|n| !exposition.exports(n)).collect();
         assert!(missing.is_empty(), "node {id} does not export {missing:?}");
         assert!(count(&exposition, "keel_fsync_seconds_count") > 0.0, "node {id}: no fsync was timed");
-        assert!(count(&exposition, "keel_groups_hosted") == 2.0, "node {id}: the metadata group and `default`");
+        assert!(count(&exposition, "keel_groups_hosted") == hosted_all, "node {id}: metadata, default, offsets");
         if id == leader {
             assert!(count(&exposition, "keel_produce_latency_seconds_count") >= 20.0, "no produce latency");
             assert!(count(&exposition, "keel_replication_round_trip_seconds_count") > 0.0, "no round trip");

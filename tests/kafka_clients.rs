@@ -66,6 +66,48 @@ fn run(command: &mut Command, limit: Duration) -> (bool, String, String) {
     (ok, out, format!("{late}{err}"))
 }
 
+/// The lines a script prints, as they come.
+fn lines_of(script: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = script.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a script to end (killed after `limit`); its last lines go to `seen`. Answers
+/// its exit status and its standard error.
+fn finish(
+    script: &mut std::process::Child,
+    rx: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = script.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = script.kill();
+            seen.push(format!("the script did not end within {limit:?}"));
+            break script.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        seen.push(line);
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut script.stderr.take().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kafka_client_check_passes_against_three_nodes() {
     if !clients_installed() {
@@ -157,15 +199,7 @@ async fn killing_the_leader_loses_no_record_a_kafka_client_saw_acknowledged() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = script.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = lines_of(&mut script);
     let mut seen = Vec::new();
     let mut leader = None;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -185,19 +219,96 @@ async fn killing_the_leader_loses_no_record_a_kafka_client_saw_acknowledged() {
     let leader = leader.unwrap_or_else(|| panic!("the script named no leader: {seen:?}"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster.kill(leader);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(status) = script.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the script did not end within 300 s");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
-        seen.push(line);
-    }
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut script.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = finish(&mut script, &rx, &mut seen, Duration::from_secs(300));
     println!("killed node {leader}\n{}", seen.join("\n"));
+    assert!(status.success(), "{}\n{err}\n{}", seen.join("\n"), cluster.logs());
+}
+
+/// confluent-kafka consumer groups (`tests/kafka/groups.py`): two members split a
+/// 6-partition topic, one leaves and the other takes every partition, and a new member
+/// resumes at the offsets the group committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets() {
+    if !clients_installed() {
+        return;
+    }
+    let cluster = Cluster::start_kafka(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    let mut command = Command::new(venv().join("main/bin/python"));
+    command.arg(repo().join("tests/kafka/groups.py")).arg(kafka_addr(&cluster, 2));
+    let (ok, out, err) = run(&mut command, Duration::from_secs(300));
+    println!("{out}");
+    assert!(ok, "the consumer group check failed:\n{out}\n{err}\n{}", cluster.logs());
+    // Every partition of __consumer_offsets has a coordinator on its leader; the group went
+    // through at least three generations (two members, one, a new one) and committed.
+    let total = |name: &str| (1..=3).filter_map(|id| cluster.metric(id, name)).sum::<f64>();
+    let offsets_partitions = f64::from(keel::server::controller::OFFSETS_PARTITIONS);
+    assert_eq!(total("keel_group_coordinators"), offsets_partitions, "coordinators over the nodes");
+    assert!(total("keel_group_rebalances_total") >= 3.0, "rebalances: {}", total("keel_group_rebalances_total"));
+    let commits = total("keel_group_offset_commits_total");
+    assert!(commits >= 6.0, "offset commits: {commits}");
+}
+
+/// kafka-python 2 and 3 consumer groups (`tests/kafka/kafka_python_groups.py`): a member
+/// reads and commits, a new member resumes at the committed offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
+    if !clients_installed() {
+        return;
+    }
+    let cluster = Cluster::start_kafka(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    for env in ["main", "kp3"] {
+        let mut command = Command::new(venv().join(env).join("bin/python"));
+        command.arg(repo().join("tests/kafka/kafka_python_groups.py")).arg(kafka_addr(&cluster, 3));
+        let (ok, out, err) = run(&mut command, Duration::from_secs(300));
+        println!("{out}");
+        assert!(ok, "kafka-python ({env}) consumer groups failed:\n{out}\n{err}\n{}", cluster.logs());
+    }
+}
+
+/// kill -9 of the node that coordinates a confluent-kafka consumer group: a new member
+/// finds the new coordinator and resumes at the committed offsets, none gone back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed() {
+    if !clients_installed() {
+        return;
+    }
+    let mut cluster = Cluster::start_kafka(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
+    let mut script = Command::new(venv().join("main/bin/python"))
+        .arg(repo().join("tests/kafka/groups.py"))
+        .arg(&bootstrap)
+        .arg("--failover")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let rx = lines_of(&mut script);
+    let mut seen = Vec::new();
+    let mut coordinator = None;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while coordinator.is_none() && Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else {
+            if script.try_wait().unwrap().is_some() {
+                break;
+            }
+            continue;
+        };
+        seen.push(line.clone());
+        coordinator = line.strip_prefix("coordinator ").map(|id| id.parse::<u64>().expect("a broker id"));
+    }
+    let Some(coordinator) = coordinator else {
+        let _ = script.kill();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut script.stderr.take().unwrap(), &mut err).unwrap();
+        panic!("the script named no coordinator: {seen:?}\n{err}\n{}", cluster.logs());
+    };
+    cluster.kill(coordinator);
+    std::io::Write::write_all(&mut script.stdin.take().unwrap(), b"killed\n").unwrap();
+    let (status, err) = finish(&mut script, &rx, &mut seen, Duration::from_secs(240));
+    println!("killed node {coordinator}\n{}", seen.join("\n"));
     assert!(status.success(), "{}\n{err}\n{}", seen.join("\n"), cluster.logs());
 }

@@ -669,3 +669,93 @@ async fn idle_connections_are_closed() {
     let mut busy = Conn::open(listener.local_addr()).await;
     let _: ApiVersionsResponse = busy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
 }
+
+/// The group APIs at every advertised version: the in-memory backend has no group
+/// coordinator, so each is answered, in its version's form, with COORDINATOR_NOT_AVAILABLE
+/// (15) where the version has a place for it.
+#[tokio::test]
+async fn every_group_api_version_is_answered_without_a_coordinator() {
+    use kafka_protocol::messages::GroupId;
+    use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
+    use kafka_protocol::messages::describe_groups_response::DescribeGroupsResponse;
+    use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+    use kafka_protocol::messages::find_coordinator_response::FindCoordinatorResponse;
+    use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
+    use kafka_protocol::messages::heartbeat_response::HeartbeatResponse;
+    use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+    use kafka_protocol::messages::join_group_response::JoinGroupResponse;
+    use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+    use kafka_protocol::messages::leave_group_response::LeaveGroupResponse;
+    use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+    use kafka_protocol::messages::list_groups_response::ListGroupsResponse;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_commit_response::OffsetCommitResponse;
+    use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
+    use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponse;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
+    use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
+    const NOT_AVAILABLE: i16 = 15;
+
+    let listener = start(|_, _| {}).await;
+    let mut conn = Conn::open(listener.local_addr()).await;
+    let group = || GroupId(s("g"));
+    for v in 0..=3 {
+        let request = FindCoordinatorRequest::default().with_key(s("g"));
+        let response: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, v, &request).await;
+        assert_eq!((response.error_code, response.node_id.0), (NOT_AVAILABLE, -1), "find coordinator v{v}");
+    }
+    for v in 0..=6 {
+        let protocol =
+            JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"m"));
+        let request = JoinGroupRequest::default()
+            .with_group_id(group())
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![protocol]);
+        let response: JoinGroupResponse = conn.call(ApiKey::JoinGroup, v, &request).await;
+        assert_eq!((response.error_code, response.generation_id), (NOT_AVAILABLE, -1), "join group v{v}");
+    }
+    for v in 0..=4 {
+        let request = SyncGroupRequest::default().with_group_id(group()).with_member_id(s("m"));
+        let response: SyncGroupResponse = conn.call(ApiKey::SyncGroup, v, &request).await;
+        assert_eq!(response.error_code, NOT_AVAILABLE, "sync group v{v}");
+        let request = HeartbeatRequest::default().with_group_id(group()).with_member_id(s("m"));
+        let response: HeartbeatResponse = conn.call(ApiKey::Heartbeat, v, &request).await;
+        assert_eq!(response.error_code, NOT_AVAILABLE, "heartbeat v{v}");
+        let request = LeaveGroupRequest::default().with_group_id(group());
+        let request = if v >= 3 {
+            request.with_members(vec![MemberIdentity::default().with_member_id(s("m"))])
+        } else {
+            request.with_member_id(s("m"))
+        };
+        let response: LeaveGroupResponse = conn.call(ApiKey::LeaveGroup, v, &request).await;
+        assert_eq!(response.error_code, NOT_AVAILABLE, "leave group v{v}");
+    }
+    for v in 2..=8 {
+        let partition = OffsetCommitRequestPartition::default().with_partition_index(1).with_committed_offset(5);
+        let request = OffsetCommitRequest::default().with_group_id(group()).with_topics(vec![
+            OffsetCommitRequestTopic::default().with_name(topic("t")).with_partitions(vec![partition]),
+        ]);
+        let response: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, v, &request).await;
+        let p = &response.topics[0].partitions[0];
+        assert_eq!((p.partition_index, p.error_code), (1, NOT_AVAILABLE), "offset commit v{v}");
+    }
+    for v in 1..=7 {
+        let asked = OffsetFetchRequestTopic::default().with_name(topic("t")).with_partition_indexes(vec![1]);
+        let request = OffsetFetchRequest::default().with_group_id(group()).with_topics(Some(vec![asked]));
+        let response: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, v, &request).await;
+        let p = &response.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.committed_offset), (NOT_AVAILABLE, -1), "offset fetch v{v}");
+    }
+    for v in 0..=5 {
+        let request = DescribeGroupsRequest::default().with_groups(vec![group()]);
+        let response: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, v, &request).await;
+        assert_eq!(response.groups[0].error_code, NOT_AVAILABLE, "describe groups v{v}");
+    }
+    for v in 0..=4 {
+        let response: ListGroupsResponse = conn.call(ApiKey::ListGroups, v, &ListGroupsRequest::default()).await;
+        assert_eq!((response.error_code, response.groups.len()), (NOT_AVAILABLE, 0), "list groups v{v}");
+    }
+}

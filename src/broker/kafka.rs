@@ -11,12 +11,14 @@ use bytes::{Bytes, BytesMut};
 use segments::Entry;
 use tokio::task::JoinSet;
 
+use super::groups::Coordinators;
 use super::{Broker, BrokerError};
+use crate::groups::{GroupError, GroupListing};
 use crate::ids::{NodeId, Offset, Term};
 use crate::kafka::backend::{
-    Appended, BackendError, BackendFuture, ClusterMetadata, EpochEnd, FetchedRecords, KafkaBackend, ListedOffset,
-    NewTopic, OffsetQuery, PartitionMetadata, PartitionPosition, PendingCommit, ProduceBatch, TopicMetadata,
-    TopicSettingOverrides, TopicSettingsInForce,
+    Appended, BackendError, BackendFuture, ClusterMetadata, EpochEnd, FetchedRecords, GroupAnswer, GroupCall,
+    KafkaBackend, ListedOffset, NewTopic, OffsetQuery, PartitionMetadata, PartitionPosition, PendingCommit,
+    ProduceBatch, TopicMetadata, TopicSettingOverrides, TopicSettingsInForce,
 };
 use crate::metadata::{MetaError, MetadataState, TopicConfig};
 use crate::raft::kind as entry_kind;
@@ -28,11 +30,12 @@ const INFLATED_BYTES_MAX: usize = 64 << 20;
 /// The Kafka backend of one node.
 pub struct KafkaService {
     broker: Arc<Broker>,
+    groups: Arc<Coordinators>,
 }
 
 impl KafkaService {
-    pub fn new(broker: Arc<Broker>) -> Arc<KafkaService> {
-        Arc::new(KafkaService { broker })
+    pub fn new(broker: Arc<Broker>, groups: Arc<Coordinators>) -> Arc<KafkaService> {
+        Arc::new(KafkaService { broker, groups })
     }
 
     /// The Kafka brokers: every registered node with a Kafka address, this one included
@@ -431,5 +434,29 @@ impl KafkaBackend for KafkaService {
                 overrides: overrides(&topic.config),
             })
         })
+    }
+
+    fn find_coordinator(&self, group_id: String) -> BackendFuture<'_, crate::kafka::backend::Broker> {
+        Box::pin(async move {
+            let node = self.groups.coordinator(&group_id)?;
+            let state = self.broker.state();
+            let address = if node == self.broker.node_id {
+                self.broker.kafka_address.clone()
+            } else {
+                state.broker(crate::ids::NodeId(node)).and_then(|b| b.kafka_address.clone())
+            };
+            let not_yet = || GroupError::CoordinatorNotAvailable {
+                reason: format!("node {node} coordinates the group but its Kafka listener is not known yet"),
+            };
+            Ok(address.and_then(|a| kafka_broker(node, &a)).ok_or_else(not_yet)?)
+        })
+    }
+
+    fn group_call(&self, call: GroupCall) -> BackendFuture<'_, GroupAnswer> {
+        Box::pin(async move { Ok(self.groups.call(call).await?) })
+    }
+
+    fn list_groups(&self) -> BackendFuture<'_, Vec<GroupListing>> {
+        Box::pin(async move { Ok(self.groups.list().await?) })
     }
 }

@@ -15,6 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::groups::{
+    CommitRequest, CommitResponse, FetchedOffset, GroupDescription, GroupError, GroupListing, HeartbeatRequest,
+    HeartbeatResponse, JoinRequest, JoinResponse, LeaveRequest, LeaveResponse, SyncRequest, SyncResponse,
+};
 use crate::ids::{NodeId, Offset, Term};
 
 /// What an asynchronous backend method returns.
@@ -82,6 +86,78 @@ pub trait KafkaBackend: Send + Sync + 'static {
 
     /// A topic's settings: what is in force and what was set on the topic itself.
     fn topic_settings(&self, name: String) -> BackendFuture<'_, TopicSettingsInForce>;
+
+    /// The consumer group APIs. A backend without a group coordinator keeps these
+    /// defaults, which answer COORDINATOR_NOT_AVAILABLE to every request.
+    ///
+    /// FindCoordinator: the Kafka listener of the node that coordinates `group_id` now;
+    /// `NotCoordinator` or `CoordinatorNotAvailable` while that is unknown.
+    fn find_coordinator(&self, group_id: String) -> BackendFuture<'_, Broker> {
+        let _ = group_id;
+        Box::pin(async { Err(no_coordinator()) })
+    }
+
+    /// JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch and
+    /// DescribeGroups, served by the group's coordinator (`crate::groups`); a node that is
+    /// not it answers `NotCoordinator`.
+    fn group_call(&self, call: GroupCall) -> BackendFuture<'_, GroupAnswer> {
+        let _ = call;
+        Box::pin(async { Err(no_coordinator()) })
+    }
+
+    /// ListGroups: the groups every coordinator on this node holds (a Kafka client asks
+    /// every broker and merges the answers).
+    fn list_groups(&self) -> BackendFuture<'_, Vec<GroupListing>> {
+        Box::pin(async { Err(no_coordinator()) })
+    }
+}
+
+/// What the default group methods answer.
+fn no_coordinator() -> BackendError {
+    BackendError::Group(GroupError::CoordinatorNotAvailable { reason: "this backend has no group coordinator".into() })
+}
+
+/// A request for a group's coordinator.
+#[derive(Debug, Clone)]
+pub enum GroupCall {
+    Join(JoinRequest),
+    Sync(SyncRequest),
+    Heartbeat(HeartbeatRequest),
+    Leave(LeaveRequest),
+    Commit(CommitRequest),
+    /// The partitions asked for, by topic (`None`: every partition the group has).
+    FetchOffsets {
+        group_id: String,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    },
+    Describe {
+        group_id: String,
+    },
+}
+
+impl GroupCall {
+    pub fn group_id(&self) -> &str {
+        match self {
+            GroupCall::Join(r) => &r.group_id,
+            GroupCall::Sync(r) => &r.group_id,
+            GroupCall::Heartbeat(r) => &r.group_id,
+            GroupCall::Leave(r) => &r.group_id,
+            GroupCall::Commit(r) => &r.group_id,
+            GroupCall::FetchOffsets { group_id, .. } | GroupCall::Describe { group_id } => group_id,
+        }
+    }
+}
+
+/// The coordinator's answer to a `GroupCall` of the same kind.
+#[derive(Debug, Clone)]
+pub enum GroupAnswer {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+    Heartbeat(HeartbeatResponse),
+    Leave(LeaveResponse),
+    Commit(CommitResponse),
+    FetchOffsets(Vec<FetchedOffset>),
+    Describe(GroupDescription),
 }
 
 /// The second stage of `KafkaBackend::produce`: resolves once the batch is committed.
@@ -130,6 +206,9 @@ pub enum BackendError {
     StorageError(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A group coordinator's refusal, with its own Kafka code.
+    #[error("{0}")]
+    Group(#[from] GroupError),
 }
 
 /// A partition and a position in it, with the leader epoch the client believes in (`None`

@@ -22,7 +22,7 @@ use super::config::KafkaConfig;
 use super::errors::ErrorCode;
 use super::frame::{self, FrameError};
 use super::wire::{Answer, Request, Serving};
-use super::{admin, fetch, guard, metadata, offsets, produce, versions};
+use super::{admin, fetch, groups, guard, metadata, offsets, produce, versions};
 use crate::metrics;
 
 /// What every connection of a listener shares.
@@ -162,7 +162,7 @@ async fn start(shared: &Arc<Shared>, mut frame: Bytes) -> Result<(Serving, &'sta
     if version < api.min || version > api.max {
         return Err((FrameError::UnsupportedVersion { api_key: prefix.api_key, version }, label));
     }
-    frame::header(api.key, version, &mut frame).map_err(|e| (e, label))?;
+    let header = frame::header(api.key, version, &mut frame).map_err(|e| (e, label))?;
     guard::check(api.key, version, &frame).map_err(|why| (FrameError::Body { api: api.key, version, why }, label))?;
     req.body = frame;
     let s = shared.clone();
@@ -177,6 +177,18 @@ async fn start(shared: &Arc<Shared>, mut frame: Bytes) -> Result<(Serving, &'sta
         ApiKey::DeleteTopics => Box::pin(async move { admin::delete_topics(backend, &s.config, req).await }),
         ApiKey::DescribeConfigs => Box::pin(admin::describe_configs(backend, req)),
         ApiKey::OffsetForLeaderEpoch => Box::pin(offsets::offset_for_leader_epoch(backend, req)),
+        ApiKey::FindCoordinator => Box::pin(groups::find_coordinator(backend, req)),
+        ApiKey::JoinGroup => {
+            let client_id = header.client_id.as_ref().map(ToString::to_string).unwrap_or_default();
+            Box::pin(groups::join_group(backend, client_id, req))
+        }
+        ApiKey::SyncGroup => Box::pin(groups::sync_group(backend, req)),
+        ApiKey::Heartbeat => Box::pin(groups::heartbeat(backend, req)),
+        ApiKey::LeaveGroup => Box::pin(groups::leave_group(backend, req)),
+        ApiKey::OffsetCommit => Box::pin(groups::offset_commit(backend, req)),
+        ApiKey::OffsetFetch => Box::pin(groups::offset_fetch(backend, req)),
+        ApiKey::DescribeGroups => Box::pin(groups::describe_groups(backend, req)),
+        ApiKey::ListGroups => Box::pin(groups::list_groups(backend, req)),
         other => unreachable!("{other:?} is advertised in versions::APIS but has no handler"),
     };
     Ok((serving, label))

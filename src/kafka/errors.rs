@@ -2,6 +2,7 @@
 //! error becomes one.
 
 use super::backend::BackendError;
+use crate::groups::GroupError;
 
 macro_rules! error_codes {
     ($($variant:ident = $code:literal, $label:literal;)*) => {
@@ -57,6 +58,20 @@ error_codes! {
     UnknownLeaderEpoch = 75, "unknown_leader_epoch";
     FetchSessionIdNotFound = 70, "fetch_session_id_not_found";
     InvalidRecord = 87, "invalid_record";
+    OffsetMetadataTooLarge = 12, "offset_metadata_too_large";
+    CoordinatorLoadInProgress = 14, "coordinator_load_in_progress";
+    CoordinatorNotAvailable = 15, "coordinator_not_available";
+    NotCoordinator = 16, "not_coordinator";
+    IllegalGeneration = 22, "illegal_generation";
+    InconsistentGroupProtocol = 23, "inconsistent_group_protocol";
+    InvalidGroupId = 24, "invalid_group_id";
+    UnknownMemberId = 25, "unknown_member_id";
+    InvalidSessionTimeout = 26, "invalid_session_timeout";
+    RebalanceInProgress = 27, "rebalance_in_progress";
+    InvalidCommitOffsetSize = 28, "invalid_commit_offset_size";
+    MemberIdRequired = 79, "member_id_required";
+    GroupMaxSizeReached = 81, "group_max_size_reached";
+    FencedInstanceId = 82, "fenced_instance_id";
 }
 
 impl From<&BackendError> for ErrorCode {
@@ -81,8 +96,41 @@ impl From<&BackendError> for ErrorCode {
             BackendError::UnknownLeaderEpoch => ErrorCode::UnknownLeaderEpoch,
             BackendError::StorageError(_) => ErrorCode::KafkaStorageError,
             BackendError::Internal(_) => ErrorCode::UnknownServerError,
+            BackendError::Group(e) => e.into(),
         }
     }
+}
+
+/// A group coordinator's refusal: each `GroupError` is one Kafka code already.
+impl From<&GroupError> for ErrorCode {
+    fn from(error: &GroupError) -> ErrorCode {
+        match error {
+            GroupError::CoordinatorLoadInProgress => ErrorCode::CoordinatorLoadInProgress,
+            GroupError::GroupDeleting { .. }
+            | GroupError::CoordinatorFull { .. }
+            | GroupError::CoordinatorNotAvailable { .. } => ErrorCode::CoordinatorNotAvailable,
+            GroupError::NotCoordinator => ErrorCode::NotCoordinator,
+            GroupError::IllegalGeneration { .. } => ErrorCode::IllegalGeneration,
+            GroupError::InconsistentGroupProtocol => ErrorCode::InconsistentGroupProtocol,
+            GroupError::InvalidGroupId { .. } => ErrorCode::InvalidGroupId,
+            GroupError::UnknownMemberId => ErrorCode::UnknownMemberId,
+            GroupError::InvalidSessionTimeout { .. } => ErrorCode::InvalidSessionTimeout,
+            GroupError::RebalanceInProgress => ErrorCode::RebalanceInProgress,
+            GroupError::InvalidCommitOffsetSize { .. } => ErrorCode::InvalidCommitOffsetSize,
+            GroupError::OffsetMetadataTooLarge { .. } => ErrorCode::OffsetMetadataTooLarge,
+            GroupError::UnknownTopicOrPartition => ErrorCode::UnknownTopicOrPartition,
+            GroupError::MemberIdRequired => ErrorCode::MemberIdRequired,
+            GroupError::GroupMaxSizeReached { .. } => ErrorCode::GroupMaxSizeReached,
+            GroupError::FencedInstanceId => ErrorCode::FencedInstanceId,
+            GroupError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            GroupError::GroupRecordTooLarge { .. } => ErrorCode::UnknownServerError,
+        }
+    }
+}
+
+/// The code of an optional group error: `None` for none.
+pub fn group_code(error: &Option<GroupError>) -> ErrorCode {
+    error.as_ref().map_or(ErrorCode::None, ErrorCode::from)
 }
 
 /// The code of a result: `None` for success.
@@ -96,6 +144,27 @@ pub fn code_of<T>(result: &Result<T, BackendError>) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every group error becomes the code the coordinator meant.
+    #[test]
+    fn group_errors_keep_their_codes() {
+        let errors = [
+            GroupError::CoordinatorLoadInProgress,
+            GroupError::GroupDeleting { group: "g".into() },
+            GroupError::NotCoordinator,
+            GroupError::IllegalGeneration { given: 1, current: 2 },
+            GroupError::UnknownMemberId,
+            GroupError::RebalanceInProgress,
+            GroupError::OffsetMetadataTooLarge { bytes: 2, max: 1 },
+            GroupError::MemberIdRequired,
+            GroupError::FencedInstanceId,
+            GroupError::InvalidRequest { what: "x" },
+            GroupError::GroupRecordTooLarge { bytes: 2, max: 1 },
+        ];
+        for e in errors {
+            assert_eq!(ErrorCode::from(&e).code(), e.code(), "{e:?}");
+        }
+    }
 
     /// The codes are Kafka's: checked against the kafka-protocol crate's own table.
     #[test]
@@ -126,6 +195,20 @@ mod tests {
             (ErrorCode::UnknownLeaderEpoch, R::UnknownLeaderEpoch),
             (ErrorCode::FetchSessionIdNotFound, R::FetchSessionIdNotFound),
             (ErrorCode::InvalidRecord, R::InvalidRecord),
+            (ErrorCode::OffsetMetadataTooLarge, R::OffsetMetadataTooLarge),
+            (ErrorCode::CoordinatorLoadInProgress, R::CoordinatorLoadInProgress),
+            (ErrorCode::CoordinatorNotAvailable, R::CoordinatorNotAvailable),
+            (ErrorCode::NotCoordinator, R::NotCoordinator),
+            (ErrorCode::IllegalGeneration, R::IllegalGeneration),
+            (ErrorCode::InconsistentGroupProtocol, R::InconsistentGroupProtocol),
+            (ErrorCode::InvalidGroupId, R::InvalidGroupId),
+            (ErrorCode::UnknownMemberId, R::UnknownMemberId),
+            (ErrorCode::InvalidSessionTimeout, R::InvalidSessionTimeout),
+            (ErrorCode::RebalanceInProgress, R::RebalanceInProgress),
+            (ErrorCode::InvalidCommitOffsetSize, R::InvalidCommitOffsetSize),
+            (ErrorCode::MemberIdRequired, R::MemberIdRequired),
+            (ErrorCode::GroupMaxSizeReached, R::GroupMaxSizeReached),
+            (ErrorCode::FencedInstanceId, R::FencedInstanceId),
         ];
         assert_eq!(pairs.len() + 1, LABELS.len(), "every code but None is checked");
         for (ours, theirs) in pairs {

@@ -79,6 +79,40 @@ const EPOCH_PARTITION: &[F] = &[F(I32, 0, ALL), F(I32, 2, ALL), F(I32, 0, ALL)];
 const EPOCH_TOPIC: &[F] = &[F(Str, 0, ALL), F(Arr(EPOCH_PARTITION), 0, ALL)];
 const EPOCH: &[F] = &[F(I32, 3, ALL), F(Arr(EPOCH_TOPIC), 0, ALL)];
 
+// The group APIs' layouts, from Kafka's message schemas; FindCoordinator (to v3) and
+// Heartbeat have no arrays.
+const JOIN_PROTOCOL: &[F] = &[F(Str, 0, ALL), F(Bytes, 0, ALL)];
+const JOIN_GROUP: &[F] = &[
+    F(Str, 0, ALL),
+    F(I32, 0, ALL),
+    F(I32, 1, ALL),
+    F(Str, 0, ALL),
+    F(Str, 5, ALL),
+    F(Str, 0, ALL),
+    F(Arr(JOIN_PROTOCOL), 0, ALL),
+    F(Str, 8, ALL),
+];
+const SYNC_ASSIGNMENT: &[F] = &[F(Str, 0, ALL), F(Bytes, 0, ALL)];
+const SYNC_GROUP: &[F] = &[
+    F(Str, 0, ALL),
+    F(I32, 0, ALL),
+    F(Str, 0, ALL),
+    F(Str, 3, ALL),
+    F(Str, 5, ALL),
+    F(Str, 5, ALL),
+    F(Arr(SYNC_ASSIGNMENT), 0, ALL),
+];
+const LEAVE_MEMBER: &[F] = &[F(Str, 3, ALL), F(Str, 3, ALL), F(Str, 5, ALL)];
+const LEAVE_GROUP: &[F] = &[F(Str, 0, ALL), F(Str, 0, 2), F(Arr(LEAVE_MEMBER), 3, ALL)];
+const COMMIT_PARTITION: &[F] = &[F(I32, 0, ALL), F(I64, 0, ALL), F(I32, 6, ALL), F(I64, 1, 1), F(Str, 0, ALL)];
+const COMMIT_TOPIC: &[F] = &[F(Str, 0, ALL), F(Arr(COMMIT_PARTITION), 0, ALL)];
+const OFFSET_COMMIT: &[F] =
+    &[F(Str, 0, ALL), F(I32, 1, ALL), F(Str, 1, ALL), F(Str, 7, ALL), F(I64, 2, 4), F(Arr(COMMIT_TOPIC), 0, ALL)];
+const FETCH_OFFSETS_TOPIC: &[F] = &[F(Str, 0, 7), F(I32s, 0, 7)];
+const OFFSET_FETCH: &[F] = &[F(Str, 0, 7), F(Arr(FETCH_OFFSETS_TOPIC), 0, 7), F(I8, 7, ALL)];
+const DESCRIBE_GROUPS: &[F] = &[F(Strs, 0, ALL), F(I8, 3, ALL)];
+const LIST_GROUPS: &[F] = &[F(Strs, 4, ALL), F(Strs, 5, ALL)];
+
 /// The layout of a request body and the first version that encodes it flexibly (KIP-482).
 fn layout(api: ApiKey) -> Option<(&'static [F], i16)> {
     Some(match api {
@@ -90,7 +124,14 @@ fn layout(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::DeleteTopics => (DELETE_TOPICS, 4),
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
         ApiKey::OffsetForLeaderEpoch => (EPOCH, 4),
-        // ApiVersions has no arrays.
+        ApiKey::JoinGroup => (JOIN_GROUP, 6),
+        ApiKey::SyncGroup => (SYNC_GROUP, 4),
+        ApiKey::LeaveGroup => (LEAVE_GROUP, 4),
+        ApiKey::OffsetCommit => (OFFSET_COMMIT, 8),
+        ApiKey::OffsetFetch => (OFFSET_FETCH, 6),
+        ApiKey::DescribeGroups => (DESCRIBE_GROUPS, 5),
+        ApiKey::ListGroups => (LIST_GROUPS, 3),
+        // ApiVersions, FindCoordinator (to v3) and Heartbeat have no arrays.
         _ => return None,
     })
 }

@@ -16,6 +16,7 @@ mod connection;
 pub mod errors;
 mod fetch;
 pub mod frame;
+mod groups;
 mod guard;
 pub mod listener;
 pub mod memory;

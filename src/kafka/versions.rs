@@ -29,6 +29,15 @@ pub const APIS: &[Advertised] = &[
     Advertised { key: ApiKey::DeleteTopics, min: 1, max: 5, label: "delete_topics" },
     Advertised { key: ApiKey::DescribeConfigs, min: 1, max: 4, label: "describe_configs" },
     Advertised { key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4, label: "offset_for_leader_epoch" },
+    Advertised { key: ApiKey::FindCoordinator, min: 0, max: 3, label: "find_coordinator" },
+    Advertised { key: ApiKey::JoinGroup, min: 0, max: 6, label: "join_group" },
+    Advertised { key: ApiKey::SyncGroup, min: 0, max: 4, label: "sync_group" },
+    Advertised { key: ApiKey::Heartbeat, min: 0, max: 4, label: "heartbeat" },
+    Advertised { key: ApiKey::LeaveGroup, min: 0, max: 4, label: "leave_group" },
+    Advertised { key: ApiKey::OffsetCommit, min: 2, max: 8, label: "offset_commit" },
+    Advertised { key: ApiKey::OffsetFetch, min: 1, max: 7, label: "offset_fetch" },
+    Advertised { key: ApiKey::DescribeGroups, min: 0, max: 5, label: "describe_groups" },
+    Advertised { key: ApiKey::ListGroups, min: 0, max: 4, label: "list_groups" },
 ];
 
 /// The `api` label of requests for an API keel does not serve, or whose frame could not be
@@ -46,6 +55,15 @@ pub const API_LABELS: &[&str] = &[
     "delete_topics",
     "describe_configs",
     "offset_for_leader_epoch",
+    "find_coordinator",
+    "join_group",
+    "sync_group",
+    "heartbeat",
+    "leave_group",
+    "offset_commit",
+    "offset_fetch",
+    "describe_groups",
+    "list_groups",
     UNSUPPORTED_LABEL,
 ];
 

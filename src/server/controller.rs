@@ -19,7 +19,9 @@ use super::group::Event;
 use super::node::{GroupSpec, NodeShared};
 use crate::broker::{Broker, BrokerError, METADATA_GROUP};
 use crate::ids::{GroupId, NodeId as Node};
-use crate::metadata::{ClusterSettings, Command, MetadataState, TopicConfig, TopicDefaults};
+use crate::metadata::{
+    CONSUMER_OFFSETS, CleanupPolicy, ClusterSettings, Command, MetadataState, TopicConfig, TopicDefaults,
+};
 use crate::raft::{Membership, NodeId};
 use crate::replica::retention::Retention;
 
@@ -27,6 +29,9 @@ use crate::replica::retention::Retention;
 const RECONCILE_PERIOD: Duration = Duration::from_millis(500);
 /// The topic every cluster has from its first start.
 pub const DEFAULT_TOPIC: &str = "default";
+/// Partitions of `__consumer_offsets` (Kafka has 50; keel hosts a Raft group for each).
+/// Fixed once created: a group's coordinator is found by hashing into them.
+pub const OFFSETS_PARTITIONS: u32 = 16;
 
 /// What a new cluster's first metadata leader proposes.
 #[derive(Clone, Debug)]
@@ -135,6 +140,33 @@ impl Controller {
                 },
                 Err(e) => warn!(error = %e, "placing the topic default"),
             }
+        }
+        self.create_offsets_topic().await;
+    }
+
+    /// Creates `__consumer_offsets` once `default` exists (so clusters made before consumer
+    /// groups get it too): keel partitions, the default replication factor (at most 3, at
+    /// most the brokers), never trimmed by the cluster's retention, compacted by policy.
+    async fn create_offsets_topic(&self) {
+        let state = self.broker.state();
+        if state.topic(DEFAULT_TOPIC).is_none() || state.topic(CONSUMER_OFFSETS).is_some() {
+            return;
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let config = TopicConfig {
+            cleanup_policy: Some(CleanupPolicy::Compact),
+            retention_ms: Some(-1),
+            retention_bytes: Some(-1),
+            ..TopicConfig::default()
+        };
+        let partitions = Some(OFFSETS_PARTITIONS);
+        match state.create_topic(CONSUMER_OFFSETS, partitions, None, config, true, now) {
+            Ok(command) => match self.broker.command(command).await {
+                Ok(_) => info!(topic = CONSUMER_OFFSETS, "created"),
+                Err(BrokerError::Refused(why)) => info!(%why, "topic __consumer_offsets not created"),
+                Err(e) => warn!(error = %e, "creating the topic __consumer_offsets"),
+            },
+            Err(e) => warn!(error = %e, "placing the topic __consumer_offsets"),
         }
     }
 

@@ -219,6 +219,8 @@ impl NodeHandle {
             default_partitions: config.default_partitions,
         };
         tokio::spawn(Controller::new(shared.clone(), broker.clone(), bootstrap).run());
+        let groups = crate::broker::groups::Coordinators::new(broker.clone());
+        tokio::spawn(groups.clone().run());
 
         let service = Arc::new(ClientService {
             broker: broker.clone(),
@@ -227,7 +229,7 @@ impl NodeHandle {
         });
         tokio::spawn(accept_loop(endpoint.clone(), peers, service));
         let kafka = match &config.kafka {
-            Some(k) => Some(start_kafka(k, &config, broker.clone()).await?),
+            Some(k) => Some(start_kafka(k, &config, broker.clone(), groups).await?),
             None => None,
         };
         info!(id = config.id, addr = %local_addr, cluster = format!("{cluster_id:016x}"), "node started");
@@ -549,6 +551,7 @@ async fn start_kafka(
     k: &super::config::KafkaListenerConfig,
     config: &NodeConfig,
     broker: Arc<Broker>,
+    groups: Arc<crate::broker::groups::Coordinators>,
 ) -> Result<crate::kafka::KafkaListener, StartError> {
     let tls = if k.tls {
         let node = NodeTls::load(&config.tls_dir, config.id, false)
@@ -561,7 +564,7 @@ async fn start_kafka(
     };
     let listener = crate::kafka::serve(
         crate::kafka::KafkaConfig::new(k.listen),
-        crate::broker::kafka::KafkaService::new(broker),
+        crate::broker::kafka::KafkaService::new(broker, groups),
         tls,
     )
     .await?;

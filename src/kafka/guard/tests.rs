@@ -7,14 +7,23 @@ use kafka_protocol::messages::create_topics_request::{
 };
 use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::describe_configs_request::{DescribeConfigsRequest, DescribeConfigsResource};
+use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
+use kafka_protocol::messages::{ApiKey, BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::*;
@@ -107,6 +116,49 @@ pub fn populated(api: ApiKey, v: i16) -> Bytes {
             ]),
             v,
         ),
+        ApiKey::JoinGroup => {
+            let protocol =
+                JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"m"));
+            let mut request = JoinGroupRequest::default()
+                .with_group_id(GroupId(s("g")))
+                .with_member_id(s("m"))
+                .with_protocol_type(s("consumer"))
+                .with_protocols(vec![protocol]);
+            if v >= 5 {
+                request = request.with_group_instance_id(Some(s("i")));
+            }
+            encode(request, v)
+        }
+        ApiKey::SyncGroup => {
+            let assignment =
+                SyncGroupRequestAssignment::default().with_member_id(s("m")).with_assignment(Bytes::from_static(b"a"));
+            encode(SyncGroupRequest::default().with_group_id(GroupId(s("g"))).with_assignments(vec![assignment]), v)
+        }
+        ApiKey::LeaveGroup => {
+            let request = LeaveGroupRequest::default().with_group_id(GroupId(s("g")));
+            if v >= 3 {
+                encode(request.with_members(vec![MemberIdentity::default().with_member_id(s("m"))]), v)
+            } else {
+                encode(request.with_member_id(s("m")), v)
+            }
+        }
+        ApiKey::OffsetCommit => {
+            let partition = OffsetCommitRequestPartition::default()
+                .with_partition_index(2)
+                .with_committed_offset(7)
+                .with_committed_metadata(Some(s("x")));
+            let topic = OffsetCommitRequestTopic::default().with_name(topic("t")).with_partitions(vec![partition]);
+            encode(OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_topics(vec![topic]), v)
+        }
+        ApiKey::OffsetFetch => {
+            let topic = OffsetFetchRequestTopic::default().with_name(topic("t")).with_partition_indexes(vec![1, 2]);
+            encode(OffsetFetchRequest::default().with_group_id(GroupId(s("g"))).with_topics(Some(vec![topic])), v)
+        }
+        ApiKey::DescribeGroups => encode(DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]), v),
+        ApiKey::ListGroups => {
+            let request = ListGroupsRequest::default();
+            encode(if v >= 4 { request.with_states_filter(vec![s("Stable")]) } else { request }, v)
+        }
         other => panic!("no populated request for {other:?}"),
     }
 }
@@ -161,6 +213,13 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> bool {
         ApiKey::DeleteTopics => ok::<DeleteTopicsRequest>(body, version),
         ApiKey::DescribeConfigs => ok::<DescribeConfigsRequest>(body, version),
         ApiKey::OffsetForLeaderEpoch => ok::<OffsetForLeaderEpochRequest>(body, version),
+        ApiKey::JoinGroup => ok::<JoinGroupRequest>(body, version),
+        ApiKey::SyncGroup => ok::<SyncGroupRequest>(body, version),
+        ApiKey::LeaveGroup => ok::<LeaveGroupRequest>(body, version),
+        ApiKey::OffsetCommit => ok::<OffsetCommitRequest>(body, version),
+        ApiKey::OffsetFetch => ok::<OffsetFetchRequest>(body, version),
+        ApiKey::DescribeGroups => ok::<DescribeGroupsRequest>(body, version),
+        ApiKey::ListGroups => ok::<ListGroupsRequest>(body, version),
         other => panic!("no decoder for {other:?}"),
     }
 }
