@@ -32,6 +32,18 @@ fn clients_installed() -> bool {
     installed
 }
 
+/// The tests of this file run one at a time: each starts three nodes and real clients, and
+/// two at once on a 2-core machine starve each other into timeouts that test nothing.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The right to run, once the clients are installed (`None`: skip).
+async fn serial() -> Option<tokio::sync::MutexGuard<'static, ()>> {
+    if !clients_installed() {
+        return None;
+    }
+    Some(SERIAL.lock().await)
+}
+
 fn kafka_addr(cluster: &Cluster, id: u64) -> String {
     cluster.node(id).kafka.clone().expect("a Kafka listener")
 }
@@ -110,9 +122,7 @@ fn finish(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kafka_client_check_passes_against_three_nodes() {
-    if !clients_installed() {
-        return;
-    }
+    let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
     cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
     // Bootstrapped from one node: the clients find the partitions' leaders on the others.
@@ -128,9 +138,7 @@ async fn every_kafka_client_check_passes_against_three_nodes() {
 /// gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kcat_over_tls_trusts_the_cluster_ca() {
-    if !clients_installed() {
-        return;
-    }
+    let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics", "--kafka-tls"]);
     cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
     let mut command = Command::new(repo().join("tests/kafka/kcat.sh"));
@@ -147,9 +155,7 @@ async fn kcat_over_tls_trusts_the_cluster_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_clients_and_keel_read_each_others_records() {
-    if !clients_installed() {
-        return;
-    }
+    let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
     cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
     let kafka = kafka_addr(&cluster, 1);
@@ -187,9 +193,7 @@ async fn kafka_clients_and_keel_read_each_others_records() {
 /// every record with a successful delivery report is read back at its reported offset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_loses_no_record_a_kafka_client_saw_acknowledged() {
-    if !clients_installed() {
-        return;
-    }
+    let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
     cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
     let mut script = Command::new(venv().join("main/bin/python"))
@@ -229,9 +233,7 @@ async fn killing_the_leader_loses_no_record_a_kafka_client_saw_acknowledged() {
 /// resumes at the offsets the group committed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets() {
-    if !clients_installed() {
-        return;
-    }
+    let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
     cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
     let mut command = Command::new(venv().join("main/bin/python"));
@@ -253,9 +255,7 @@ async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets()
 /// reads and commits, a new member resumes at the committed offsets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
-    if !clients_installed() {
-        return;
-    }
+    let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
     cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
     for env in ["main", "kp3"] {
@@ -271,9 +271,7 @@ async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
 /// finds the new coordinator and resumes at the committed offsets, none gone back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed() {
-    if !clients_installed() {
-        return;
-    }
+    let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
     cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
     let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
