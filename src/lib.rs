@@ -9,6 +9,7 @@ pub mod ids;
 pub mod metadata;
 pub mod metrics;
 pub mod net;
+pub mod producers;
 pub mod raft;
 pub mod record;
 pub mod replica;
