@@ -55,6 +55,10 @@
 //! forgotten on the next rebuild. For the same reason a follower reset to the leader's log
 //! start needs the leader's snapshot too.
 //!
+//! **Producer ids.** `IdBlocks` (`ids.rs`) hands out the ids of the blocks the metadata group
+//! allocated to this node; `init_producer_id` answers InitProducerId (KIP-360) from them and
+//! from the tables the node holds.
+//!
 //! # Time
 //!
 //! The table's clock is the highest timestamp it has applied, never a wall clock: replicas
@@ -67,6 +71,7 @@
 //! to again; it gains no producers meanwhile either, so its memory stays bounded.
 
 mod check;
+mod ids;
 mod inflight;
 mod snapshot;
 mod table;
@@ -79,12 +84,15 @@ mod error_code {
     pub const NONE: i16 = 0;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
     pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const INVALID_REQUEST: i16 = 42;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const INVALID_RECORD: i16 = 87;
 }
 
 pub use check::Verdict;
+pub use ids::{ID_BLOCK_IDS_DEFAULT, IdBlockError, IdBlocks, InitOutcome, init_producer_id};
 pub use inflight::InFlight;
 pub use snapshot::SNAPSHOT_VERSION;
 pub use table::{BatchMeta, Forgotten, ProducerTable};

@@ -1,9 +1,10 @@
 //! Tests of the producer state, each named after the rule it checks: the sequence rules
 //! (`rules.rs`), the leader's in-flight layer (`inflight.rs`), expiry and the bound
-//! (`bounds.rs`), snapshots (`snapshot.rs`), and random produce streams through a leader
-//! that changes (`streams.rs`).
+//! (`bounds.rs`), snapshots (`snapshot.rs`), producer ids (`ids.rs`), and random produce
+//! streams through a leader that changes (`streams.rs`).
 
 mod bounds;
+mod ids;
 mod inflight;
 mod rules;
 mod snapshot;
