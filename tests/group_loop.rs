@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use keel::batch::{BatchBuilder, Compression, Record};
 use keel::net::peer::SendError;
 use keel::raft::{self, Membership, Message, Role};
 use keel::replica::Replica;
@@ -36,12 +37,22 @@ impl PeerSender for Nowhere {
 
 struct Harness {
     events: mpsc::Sender<Event>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Harness {
     async fn start() -> Harness {
-        let dir = tempfile::tempdir().unwrap();
+        Harness::start_in(tempfile::tempdir().unwrap(), false).await
+    }
+
+    /// A partition's replica: data entries are Kafka batches, stamped and tracked by the
+    /// producer table.
+    async fn partition() -> Harness {
+        Harness::start_in(tempfile::tempdir().unwrap(), true).await
+    }
+
+    /// Starts node 1 on the files in `dir` (a new or a stopped harness's).
+    async fn start_in(dir: tempfile::TempDir, stamp_batches: bool) -> Harness {
         let seg = segments::Config { segment_bytes: 8 << 20, entry_bytes_max: 1 << 20, ..segments::Config::default() };
         let (log, _) = Log::open(&dir.path().join("log"), seg).unwrap();
         let initial = Membership { voters: [1, 2, 3].into(), ..Membership::default() };
@@ -54,7 +65,7 @@ impl Harness {
             retention: Retention::default(),
             node_gauges: true,
             metadata: None,
-            stamp_batches: false,
+            stamp_batches,
             leaders: Default::default(),
         };
         let (group, _published) = Group::new(parts);
@@ -75,7 +86,18 @@ impl Harness {
                 }
             }
         });
-        Harness { events: tx, _dir: dir }
+        Harness { events: tx, dir }
+    }
+
+    /// Stops the group cleanly and gives back a copy of its files: the stopped task's fsync
+    /// helper keeps the log itself open (and locked) until the process ends.
+    async fn stop(self) -> tempfile::TempDir {
+        let (tx, rx) = oneshot::channel();
+        self.events.send(Event::Shutdown(tx)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx).await.expect("stopped in time").unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(self.dir.path(), copy.path());
+        copy
     }
 
     async fn peer(&self, from: u64, msg: Message) {
@@ -179,4 +201,52 @@ async fn a_stream_whose_batch_was_pending_at_a_lost_leadership_is_refused_after(
         !(a_refused && b.is_ok()),
         "A was answered {a:?} (resend from here) but B, sent after it on the same stream, committed: {b:?}"
     );
+}
+
+/// An idempotent producer's batch of `records` records from sequence `first_seq`.
+fn idempotent_batch(producer_id: i64, epoch: i16, first_seq: i32, records: u32) -> Bytes {
+    let mut builder = BatchBuilder::new(Compression::None).producer(producer_id, epoch, first_seq);
+    for i in 0..records {
+        let record = Record { timestamp_ms: 1_000, ..Record::new(format!("record {i}")) };
+        builder.push(&record).unwrap();
+    }
+    builder.finish()
+}
+
+/// A data entry of leader `term` holding `batch` at `index`, its first record at `base_offset`.
+fn data_entry(index: u64, term: u64, base_offset: u64, batch: &[u8], records: u32) -> Entry {
+    let meta = EntryMeta { index, term, kind: raft::kind::DATA, base_offset, record_count: records };
+    Entry::encode(meta, batch)
+}
+
+/// Every replica applies committed batches to its producer table, and a replica that starts
+/// again rebuilds the table from its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_tracks_the_producers_of_committed_batches_and_rebuilds_them_on_start() {
+    let h = Harness::partition().await;
+    // Node 2 leads term 1; its bootstrap configuration is entry 1, then two producers' batches.
+    assert_eq!(h.status().await.producers_tracked, 0);
+    let entries = vec![
+        Entry::encode(EntryMeta { index: 1, term: 1, kind: raft::kind::NOOP, base_offset: 0, record_count: 0 }, &[]),
+        data_entry(2, 1, 0, &idempotent_batch(7, 0, 0, 3), 3),
+        data_entry(3, 1, 3, &idempotent_batch(8, 0, 0, 2), 2),
+    ];
+    h.peer(2, Message::Append { term: 1, prev_index: 0, prev_term: 0, commit: 3, entries }).await;
+    h.wait_for("both producers tracked", |v| v.commit_index == 3 && v.producers_tracked == 2).await;
+
+    let h = Harness::start_in(h.stop().await, true).await;
+    h.wait_for("both producers rebuilt", |v| v.producers_tracked == 2).await;
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

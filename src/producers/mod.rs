@@ -131,6 +131,17 @@ impl ProducerBatch {
         ProducerBatch { producer_id: NO_PRODUCER_ID, epoch: -1, first_seq: -1, record_count }
     }
 
+    /// The producer fields of a RecordBatch v2 header. A header that is not a v2 batch's
+    /// (only a leader bug could store one) is a plain batch, as Kafka reads a batch without a
+    /// producer id.
+    pub fn from_header(h: &crate::batch::BatchHeader) -> ProducerBatch {
+        let record_count = h.last_offset_delta.saturating_add(1);
+        if h.magic != crate::batch::MAGIC {
+            return ProducerBatch::plain(record_count);
+        }
+        ProducerBatch { producer_id: h.producer_id, epoch: h.producer_epoch, first_seq: h.base_sequence, record_count }
+    }
+
     /// Whether the producer table tracks this batch: Kafka treats every negative producer
     /// id as "none" (`RecordBatch.hasProducerId`).
     pub fn is_idempotent(&self) -> bool {

@@ -15,10 +15,12 @@ use tracing::{Instrument, debug, error, info, warn};
 use super::group_metrics::GroupMetrics;
 use super::metadata::{CommandError, CommandResult, MetadataMachine};
 use super::produce::{ProduceError, ProduceResult, ProduceTable, Proposed};
+use super::producer_state::GroupProducers;
 use super::status::{GroupStatus, MemberStatus, role_name};
 use crate::broker::leaders::{LeaderReport, LeaderTable, Offsets};
 use crate::metrics as m;
 use crate::net::peer::SendError;
+use crate::producers::ProducerConfig;
 use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, Role, SoftState};
 use crate::replica::backend::{Damage, LogBackend, SharedLog};
 use crate::replica::hard_state::{HardStateFile, HardStateStore};
@@ -113,7 +115,8 @@ pub struct GroupParts {
     /// Where the group says who leads it, for the node's metadata answers.
     pub leaders: Arc<LeaderTable>,
     /// Data entries are Kafka batches: the leader stamps each with its base offset and its
-    /// term before proposing it (partitions; not the metadata group).
+    /// term before proposing it (partitions; not the metadata group). Such groups keep a
+    /// producer table (`producer_state.rs`).
     pub stamp_batches: bool,
 }
 
@@ -141,6 +144,8 @@ pub struct Group {
     metadata: Option<MetadataMachine>,
     leaders: Arc<LeaderTable>,
     stamp_batches: bool,
+    /// The producer table of a partition (`None` for the metadata group).
+    producers: Option<GroupProducers>,
     committed_tx: watch::Sender<Committed>,
     leader_tx: watch::Sender<LeaderHint>,
     sync: Arc<Notify>,
@@ -174,6 +179,7 @@ impl Group {
             metadata: parts.metadata,
             leaders: parts.leaders,
             stamp_batches: parts.stamp_batches,
+            producers: parts.stamp_batches.then(|| GroupProducers::new(ProducerConfig::default())),
             committed_tx,
             leader_tx,
             sync: Arc::new(Notify::new()),
@@ -207,6 +213,10 @@ impl Group {
         self.publish_role();
         if let Some(machine) = &mut self.metadata {
             machine.apply_committed(&self.log, self.replica.committed().index);
+        }
+        // The producer table is rebuilt from the log (`producer_state.rs`).
+        if let Some(producers) = &mut self.producers {
+            producers.apply_committed(&self.log, self.replica.committed().index);
         }
         while let Some(event) = events.recv().await {
             if let Some(done) = self.handle(event)? {
@@ -370,6 +380,9 @@ impl Group {
             if let Some(machine) = &mut self.metadata {
                 machine.apply_committed(&self.log, committed.index);
             }
+            if let Some(producers) = &mut self.producers {
+                producers.apply_committed(&self.log, committed.index);
+            }
             self.committed_tx.send_replace(committed);
         }
         if let Some(soft) = ready.soft_state {
@@ -527,6 +540,7 @@ impl Group {
             log_start_offset: log.start_offset(),
             log_end_offset: committed.next_offset,
             members,
+            producers_tracked: self.producers.as_ref().map_or(0, |p| p.table().len()),
         }
     }
 
