@@ -109,8 +109,18 @@ pub fn role_label(role: crate::raft::Role) -> &'static str {
 /// Values of `keel_peer_frames_unrouted_total`'s `reason` label.
 pub const UNROUTED_REASONS: &[&str] = &["unknown_group", "queue_full"];
 /// Values of `keel_produce_errors_total`'s `kind` label.
-pub const PRODUCE_ERROR_KINDS: &[&str] =
-    &["not_leader", "busy", "refused", "outcome_unknown", "too_large", "malformed", "disk_full", "shutting_down"];
+pub const PRODUCE_ERROR_KINDS: &[&str] = &[
+    "not_leader",
+    "busy",
+    "refused",
+    "outcome_unknown",
+    "too_large",
+    "malformed",
+    "disk_full",
+    "shutting_down",
+    "out_of_order_sequence",
+    "invalid_producer_epoch",
+];
 /// Values of `keel_quic_handshake_failures_total`'s `reason` label.
 pub const HANDSHAKE_FAILURE_REASONS: &[&str] =
     &["bad_certificate", "wrong_alpn", "timeout", "peer_identity", "too_many_connections", "other"];

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use keel::batch::{BatchBuilder, Compression, Record};
 use keel::net::peer::SendError;
+use keel::producers::ProducerError;
 use keel::raft::{self, Membership, Message, Role};
 use keel::replica::Replica;
 use keel::replica::backend::SharedLog;
@@ -132,14 +133,13 @@ impl Harness {
     }
 
     async fn produce(&self, stream: u64, payload: &'static [u8]) -> oneshot::Receiver<ProduceResult> {
+        self.produce_records(stream, Bytes::from_static(payload), 1).await
+    }
+
+    async fn produce_records(&self, stream: u64, payload: Bytes, records: u32) -> oneshot::Receiver<ProduceResult> {
         let (reply, rx) = oneshot::channel();
-        let event = Event::Propose {
-            payload: Bytes::from_static(payload),
-            record_count: 1,
-            stream,
-            received: std::time::Instant::now(),
-            reply,
-        };
+        let event =
+            Event::Propose { payload, record_count: records, stream, received: std::time::Instant::now(), reply };
         self.events.send(event).await.unwrap();
         rx
     }
@@ -249,4 +249,101 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// Producer 7's batch of `records` records from `first_seq` at epoch `epoch`, sent to node 1.
+async fn send(h: &Harness, epoch: i16, first_seq: i32, records: u32) -> oneshot::Receiver<ProduceResult> {
+    h.produce_records(0, idempotent_batch(7, epoch, first_seq, records), records).await
+}
+
+async fn answer(rx: oneshot::Receiver<ProduceResult>) -> ProduceResult {
+    tokio::time::timeout(Duration::from_secs(5), rx).await.expect("answered in time").unwrap()
+}
+
+/// Node 1 leads term 1 with node 2's vote; its bootstrap configuration (entry 1) committed.
+async fn leading_partition() -> Harness {
+    let h = Harness::partition().await;
+    h.win(2, 1).await;
+    h.peer(2, Message::AppendResponse { term: 1, index: 1, reject: None }).await;
+    h.wait_for("entry 1 committed", |v| v.commit_index == 1).await;
+    h
+}
+
+/// Kafka's duplicate rule (KIP-98): a retry of a committed batch is answered with the
+/// offsets it got, and a retry of a batch still in flight with the answer it gets; neither
+/// is appended again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_is_answered_with_its_original_offsets_and_appended_once() {
+    let h = leading_partition().await;
+    let a = send(&h, 0, 0, 3).await;
+    h.wait_for("A appended", |v| v.last_index == 2).await;
+    h.peer(2, Message::AppendResponse { term: 1, index: 2, reject: None }).await;
+    assert_eq!(answer(a).await, Ok((0, 3)));
+
+    // The answer was lost: the producer sends A again.
+    assert_eq!(answer(send(&h, 0, 0, 3).await).await, Ok((0, 3)), "a committed batch's retry");
+    // B is sent twice before it commits.
+    let b = send(&h, 0, 3, 2).await;
+    h.wait_for("B appended", |v| v.last_index == 3).await;
+    let b_again = send(&h, 0, 3, 2).await;
+    assert_eq!(h.status().await.last_index, 3, "B's retry was not proposed");
+    h.peer(2, Message::AppendResponse { term: 1, index: 3, reject: None }).await;
+    assert_eq!(answer(b).await, Ok((3, 2)));
+    assert_eq!(answer(b_again).await, Ok((3, 2)), "an in-flight batch's retry");
+    let v = h.status().await;
+    assert_eq!((v.last_index, v.log_end_offset), (3, 5), "5 records in 2 entries after the no-op");
+}
+
+/// A gap in a producer's sequence is refused (OUT_OF_ORDER_SEQUENCE_NUMBER), and so is an
+/// older epoch once a newer one wrote (INVALID_PRODUCER_EPOCH); nothing is appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_and_a_fenced_epoch_are_refused_and_not_appended() {
+    let h = leading_partition().await;
+    let a = send(&h, 0, 0, 3).await;
+    h.wait_for("A appended", |v| v.last_index == 2).await;
+    // Batch 3..5 was lost; 5.. arrives while A is still in flight, then after A committed.
+    let refused = Err(ProducerError::OutOfOrderSequence { producer_id: 7, first_seq: 5, expected: 3 }.into());
+    assert_eq!(answer(send(&h, 0, 5, 1).await).await, refused, "a gap after a batch in flight");
+    h.peer(2, Message::AppendResponse { term: 1, index: 2, reject: None }).await;
+    assert_eq!(answer(a).await, Ok((0, 3)));
+    assert_eq!(answer(send(&h, 0, 5, 1).await).await, refused, "a gap after a committed batch");
+    assert_eq!(h.status().await.last_index, 2, "no gap appended");
+
+    // A new session (epoch 1) starts at 0; the old one can write no more.
+    let new_session = send(&h, 1, 0, 1).await;
+    h.wait_for("the new session's batch appended", |v| v.last_index == 3).await;
+    let old = answer(send(&h, 0, 3, 1).await).await;
+    assert_eq!(old, Err(ProducerError::InvalidProducerEpoch { producer_id: 7, epoch: 0, current: 1 }.into()));
+    h.peer(2, Message::AppendResponse { term: 1, index: 3, reject: None }).await;
+    assert_eq!(answer(new_session).await, Ok((3, 1)));
+    assert_eq!(h.status().await.last_index, 3);
+}
+
+/// A leader that crashed after committing A never answered it; the producer retries at the
+/// new leader, a replica that applied the same log: it answers with A's offsets, once its
+/// own term's first entry is committed (before, its table may lack entries: busy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_answers_a_retry_of_a_batch_its_predecessor_committed_as_a_duplicate() {
+    let h = Harness::partition().await;
+    // Node 2 leads term 1: its configuration at 1, producer 7's batch A at 2, committed.
+    let entries = vec![
+        Entry::encode(EntryMeta { index: 1, term: 1, kind: raft::kind::NOOP, base_offset: 0, record_count: 0 }, &[]),
+        data_entry(2, 1, 0, &idempotent_batch(7, 0, 0, 3), 3),
+    ];
+    h.peer(2, Message::Append { term: 1, prev_index: 0, prev_term: 0, commit: 2, entries }).await;
+    h.wait_for("A committed here", |v| v.commit_index == 2 && v.producers_tracked == 1).await;
+
+    // Node 2 dies; node 1 wins term 2 with node 3's vote. Its no-op (entry 3) is not committed.
+    h.win(3, 2).await;
+    let early = answer(send(&h, 0, 0, 3).await).await;
+    assert!(matches!(early, Err(ProduceError::Busy(_))), "before its no-op commits: {early:?}");
+    h.peer(3, Message::AppendResponse { term: 2, index: 3, reject: None }).await;
+    h.wait_for("the no-op committed", |v| v.commit_index == 3).await;
+    assert_eq!(answer(send(&h, 0, 0, 3).await).await, Ok((0, 3)), "A's retry");
+    assert_eq!(h.status().await.last_index, 3, "A was not appended again");
+    // The producer goes on from A.
+    let b = send(&h, 0, 3, 1).await;
+    h.wait_for("B appended", |v| v.last_index == 4).await;
+    h.peer(3, Message::AppendResponse { term: 2, index: 4, reject: None }).await;
+    assert_eq!(answer(b).await, Ok((3, 1)));
 }

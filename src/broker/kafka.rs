@@ -19,6 +19,7 @@ use crate::kafka::backend::{
     TopicSettingOverrides, TopicSettingsInForce,
 };
 use crate::metadata::{MetaError, MetadataState, TopicConfig};
+use crate::producers::ProducerError;
 use crate::raft::kind as entry_kind;
 use crate::server::registry::GroupHandle;
 
@@ -161,6 +162,12 @@ fn backend_error(e: BrokerError) -> BackendError {
         BrokerError::DiskFull { .. } => BackendError::StorageError(e.to_string()),
         BrokerError::Refused(why) => BackendError::InvalidRecord(why),
         BrokerError::OutcomeUnknown(_) => BackendError::RequestTimedOut,
+        BrokerError::Producer(e @ ProducerError::OutOfOrderSequence { .. }) => {
+            BackendError::OutOfOrderSequenceNumber(e.to_string())
+        }
+        BrokerError::Producer(e @ ProducerError::InvalidProducerEpoch { .. }) => {
+            BackendError::InvalidProducerEpoch(e.to_string())
+        }
         BrokerError::Internal(why) => BackendError::Internal(why),
     }
 }

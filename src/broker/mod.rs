@@ -66,6 +66,9 @@ pub enum BrokerError {
     Refused(String),
     #[error("the outcome is unknown: {0}; the request may or may not have taken effect")]
     OutcomeUnknown(String),
+    /// Not appended: an idempotent producer's batch breaks its sequence or epoch.
+    #[error(transparent)]
+    Producer(crate::producers::ProducerError),
     #[error("the node failed: {0}")]
     Internal(String),
 }
@@ -313,6 +316,7 @@ impl Broker {
                 ProduceError::Busy(why) => BrokerError::Busy(why),
                 ProduceError::Refused(why) => BrokerError::Refused(why),
                 ProduceError::OutcomeUnknown(why) => BrokerError::OutcomeUnknown(why),
+                ProduceError::Producer(e) => BrokerError::Producer(e),
             }),
             Err(_) => Err(BrokerError::OutcomeUnknown("the node stopped".into())),
         }

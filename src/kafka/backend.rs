@@ -128,6 +128,10 @@ pub enum BackendError {
     UnknownLeaderEpoch,
     #[error("the node's storage refuses writes: {0}")]
     StorageError(String),
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequenceNumber(String),
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

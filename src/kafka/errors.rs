@@ -52,6 +52,8 @@ error_codes! {
     InvalidConfig = 40, "invalid_config";
     InvalidRequest = 42, "invalid_request";
     PolicyViolation = 44, "policy_violation";
+    OutOfOrderSequenceNumber = 45, "out_of_order_sequence_number";
+    InvalidProducerEpoch = 47, "invalid_producer_epoch";
     KafkaStorageError = 56, "kafka_storage_error";
     FencedLeaderEpoch = 74, "fenced_leader_epoch";
     UnknownLeaderEpoch = 75, "unknown_leader_epoch";
@@ -80,6 +82,8 @@ impl From<&BackendError> for ErrorCode {
             BackendError::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
             BackendError::UnknownLeaderEpoch => ErrorCode::UnknownLeaderEpoch,
             BackendError::StorageError(_) => ErrorCode::KafkaStorageError,
+            BackendError::OutOfOrderSequenceNumber(_) => ErrorCode::OutOfOrderSequenceNumber,
+            BackendError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
             BackendError::Internal(_) => ErrorCode::UnknownServerError,
         }
     }
@@ -121,6 +125,8 @@ mod tests {
             (ErrorCode::InvalidConfig, R::InvalidConfig),
             (ErrorCode::InvalidRequest, R::InvalidRequest),
             (ErrorCode::PolicyViolation, R::PolicyViolation),
+            (ErrorCode::OutOfOrderSequenceNumber, R::OutOfOrderSequenceNumber),
+            (ErrorCode::InvalidProducerEpoch, R::InvalidProducerEpoch),
             (ErrorCode::KafkaStorageError, R::KafkaStorageError),
             (ErrorCode::FencedLeaderEpoch, R::FencedLeaderEpoch),
             (ErrorCode::UnknownLeaderEpoch, R::UnknownLeaderEpoch),

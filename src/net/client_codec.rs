@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes};
 use segments::Entry;
 
 use super::frame::{self, DecodeError, FrameBuilder, FrameError, Reader, put_bytes};
+use crate::producers::ProducerError;
 
 /// Largest request a node reads (a produce batch plus framing).
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 16 << 20;
@@ -262,6 +263,9 @@ pub enum ErrorReply {
         reserve_bytes >> 20
     )]
     DiskFull { node: u64, free_bytes: u64, reserve_bytes: u64 },
+    /// Not appended: an idempotent producer's batch breaks its sequence or epoch.
+    #[error(transparent)]
+    Producer(crate::producers::ProducerError),
     #[error("the node failed: {0}")]
     Internal(String),
 }
@@ -286,6 +290,8 @@ mod error_code {
     pub const UNKNOWN_PARTITION: u8 = 9;
     pub const TOPIC_EXISTS: u8 = 10;
     pub const INVALID: u8 = 11;
+    pub const OUT_OF_ORDER_SEQUENCE: u8 = 12;
+    pub const INVALID_PRODUCER_EPOCH: u8 = 13;
 }
 
 impl Request {
@@ -696,6 +702,18 @@ fn encode_error(buf: &mut bytes::BytesMut, err: &ErrorReply) {
             buf.put_u64_le(*free_bytes);
             buf.put_u64_le(*reserve_bytes);
         }
+        ErrorReply::Producer(ProducerError::OutOfOrderSequence { producer_id, first_seq, expected }) => {
+            buf.put_u8(error_code::OUT_OF_ORDER_SEQUENCE);
+            buf.put_i64_le(*producer_id);
+            buf.put_i32_le(*first_seq);
+            buf.put_i32_le(*expected);
+        }
+        ErrorReply::Producer(ProducerError::InvalidProducerEpoch { producer_id, epoch, current }) => {
+            buf.put_u8(error_code::INVALID_PRODUCER_EPOCH);
+            buf.put_i64_le(*producer_id);
+            buf.put_i16_le(*epoch);
+            buf.put_i16_le(*current);
+        }
         ErrorReply::UnknownPartition { topic, partition, count } => {
             buf.put_u8(error_code::UNKNOWN_PARTITION);
             put_bytes(buf, topic.as_bytes());
@@ -749,6 +767,16 @@ fn decode_error(r: &mut Reader) -> Result<ErrorReply, FrameError> {
             free_bytes: r.u64("free bytes")?,
             reserve_bytes: r.u64("reserve")?,
         },
+        error_code::OUT_OF_ORDER_SEQUENCE => ErrorReply::Producer(ProducerError::OutOfOrderSequence {
+            producer_id: r.u64("producer id")? as i64,
+            first_seq: r.u32("sequence")? as i32,
+            expected: r.u32("expected sequence")? as i32,
+        }),
+        error_code::INVALID_PRODUCER_EPOCH => ErrorReply::Producer(ProducerError::InvalidProducerEpoch {
+            producer_id: r.u64("producer id")? as i64,
+            epoch: r.u16("epoch")? as i16,
+            current: r.u16("current epoch")? as i16,
+        }),
         _ => return Err(DecodeError::Invalid { what: "error code" }.into()),
     })
 }
@@ -837,6 +865,16 @@ mod tests {
             Response::Error(ErrorReply::OffsetOutOfRange { requested: 9, start: 10, end: 20 }),
             Response::Error(ErrorReply::Busy("too many bytes in flight".into())),
             Response::Error(ErrorReply::DiskFull { node: 2, free_bytes: 137 << 20, reserve_bytes: 256 << 20 }),
+            Response::Error(ErrorReply::Producer(ProducerError::OutOfOrderSequence {
+                producer_id: 7,
+                first_seq: 9,
+                expected: 5,
+            })),
+            Response::Error(ErrorReply::Producer(ProducerError::InvalidProducerEpoch {
+                producer_id: -2,
+                epoch: 1,
+                current: 3,
+            })),
             Response::Disk(DiskView { free_bytes: 1 << 40, reserve_bytes: 256 << 20 }),
         ];
         for resp in responses {

@@ -97,6 +97,25 @@ pub use inflight::InFlight;
 pub use snapshot::SNAPSHOT_VERSION;
 pub use table::{BatchMeta, Forgotten, ProducerTable};
 
+/// Why a leader refused an idempotent producer's batch: nothing was appended. Every layer
+/// (group, broker, both protocols) carries it as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    /// The batch does not follow the producer's last one (a gap, or a retry older than the
+    /// last `WINDOW` batches). Kafka's OUT_OF_ORDER_SEQUENCE_NUMBER (45).
+    #[error(
+        "producer {producer_id}: a batch from sequence {first_seq} is out of order, the partition expects \
+         {expected}; batches were lost, so the producer must start a new session"
+    )]
+    OutOfOrderSequence { producer_id: i64, first_seq: i32, expected: i32 },
+    /// A newer session of the producer took over. Kafka's INVALID_PRODUCER_EPOCH (47).
+    #[error(
+        "producer {producer_id}: epoch {epoch} is fenced, the partition has seen epoch {current}; a newer \
+         session of this producer took over"
+    )]
+    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
+}
+
 /// The producer id of a batch that is not idempotent (Kafka's `NO_PRODUCER_ID`).
 pub const NO_PRODUCER_ID: i64 = -1;
 /// Batches remembered per producer: Kafka's `NUM_BATCHES_TO_RETAIN`, which matches the client

@@ -356,6 +356,7 @@ fn error_reply(e: BrokerError) -> ErrorReply {
         }
         BrokerError::Refused(why) => ErrorReply::Refused(why),
         BrokerError::OutcomeUnknown(reason) => ErrorReply::OutcomeUnknown { reason },
+        BrokerError::Producer(e) => ErrorReply::Producer(e),
         BrokerError::Internal(why) => ErrorReply::Internal(why),
     }
 }

@@ -15,12 +15,13 @@ use tracing::{Instrument, debug, error, info, warn};
 use super::group_metrics::GroupMetrics;
 use super::metadata::{CommandError, CommandResult, MetadataMachine};
 use super::produce::{ProduceError, ProduceResult, ProduceTable, Proposed};
-use super::producer_state::GroupProducers;
+use super::producer_state::{GroupProducers, INFLIGHT_BATCHES_MAX};
 use super::status::{GroupStatus, MemberStatus, role_name};
+use crate::batch::BatchHeader;
 use crate::broker::leaders::{LeaderReport, LeaderTable, Offsets};
 use crate::metrics as m;
 use crate::net::peer::SendError;
-use crate::producers::ProducerConfig;
+use crate::producers::{ProducerBatch, ProducerConfig, ProducerError, Verdict};
 use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, Role, SoftState};
 use crate::replica::backend::{Damage, LogBackend, SharedLog};
 use crate::replica::hard_state::{HardStateFile, HardStateStore};
@@ -305,10 +306,17 @@ impl Group {
             self.produce.refuse(stream, reply, ProduceError::Busy(why));
             return;
         }
+        // The producer fields of the bytes that will be stored, as every replica applies them.
+        let producer =
+            self.producers.as_ref().and(BatchHeader::parse(&payload).ok()).map(|h| ProducerBatch::from_header(&h));
+        let Some(reply) = self.check_producer(producer.as_ref(), stream, reply) else { return };
         let (payload, stamped) = if self.stamp_batches { self.stamp(payload) } else { (payload, None) };
         match self.replica.propose(&payload, record_count) {
             Ok(p) => {
                 assert!(stamped.is_none_or(|o| o == p.base_offset), "a batch is stamped with the offset it gets");
+                if let (Some(producers), Some(batch)) = (&mut self.producers, &producer) {
+                    producers.proposed(p.index, batch);
+                }
                 self.produce.add(Proposed {
                     index: p.index,
                     term: p.term,
@@ -326,6 +334,50 @@ impl Group {
             Err(ProposeError::Busy(why)) => self.produce.refuse(stream, reply, ProduceError::Busy(why.to_string())),
             Err(e) => self.produce.refuse(stream, reply, ProduceError::Refused(e.to_string())),
         }
+    }
+
+    /// Kafka's sequence rules before proposing (`producers/mod.rs`): gives the reply back
+    /// when the batch is to be proposed, else answers it.
+    fn check_producer(
+        &mut self,
+        batch: Option<&ProducerBatch>,
+        stream: u64,
+        reply: oneshot::Sender<ProduceResult>,
+    ) -> Option<oneshot::Sender<ProduceResult>> {
+        let (Some(producers), Some(batch)) = (&mut self.producers, batch) else { return Some(reply) };
+        let error = match producers.check(self.replica.raft(), batch) {
+            Verdict::Append => return Some(reply),
+            Verdict::Duplicate { base_offset, last_offset } => {
+                metrics::counter!(m::PRODUCER_DUPLICATES).increment(1);
+                let count =
+                    u32::try_from(last_offset.get() - base_offset.get() + 1).expect("a batch's offsets fit u32");
+                let _ = reply.send(Ok((base_offset.get(), count)));
+                return None;
+            }
+            Verdict::InFlightDuplicate { index } => {
+                metrics::counter!(m::PRODUCER_DUPLICATES).increment(1);
+                self.produce.join(index.get(), reply);
+                return None;
+            }
+            Verdict::OutOfOrder { expected } => {
+                metrics::counter!(m::PRODUCER_OUT_OF_ORDER).increment(1);
+                let (producer_id, first_seq) = (batch.producer_id, batch.first_seq);
+                ProducerError::OutOfOrderSequence { producer_id, first_seq, expected }.into()
+            }
+            Verdict::FencedEpoch { current } => {
+                ProducerError::InvalidProducerEpoch { producer_id: batch.producer_id, epoch: batch.epoch, current }
+                    .into()
+            }
+            Verdict::Invalid(why) => ProduceError::Refused(why.into()),
+            Verdict::NotReady => {
+                ProduceError::Busy("the new leader is still applying its log before it checks producers".into())
+            }
+            Verdict::Busy => ProduceError::Busy(format!(
+                "the leader holds {INFLIGHT_BATCHES_MAX} idempotent batches waiting to commit (inflight_batches_max)"
+            )),
+        };
+        self.produce.refuse(stream, reply, error);
+        None
     }
 
     fn propose_command(&mut self, command: crate::metadata::Command, reply: oneshot::Sender<CommandResult>) {
@@ -396,6 +448,9 @@ impl Group {
         if self.role == Role::Leader && soft.role != Role::Leader {
             warn!(term = soft.term, pending = self.produce.len(), "lost leadership");
             self.produce.leadership_lost(Instant::now());
+            if let Some(producers) = &mut self.producers {
+                producers.leadership_lost();
+            }
         }
         self.role = soft.role;
         self.leader = soft.leader;
@@ -501,6 +556,9 @@ impl Group {
             return Ok(());
         }
         self.produce.fail_all("the node found damage in its log and stopped leading");
+        if let Some(producers) = &mut self.producers {
+            producers.leadership_lost();
+        }
         self.committed_tx.send_replace(self.replica.committed());
         self.role = self.replica.raft().role();
         self.leader = None;

@@ -1,7 +1,9 @@
 //! A partition group's producer state as its task drives it (`producers/mod.rs`, "Driving
 //! it"): every replica applies its committed entries to a `ProducerTable` in index order,
 //! reading their batch headers back from the log, so every replica holds the same table and
-//! a new leader needs nothing from the old one.
+//! a new leader needs nothing from the old one. The leader checks each batch before it
+//! proposes it against the table and the batches it proposed since (`InFlight`, one per
+//! term, dropped when leadership is lost).
 //!
 //! On start the table is rebuilt by replaying the log from its first entry. No snapshot is
 //! kept yet, so a producer that only entries dropped by retention mention is forgotten at a
@@ -12,23 +14,28 @@ use tracing::warn;
 use crate::batch::BatchHeader;
 use crate::ids::{Index, Offset};
 use crate::metrics as m;
-use crate::producers::{ProducerBatch, ProducerConfig, ProducerTable};
-use crate::raft::kind;
+use crate::producers::{InFlight, ProducerBatch, ProducerConfig, ProducerTable, Verdict};
+use crate::raft::{Raft, kind};
 use crate::replica::backend::SharedLog;
 
 /// Entry bytes read from the log per read while applying.
 const APPLY_READ_BYTES: usize = 1 << 20;
+/// Idempotent batches a leader holds proposed and not yet applied; past it, produce is
+/// answered busy. Raft's `uncommitted_bytes_max` bounds the bytes; this bounds the entries.
+pub const INFLIGHT_BATCHES_MAX: usize = 8192;
 
 /// The producer table of one partition replica.
 pub struct GroupProducers {
     table: ProducerTable,
+    /// The leader's batches proposed in term `.0` and not yet applied.
+    in_flight: Option<(u64, InFlight)>,
     /// `table.len()` as last added to the node's `keel_producers_tracked` gauge.
     reported: usize,
 }
 
 impl GroupProducers {
     pub fn new(config: ProducerConfig) -> GroupProducers {
-        GroupProducers { table: ProducerTable::new(config), reported: 0 }
+        GroupProducers { table: ProducerTable::new(config), in_flight: None, reported: 0 }
     }
 
     pub fn table(&self) -> &ProducerTable {
@@ -69,7 +76,35 @@ impl GroupProducers {
                 }
             }
         }
+        if let Some((_, in_flight)) = &mut self.in_flight {
+            in_flight.forget_applied(self.table.applied_index());
+        }
         self.report();
+    }
+
+    /// What the leader does with `batch` (`producers::Verdict`). A node that does not lead
+    /// says `Append`: proposing will refuse it.
+    pub fn check(&mut self, raft: &Raft, batch: &ProducerBatch) -> Verdict {
+        let Some(term_start) = raft.term_start() else { return Verdict::Append };
+        let term = raft.term();
+        if self.in_flight.as_ref().is_none_or(|(t, _)| *t != term) {
+            self.in_flight = Some((term, InFlight::new(Index(term_start), INFLIGHT_BATCHES_MAX)));
+        }
+        let (_, in_flight) = self.in_flight.as_ref().expect("made above");
+        in_flight.check(&self.table, batch)
+    }
+
+    /// `batch`, checked `Append`, was proposed at `index`.
+    pub fn proposed(&mut self, index: u64, batch: &ProducerBatch) {
+        if let Some((_, in_flight)) = &mut self.in_flight {
+            in_flight.proposed(Index(index), batch);
+        }
+    }
+
+    /// This node stopped leading: what it proposed is answered as outcome unknown, and the
+    /// client's retry meets the next leader's table.
+    pub fn leadership_lost(&mut self) {
+        self.in_flight = None;
     }
 
     /// Brings the node's gauge up to date with this table's size.
