@@ -15,8 +15,8 @@ use super::{Broker, BrokerError};
 use crate::ids::{NodeId, Offset, Term};
 use crate::kafka::backend::{
     Appended, BackendError, BackendFuture, ClusterMetadata, EpochEnd, FetchedRecords, KafkaBackend, ListedOffset,
-    NewTopic, OffsetQuery, PartitionMetadata, PartitionPosition, PendingCommit, ProduceBatch, TopicMetadata,
-    TopicSettingOverrides, TopicSettingsInForce,
+    NewTopic, OffsetQuery, PartitionMetadata, PartitionPosition, PendingCommit, ProduceBatch, ProducerSession,
+    TopicMetadata, TopicSettingOverrides, TopicSettingsInForce,
 };
 use crate::metadata::{MetaError, MetadataState, TopicConfig};
 use crate::producers::ProducerError;
@@ -437,6 +437,18 @@ impl KafkaBackend for KafkaService {
                 segment_bytes: c.segment_bytes,
                 overrides: overrides(&topic.config),
             })
+        })
+    }
+
+    fn init_producer_id(&self, current: ProducerSession) -> BackendFuture<'_, ProducerSession> {
+        Box::pin(async move {
+            match self.broker.init_producer_id((current.producer_id, current.epoch)).await {
+                Ok((producer_id, epoch)) => Ok(ProducerSession { producer_id, epoch }),
+                // Kafka clients retry InitProducerId on this code.
+                Err(BrokerError::Busy(_)) => Err(BackendError::CoordinatorLoadInProgress),
+                Err(BrokerError::Invalid(why)) => Err(BackendError::InvalidRequest(why)),
+                Err(e) => Err(backend_error(e)),
+            }
         })
     }
 }

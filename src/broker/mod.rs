@@ -9,6 +9,7 @@
 
 pub mod kafka;
 pub mod leaders;
+pub mod producer_ids;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,6 +107,8 @@ pub struct Broker {
     pub leaders: Arc<LeaderTable>,
     pub limits: Limits,
     pub free_space: FreeSpace,
+    /// The producer ids this node hands out (`producer_ids.rs`).
+    pub producer_ids: producer_ids::ProducerIds,
 }
 
 /// A client of the cluster that a node uses to ask the metadata group's leader, when it

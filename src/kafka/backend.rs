@@ -82,6 +82,23 @@ pub trait KafkaBackend: Send + Sync + 'static {
 
     /// A topic's settings: what is in force and what was set on the topic itself.
     fn topic_settings(&self, name: String) -> BackendFuture<'_, TopicSettingsInForce>;
+
+    /// InitProducerId for an idempotent producer (no transactional id): `current` is
+    /// `ProducerSession::NONE` for a new producer, or the session a producer holds, whose
+    /// epoch is then bumped (KIP-360). No id at hand yet is `CoordinatorLoadInProgress`.
+    fn init_producer_id(&self, current: ProducerSession) -> BackendFuture<'_, ProducerSession>;
+}
+
+/// An idempotent producer's id and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSession {
+    pub producer_id: i64,
+    pub epoch: i16,
+}
+
+impl ProducerSession {
+    /// No session yet: Kafka's -1, -1.
+    pub const NONE: ProducerSession = ProducerSession { producer_id: -1, epoch: -1 };
 }
 
 /// The second stage of `KafkaBackend::produce`: resolves once the batch is committed.
@@ -128,6 +145,10 @@ pub enum BackendError {
     UnknownLeaderEpoch,
     #[error("the node's storage refuses writes: {0}")]
     StorageError(String),
+    #[error("no producer id at hand yet; retry shortly")]
+    CoordinatorLoadInProgress,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     #[error("out of order sequence: {0}")]
     OutOfOrderSequenceNumber(String),
     #[error("invalid producer epoch: {0}")]

@@ -22,7 +22,7 @@ use super::config::KafkaConfig;
 use super::errors::ErrorCode;
 use super::frame::{self, FrameError};
 use super::wire::{Answer, Request, Serving};
-use super::{admin, fetch, guard, metadata, offsets, produce, versions};
+use super::{admin, fetch, guard, metadata, offsets, produce, producer_id, versions};
 use crate::metrics;
 
 /// What every connection of a listener shares.
@@ -177,6 +177,7 @@ async fn start(shared: &Arc<Shared>, mut frame: Bytes) -> Result<(Serving, &'sta
         ApiKey::DeleteTopics => Box::pin(async move { admin::delete_topics(backend, &s.config, req).await }),
         ApiKey::DescribeConfigs => Box::pin(admin::describe_configs(backend, req)),
         ApiKey::OffsetForLeaderEpoch => Box::pin(offsets::offset_for_leader_epoch(backend, req)),
+        ApiKey::InitProducerId => Box::pin(producer_id::init_producer_id(backend, req)),
         other => unreachable!("{other:?} is advertised in versions::APIS but has no handler"),
     };
     Ok((serving, label))

@@ -41,6 +41,7 @@ error_codes! {
     NotLeaderOrFollower = 6, "not_leader_or_follower";
     RequestTimedOut = 7, "request_timed_out";
     MessageTooLarge = 10, "message_too_large";
+    CoordinatorLoadInProgress = 14, "coordinator_load_in_progress";
     InvalidTopic = 17, "invalid_topic";
     NotEnoughReplicas = 19, "not_enough_replicas";
     InvalidRequiredAcks = 21, "invalid_required_acks";
@@ -82,6 +83,8 @@ impl From<&BackendError> for ErrorCode {
             BackendError::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
             BackendError::UnknownLeaderEpoch => ErrorCode::UnknownLeaderEpoch,
             BackendError::StorageError(_) => ErrorCode::KafkaStorageError,
+            BackendError::CoordinatorLoadInProgress => ErrorCode::CoordinatorLoadInProgress,
+            BackendError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BackendError::OutOfOrderSequenceNumber(_) => ErrorCode::OutOfOrderSequenceNumber,
             BackendError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
             BackendError::Internal(_) => ErrorCode::UnknownServerError,
@@ -114,6 +117,7 @@ mod tests {
             (ErrorCode::NotLeaderOrFollower, R::NotLeaderOrFollower),
             (ErrorCode::RequestTimedOut, R::RequestTimedOut),
             (ErrorCode::MessageTooLarge, R::MessageTooLarge),
+            (ErrorCode::CoordinatorLoadInProgress, R::CoordinatorLoadInProgress),
             (ErrorCode::InvalidTopic, R::InvalidTopicException),
             (ErrorCode::NotEnoughReplicas, R::NotEnoughReplicas),
             (ErrorCode::InvalidRequiredAcks, R::InvalidRequiredAcks),

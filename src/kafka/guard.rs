@@ -80,6 +80,8 @@ const EPOCH_TOPIC: &[F] = &[F(Str, 0, ALL), F(Arr(EPOCH_PARTITION), 0, ALL)];
 const EPOCH: &[F] = &[F(I32, 3, ALL), F(Arr(EPOCH_TOPIC), 0, ALL)];
 
 /// The layout of a request body and the first version that encodes it flexibly (KIP-482).
+const INIT_PRODUCER_ID: &[F] = &[F(Str, 0, ALL), F(I32, 0, ALL), F(I64, 3, ALL), F(I16, 3, ALL)];
+
 fn layout(api: ApiKey) -> Option<(&'static [F], i16)> {
     Some(match api {
         ApiKey::Metadata => (METADATA, 9),
@@ -90,6 +92,7 @@ fn layout(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::DeleteTopics => (DELETE_TOPICS, 4),
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
         ApiKey::OffsetForLeaderEpoch => (EPOCH, 4),
+        ApiKey::InitProducerId => (INIT_PRODUCER_ID, 2),
         // ApiVersions has no arrays.
         _ => return None,
     })

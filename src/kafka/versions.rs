@@ -29,6 +29,7 @@ pub const APIS: &[Advertised] = &[
     Advertised { key: ApiKey::DeleteTopics, min: 1, max: 5, label: "delete_topics" },
     Advertised { key: ApiKey::DescribeConfigs, min: 1, max: 4, label: "describe_configs" },
     Advertised { key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4, label: "offset_for_leader_epoch" },
+    Advertised { key: ApiKey::InitProducerId, min: 0, max: 3, label: "init_producer_id" },
 ];
 
 /// The `api` label of requests for an API keel does not serve, or whose frame could not be
@@ -46,6 +47,7 @@ pub const API_LABELS: &[&str] = &[
     "delete_topics",
     "describe_configs",
     "offset_for_leader_epoch",
+    "init_producer_id",
     UNSUPPORTED_LABEL,
 ];
 

@@ -24,6 +24,7 @@ mod kind {
     pub const OFFSETS: u8 = 8;
     pub const PARTITION_STATUS: u8 = 9;
     pub const REGISTER_BROKER: u8 = 10;
+    pub const ALLOCATE_PRODUCER_IDS: u8 = 11;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -33,6 +34,7 @@ mod kind {
     pub const TOPIC_DELETED: u8 = 107;
     pub const OFFSETS_OK: u8 = 108;
     pub const BROKER_REGISTERED: u8 = 110;
+    pub const PRODUCER_IDS: u8 = 111;
     pub const ERROR: u8 = 127;
 }
 
@@ -96,6 +98,11 @@ pub enum Request {
         address: String,
         kafka_address: Option<String>,
     },
+    /// A node asks for a block of `count` producer ids (to the metadata leader).
+    AllocateProducerIds {
+        node: u64,
+        count: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,6 +129,11 @@ pub enum Response {
         log_end_offset: u64,
     },
     BrokerRegistered,
+    /// The producer ids `first..first + count` belong to the node that asked.
+    ProducerIds {
+        first: u64,
+        count: u32,
+    },
     Error(ErrorReply),
 }
 
@@ -346,6 +358,12 @@ impl Request {
                 put_bytes(b.body(), kafka_address.as_deref().unwrap_or("").as_bytes());
                 vec![b.finish()]
             }
+            Request::AllocateProducerIds { node, count } => {
+                let mut b = FrameBuilder::new(kind::ALLOCATE_PRODUCER_IDS, 12);
+                b.body().put_u64_le(*node);
+                b.body().put_u32_le(*count);
+                vec![b.finish()]
+            }
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -412,6 +430,9 @@ impl Request {
                 let kafka = r.string("kafka address")?;
                 Request::RegisterBroker { node, address, kafka_address: has_kafka.then_some(kafka) }
             }
+            kind::ALLOCATE_PRODUCER_IDS => {
+                Request::AllocateProducerIds { node: r.u64("node")?, count: r.u32("producer id count")? }
+            }
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -452,6 +473,12 @@ impl Response {
             }
             Response::TopicDeleted => vec![FrameBuilder::new(kind::TOPIC_DELETED, 0).finish()],
             Response::BrokerRegistered => vec![FrameBuilder::new(kind::BROKER_REGISTERED, 0).finish()],
+            Response::ProducerIds { first, count } => {
+                let mut b = FrameBuilder::new(kind::PRODUCER_IDS, 12);
+                b.body().put_u64_le(*first);
+                b.body().put_u32_le(*count);
+                vec![b.finish()]
+            }
             Response::Offsets { log_start_offset, log_end_offset } => {
                 let mut b = FrameBuilder::new(kind::OFFSETS_OK, 16);
                 b.body().put_u64_le(*log_start_offset);
@@ -497,6 +524,7 @@ impl Response {
             kind::TOPIC_CREATED => Response::TopicCreated(decode_topic(&mut r)?),
             kind::TOPIC_DELETED => Response::TopicDeleted,
             kind::BROKER_REGISTERED => Response::BrokerRegistered,
+            kind::PRODUCER_IDS => Response::ProducerIds { first: r.u64("first producer id")?, count: r.u32("count")? },
             kind::OFFSETS_OK => {
                 Response::Offsets { log_start_offset: r.u64("log start")?, log_end_offset: r.u64("log end")? }
             }
@@ -815,6 +843,7 @@ mod tests {
             Request::PartitionStatus { topic: "orders".into(), partition: 2 },
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: Some("k:9092".into()) },
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: None },
+            Request::AllocateProducerIds { node: 4, count: 1000 },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -857,6 +886,7 @@ mod tests {
             Response::TopicDeleted,
             Response::Offsets { log_start_offset: 3, log_end_offset: 10 },
             Response::BrokerRegistered,
+            Response::ProducerIds { first: 3000, count: 1000 },
             Response::Error(ErrorReply::UnknownTopic("nope".into())),
             Response::Error(ErrorReply::UnknownPartition { topic: "t".into(), partition: 9, count: 8 }),
             Response::Error(ErrorReply::TopicExists("t".into())),

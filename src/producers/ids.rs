@@ -62,6 +62,11 @@ impl IdBlocks {
         }
     }
 
+    /// Every id below this one was handed to this node (or allocated before its blocks).
+    pub fn high_water(&self) -> u64 {
+        self.high_water
+    }
+
     /// Ids left to hand out.
     pub fn remaining(&self) -> u64 {
         self.blocks.iter().map(|(next, end)| end - next).sum()

@@ -8,13 +8,14 @@ use kafka_protocol::messages::create_topics_request::{
 use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::describe_configs_request::{DescribeConfigsRequest, DescribeConfigsResource};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
-use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProducerId, TopicName, TransactionalId};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::*;
@@ -107,6 +108,12 @@ pub fn populated(api: ApiKey, v: i16) -> Bytes {
             ]),
             v,
         ),
+        ApiKey::InitProducerId => {
+            let request = InitProducerIdRequest::default().with_transactional_id(Some(TransactionalId(s("tx"))));
+            // The current id and epoch are on the wire from v3 (KIP-360).
+            let request = if v >= 3 { request.with_producer_id(ProducerId(7)).with_producer_epoch(2) } else { request };
+            encode(request, v)
+        }
         other => panic!("no populated request for {other:?}"),
     }
 }
@@ -161,6 +168,7 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> bool {
         ApiKey::DeleteTopics => ok::<DeleteTopicsRequest>(body, version),
         ApiKey::DescribeConfigs => ok::<DescribeConfigsRequest>(body, version),
         ApiKey::OffsetForLeaderEpoch => ok::<OffsetForLeaderEpochRequest>(body, version),
+        ApiKey::InitProducerId => ok::<InitProducerIdRequest>(body, version),
         other => panic!("no decoder for {other:?}"),
     }
 }
