@@ -15,13 +15,13 @@ use tracing::{Instrument, debug, error, info, warn};
 use super::group_metrics::GroupMetrics;
 use super::metadata::{CommandError, CommandResult, MetadataMachine};
 use super::produce::{ProduceError, ProduceResult, ProduceTable, Proposed};
-use super::producer_state::{GroupProducers, INFLIGHT_BATCHES_MAX};
+use super::producer_state::{Admission, GroupProducers};
 use super::status::{GroupStatus, MemberStatus, role_name};
 use crate::batch::BatchHeader;
 use crate::broker::leaders::{LeaderReport, LeaderTable, Offsets};
 use crate::metrics as m;
 use crate::net::peer::SendError;
-use crate::producers::{ProducerBatch, ProducerConfig, ProducerError, Verdict};
+use crate::producers::{ProducerBatch, ProducerConfig};
 use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, Role, SoftState};
 use crate::replica::backend::{Damage, LogBackend, SharedLog};
 use crate::replica::hard_state::{HardStateFile, HardStateStore};
@@ -345,38 +345,14 @@ impl Group {
         reply: oneshot::Sender<ProduceResult>,
     ) -> Option<oneshot::Sender<ProduceResult>> {
         let (Some(producers), Some(batch)) = (&mut self.producers, batch) else { return Some(reply) };
-        let error = match producers.check(self.replica.raft(), batch) {
-            Verdict::Append => return Some(reply),
-            Verdict::Duplicate { base_offset, last_offset } => {
-                metrics::counter!(m::PRODUCER_DUPLICATES).increment(1);
-                let count =
-                    u32::try_from(last_offset.get() - base_offset.get() + 1).expect("a batch's offsets fit u32");
-                let _ = reply.send(Ok((base_offset.get(), count)));
-                return None;
+        match producers.admit(self.replica.raft(), batch) {
+            Admission::Propose => return Some(reply),
+            Admission::Answer(result) => {
+                let _ = reply.send(result);
             }
-            Verdict::InFlightDuplicate { index } => {
-                metrics::counter!(m::PRODUCER_DUPLICATES).increment(1);
-                self.produce.join(index.get(), reply);
-                return None;
-            }
-            Verdict::OutOfOrder { expected } => {
-                metrics::counter!(m::PRODUCER_OUT_OF_ORDER).increment(1);
-                let (producer_id, first_seq) = (batch.producer_id, batch.first_seq);
-                ProducerError::OutOfOrderSequence { producer_id, first_seq, expected }.into()
-            }
-            Verdict::FencedEpoch { current } => {
-                ProducerError::InvalidProducerEpoch { producer_id: batch.producer_id, epoch: batch.epoch, current }
-                    .into()
-            }
-            Verdict::Invalid(why) => ProduceError::Refused(why.into()),
-            Verdict::NotReady => {
-                ProduceError::Busy("the new leader is still applying its log before it checks producers".into())
-            }
-            Verdict::Busy => ProduceError::Busy(format!(
-                "the leader holds {INFLIGHT_BATCHES_MAX} idempotent batches waiting to commit (inflight_batches_max)"
-            )),
-        };
-        self.produce.refuse(stream, reply, error);
+            Admission::Join(index) => self.produce.join(index, reply),
+            Admission::Refuse(error) => self.produce.refuse(stream, reply, error),
+        }
         None
     }
 

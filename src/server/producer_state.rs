@@ -11,10 +11,11 @@
 
 use tracing::warn;
 
+use super::produce::{ProduceError, ProduceResult};
 use crate::batch::BatchHeader;
 use crate::ids::{Index, Offset};
 use crate::metrics as m;
-use crate::producers::{InFlight, ProducerBatch, ProducerConfig, ProducerTable, Verdict};
+use crate::producers::{InFlight, ProducerBatch, ProducerConfig, ProducerError, ProducerTable, Verdict};
 use crate::raft::{Raft, kind};
 use crate::replica::backend::SharedLog;
 
@@ -23,6 +24,17 @@ const APPLY_READ_BYTES: usize = 1 << 20;
 /// Idempotent batches a leader holds proposed and not yet applied; past it, produce is
 /// answered busy. Raft's `uncommitted_bytes_max` bounds the bytes; this bounds the entries.
 pub const INFLIGHT_BATCHES_MAX: usize = 8192;
+
+/// What the leader does with a produced batch, once checked.
+#[derive(Debug)]
+pub enum Admission {
+    Propose,
+    /// Answer at once: a retry of a committed batch, with its original offsets.
+    Answer(ProduceResult),
+    /// Answer as the batch pending at this index is answered.
+    Join(u64),
+    Refuse(ProduceError),
+}
 
 /// The producer table of one partition replica.
 pub struct GroupProducers {
@@ -84,7 +96,7 @@ impl GroupProducers {
 
     /// What the leader does with `batch` (`producers::Verdict`). A node that does not lead
     /// says `Append`: proposing will refuse it.
-    pub fn check(&mut self, raft: &Raft, batch: &ProducerBatch) -> Verdict {
+    fn check(&mut self, raft: &Raft, batch: &ProducerBatch) -> Verdict {
         let Some(term_start) = raft.term_start() else { return Verdict::Append };
         let term = raft.term();
         if self.in_flight.as_ref().is_none_or(|(t, _)| *t != term) {
@@ -92,6 +104,40 @@ impl GroupProducers {
         }
         let (_, in_flight) = self.in_flight.as_ref().expect("made above");
         in_flight.check(&self.table, batch)
+    }
+
+    /// `check`, with the verdict turned into what the group does, and counted.
+    pub fn admit(&mut self, raft: &Raft, batch: &ProducerBatch) -> Admission {
+        let error = match self.check(raft, batch) {
+            Verdict::Append => return Admission::Propose,
+            Verdict::Duplicate { base_offset, last_offset } => {
+                metrics::counter!(m::PRODUCER_DUPLICATES).increment(1);
+                let count =
+                    u32::try_from(last_offset.get() - base_offset.get() + 1).expect("a batch's offsets fit u32");
+                return Admission::Answer(Ok((base_offset.get(), count)));
+            }
+            Verdict::InFlightDuplicate { index } => {
+                metrics::counter!(m::PRODUCER_DUPLICATES).increment(1);
+                return Admission::Join(index.get());
+            }
+            Verdict::OutOfOrder { expected } => {
+                metrics::counter!(m::PRODUCER_OUT_OF_ORDER).increment(1);
+                let (producer_id, first_seq) = (batch.producer_id, batch.first_seq);
+                ProducerError::OutOfOrderSequence { producer_id, first_seq, expected }.into()
+            }
+            Verdict::FencedEpoch { current } => {
+                ProducerError::InvalidProducerEpoch { producer_id: batch.producer_id, epoch: batch.epoch, current }
+                    .into()
+            }
+            Verdict::Invalid(why) => ProduceError::Refused(why.into()),
+            Verdict::NotReady => {
+                ProduceError::Busy("the new leader is still applying its log before it checks producers".into())
+            }
+            Verdict::Busy => ProduceError::Busy(format!(
+                "the leader holds {INFLIGHT_BATCHES_MAX} idempotent batches waiting to commit (inflight_batches_max)"
+            )),
+        };
+        Admission::Refuse(error)
     }
 
     /// `batch`, checked `Append`, was proposed at `index`.
