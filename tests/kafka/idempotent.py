@@ -12,8 +12,13 @@ records sent to it, each once, in the order they were produced, at the offsets t
 delivery reports gave.
 
     target/kafka-venv/main/bin/python tests/kafka/idempotent.py BOOTSTRAP [--topic T]
+
+IDEMPOTENT_RECORDS and IDEMPOTENT_SECONDS change the count and the pace (run-all, where
+nothing stops a leader, produces 2 000 records in 2 s so as not to load the machine while
+other tests run).
 """
 
+import os
 import time
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -21,9 +26,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from common import args, check, fail, ok
 
-RECORDS = 20_000
+RECORDS = int(os.environ.get("IDEMPOTENT_RECORDS", "20000"))
 PARTITIONS = 3
-PRODUCE_S = 20.0
+PRODUCE_S = float(os.environ.get("IDEMPOTENT_SECONDS", "20"))
 WAIT_MAX_S = 180
 
 
