@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod metadata;
 pub mod metrics;
 pub mod net;
+pub mod producers;
 pub mod raft;
 pub mod replica;
 pub mod server;

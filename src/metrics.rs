@@ -53,6 +53,9 @@ pub const PRODUCE_RECORDS: &str = "keel_produce_records_total";
 pub const PRODUCE_BYTES: &str = "keel_produce_bytes_total";
 pub const PRODUCE_LATENCY: &str = "keel_produce_latency_seconds";
 pub const PRODUCE_ERRORS: &str = "keel_produce_errors_total";
+pub const PRODUCER_DUPLICATES: &str = "keel_producer_duplicates_total";
+pub const PRODUCER_OUT_OF_ORDER: &str = "keel_producer_out_of_order_total";
+pub const PRODUCERS_TRACKED: &str = "keel_producers_tracked";
 pub const FETCH_REQUESTS: &str = "keel_fetch_requests_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
 pub const FETCH_LONG_POLLS: &str = "keel_fetch_long_polls_total";
@@ -110,8 +113,18 @@ pub fn role_label(role: crate::raft::Role) -> &'static str {
 /// Values of `keel_peer_frames_unrouted_total`'s `reason` label.
 pub const UNROUTED_REASONS: &[&str] = &["unknown_group", "queue_full"];
 /// Values of `keel_produce_errors_total`'s `kind` label.
-pub const PRODUCE_ERROR_KINDS: &[&str] =
-    &["not_leader", "busy", "refused", "outcome_unknown", "too_large", "malformed", "disk_full", "shutting_down"];
+pub const PRODUCE_ERROR_KINDS: &[&str] = &[
+    "not_leader",
+    "busy",
+    "refused",
+    "outcome_unknown",
+    "too_large",
+    "malformed",
+    "disk_full",
+    "shutting_down",
+    "out_of_order_sequence",
+    "invalid_producer_epoch",
+];
 /// Values of `keel_quic_handshake_failures_total`'s `reason` label.
 pub const HANDSHAKE_FAILURE_REASONS: &[&str] =
     &["bad_certificate", "wrong_alpn", "timeout", "peer_identity", "too_many_connections", "other"];
@@ -175,6 +188,9 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (PRODUCE_BYTES, Counter, B, NONE, "Record bytes acknowledged to producers."),
     (PRODUCE_LATENCY, LAT, S, NONE, "Produce request received to acknowledged (committed)."),
     (PRODUCE_ERRORS, Counter, N, Fixed("kind", PRODUCE_ERROR_KINDS), "Produce requests answered with an error."),
+    (PRODUCER_DUPLICATES, Counter, N, NONE, "Retried idempotent batches answered with their original offsets."),
+    (PRODUCER_OUT_OF_ORDER, Counter, N, NONE, "Idempotent batches refused for a gap in their sequence."),
+    (PRODUCERS_TRACKED, Gauge, N, NONE, "Idempotent producers tracked, summed over this node's partitions."),
     (FETCH_REQUESTS, Counter, N, NONE, "Fetch requests received."),
     (FETCH_BYTES, Counter, B, NONE, "Entry bytes returned by fetches."),
     (FETCH_LONG_POLLS, Counter, N, NONE, "Fetches that waited at the end of the log."),

@@ -19,6 +19,8 @@ use kafka_protocol::messages::describe_configs_request::{DescribeConfigsRequest,
 use kafka_protocol::messages::describe_configs_response::DescribeConfigsResponse;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::fetch_response::FetchResponse;
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
+use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
 use kafka_protocol::messages::list_offsets_response::ListOffsetsResponse;
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
@@ -29,7 +31,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 use kafka_protocol::messages::offset_for_leader_epoch_response::OffsetForLeaderEpochResponse;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use kafka_protocol::messages::produce_response::ProduceResponse;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::messages::{ApiKey, ProducerId, RequestHeader, ResponseHeader, TopicName, TransactionalId};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
 use kafka_protocol::records::{NO_PARTITION_LEADER_EPOCH, TimestampType};
@@ -303,6 +305,20 @@ async fn every_advertised_version_is_answered() {
         let p = &response.topics[0].partitions[0];
         assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 1, 10), "offset for leader epoch v{v}");
     }
+    for v in 0..=3 {
+        let request = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(60_000);
+        let response: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, v, &request).await;
+        assert_eq!((response.error_code, response.producer_id.0, response.producer_epoch), (0, i64::from(v), 0));
+        let transactional = request.with_transactional_id(Some(TransactionalId(s("tx"))));
+        let response: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, v, &transactional).await;
+        assert_eq!(response.error_code, 42, "init producer id v{v}: no transactions");
+    }
+    let bump = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_producer_id(ProducerId(3))
+        .with_producer_epoch(0);
+    let response: InitProducerIdResponse = conn.call(ApiKey::InitProducerId, 3, &bump).await;
+    assert_eq!((response.error_code, response.producer_id.0, response.producer_epoch), (0, 3, 1), "KIP-360 bump");
     for v in 1..=5 {
         let name = format!("deleted-{v}");
         let request = MetadataRequest::default()
@@ -630,6 +646,9 @@ impl KafkaBackend for EarlierIsSlower {
     }
     fn topic_settings(&self, name: String) -> BackendFuture<'_, TopicSettingsInForce> {
         self.inner.topic_settings(name)
+    }
+    fn init_producer_id(&self, current: ProducerSession) -> BackendFuture<'_, ProducerSession> {
+        self.inner.init_producer_id(current)
     }
 }
 

@@ -18,9 +18,10 @@ use crate::ids::{NodeId, Offset, Term};
 use crate::kafka::backend::{
     Appended, BackendError, BackendFuture, ClusterMetadata, EpochEnd, FetchedRecords, GroupAnswer, GroupCall,
     KafkaBackend, ListedOffset, NewTopic, OffsetQuery, PartitionMetadata, PartitionPosition, PendingCommit,
-    ProduceBatch, TopicMetadata, TopicSettingOverrides, TopicSettingsInForce,
+    ProduceBatch, ProducerSession, TopicMetadata, TopicSettingOverrides, TopicSettingsInForce,
 };
 use crate::metadata::{MetaError, MetadataState, TopicConfig};
+use crate::producers::ProducerError;
 use crate::raft::kind as entry_kind;
 use crate::server::registry::GroupHandle;
 
@@ -164,6 +165,12 @@ fn backend_error(e: BrokerError) -> BackendError {
         BrokerError::DiskFull { .. } => BackendError::StorageError(e.to_string()),
         BrokerError::Refused(why) => BackendError::InvalidRecord(why),
         BrokerError::OutcomeUnknown(_) => BackendError::RequestTimedOut,
+        BrokerError::Producer(e @ ProducerError::OutOfOrderSequence { .. }) => {
+            BackendError::OutOfOrderSequenceNumber(e.to_string())
+        }
+        BrokerError::Producer(e @ ProducerError::InvalidProducerEpoch { .. }) => {
+            BackendError::InvalidProducerEpoch(e.to_string())
+        }
         BrokerError::Internal(why) => BackendError::Internal(why),
     }
 }
@@ -458,5 +465,17 @@ impl KafkaBackend for KafkaService {
 
     fn list_groups(&self) -> BackendFuture<'_, Vec<GroupListing>> {
         Box::pin(async move { Ok(self.groups.list().await?) })
+    }
+
+    fn init_producer_id(&self, current: ProducerSession) -> BackendFuture<'_, ProducerSession> {
+        Box::pin(async move {
+            match self.broker.init_producer_id((current.producer_id, current.epoch)).await {
+                Ok((producer_id, epoch)) => Ok(ProducerSession { producer_id, epoch }),
+                // Kafka clients retry InitProducerId on this code.
+                Err(BrokerError::Busy(_)) => Err(BackendError::CoordinatorLoadInProgress),
+                Err(BrokerError::Invalid(why)) => Err(BackendError::InvalidRequest(why)),
+                Err(e) => Err(backend_error(e)),
+            }
+        })
     }
 }

@@ -10,6 +10,7 @@
 pub mod groups;
 pub mod kafka;
 pub mod leaders;
+pub mod producer_ids;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,6 +68,9 @@ pub enum BrokerError {
     Refused(String),
     #[error("the outcome is unknown: {0}; the request may or may not have taken effect")]
     OutcomeUnknown(String),
+    /// Not appended: an idempotent producer's batch breaks its sequence or epoch.
+    #[error(transparent)]
+    Producer(crate::producers::ProducerError),
     #[error("the node failed: {0}")]
     Internal(String),
 }
@@ -104,6 +108,8 @@ pub struct Broker {
     pub leaders: Arc<LeaderTable>,
     pub limits: Limits,
     pub free_space: FreeSpace,
+    /// The producer ids this node hands out (`producer_ids.rs`).
+    pub producer_ids: producer_ids::ProducerIds,
 }
 
 /// A client of the cluster that a node uses to ask the metadata group's leader, when it
@@ -314,6 +320,7 @@ impl Broker {
                 ProduceError::Busy(why) => BrokerError::Busy(why),
                 ProduceError::Refused(why) => BrokerError::Refused(why),
                 ProduceError::OutcomeUnknown(why) => BrokerError::OutcomeUnknown(why),
+                ProduceError::Producer(e) => BrokerError::Producer(e),
             }),
             Err(_) => Err(BrokerError::OutcomeUnknown("the node stopped".into())),
         }

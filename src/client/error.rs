@@ -64,6 +64,8 @@ impl From<ErrorReply> for ClientError {
             }
             ErrorReply::TopicExists(topic) => ClientError::TopicExists(topic),
             ErrorReply::Invalid(msg) => ClientError::Invalid(msg),
+            // Known not appended: the producer's session is over.
+            ErrorReply::Producer(e) => ClientError::Refused(e.to_string()),
             other => ClientError::Unavailable(other.to_string()),
         }
     }

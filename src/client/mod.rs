@@ -305,6 +305,14 @@ impl Client {
         }
     }
 
+    /// Allocates a block of `count` producer ids to node `node` (a node asks for itself).
+    pub async fn allocate_producer_ids(&self, node: u64, count: u32) -> Result<(u64, u32), ClientError> {
+        match self.to_controller(&Request::AllocateProducerIds { node, count }).await? {
+            Response::ProducerIds { first, count } => Ok((first, count)),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
     /// Deletes a topic and, on every node, its partitions' data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         match self.to_controller(&Request::DeleteTopic { name: name.into() }).await? {

@@ -110,6 +110,11 @@ pub trait KafkaBackend: Send + Sync + 'static {
     fn list_groups(&self) -> BackendFuture<'_, Vec<GroupListing>> {
         Box::pin(async { Err(no_coordinator()) })
     }
+
+    /// InitProducerId for an idempotent producer (no transactional id): `current` is
+    /// `ProducerSession::NONE` for a new producer, or the session a producer holds, whose
+    /// epoch is then bumped (KIP-360). No id at hand yet is `CoordinatorLoadInProgress`.
+    fn init_producer_id(&self, current: ProducerSession) -> BackendFuture<'_, ProducerSession>;
 }
 
 /// What the default group methods answer.
@@ -160,6 +165,18 @@ pub enum GroupAnswer {
     Describe(GroupDescription),
 }
 
+/// An idempotent producer's id and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSession {
+    pub producer_id: i64,
+    pub epoch: i16,
+}
+
+impl ProducerSession {
+    /// No session yet: Kafka's -1, -1.
+    pub const NONE: ProducerSession = ProducerSession { producer_id: -1, epoch: -1 };
+}
+
 /// The second stage of `KafkaBackend::produce`: resolves once the batch is committed.
 pub type PendingCommit = BackendFuture<'static, Appended>;
 
@@ -204,6 +221,14 @@ pub enum BackendError {
     UnknownLeaderEpoch,
     #[error("the node's storage refuses writes: {0}")]
     StorageError(String),
+    #[error("no producer id at hand yet; retry shortly")]
+    CoordinatorLoadInProgress,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequenceNumber(String),
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
     #[error("internal error: {0}")]
     Internal(String),
     /// A group coordinator's refusal, with its own Kafka code.

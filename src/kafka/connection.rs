@@ -22,7 +22,7 @@ use super::config::KafkaConfig;
 use super::errors::ErrorCode;
 use super::frame::{self, FrameError};
 use super::wire::{Answer, Request, Serving};
-use super::{admin, fetch, groups, guard, metadata, offsets, produce, versions};
+use super::{admin, fetch, groups, guard, metadata, offsets, produce, producer_id, versions};
 use crate::metrics;
 
 /// What every connection of a listener shares.
@@ -189,6 +189,7 @@ async fn start(shared: &Arc<Shared>, mut frame: Bytes) -> Result<(Serving, &'sta
         ApiKey::OffsetFetch => Box::pin(groups::offset_fetch(backend, req)),
         ApiKey::DescribeGroups => Box::pin(groups::describe_groups(backend, req)),
         ApiKey::ListGroups => Box::pin(groups::list_groups(backend, req)),
+        ApiKey::InitProducerId => Box::pin(producer_id::init_producer_id(backend, req)),
         other => unreachable!("{other:?} is advertised in versions::APIS but has no handler"),
     };
     Ok((serving, label))

@@ -42,6 +42,7 @@ error_codes! {
     NotLeaderOrFollower = 6, "not_leader_or_follower";
     RequestTimedOut = 7, "request_timed_out";
     MessageTooLarge = 10, "message_too_large";
+    CoordinatorLoadInProgress = 14, "coordinator_load_in_progress";
     InvalidTopic = 17, "invalid_topic";
     NotEnoughReplicas = 19, "not_enough_replicas";
     InvalidRequiredAcks = 21, "invalid_required_acks";
@@ -53,13 +54,14 @@ error_codes! {
     InvalidConfig = 40, "invalid_config";
     InvalidRequest = 42, "invalid_request";
     PolicyViolation = 44, "policy_violation";
+    OutOfOrderSequenceNumber = 45, "out_of_order_sequence_number";
+    InvalidProducerEpoch = 47, "invalid_producer_epoch";
     KafkaStorageError = 56, "kafka_storage_error";
     FencedLeaderEpoch = 74, "fenced_leader_epoch";
     UnknownLeaderEpoch = 75, "unknown_leader_epoch";
     FetchSessionIdNotFound = 70, "fetch_session_id_not_found";
     InvalidRecord = 87, "invalid_record";
     OffsetMetadataTooLarge = 12, "offset_metadata_too_large";
-    CoordinatorLoadInProgress = 14, "coordinator_load_in_progress";
     CoordinatorNotAvailable = 15, "coordinator_not_available";
     NotCoordinator = 16, "not_coordinator";
     IllegalGeneration = 22, "illegal_generation";
@@ -95,6 +97,10 @@ impl From<&BackendError> for ErrorCode {
             BackendError::FencedLeaderEpoch => ErrorCode::FencedLeaderEpoch,
             BackendError::UnknownLeaderEpoch => ErrorCode::UnknownLeaderEpoch,
             BackendError::StorageError(_) => ErrorCode::KafkaStorageError,
+            BackendError::CoordinatorLoadInProgress => ErrorCode::CoordinatorLoadInProgress,
+            BackendError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            BackendError::OutOfOrderSequenceNumber(_) => ErrorCode::OutOfOrderSequenceNumber,
+            BackendError::InvalidProducerEpoch(_) => ErrorCode::InvalidProducerEpoch,
             BackendError::Internal(_) => ErrorCode::UnknownServerError,
             BackendError::Group(e) => e.into(),
         }
@@ -179,6 +185,7 @@ mod tests {
             (ErrorCode::NotLeaderOrFollower, R::NotLeaderOrFollower),
             (ErrorCode::RequestTimedOut, R::RequestTimedOut),
             (ErrorCode::MessageTooLarge, R::MessageTooLarge),
+            (ErrorCode::CoordinatorLoadInProgress, R::CoordinatorLoadInProgress),
             (ErrorCode::InvalidTopic, R::InvalidTopicException),
             (ErrorCode::NotEnoughReplicas, R::NotEnoughReplicas),
             (ErrorCode::InvalidRequiredAcks, R::InvalidRequiredAcks),
@@ -190,6 +197,8 @@ mod tests {
             (ErrorCode::InvalidConfig, R::InvalidConfig),
             (ErrorCode::InvalidRequest, R::InvalidRequest),
             (ErrorCode::PolicyViolation, R::PolicyViolation),
+            (ErrorCode::OutOfOrderSequenceNumber, R::OutOfOrderSequenceNumber),
+            (ErrorCode::InvalidProducerEpoch, R::InvalidProducerEpoch),
             (ErrorCode::KafkaStorageError, R::KafkaStorageError),
             (ErrorCode::FencedLeaderEpoch, R::FencedLeaderEpoch),
             (ErrorCode::UnknownLeaderEpoch, R::UnknownLeaderEpoch),

@@ -114,6 +114,8 @@ const DESCRIBE_GROUPS: &[F] = &[F(Strs, 0, ALL), F(I8, 3, ALL)];
 const LIST_GROUPS: &[F] = &[F(Strs, 4, ALL), F(Strs, 5, ALL)];
 
 /// The layout of a request body and the first version that encodes it flexibly (KIP-482).
+const INIT_PRODUCER_ID: &[F] = &[F(Str, 0, ALL), F(I32, 0, ALL), F(I64, 3, ALL), F(I16, 3, ALL)];
+
 fn layout(api: ApiKey) -> Option<(&'static [F], i16)> {
     Some(match api {
         ApiKey::Metadata => (METADATA, 9),
@@ -131,6 +133,7 @@ fn layout(api: ApiKey) -> Option<(&'static [F], i16)> {
         ApiKey::OffsetFetch => (OFFSET_FETCH, 6),
         ApiKey::DescribeGroups => (DESCRIBE_GROUPS, 5),
         ApiKey::ListGroups => (LIST_GROUPS, 3),
+        ApiKey::InitProducerId => (INIT_PRODUCER_ID, 2),
         // ApiVersions, FindCoordinator (to v3) and Heartbeat have no arrays.
         _ => return None,
     })

@@ -65,6 +65,8 @@ pub struct MemoryBackend {
 struct State {
     topics: BTreeMap<String, Topic>,
     bytes: usize,
+    /// The producer id InitProducerId hands out next.
+    next_producer_id: i64,
 }
 
 struct Topic {
@@ -393,6 +395,19 @@ impl KafkaBackend for MemoryBackend {
     fn topic_settings(&self, name: String) -> BackendFuture<'_, TopicSettingsInForce> {
         let result = self.state().topics.get(&name).map(|t| t.overrides).ok_or(BackendError::UnknownTopicOrPartition);
         Box::pin(async move { result.map(|o| self.settings(o)) })
+    }
+
+    /// New ids in order, epochs bumped as asked; this backend checks no sequences.
+    fn init_producer_id(&self, current: ProducerSession) -> BackendFuture<'_, ProducerSession> {
+        let mut state = self.state();
+        let session = match current.epoch.checked_add(1) {
+            Some(epoch) if current.producer_id >= 0 => ProducerSession { producer_id: current.producer_id, epoch },
+            _ => {
+                state.next_producer_id += 1;
+                ProducerSession { producer_id: state.next_producer_id - 1, epoch: 0 }
+            }
+        };
+        Box::pin(async move { Ok(session) })
     }
 }
 

@@ -5,7 +5,7 @@
 //! (pipelined, answered in order); `frame.rs` reads frames and encodes answers;
 //! `guard.rs` checks array counts before the codecs allocate; `versions.rs` lists what is
 //! advertised; one file per API group (`metadata.rs`, `produce.rs`, `fetch.rs`,
-//! `offsets.rs`, `admin.rs`); `errors.rs` maps backend errors to Kafka codes;
+//! `offsets.rs`, `admin.rs`, `producer_id.rs`); `errors.rs` maps backend errors to Kafka codes;
 //! `backend.rs` is the contract with the broker service; `memory.rs` an in-memory backend
 //! for tests and development.
 
@@ -23,6 +23,7 @@ pub mod memory;
 mod metadata;
 mod offsets;
 mod produce;
+mod producer_id;
 pub mod versions;
 mod wire;
 

@@ -38,6 +38,7 @@ pub const APIS: &[Advertised] = &[
     Advertised { key: ApiKey::OffsetFetch, min: 1, max: 7, label: "offset_fetch" },
     Advertised { key: ApiKey::DescribeGroups, min: 0, max: 5, label: "describe_groups" },
     Advertised { key: ApiKey::ListGroups, min: 0, max: 4, label: "list_groups" },
+    Advertised { key: ApiKey::InitProducerId, min: 0, max: 3, label: "init_producer_id" },
 ];
 
 /// The `api` label of requests for an API keel does not serve, or whose frame could not be
@@ -64,6 +65,7 @@ pub const API_LABELS: &[&str] = &[
     "offset_fetch",
     "describe_groups",
     "list_groups",
+    "init_producer_id",
     UNSUPPORTED_LABEL,
 ];
 

@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes};
 use segments::Entry;
 
 use super::frame::{self, DecodeError, FrameBuilder, FrameError, Reader, put_bytes};
+use crate::producers::ProducerError;
 
 /// Largest request a node reads (a produce batch plus framing).
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 16 << 20;
@@ -23,6 +24,7 @@ mod kind {
     pub const OFFSETS: u8 = 8;
     pub const PARTITION_STATUS: u8 = 9;
     pub const REGISTER_BROKER: u8 = 10;
+    pub const ALLOCATE_PRODUCER_IDS: u8 = 11;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -32,6 +34,7 @@ mod kind {
     pub const TOPIC_DELETED: u8 = 107;
     pub const OFFSETS_OK: u8 = 108;
     pub const BROKER_REGISTERED: u8 = 110;
+    pub const PRODUCER_IDS: u8 = 111;
     pub const ERROR: u8 = 127;
 }
 
@@ -95,6 +98,11 @@ pub enum Request {
         address: String,
         kafka_address: Option<String>,
     },
+    /// A node asks for a block of `count` producer ids (to the metadata leader).
+    AllocateProducerIds {
+        node: u64,
+        count: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +129,11 @@ pub enum Response {
         log_end_offset: u64,
     },
     BrokerRegistered,
+    /// The producer ids `first..first + count` belong to the node that asked.
+    ProducerIds {
+        first: u64,
+        count: u32,
+    },
     Error(ErrorReply),
 }
 
@@ -262,6 +275,9 @@ pub enum ErrorReply {
         reserve_bytes >> 20
     )]
     DiskFull { node: u64, free_bytes: u64, reserve_bytes: u64 },
+    /// Not appended: an idempotent producer's batch breaks its sequence or epoch.
+    #[error(transparent)]
+    Producer(crate::producers::ProducerError),
     #[error("the node failed: {0}")]
     Internal(String),
 }
@@ -286,6 +302,8 @@ mod error_code {
     pub const UNKNOWN_PARTITION: u8 = 9;
     pub const TOPIC_EXISTS: u8 = 10;
     pub const INVALID: u8 = 11;
+    pub const OUT_OF_ORDER_SEQUENCE: u8 = 12;
+    pub const INVALID_PRODUCER_EPOCH: u8 = 13;
 }
 
 impl Request {
@@ -338,6 +356,12 @@ impl Request {
                 put_bytes(b.body(), address.as_bytes());
                 b.body().put_u8(kafka_address.is_some() as u8);
                 put_bytes(b.body(), kafka_address.as_deref().unwrap_or("").as_bytes());
+                vec![b.finish()]
+            }
+            Request::AllocateProducerIds { node, count } => {
+                let mut b = FrameBuilder::new(kind::ALLOCATE_PRODUCER_IDS, 12);
+                b.body().put_u64_le(*node);
+                b.body().put_u32_le(*count);
                 vec![b.finish()]
             }
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
@@ -406,6 +430,9 @@ impl Request {
                 let kafka = r.string("kafka address")?;
                 Request::RegisterBroker { node, address, kafka_address: has_kafka.then_some(kafka) }
             }
+            kind::ALLOCATE_PRODUCER_IDS => {
+                Request::AllocateProducerIds { node: r.u64("node")?, count: r.u32("producer id count")? }
+            }
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -446,6 +473,12 @@ impl Response {
             }
             Response::TopicDeleted => vec![FrameBuilder::new(kind::TOPIC_DELETED, 0).finish()],
             Response::BrokerRegistered => vec![FrameBuilder::new(kind::BROKER_REGISTERED, 0).finish()],
+            Response::ProducerIds { first, count } => {
+                let mut b = FrameBuilder::new(kind::PRODUCER_IDS, 12);
+                b.body().put_u64_le(*first);
+                b.body().put_u32_le(*count);
+                vec![b.finish()]
+            }
             Response::Offsets { log_start_offset, log_end_offset } => {
                 let mut b = FrameBuilder::new(kind::OFFSETS_OK, 16);
                 b.body().put_u64_le(*log_start_offset);
@@ -491,6 +524,7 @@ impl Response {
             kind::TOPIC_CREATED => Response::TopicCreated(decode_topic(&mut r)?),
             kind::TOPIC_DELETED => Response::TopicDeleted,
             kind::BROKER_REGISTERED => Response::BrokerRegistered,
+            kind::PRODUCER_IDS => Response::ProducerIds { first: r.u64("first producer id")?, count: r.u32("count")? },
             kind::OFFSETS_OK => {
                 Response::Offsets { log_start_offset: r.u64("log start")?, log_end_offset: r.u64("log end")? }
             }
@@ -696,6 +730,18 @@ fn encode_error(buf: &mut bytes::BytesMut, err: &ErrorReply) {
             buf.put_u64_le(*free_bytes);
             buf.put_u64_le(*reserve_bytes);
         }
+        ErrorReply::Producer(ProducerError::OutOfOrderSequence { producer_id, first_seq, expected }) => {
+            buf.put_u8(error_code::OUT_OF_ORDER_SEQUENCE);
+            buf.put_i64_le(*producer_id);
+            buf.put_i32_le(*first_seq);
+            buf.put_i32_le(*expected);
+        }
+        ErrorReply::Producer(ProducerError::InvalidProducerEpoch { producer_id, epoch, current }) => {
+            buf.put_u8(error_code::INVALID_PRODUCER_EPOCH);
+            buf.put_i64_le(*producer_id);
+            buf.put_i16_le(*epoch);
+            buf.put_i16_le(*current);
+        }
         ErrorReply::UnknownPartition { topic, partition, count } => {
             buf.put_u8(error_code::UNKNOWN_PARTITION);
             put_bytes(buf, topic.as_bytes());
@@ -749,6 +795,16 @@ fn decode_error(r: &mut Reader) -> Result<ErrorReply, FrameError> {
             free_bytes: r.u64("free bytes")?,
             reserve_bytes: r.u64("reserve")?,
         },
+        error_code::OUT_OF_ORDER_SEQUENCE => ErrorReply::Producer(ProducerError::OutOfOrderSequence {
+            producer_id: r.u64("producer id")? as i64,
+            first_seq: r.u32("sequence")? as i32,
+            expected: r.u32("expected sequence")? as i32,
+        }),
+        error_code::INVALID_PRODUCER_EPOCH => ErrorReply::Producer(ProducerError::InvalidProducerEpoch {
+            producer_id: r.u64("producer id")? as i64,
+            epoch: r.u16("epoch")? as i16,
+            current: r.u16("current epoch")? as i16,
+        }),
         _ => return Err(DecodeError::Invalid { what: "error code" }.into()),
     })
 }
@@ -787,6 +843,7 @@ mod tests {
             Request::PartitionStatus { topic: "orders".into(), partition: 2 },
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: Some("k:9092".into()) },
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: None },
+            Request::AllocateProducerIds { node: 4, count: 1000 },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -829,6 +886,7 @@ mod tests {
             Response::TopicDeleted,
             Response::Offsets { log_start_offset: 3, log_end_offset: 10 },
             Response::BrokerRegistered,
+            Response::ProducerIds { first: 3000, count: 1000 },
             Response::Error(ErrorReply::UnknownTopic("nope".into())),
             Response::Error(ErrorReply::UnknownPartition { topic: "t".into(), partition: 9, count: 8 }),
             Response::Error(ErrorReply::TopicExists("t".into())),
@@ -837,6 +895,16 @@ mod tests {
             Response::Error(ErrorReply::OffsetOutOfRange { requested: 9, start: 10, end: 20 }),
             Response::Error(ErrorReply::Busy("too many bytes in flight".into())),
             Response::Error(ErrorReply::DiskFull { node: 2, free_bytes: 137 << 20, reserve_bytes: 256 << 20 }),
+            Response::Error(ErrorReply::Producer(ProducerError::OutOfOrderSequence {
+                producer_id: 7,
+                first_seq: 9,
+                expected: 5,
+            })),
+            Response::Error(ErrorReply::Producer(ProducerError::InvalidProducerEpoch {
+                producer_id: -2,
+                epoch: 1,
+                current: 3,
+            })),
             Response::Disk(DiskView { free_bytes: 1 << 40, reserve_bytes: 256 << 20 }),
         ];
         for resp in responses {

@@ -454,6 +454,12 @@ impl Raft {
         self.term
     }
 
+    /// The index of this leader's first entry of its term (its no-op or bootstrap
+    /// configuration); `None` when not leading.
+    pub fn term_start(&self) -> Option<u64> {
+        (self.role == Role::Leader).then_some(self.lead.term_start)
+    }
+
     pub fn vote(&self) -> Option<NodeId> {
         self.vote
     }

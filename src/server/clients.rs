@@ -190,6 +190,11 @@ impl ClientService {
             Request::RegisterBroker { node, address, kafka_address } => {
                 self.broker.register_broker(node, address, kafka_address).await.map(|()| Response::BrokerRegistered)
             }
+            Request::AllocateProducerIds { node, count } => self
+                .broker
+                .allocate_producer_ids(node, count)
+                .await
+                .map(|(first, count)| Response::ProducerIds { first, count }),
             Request::PartitionStatus { topic, partition } => match self.broker.replica(&topic, partition) {
                 Ok(group) => match group.status().await {
                     Some(status) => Ok(Response::Status(self.view(status))),
@@ -356,6 +361,7 @@ fn error_reply(e: BrokerError) -> ErrorReply {
         }
         BrokerError::Refused(why) => ErrorReply::Refused(why),
         BrokerError::OutcomeUnknown(reason) => ErrorReply::OutcomeUnknown { reason },
+        BrokerError::Producer(e) => ErrorReply::Producer(e),
         BrokerError::Internal(why) => ErrorReply::Internal(why),
     }
 }

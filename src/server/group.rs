@@ -15,10 +15,13 @@ use tracing::{Instrument, debug, error, info, warn};
 use super::group_metrics::GroupMetrics;
 use super::metadata::{CommandError, CommandResult, MetadataMachine};
 use super::produce::{ProduceError, ProduceResult, ProduceTable, Proposed};
+use super::producer_state::{Admission, GroupProducers};
 use super::status::{GroupStatus, MemberStatus, role_name};
+use crate::batch::BatchHeader;
 use crate::broker::leaders::{LeaderReport, LeaderTable, Offsets};
 use crate::metrics as m;
 use crate::net::peer::SendError;
+use crate::producers::{ProducerBatch, ProducerConfig};
 use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, Role, SoftState};
 use crate::replica::backend::{Damage, LogBackend, SharedLog};
 use crate::replica::hard_state::{HardStateFile, HardStateStore};
@@ -116,7 +119,8 @@ pub struct GroupParts {
     /// Where the group says who leads it, for the node's metadata answers.
     pub leaders: Arc<LeaderTable>,
     /// Data entries are Kafka batches: the leader stamps each with its base offset and its
-    /// term before proposing it (partitions; not the metadata group).
+    /// term before proposing it (partitions; not the metadata group). Such groups keep a
+    /// producer table (`producer_state.rs`).
     pub stamp_batches: bool,
 }
 
@@ -146,6 +150,8 @@ pub struct Group {
     metadata: Option<MetadataMachine>,
     leaders: Arc<LeaderTable>,
     stamp_batches: bool,
+    /// The producer table of a partition (`None` for the metadata group).
+    producers: Option<GroupProducers>,
     committed_tx: watch::Sender<Committed>,
     leader_tx: watch::Sender<LeaderHint>,
     quiet: Arc<std::sync::atomic::AtomicBool>,
@@ -181,6 +187,7 @@ impl Group {
             metadata: parts.metadata,
             leaders: parts.leaders,
             stamp_batches: parts.stamp_batches,
+            producers: parts.stamp_batches.then(|| GroupProducers::new(ProducerConfig::default())),
             committed_tx,
             leader_tx,
             quiet: quiet.clone(),
@@ -215,6 +222,10 @@ impl Group {
         self.publish_role();
         if let Some(machine) = &mut self.metadata {
             machine.apply_committed(&self.log, self.replica.committed().index);
+        }
+        // The producer table is rebuilt from the log (`producer_state.rs`).
+        if let Some(producers) = &mut self.producers {
+            producers.apply_committed(&self.log, self.replica.committed().index);
         }
         while let Some(event) = events.recv().await {
             if let Some(done) = self.handle(event)? {
@@ -304,10 +315,17 @@ impl Group {
             self.produce.refuse(stream, reply, ProduceError::Busy(why));
             return;
         }
+        // The producer fields of the bytes that will be stored, as every replica applies them.
+        let producer =
+            self.producers.as_ref().and(BatchHeader::parse(&payload).ok()).map(|h| ProducerBatch::from_header(&h));
+        let Some(reply) = self.check_producer(producer.as_ref(), stream, reply) else { return };
         let (payload, stamped) = if self.stamp_batches { self.stamp(payload) } else { (payload, None) };
         match self.replica.propose(&payload, record_count) {
             Ok(p) => {
                 assert!(stamped.is_none_or(|o| o == p.base_offset), "a batch is stamped with the offset it gets");
+                if let (Some(producers), Some(batch)) = (&mut self.producers, &producer) {
+                    producers.proposed(p.index, batch);
+                }
                 self.produce.add(Proposed {
                     index: p.index,
                     term: p.term,
@@ -325,6 +343,26 @@ impl Group {
             Err(ProposeError::Busy(why)) => self.produce.refuse(stream, reply, ProduceError::Busy(why.to_string())),
             Err(e) => self.produce.refuse(stream, reply, ProduceError::Refused(e.to_string())),
         }
+    }
+
+    /// Kafka's sequence rules before proposing (`producers/mod.rs`): gives the reply back
+    /// when the batch is to be proposed, else answers it.
+    fn check_producer(
+        &mut self,
+        batch: Option<&ProducerBatch>,
+        stream: u64,
+        reply: oneshot::Sender<ProduceResult>,
+    ) -> Option<oneshot::Sender<ProduceResult>> {
+        let (Some(producers), Some(batch)) = (&mut self.producers, batch) else { return Some(reply) };
+        match producers.admit(self.replica.raft(), batch) {
+            Admission::Propose => return Some(reply),
+            Admission::Answer(result) => {
+                let _ = reply.send(result);
+            }
+            Admission::Join(index) => self.produce.join(index, reply),
+            Admission::Refuse(error) => self.produce.refuse(stream, reply, error),
+        }
+        None
     }
 
     fn propose_command(&mut self, command: crate::metadata::Command, reply: oneshot::Sender<CommandResult>) {
@@ -383,6 +421,9 @@ impl Group {
             if let Some(machine) = &mut self.metadata {
                 machine.apply_committed(&self.log, committed.index);
             }
+            if let Some(producers) = &mut self.producers {
+                producers.apply_committed(&self.log, committed.index);
+            }
             self.committed_tx.send_replace(committed);
         }
         if let Some(soft) = ready.soft_state {
@@ -396,6 +437,9 @@ impl Group {
         if self.role == Role::Leader && soft.role != Role::Leader {
             warn!(term = soft.term, pending = self.produce.len(), "lost leadership");
             self.produce.leadership_lost(Instant::now());
+            if let Some(producers) = &mut self.producers {
+                producers.leadership_lost();
+            }
         }
         self.role = soft.role;
         self.leader = soft.leader;
@@ -501,6 +545,9 @@ impl Group {
             return Ok(());
         }
         self.produce.fail_all("the node found damage in its log and stopped leading");
+        if let Some(producers) = &mut self.producers {
+            producers.leadership_lost();
+        }
         self.committed_tx.send_replace(self.replica.committed());
         self.role = self.replica.raft().role();
         self.leader = None;
@@ -540,6 +587,7 @@ impl Group {
             log_start_offset: log.start_offset(),
             log_end_offset: committed.next_offset,
             members,
+            producers_tracked: self.producers.as_ref().map_or(0, |p| p.table().len()),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod layout;
 pub mod metadata;
 pub mod node;
 pub mod produce;
+pub mod producer_state;
 pub mod registry;
 pub mod status;
 

@@ -212,6 +212,7 @@ impl NodeHandle {
             leaders,
             limits: config.limits.clone(),
             free_space: FreeSpace::watch(&config.data_dir, config.limits.disk_free_bytes_min),
+            producer_ids: Default::default(),
         });
         let bootstrap = Bootstrap {
             members: config.peers.clone(),

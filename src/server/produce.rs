@@ -5,6 +5,9 @@
 //! resends from the refused batch keeps its records in order. A batch pending at a node
 //! that stops leading may still be answered "not appended, resend it": its stream is
 //! refused from then on, or its successors could be appended before the resent batch.
+//!
+//! An idempotent producer's retry of a batch still waiting here is answered with it
+//! (`join`): the leader's producer check found it in flight (`producers::Verdict`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
@@ -12,12 +15,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::metrics as m;
+use crate::producers::ProducerError;
 use crate::raft::NodeId;
 
 /// How long a produce waits for its entry to commit before the outcome is reported unknown.
 pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After losing leadership, how long a pending produce waits to learn its fate.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(3);
+/// Retries of one pending batch answered with it; a client retries a batch only after its
+/// request timed out, so more means a client gone wrong, and it is told to retry later.
+pub const RETRIES_PER_BATCH_MAX: usize = 4;
 
 /// Why a batch was not acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +41,9 @@ pub enum ProduceError {
     /// It may or may not be in the log.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// Not appended: an idempotent producer's batch breaks its sequence or epoch.
+    #[error(transparent)]
+    Producer(#[from] crate::producers::ProducerError),
 }
 
 /// The base offset and record count of an acknowledged batch, or why it was not.
@@ -49,6 +59,18 @@ struct Pending {
     received: Instant,
     deadline: Instant,
     reply: oneshot::Sender<ProduceResult>,
+    /// Retries of the batch that arrived while it was pending (`join`).
+    retries: Vec<oneshot::Sender<ProduceResult>>,
+}
+
+impl Pending {
+    /// Answers the batch and every retry of it alike.
+    fn answer(self, result: ProduceResult) {
+        for retry in self.retries {
+            let _ = retry.send(result.clone());
+        }
+        let _ = self.reply.send(result);
+    }
 }
 
 /// A batch just proposed, to answer once its entry commits.
@@ -108,8 +130,23 @@ impl ProduceTable {
             received: p.received,
             deadline: p.received + PRODUCE_TIMEOUT,
             reply: p.reply,
+            retries: Vec::new(),
         };
         self.pending.insert(p.index, pending);
+    }
+
+    /// A retry of the batch pending at `index`: it gets the same answer. A batch no longer
+    /// pending (answered outcome unknown, not yet committed) or retried too often is
+    /// answered busy, and the client's next retry meets the producer table.
+    pub fn join(&mut self, index: u64, reply: oneshot::Sender<ProduceResult>) {
+        match self.pending.get_mut(&index) {
+            Some(p) if p.retries.len() < RETRIES_PER_BATCH_MAX => p.retries.push(reply),
+            _ => {
+                let why = format!("the batch is still being committed at entry {index}; retry shortly");
+                m::produce_error("busy");
+                let _ = reply.send(Err(ProduceError::Busy(why)));
+            }
+        }
     }
 
     /// The entries through `commit` committed: answer their producers. `term_of` is the
@@ -138,7 +175,7 @@ impl ProduceTable {
                     Err(ProduceError::OutcomeUnknown("the log was reset past the entry".into()))
                 }
             };
-            let _ = p.reply.send(result);
+            p.answer(result);
         }
     }
 
@@ -163,7 +200,7 @@ impl ProduceTable {
                 format!("leadership was lost before entry {index} was known to be committed")
             };
             m::produce_error("outcome_unknown");
-            let _ = p.reply.send(Err(ProduceError::OutcomeUnknown(reason)));
+            p.answer(Err(ProduceError::OutcomeUnknown(reason)));
         }
     }
 
@@ -172,7 +209,7 @@ impl ProduceTable {
         self.refuse_pending_streams();
         for (_, p) in std::mem::take(&mut self.pending) {
             m::produce_error("outcome_unknown");
-            let _ = p.reply.send(Err(ProduceError::OutcomeUnknown(reason.to_string())));
+            p.answer(Err(ProduceError::OutcomeUnknown(reason.to_string())));
         }
     }
 
@@ -189,5 +226,7 @@ pub fn error_kind(error: &ProduceError) -> &'static str {
         ProduceError::Busy(_) => "busy",
         ProduceError::Refused(_) => "refused",
         ProduceError::OutcomeUnknown(_) => "outcome_unknown",
+        ProduceError::Producer(ProducerError::OutOfOrderSequence { .. }) => "out_of_order_sequence",
+        ProduceError::Producer(ProducerError::InvalidProducerEpoch { .. }) => "invalid_producer_epoch",
     }
 }

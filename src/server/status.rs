@@ -15,6 +15,8 @@ pub struct GroupStatus {
     /// The offset after the last committed record.
     pub log_end_offset: u64,
     pub members: Vec<MemberStatus>,
+    /// Idempotent producers in the partition's producer table (0 in the metadata group).
+    pub producers_tracked: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,8 +1,9 @@
 """kafka-python (2.2.x or 3.x) against a keel Kafka listener: produce with acks=all and
 consume back by assign(), keys, values, headers, timestamps and offsets identical.
 
-kafka-python 3 makes producers idempotent by default, which needs InitProducerId; keel does
-not advertise it yet, so this turns idempotence off (see README.md for what happens if not).
+kafka-python 3 makes producers idempotent by default; this turns idempotence off, as it
+did before keel answered InitProducerId (idempotence is checked with confluent-kafka in
+idempotent.py; kafka-python's was not checked yet).
 
     target/kafka-venv/main/bin/python tests/kafka/kafka_python.py BOOTSTRAP   # 2.2.x
     target/kafka-venv/kp3/bin/python tests/kafka/kafka_python.py BOOTSTRAP    # 3.x

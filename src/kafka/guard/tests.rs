@@ -9,6 +9,7 @@ use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::describe_configs_request::{DescribeConfigsRequest, DescribeConfigsResource};
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic, ForgottenTopic};
+use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
 use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
 use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
@@ -23,7 +24,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
-use kafka_protocol::messages::{ApiKey, BrokerId, GroupId, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, GroupId, ProducerId, TopicName, TransactionalId};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::*;
@@ -159,6 +160,12 @@ pub fn populated(api: ApiKey, v: i16) -> Bytes {
             let request = ListGroupsRequest::default();
             encode(if v >= 4 { request.with_states_filter(vec![s("Stable")]) } else { request }, v)
         }
+        ApiKey::InitProducerId => {
+            let request = InitProducerIdRequest::default().with_transactional_id(Some(TransactionalId(s("tx"))));
+            // The current id and epoch are on the wire from v3 (KIP-360).
+            let request = if v >= 3 { request.with_producer_id(ProducerId(7)).with_producer_epoch(2) } else { request };
+            encode(request, v)
+        }
         other => panic!("no populated request for {other:?}"),
     }
 }
@@ -220,6 +227,7 @@ fn decode(api: ApiKey, version: i16, body: &[u8]) -> bool {
         ApiKey::OffsetFetch => ok::<OffsetFetchRequest>(body, version),
         ApiKey::DescribeGroups => ok::<DescribeGroupsRequest>(body, version),
         ApiKey::ListGroups => ok::<ListGroupsRequest>(body, version),
+        ApiKey::InitProducerId => ok::<InitProducerIdRequest>(body, version),
         other => panic!("no decoder for {other:?}"),
     }
 }
