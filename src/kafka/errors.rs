@@ -205,7 +205,6 @@ mod tests {
             (ErrorCode::FetchSessionIdNotFound, R::FetchSessionIdNotFound),
             (ErrorCode::InvalidRecord, R::InvalidRecord),
             (ErrorCode::OffsetMetadataTooLarge, R::OffsetMetadataTooLarge),
-            (ErrorCode::CoordinatorLoadInProgress, R::CoordinatorLoadInProgress),
             (ErrorCode::CoordinatorNotAvailable, R::CoordinatorNotAvailable),
             (ErrorCode::NotCoordinator, R::NotCoordinator),
             (ErrorCode::IllegalGeneration, R::IllegalGeneration),
