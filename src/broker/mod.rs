@@ -188,12 +188,7 @@ impl Broker {
             return self.create_topic(name, partitions, replicas, configs).await;
         }
         let client = self.controller_client().await?;
-        match client.create_topic(name, partitions, replicas, configs).await {
-            Ok(_) => Ok(()),
-            Err(crate::client::ClientError::TopicExists(t)) => Err(BrokerError::TopicExists(t)),
-            Err(crate::client::ClientError::Invalid(why)) => Err(BrokerError::Invalid(why)),
-            Err(e) => Err(BrokerError::Busy(e.to_string())),
-        }
+        client.create_topic(name, partitions, replicas, configs).await.map(|_| ()).map_err(forwarded)
     }
 
     /// Deletes a topic through the metadata leader, wherever it is.
@@ -202,12 +197,7 @@ impl Broker {
             return self.delete_topic(name).await;
         }
         let client = self.controller_client().await?;
-        match client.delete_topic(name).await {
-            Ok(()) => Ok(()),
-            Err(crate::client::ClientError::UnknownTopic(t)) => Err(BrokerError::UnknownTopic(t)),
-            Err(crate::client::ClientError::Invalid(why)) => Err(BrokerError::Invalid(why)),
-            Err(e) => Err(BrokerError::Busy(e.to_string())),
-        }
+        client.delete_topic(name).await.map_err(forwarded)
     }
 
     pub fn state(&self) -> Arc<MetadataState> {
@@ -235,10 +225,10 @@ impl Broker {
 
     /// The group of `topic`/`partition`.
     pub fn group_id(&self, topic: &str, partition: u32) -> Result<u64, BrokerError> {
-        let state = self.state();
-        if state.topic(crate::server::controller::DEFAULT_TOPIC).is_none() {
+        if !self.metadata_ready() {
             return Err(BrokerError::starting());
         }
+        let state = self.state();
         let partitions = state.partitions(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.into()))?;
         let count = partitions.len() as u32;
         let p = partitions.get(partition as usize).ok_or_else(|| BrokerError::UnknownPartition {
@@ -425,6 +415,17 @@ impl BrokerError {
     /// The answer of a node that has not applied the metadata group's set-up yet.
     pub fn starting() -> BrokerError {
         BrokerError::Busy("the cluster is starting: its metadata is not set up yet".into())
+    }
+}
+
+/// The metadata leader's refusal of a forwarded request, as this node answers it.
+fn forwarded(e: crate::client::ClientError) -> BrokerError {
+    use crate::client::ClientError;
+    match e {
+        ClientError::TopicExists(t) => BrokerError::TopicExists(t),
+        ClientError::UnknownTopic(t) => BrokerError::UnknownTopic(t),
+        ClientError::Invalid(why) => BrokerError::Invalid(why),
+        e => BrokerError::Busy(e.to_string()),
     }
 }
 
