@@ -48,6 +48,7 @@ pub const DISK_FREE_BYTES: &str = "keel_disk_free_bytes";
 pub const DISK_RESERVE_BYTES: &str = "keel_disk_reserve_bytes";
 pub const DISK_NEARLY_FULL: &str = "keel_disk_nearly_full";
 pub const RETENTION_DELETED_SEGMENTS: &str = "keel_retention_deleted_segments_total";
+pub const METADATA_SNAPSHOTS: &str = "keel_metadata_snapshots_total";
 pub const PRODUCE_REQUESTS: &str = "keel_produce_requests_total";
 pub const PRODUCE_RECORDS: &str = "keel_produce_records_total";
 pub const PRODUCE_BYTES: &str = "keel_produce_bytes_total";
@@ -183,6 +184,7 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (DISK_RESERVE_BYTES, Gauge, B, NONE, "Free bytes below which produce is refused (disk_free_bytes_min)."),
     (DISK_NEARLY_FULL, Gauge, N, NONE, "1 while free space is below the reserve and produce is refused; else 0."),
     (RETENTION_DELETED_SEGMENTS, Counter, N, NONE, "Segments deleted by retention."),
+    (METADATA_SNAPSHOTS, Counter, N, NONE, "Snapshots of the metadata taken here (the metadata log is trimmed after)."),
     (PRODUCE_REQUESTS, Counter, N, NONE, "Produce requests received."),
     (PRODUCE_RECORDS, Counter, N, NONE, "Records acknowledged to producers."),
     (PRODUCE_BYTES, Counter, B, NONE, "Record bytes acknowledged to producers."),

@@ -6,29 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{Cluster, read_log};
 use keel::batch::Record;
 use keel::client::ClientError;
-use keel::server::layout::group_log_dir;
 use keel::server::node::DEFAULT_GROUP;
-use segments::{Entry, Log};
+use segments::Entry;
 
 fn records(batch: u64, n: u64, size: usize) -> Vec<Record> {
     (0..n).map(|i| Record::new(format!("{batch}-{i}-{}", "x".repeat(size)))).collect()
-}
-
-/// Every entry of a stopped node's log.
-fn read_log(dir: &std::path::Path) -> Vec<Entry> {
-    let (log, _) = Log::open(&group_log_dir(dir, DEFAULT_GROUP), segments::Config::default()).expect("open log");
-    let mut out = Vec::new();
-    let mut next = log.first_index();
-    while next <= log.last_index() {
-        let before = out.len();
-        log.read(next, 4 << 20, &mut out).expect("read");
-        next = out.last().map_or(next, |e: &Entry| e.index() + 1);
-        assert!(out.len() > before);
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +36,7 @@ async fn three_nodes_elect_a_leader_and_hold_identical_logs() {
         }
     }
     cluster.stop_all();
-    let logs: Vec<Vec<Entry>> = (1..=3).map(|id| read_log(&cluster.node(id).dir)).collect();
+    let logs: Vec<Vec<Entry>> = (1..=3).map(|id| read_log(&cluster.node(id).dir, DEFAULT_GROUP)).collect();
     let data = |log: &Vec<Entry>| log.iter().filter(|e| e.record_count() > 0).count();
     assert_eq!(data(&logs[0]), 50, "node 1 holds every batch");
     for id in 1..3 {

@@ -47,6 +47,7 @@ const REQUIRED: &[(&str, &str)] = &[
     ("keel_disk_reserve_bytes", "gauge"),
     ("keel_disk_nearly_full", "gauge"),
     ("keel_retention_deleted_segments_total", "counter"),
+    ("keel_metadata_snapshots_total", "counter"),
     ("keel_produce_requests_total", "counter"),
     ("keel_produce_records_total", "counter"),
     ("keel_produce_bytes_total", "counter"),

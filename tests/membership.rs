@@ -50,6 +50,7 @@ impl Nodes {
             retention: Retention::default(),
             tick: Duration::from_millis(10),
             segment_bytes: 16 << 20,
+            metadata_segment_bytes: keel::server::config::METADATA_SEGMENT_BYTES,
             auto_create_topics: false,
             default_partitions: 1,
             kafka: None,

@@ -254,6 +254,9 @@ impl KafkaBackend for KafkaService {
             if let (Some(names), true) = (&topics, auto_create) {
                 self.auto_create(names).await;
             }
+            if topics.iter().flatten().any(|name| self.broker.state().topic(name).is_none()) {
+                self.broker.catch_up_metadata().await;
+            }
             let state = self.broker.state();
             let brokers = self.brokers(&state);
             let listed: Vec<NodeId> = brokers.iter().map(|b| b.id).collect();

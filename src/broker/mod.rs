@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use segments::Entry;
 use tokio::sync::{oneshot, watch};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::metadata::{Applied, Command, MetaError, MetadataState};
 use crate::metrics as m;
@@ -122,6 +122,9 @@ pub struct Forwarder {
 
 /// How long a request forwarded to the metadata leader keeps trying.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node that lacks a topic a client named waits to learn what the metadata
+/// leader already has (`Broker::catch_up_metadata`).
+const CATCH_UP_MAX: Duration = Duration::from_secs(2);
 
 impl Forwarder {
     pub fn new(tls_dir: std::path::PathBuf) -> Forwarder {
@@ -221,6 +224,27 @@ impl Broker {
     /// last step): before, a node that knows no topic cannot tell "none" from "not yet".
     pub fn metadata_ready(&self) -> bool {
         self.state().topic(crate::server::controller::DEFAULT_TOPIC).is_some()
+    }
+
+    /// Brings this node's metadata up to the metadata leader's commit index, as it was when
+    /// asked (Raft's read index), within `CATCH_UP_MAX`. Called before a node answers that
+    /// a topic a client named is unknown: a follower learns a commit only with the leader's
+    /// next message, so a topic the leader has just reported created could otherwise be
+    /// unknown here for a moment, and a client told "created" would be told "unknown".
+    pub async fn catch_up_metadata(&self) {
+        let Some(group) = self.metadata_group() else { return };
+        let hint = group.leader();
+        let Some(addr) = hint.leader.filter(|_| !hint.me).and_then(|id| self.address_of(id)) else { return };
+        let deadline = tokio::time::Instant::now() + CATCH_UP_MAX;
+        let Ok(Ok(client)) = tokio::time::timeout_at(deadline, self.controller_client()).await else { return };
+        let view = match tokio::time::timeout_at(deadline, client.status_from(&addr)).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(e)) => return debug!(%addr, error = %e, "cannot ask the metadata leader its commit index"),
+            Err(_) => return debug!(%addr, "the metadata leader did not say its commit index in time"),
+        };
+        let mut committed = group.committed.clone();
+        let caught_up = tokio::time::timeout_at(deadline, committed.wait_for(|c| c.index >= view.commit_index)).await;
+        debug!(leader_commit = view.commit_index, caught_up = caught_up.is_ok(), "metadata caught up");
     }
 
     /// The group of `topic`/`partition`.
@@ -359,6 +383,11 @@ impl Broker {
         replicas: Option<u16>,
         configs: &[(String, String)],
     ) -> Result<(), BrokerError> {
+        // Before the set-up is applied the registry may list no broker yet: placement
+        // would fail for want of nodes. The client retries `Busy`.
+        if !self.metadata_ready() {
+            return Err(BrokerError::starting());
+        }
         let mut config = crate::metadata::TopicConfig::default();
         for (key, value) in configs {
             config.set_text(key, value).map_err(meta_error)?;

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// Size at which a segment file is sealed and a new one started (default 128 MiB).
     #[arg(long, env = "KEEL_SEGMENT_BYTES")]
     pub segment_bytes: Option<u64>,
+    /// Segment size of the metadata log (default 8 MiB); it is trimmed a segment at a time
+    /// once a snapshot of the metadata covers the segment.
+    #[arg(long, env = "KEEL_METADATA_SEGMENT_BYTES")]
+    pub metadata_segment_bytes: Option<u64>,
     /// Largest record a producer may send (default 1 MiB).
     #[arg(long, env = "KEEL_RECORD_BYTES_MAX")]
     pub record_bytes_max: Option<u32>,

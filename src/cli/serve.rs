@@ -140,6 +140,7 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         retention: Retention { bytes: args.retention_bytes, age: args.retention_ms.map(Duration::from_millis) },
         tick: Duration::from_millis(10),
         segment_bytes,
+        metadata_segment_bytes: args.metadata_segment_bytes.unwrap_or(config::METADATA_SEGMENT_BYTES),
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.unwrap_or(1),
         kafka: kafka_listener(args)?,

@@ -54,7 +54,7 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
         }
         TopicCommand::List { client, internal, format } => {
             let client = connect(&client).await?;
-            let metadata = client.metadata(None).await?;
+            let metadata = client.metadata_from_leader(None).await?;
             let mut topics = metadata.topics;
             topics.retain(|t| internal || !t.internal);
             topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -80,7 +80,7 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
         }
         TopicCommand::Describe { client, name, format } => {
             let client = connect(&client).await?;
-            let metadata = client.metadata(Some(&[name.as_str()])).await?;
+            let metadata = client.metadata_from_leader(Some(&[name.as_str()])).await?;
             let Some(topic) = metadata.topic(&name) else {
                 return Err(keel::client::ClientError::UnknownTopic(name).into());
             };

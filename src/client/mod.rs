@@ -60,6 +60,8 @@ use conn::{Failure, Nodes, resolve};
 /// The topic every cluster has from its first start (one partition): what `produce` and
 /// `consumer` use when no topic is named.
 pub const DEFAULT_TOPIC: &str = "default";
+/// How long `metadata_from_leader` waits for one node's answer.
+const LEADER_ASK_MAX: Duration = Duration::from_secs(2);
 
 /// How to reach a cluster, and how long to try.
 #[derive(Clone, Debug)]
@@ -120,6 +122,24 @@ impl Client {
         let deadline = Instant::now() + self.config.timeout;
         let topics = topics.map(|t| t.iter().map(|s| s.to_string()).collect());
         self.nodes.any_metadata(topics, deadline).await
+    }
+
+    /// The metadata as the metadata group's leader has it, for what `keel topic list` and
+    /// `describe` show: another node learns of a topic created or deleted a moment after
+    /// the leader reported it done. The first node to answer names the leader; when none
+    /// does, or the leader does not answer, any node's metadata is given.
+    pub async fn metadata_from_leader(&self, topics: Option<&[&str]>) -> Result<ClusterMetadata, ClientError> {
+        let bound = self.config.request_timeout.min(LEADER_ASK_MAX);
+        let names: Option<Vec<String>> = topics.map(|t| t.iter().map(|s| s.to_string()).collect());
+        for addr in self.nodes.known() {
+            let Ok(view) = self.nodes.status_at(&addr.to_string(), &Request::Status, bound).await else { continue };
+            let Some(leader) = view.leader_address().and_then(|a| resolve(a).ok()) else { break };
+            if let Ok(metadata) = self.nodes.metadata_of(leader, names.clone(), bound).await {
+                return Ok(metadata);
+            }
+            break;
+        }
+        self.metadata(topics).await
     }
 
     /// How many partitions `topic` has.

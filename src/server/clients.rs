@@ -154,6 +154,21 @@ impl ClientService {
     }
 
     async fn handle(&self, request: Request) -> Response {
+        // A partition this node's metadata does not know yet may be one the metadata leader
+        // has just reported created: learn what it has before answering "unknown".
+        let named = match &request {
+            Request::Produce { topic, partition, .. }
+            | Request::Fetch { topic, partition, .. }
+            | Request::Offsets { topic, partition }
+            | Request::PartitionStatus { topic, partition } => Some((topic, *partition)),
+            _ => None,
+        };
+        if let Some((topic, partition)) = named
+            && self.broker.metadata_ready()
+            && self.broker.state().partitions(topic).is_none_or(|ps| ps.len() as u64 <= u64::from(partition))
+        {
+            self.broker.catch_up_metadata().await;
+        }
         let result = match request {
             Request::Produce { topic, partition, batch } => match self.start_produce(&topic, partition, batch, 0).await
             {
@@ -172,7 +187,12 @@ impl ClientService {
             }
             // Until the metadata is set up, "no such topic" would be a guess: the client asks again.
             Request::Metadata { .. } if !self.broker.metadata_ready() => Err(BrokerError::starting()),
-            Request::Metadata { topics } => Ok(Response::Metadata(self.metadata(topics.as_deref()))),
+            Request::Metadata { topics } => {
+                if topics.iter().flatten().any(|name| self.broker.state().topic(name).is_none()) {
+                    self.broker.catch_up_metadata().await;
+                }
+                Ok(Response::Metadata(self.metadata(topics.as_deref())))
+            }
             Request::Status => self.status().await,
             Request::Disk => Ok(Response::Disk(self.broker.free_space.view())),
             Request::CreateTopic { name, partitions, replicas, configs, auto } => {

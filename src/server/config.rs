@@ -25,6 +25,9 @@ pub struct NodeConfig {
     /// Period of the Raft core's clock; election timeouts and heartbeats count these.
     pub tick: Duration,
     pub segment_bytes: u64,
+    /// Segment size of the metadata group's log: after a snapshot, the metadata log is
+    /// trimmed a whole sealed segment at a time (`group::METADATA_SNAPSHOT_ENTRIES`).
+    pub metadata_segment_bytes: u64,
     /// A new cluster: produce to an unknown topic creates it.
     pub auto_create_topics: bool,
     /// A new cluster: partitions of the topic `default`.
@@ -93,10 +96,26 @@ pub enum ConfigError {
          a segment must hold a whole batch; raise segment_bytes or lower record_bytes_max"
     )]
     SegmentTooSmall { segment_bytes: u64, record_bytes_max: usize },
+    #[error(
+        "metadata_segment_bytes {0} is below {METADATA_SEGMENT_BYTES_MIN}: a metadata segment must hold the \
+         largest metadata command (a topic's placement); raise it"
+    )]
+    MetadataSegmentTooSmall(u64),
 }
 
 /// Room a segment needs besides one batch: its header, the entry header, the batch header.
 const SEGMENT_OVERHEAD_BYTES: u64 = 64 << 10;
+/// The metadata log's segments: small, so that a snapshot lets it be trimmed soon.
+pub const METADATA_SEGMENT_BYTES: u64 = 8 << 20;
+/// The smallest metadata segment: a command of up to this less the overhead fits.
+pub const METADATA_SEGMENT_BYTES_MIN: u64 = 256 << 10;
+
+/// The largest metadata command (encoded entry) a node with these settings accepts: what
+/// a metadata segment holds, and no more than a data batch.
+pub fn metadata_entry_bytes_max(metadata_segment_bytes: u64, limits: &Limits) -> usize {
+    let room = metadata_segment_bytes.saturating_sub(SEGMENT_OVERHEAD_BYTES) as usize;
+    room.min(limits.batch_bytes_max + 1024)
+}
 
 impl Limits {
     /// Shrinks the batch limit to what one segment can hold; a record that cannot fit in a

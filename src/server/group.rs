@@ -32,6 +32,10 @@ use crate::replica::{Committed, Replica, ReplicaError};
 pub const EVENTS_MAX: usize = 4096;
 /// Events handled before the Ready is applied: one Ready, one write, many events.
 const EVENTS_PER_READY_MAX: usize = 256;
+/// The metadata group snapshots its state once this many entries were applied since the
+/// last snapshot; the log before it is then trimmed a sealed segment at a time, and a
+/// follower that needs what was trimmed is sent the snapshot (Raft §7).
+pub const METADATA_SNAPSHOT_ENTRIES: u64 = 1000;
 
 pub enum Event {
     Peer(NodeId, Message),
@@ -138,6 +142,8 @@ pub enum GroupError {
     Replica(#[from] ReplicaError),
     #[error("log storage failed: {0}; the node stops so that it never acknowledges what it did not write")]
     Sync(String),
+    #[error("the metadata snapshot cannot be restored: {0}")]
+    Snapshot(String),
 }
 
 pub struct Group {
@@ -221,6 +227,10 @@ impl Group {
         self.learn_addresses();
         self.publish_role();
         if let Some(machine) = &mut self.metadata {
+            // The state through the snapshot kept, then the entries after it.
+            if let Some(snapshot) = self.replica.snapshot() {
+                machine.restore(snapshot).map_err(|e| GroupError::Snapshot(e.to_string()))?;
+            }
             machine.apply_committed(&self.log, self.replica.committed().index);
         }
         // The producer table is rebuilt from the log (`producer_state.rs`).
@@ -414,6 +424,12 @@ impl Group {
                 metrics::counter!(m::PEER_FRAMES_DROPPED).increment(1);
             }
         }
+        // A leader's snapshot, saved and the log restarted after it: the state machine
+        // starts over from it before the entries after it are applied.
+        if let (Some(snapshot), Some(machine)) = (&ready.snapshot, &mut self.metadata) {
+            machine.restore(snapshot).map_err(|e| GroupError::Snapshot(e.to_string()))?;
+            info!(index = snapshot.meta.index(), "metadata restored from the leader's snapshot");
+        }
         if let Some(committed) = applied.committed {
             let log = self.log.read();
             self.produce.committed(committed.index, |i| log.term(i), self.leader);
@@ -493,6 +509,7 @@ impl Group {
             machine.expire(Instant::now());
         }
         self.apply_retention();
+        self.snapshot_metadata();
         self.metrics.update_gauges(&self.replica);
         if self.role == Role::Leader {
             self.leaders.report(self.leader_report(self.replica.raft().term()));
@@ -516,6 +533,29 @@ impl Group {
                 info!(segments = n, first_index = index, "retention deleted segments");
             }
             Err(e) => warn!(error = %e, "retention could not delete segments"),
+        }
+    }
+
+    /// The metadata group: once `METADATA_SNAPSHOT_ENTRIES` were applied since the snapshot
+    /// kept, saves the state as the new snapshot and trims the log it covers (whole sealed
+    /// segments). A failure leaves the last snapshot and the whole log: nothing is lost.
+    fn snapshot_metadata(&mut self) {
+        let Some(machine) = &self.metadata else { return };
+        let index = machine.applied().min(self.replica.committed().index);
+        let kept = self.replica.snapshot().map_or(0, |s| s.meta.index());
+        if index < kept + METADATA_SNAPSHOT_ENTRIES {
+            return;
+        }
+        let data = machine.state().snapshot();
+        let bytes = data.len();
+        if let Err(e) = self.replica.save_snapshot(index, data) {
+            warn!(index, error = %e, "cannot snapshot the metadata; the log is kept whole");
+            return;
+        }
+        metrics::counter!(m::METADATA_SNAPSHOTS).increment(1);
+        match self.replica.log_mut().drop_before(index + 1) {
+            Ok(segments) => info!(index, bytes, segments, "metadata snapshot saved; log trimmed"),
+            Err(e) => warn!(index, error = %e, "metadata snapshot saved; the log could not be trimmed"),
         }
     }
 

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, warn};
 
+use crate::codec::DecodeError;
 use crate::ids::Index;
 use crate::metadata::{Applied, Command, MetaError, MetadataState};
-use crate::raft::{NodeId, kind};
+use crate::raft::{NodeId, Snapshot, kind};
 use crate::replica::backend::SharedLog;
 
 /// How long a proposed command waits for its entry to be applied.
@@ -59,6 +60,22 @@ impl MetadataMachine {
 
     pub fn state(&self) -> &Arc<MetadataState> {
         &self.state
+    }
+
+    /// The index of the last entry applied (or of the snapshot restored).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Starts over from a snapshot: the state it holds, applied through its index (a
+    /// replica's kept snapshot at start, or one a leader sent). Entries after it are
+    /// applied from the log as they commit.
+    pub fn restore(&mut self, snapshot: &Snapshot) -> Result<(), DecodeError> {
+        let state = MetadataState::restore(snapshot.data.clone())?;
+        self.state = Arc::new(state);
+        self.applied = snapshot.meta.index();
+        self.published.send_replace(self.state.clone());
+        Ok(())
     }
 
     /// Waits for the entry a command was proposed as.

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::clients::ClientService;
-use super::config::{ConfigError, NodeConfig};
+use super::config::{self, ConfigError, NodeConfig};
 use super::controller::DEFAULT_TOPIC;
 use super::controller::{Bootstrap, Controller};
 use super::disk::FreeSpace;
@@ -155,6 +155,9 @@ impl PeerSender for LinkSender {
 impl NodeHandle {
     pub async fn start(mut config: NodeConfig) -> Result<NodeHandle, StartError> {
         config.limits.fit_segment(config.segment_bytes)?;
+        if config.metadata_segment_bytes < config::METADATA_SEGMENT_BYTES_MIN {
+            return Err(ConfigError::MetadataSegmentTooSmall(config.metadata_segment_bytes).into());
+        }
         if !config.peers.contains_key(&config.id) {
             return Err(ConfigError::SelfMissing(config.id).into());
         }
@@ -410,9 +413,18 @@ impl NodeShared {
         let config = &self.config;
         let dir = self.layout.group_dir(group);
         let log_dir = super::layout::group_log_dir(self.layout.dir(), group);
+        // The metadata log has small segments of its own (trimmed after snapshots), and
+        // commands no larger than one of them holds.
+        let (segment_bytes, entry_bytes_max) = match spec.metadata {
+            Some(_) => (
+                config.metadata_segment_bytes,
+                config::metadata_entry_bytes_max(config.metadata_segment_bytes, &config.limits),
+            ),
+            None => (config.segment_bytes, config.limits.batch_bytes_max + 1024),
+        };
         let seg_config = segments::Config {
-            segment_bytes: config.segment_bytes,
-            entry_bytes_max: u32::try_from(config.limits.batch_bytes_max + 1024).unwrap_or(u32::MAX),
+            segment_bytes,
+            entry_bytes_max: u32::try_from(entry_bytes_max).unwrap_or(u32::MAX),
             // A partition's data entries are Kafka batches: the time index keys on their
             // maxTimestamp (ListOffsets by time).
             timestamp: spec.metadata.is_none().then_some(batch_timestamp as segments::TimestampFn),
@@ -425,7 +437,7 @@ impl NodeShared {
         info!(group, %report, "log opened");
         let hard = HardStateFile::open(&dir, spec.voters)?;
         let mut raft_config = raft::Config::new(config.id, rand::random());
-        raft_config.append_bytes_max = config.limits.batch_bytes_max + 1024;
+        raft_config.append_bytes_max = entry_bytes_max;
         raft_config.uncommitted_bytes_max =
             raft_config.uncommitted_bytes_max.max(4 * raft_config.append_bytes_max as u64);
         // An idle group goes quiet (no heartbeats, no timers); the ticker wakes it from the

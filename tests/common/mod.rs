@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use keel::client::{Client, ClientConfig};
 use keel::net::client_codec::ClusterView;
+use keel::server::layout::group_log_dir;
+use segments::{Entry, Log};
 
 pub const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
@@ -321,4 +323,18 @@ pub fn sample(exposition: &str, name: &str) -> Option<f64> {
     exposition
         .lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Every entry of a stopped node's replica of `group` (its data directory `dir`).
+pub fn read_log(dir: &Path, group: u64) -> Vec<Entry> {
+    let (log, _) = Log::open(&group_log_dir(dir, group), segments::Config::default()).expect("open log");
+    let mut out = Vec::new();
+    let mut next = log.first_index();
+    while next <= log.last_index() {
+        let before = out.len();
+        log.read(next, 4 << 20, &mut out).expect("read");
+        next = out.last().map_or(next, |e: &Entry| e.index() + 1);
+        assert!(out.len() > before);
+    }
+    out
 }
