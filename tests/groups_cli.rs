@@ -56,6 +56,20 @@ fn consume_group(cluster: &Cluster, topic: &str, group: &str) -> Vec<serde_json:
     stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
 }
 
+/// Waits (at most 20 s) until the consumer lag the nodes export, summed, is `lag`.
+async fn wait_for_lag(cluster: &Cluster, lag: f64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sum: f64 = (1..=3).filter_map(|id| cluster.metric(id, "keel_consumer_group_lag_records")).sum();
+        let max: f64 = (1..=3).filter_map(|id| cluster.metric(id, "keel_consumer_group_lag_max_records")).sum();
+        if sum == lag && max == lag {
+            return;
+        }
+        assert!(Instant::now() < deadline, "consumer lag {sum} (largest group {max}), not {lag}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn group_json(cluster: &Cluster, args: &[&str]) -> serde_json::Value {
     let bootstrap = cluster.bootstrap_arg();
     let tls = cluster.tls.to_string_lossy().into_owned();
@@ -74,7 +88,10 @@ async fn consume_group_twice_reads_each_record_once_and_leaves_no_lag() {
 
     let first = consume_group(&cluster, "orders", "billing");
     produce(&client, "orders", 10, 4).await;
+    // The coordinator's node exports the group's lag: 4 records behind on each partition.
+    wait_for_lag(&cluster, 12.0).await;
     let second = consume_group(&cluster, "orders", "billing");
+    wait_for_lag(&cluster, 0.0).await;
     let values = |lines: &[serde_json::Value]| -> Vec<String> {
         lines.iter().map(|l| l["value"].as_str().expect("value").to_string()).collect()
     };
