@@ -20,7 +20,7 @@ use super::{Broker, BrokerError};
 use crate::batch::{BatchBuilder, BatchReader, Compression, Record};
 use crate::groups::{
     Append, AppendToken, CommittedGroup, Coordinator, GroupError, GroupListing, Handle, Output, Reply, Settings,
-    coordinator_partition,
+    check_group_id, coordinator_partition,
 };
 use crate::kafka::backend::{GroupAnswer, GroupCall};
 use crate::metadata::CONSUMER_OFFSETS;
@@ -141,6 +141,10 @@ impl Coordinators {
     /// Serves one request on this node's coordinator of its group; `NotCoordinator` when
     /// this node does not lead the group's partition.
     pub async fn call(&self, call: GroupCall) -> Result<GroupAnswer, GroupError> {
+        // As Kafka does, an id too long for any group is refused before asking whether this
+        // node coordinates it: INVALID_GROUP_ID from every node, not NOT_COORDINATOR from
+        // all but one (the empty id is the coordinator's to judge: some calls allow it).
+        check_group_id(call.group_id(), true)?;
         let (partition, _) = self.partition_of(call.group_id())?;
         let (reply, answer) = oneshot::channel();
         self.ask(partition, Ask::Call(call, reply))?;

@@ -9,6 +9,7 @@ stale generation (22); a JoinGroup whose group id has 10 000 bytes (INVALID_GROU
 """
 
 import struct
+import time
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -114,6 +115,7 @@ def main():
         error, _node, host, port = r.take(">h"), r.take(">i"), r.string(), r.take(">i")
         if error == 0:
             break
+        time.sleep(0.1)  # the coordinator may not be elected yet on a new cluster
     check(error == 0, f"FindCoordinator: error {error}")
     conn = Conn(f"{host}:{port}")
 
