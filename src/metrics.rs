@@ -63,6 +63,8 @@ pub const FETCH_LONG_POLLS: &str = "keel_fetch_long_polls_total";
 pub const GROUP_COORDINATORS: &str = "keel_group_coordinators";
 pub const GROUP_REBALANCES: &str = "keel_group_rebalances_total";
 pub const GROUP_OFFSET_COMMITS: &str = "keel_group_offset_commits_total";
+pub const CONSUMER_LAG: &str = "keel_consumer_group_lag_records";
+pub const CONSUMER_LAG_MAX: &str = "keel_consumer_group_lag_max_records";
 pub const QUIC_CONNECTIONS: &str = "keel_quic_connections";
 pub const QUIC_HANDSHAKE_FAILURES: &str = "keel_quic_handshake_failures_total";
 pub const FRAMES_REJECTED: &str = "keel_frames_rejected_total";
@@ -218,6 +220,10 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
         "Partitions of __consumer_offsets this node leads and runs a group coordinator for."),
     (GROUP_REBALANCES, Counter, N, NONE, "Consumer group generations completed by coordinators on this node."),
     (GROUP_OFFSET_COMMITS, Counter, N, NONE, "Partition offsets committed by consumer groups, acknowledged here."),
+    (CONSUMER_LAG, Gauge, N, NONE,
+        "Records behind the ends of their partitions, over the committed offsets of the groups coordinated here."),
+    (CONSUMER_LAG_MAX, Gauge, N, NONE,
+        "The lag of the group furthest behind among those coordinated here (its partitions summed)."),
 ];
 
 /// Every metric name, for tests that check the dashboard against what is exported.

@@ -387,3 +387,43 @@ async fn a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed() {
     println!("killed node {coordinator}\n{}", seen.join("\n"));
     assert!(status.success(), "{}\n{err}\n{}", seen.join("\n"), cluster.logs());
 }
+
+/// Three confluent-kafka consumers, each its own process, in one group on a 6-partition
+/// topic (`tests/kafka/group_members.py`): every partition assigned once, 60 000 records
+/// produced while they run each consumed at least once, one member killed -9 and its
+/// partitions reassigned within the session timeout and a few seconds; then `keel group
+/// describe` shows the offsets the group committed as confluent-kafka reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_kafka_consumers_share_a_topic_and_keel_describes_their_group() {
+    let Some(_one_at_a_time) = serial().await else { return };
+    let cluster = Cluster::start_kafka(3, &[]);
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    let mut command = Command::new(venv().join("main/bin/python"));
+    command.arg(repo().join("tests/kafka/group_members.py")).arg(kafka_addr(&cluster, 1));
+    let (ok, out, err) = run(&mut command, Duration::from_secs(240));
+    println!("{out}");
+    assert!(ok, "the three-member group check failed:\n{out}\n{err}\n{}", cluster.logs());
+    let line = out.lines().find_map(|l| l.strip_prefix("group ")).expect("the script names its group");
+    let mut words = line.split_whitespace();
+    let (group, topic) = (words.next().expect("group"), words.next().expect("topic"));
+    let committed: Vec<(u64, i64)> = words
+        .map(|w| w.split_once(':').map(|(p, o)| (p.parse().unwrap(), o.parse().unwrap())).expect("p:offset"))
+        .collect();
+    assert_eq!(committed.len(), 6, "{line}");
+
+    let (bootstrap, tls) = (cluster.bootstrap_arg(), cluster.tls.to_string_lossy().into_owned());
+    let args = ["group", "describe", group, "--bootstrap", &bootstrap, "--tls", &tls, "--format", "json"];
+    let (status, stdout, stderr) = keel(&args, b"");
+    assert!(status.success(), "keel group describe: {stderr}");
+    let described: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    for (partition, offset) in committed {
+        let shown = described["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .find(|p| p["topic"] == topic && p["partition"] == partition)
+            .unwrap_or_else(|| panic!("partition {partition} missing: {described}"));
+        assert_eq!(shown["committed"], offset, "partition {partition}: {described}");
+        assert!(shown["end"].as_u64().is_some_and(|end| end as i64 >= offset), "{described}");
+    }
+}

@@ -19,7 +19,8 @@ use tracing::{info, warn};
 use super::{Broker, BrokerError};
 use crate::batch::{BatchBuilder, BatchReader, Compression, Record};
 use crate::groups::{
-    Append, AppendToken, Coordinator, GroupError, GroupListing, Handle, Output, Reply, Settings, coordinator_partition,
+    Append, AppendToken, CommittedGroup, Coordinator, GroupError, GroupListing, Handle, Output, Reply, Settings,
+    check_group_id, coordinator_partition,
 };
 use crate::kafka::backend::{GroupAnswer, GroupCall};
 use crate::metadata::CONSUMER_OFFSETS;
@@ -32,6 +33,8 @@ use crate::server::registry::GroupHandle;
 const TICK: Duration = Duration::from_millis(100);
 /// Requests queued for one coordinator; more are answered COORDINATOR_NOT_AVAILABLE.
 const CALLS_MAX: usize = 1_024;
+/// Ticks between two computations of the consumer lag metrics.
+const LAG_EVERY_TICKS: u32 = 10;
 /// Bytes read at a time while loading a partition.
 const LOAD_READ_BYTES_MAX: usize = 1 << 20;
 /// Largest inflated batch read while loading (the coordinator writes uncompressed ones).
@@ -49,7 +52,12 @@ enum Ask {
 pub struct Coordinators {
     broker: Arc<Broker>,
     running: Mutex<BTreeMap<u32, Running>>,
+    /// Each coordinator's lag (sum over its groups, largest group), for the node's gauges.
+    lags: Lags,
 }
+
+/// Per partition of `__consumer_offsets` coordinated here: (total lag, largest group's).
+type Lags = Arc<Mutex<BTreeMap<u32, (u64, u64)>>>;
 
 struct Running {
     /// The partition's Raft group.
@@ -66,7 +74,7 @@ impl Drop for Running {
 
 impl Coordinators {
     pub fn new(broker: Arc<Broker>) -> Arc<Coordinators> {
-        Arc::new(Coordinators { broker, running: Mutex::new(BTreeMap::new()) })
+        Arc::new(Coordinators { broker, running: Mutex::new(BTreeMap::new()), lags: Lags::default() })
     }
 
     /// Starts a coordinator for every partition this node comes to lead and forgets those
@@ -99,10 +107,14 @@ impl Coordinators {
                 continue;
             }
             let (asks, queue) = mpsc::channel(CALLS_MAX);
-            let task = tokio::spawn(coordinate(self.broker.clone(), partition, replica, queue));
+            let task = tokio::spawn(coordinate(self.broker.clone(), partition, replica, queue, self.lags.clone()));
             running.insert(partition, Running { group: *group, asks, task });
         }
         metrics::gauge!(m::GROUP_COORDINATORS).set(running.len() as f64);
+        let mut lags = self.lags.lock().expect("lags lock");
+        lags.retain(|p, _| running.contains_key(p));
+        metrics::gauge!(m::CONSUMER_LAG).set(lags.values().map(|(sum, _)| *sum).sum::<u64>() as f64);
+        metrics::gauge!(m::CONSUMER_LAG_MAX).set(lags.values().map(|(_, max)| *max).max().unwrap_or(0) as f64);
     }
 
     /// The partition of `__consumer_offsets` that coordinates `group_id`, and its group.
@@ -129,6 +141,10 @@ impl Coordinators {
     /// Serves one request on this node's coordinator of its group; `NotCoordinator` when
     /// this node does not lead the group's partition.
     pub async fn call(&self, call: GroupCall) -> Result<GroupAnswer, GroupError> {
+        // As Kafka does, an id too long for any group is refused before asking whether this
+        // node coordinates it: INVALID_GROUP_ID from every node, not NOT_COORDINATOR from
+        // all but one (the empty id is the coordinator's to judge: some calls allow it).
+        check_group_id(call.group_id(), true)?;
         let (partition, _) = self.partition_of(call.group_id())?;
         let (reply, answer) = oneshot::channel();
         self.ask(partition, Ask::Call(call, reply))?;
@@ -186,7 +202,13 @@ fn settings(broker: &Broker) -> Settings {
 }
 
 /// One partition's coordinator, while this node leads the partition in one term.
-async fn coordinate(broker: Arc<Broker>, partition: u32, replica: Arc<GroupHandle>, mut asks: mpsc::Receiver<Ask>) {
+async fn coordinate(
+    broker: Arc<Broker>,
+    partition: u32,
+    replica: Arc<GroupHandle>,
+    mut asks: mpsc::Receiver<Ask>,
+    lags: Lags,
+) {
     let Some(status) = replica.status().await else { return };
     if status.role != Role::Leader {
         return;
@@ -217,13 +239,21 @@ async fn coordinate(broker: Arc<Broker>, partition: u32, replica: Arc<GroupHandl
     let mut driver =
         Driver { broker, partition, waiting: BTreeMap::new(), next_handle: 0, pending: FuturesOrdered::new() };
     let mut ticker = tokio::time::interval(TICK);
+    let mut ticks = 0u32;
     loop {
         let output = tokio::select! {
             ask = asks.recv() => match ask {
                 Some(ask) => driver.serve(&mut coordinator, ask),
                 None => break,
             },
-            _ = ticker.tick() => coordinator.tick(now_ms()),
+            _ = ticker.tick() => {
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(LAG_EVERY_TICKS) {
+                    let lag = lag_of(&driver.broker, &coordinator.committed_state());
+                    lags.lock().expect("lags lock").insert(partition, lag);
+                }
+                coordinator.tick(now_ms())
+            }
             Some((token, result)) = driver.pending.next(), if !driver.pending.is_empty() => match result {
                 Ok(()) => coordinator.committed(token, now_ms()),
                 Err(e) => coordinator.append_failed(token, e, now_ms()),
@@ -242,6 +272,32 @@ async fn coordinate(broker: Arc<Broker>, partition: u32, replica: Arc<GroupHandl
         driver.reply(handle, reply);
     }
     // Requests still waiting get NOT_COORDINATOR as their senders drop.
+}
+
+/// The lag of the groups of `committed`: summed over all, and the largest group's (each
+/// group's summed over its partitions). A partition's end is its high watermark as its
+/// leader last reported it (`leaders.rs`); a partition with none known yet, or of a deleted
+/// topic, counts as no lag.
+fn lag_of(broker: &Broker, committed: &BTreeMap<String, CommittedGroup>) -> (u64, u64) {
+    let state = broker.state();
+    let end = |topic: &str, partition: u32| {
+        let p = state.partitions(topic)?.get(partition as usize)?;
+        Some(broker.leaders.get(p.group.get())?.offsets?.high_watermark)
+    };
+    let mut total = 0;
+    let mut largest = 0;
+    for group in committed.values() {
+        let lag: u64 = group
+            .offsets
+            .iter()
+            .filter_map(|((topic, partition), value)| {
+                Some(end(topic, *partition)?.saturating_sub(u64::try_from(value.offset).ok()?))
+            })
+            .sum();
+        total += lag;
+        largest = largest.max(lag);
+    }
+    (total, largest)
 }
 
 async fn still_leads(replica: &GroupHandle, term: u64) -> bool {

@@ -30,6 +30,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Create, list, describe and delete topics.
     Topic(TopicArgs),
+    /// List consumer groups and describe one: members, partitions, committed offsets, lag.
+    Group(GroupArgs),
 }
 
 #[derive(Args, Debug)]
@@ -251,6 +253,37 @@ pub struct ConsumeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// Consume as a member of this consumer group: read only the partitions the group
+    /// assigns this member, from the group's committed offsets (`--from` only where it has
+    /// none), committing after printing; `--partition` does not apply.
+    #[arg(long, conflicts_with = "partition")]
+    pub group: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GroupArgs {
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// List the consumer groups (Kafka clients' and `keel consume --group`'s).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Show a group: its state, members and their partitions, and per partition the
+    /// committed offset, the end of the log and the lag.
+    Describe {
+        #[command(flatten)]
+        client: ClientArgs,
+        group: String,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,13 +1,14 @@
 //! `keel consume`: print committed records of a topic from an offset: of one partition, or
 //! of every partition at once (each read from the offset `--from` names in it).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use base64::Engine;
 use keel::batch::Record;
-use keel::client::{Client, ClientError, Offset};
+use keel::client::{Client, ClientError, GroupConfig, GroupConsumer, Offset};
 use tokio::sync::mpsc;
 
 use super::args::{ConsumeArgs, OutputFormat, TIMEOUT_DEFAULT};
@@ -44,6 +45,9 @@ async fn consume(args: ConsumeArgs, from: Offset) -> anyhow::Result<ExitCode> {
     // log never times out (an empty long poll is an answer), an unreachable cluster does.
     let client = Client::connect(client_config(&args.client, TIMEOUT_DEFAULT)).await?;
     print_notices(&client, |notice| eprintln!("{notice}"));
+    if let Some(group) = args.group.clone() {
+        return consume_group(&client, &group, &args, from).await;
+    }
     let topic = args.select.topic.clone();
     let partitions: Vec<u32> = match args.select.partition {
         Some(p) => vec![p],
@@ -79,6 +83,77 @@ async fn consume(args: ConsumeArgs, from: Offset) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `keel consume --group`: reads what the group assigns this member, printing each batch of
+/// records and then committing the offset after the last printed of each partition, until
+/// every assigned partition is read to the end it had when assigned (or on and on with
+/// `--follow`), `--count` records are printed, or SIGINT/SIGTERM; then leaves the group, so
+/// that its partitions go to the other members at once.
+async fn consume_group(client: &Client, group: &str, args: &ConsumeArgs, from: Offset) -> anyhow::Result<ExitCode> {
+    let config = GroupConfig { from, ..GroupConfig::default() };
+    let mut consumer = client.group_consumer(group, &[args.select.topic.as_str()], config);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut printed = 0u64;
+    // The ends of the assigned partitions when they were assigned, by generation.
+    let mut ends: (i32, BTreeMap<(String, u32), u64>) = (-1, BTreeMap::new());
+    let stop = super::signals::terminate();
+    tokio::pin!(stop);
+    loop {
+        let records = tokio::select! {
+            records = consumer.poll() => records?,
+            _ = &mut stop => break,
+        };
+        let mut next: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for r in &records {
+            if args.count.is_some_and(|c| printed >= c) {
+                break;
+            }
+            print_record(&mut out, args.format, &r.topic, r.partition, r.offset, &r.record)?;
+            next.insert((r.topic.clone(), r.partition), r.offset + 1);
+            printed += 1;
+        }
+        out.flush()?;
+        // Committed only once printed: a crash between the two prints them again.
+        match consumer.commit_offsets(&next).await {
+            Ok(()) => {}
+            Err(ClientError::Group(e)) => eprintln!("warning: commit refused ({e}); joining the group again"),
+            Err(e) => return Err(e.into()),
+        }
+        if args.count.is_some_and(|c| printed >= c) {
+            break;
+        }
+        if !args.follow && !consumer.must_join() && read_to_end(client, &consumer, &mut ends).await? {
+            break;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    if let Err(e) = consumer.leave().await {
+        eprintln!("warning: could not leave group {group} ({e}); its partitions move once the session times out");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether every partition assigned in this generation is read up to the end it had when
+/// first looked at in this generation.
+async fn read_to_end(
+    client: &Client,
+    consumer: &GroupConsumer,
+    ends: &mut (i32, BTreeMap<(String, u32), u64>),
+) -> Result<bool, ClientError> {
+    if ends.0 != consumer.generation() {
+        ends.1.clear();
+        for (topic, partition) in consumer.assignment() {
+            let end = client.end_offset(&topic, partition).await?;
+            ends.1.insert((topic, partition), end);
+        }
+        ends.0 = consumer.generation();
+    }
+    Ok(consumer.positions().iter().all(|(key, position)| {
+        let end = ends.1.get(key).copied().unwrap_or(0);
+        position.is_some_and(|p| p >= end) || end == 0
+    }))
 }
 
 /// Reads one partition from `from` and hands its records over in order: up to the end of

@@ -41,6 +41,9 @@ pub enum ClientError {
     /// until the certificates are fixed. Never retried.
     #[error(transparent)]
     Certificate(#[from] CertificateError),
+    /// The group coordinator refused a call (its Kafka error code is `GroupError::code`).
+    #[error("{0}")]
+    Group(crate::groups::GroupError),
 }
 
 impl ClientError {
@@ -66,6 +69,7 @@ impl From<ErrorReply> for ClientError {
             ErrorReply::Invalid(msg) => ClientError::Invalid(msg),
             // Known not appended: the producer's session is over.
             ErrorReply::Producer(e) => ClientError::Refused(e.to_string()),
+            ErrorReply::Group(e) => ClientError::Group(e),
             other => ClientError::Unavailable(other.to_string()),
         }
     }

@@ -39,6 +39,7 @@
 mod conn;
 mod consumer;
 mod error;
+mod group;
 mod notice;
 pub mod partitioner;
 mod producer;
@@ -48,6 +49,7 @@ use std::time::Duration;
 
 pub use consumer::{Consumer, Offset};
 pub use error::{CertificateError, ClientError};
+pub use group::{GroupConfig, GroupConsumer, GroupRecord, GroupReport};
 pub use notice::Notice;
 pub use producer::{Ack, Delivered, Producer, ProducerConfig};
 use tokio::sync::broadcast;
@@ -344,6 +346,19 @@ impl Client {
     /// A request the metadata group's leader serves: sent to any node, then to the one it
     /// names, until the deadline. Only answers proving nothing was done are retried.
     async fn to_controller(&self, request: &Request) -> Result<Response, ClientError> {
+        self.to_named_node(request, Duration::ZERO, false).await
+    }
+
+    /// A request that one node serves and the others redirect to (`NotLeader` with its
+    /// address): sent to any node, then to the one it names, until the deadline, each
+    /// attempt allowed `wait` beyond the request timeout. Answers proving nothing was done
+    /// are retried; so is a request whose connection broke after it left, if `repeatable`.
+    async fn to_named_node(
+        &self,
+        request: &Request,
+        wait: Duration,
+        repeatable: bool,
+    ) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.config.timeout;
         let mut target = None;
         let mut last = String::from("no node answered");
@@ -353,10 +368,11 @@ impl Client {
                 None => self.nodes.known(),
             };
             for addr in candidates {
-                let timeout = self.config.request_timeout.min(deadline.saturating_duration_since(Instant::now()));
+                let timeout =
+                    self.config.request_timeout.min(deadline.saturating_duration_since(Instant::now())) + wait;
                 match self.nodes.request(addr, request, timeout).await {
                     Ok(Response::Error(ErrorReply::NotLeader { address, .. })) => {
-                        last = format!("{addr} does not lead the metadata group");
+                        last = format!("{addr} is not the node that serves this request");
                         if let Some(next) = address.as_deref().and_then(|a| resolve(a).ok()) {
                             target = Some(next);
                             break;
@@ -366,8 +382,8 @@ impl Client {
                     Ok(Response::Error(e)) => return Err(e.into()),
                     Ok(response) => return Ok(response),
                     Err(Failure::Certificate(e)) => return Err(e.into()),
-                    Err(Failure::Lost(why)) => return Err(ClientError::OutcomeUnknown(why)),
-                    Err(Failure::NotSent(why)) => last = why,
+                    Err(Failure::Lost(why)) if !repeatable => return Err(ClientError::OutcomeUnknown(why)),
+                    Err(f) => last = f.message(),
                 }
             }
             if Instant::now() >= deadline {

@@ -49,6 +49,10 @@ pub enum GroupError {
          assign less per member or run fewer members"
     )]
     GroupRecordTooLarge { bytes: usize, max: usize },
+    /// An error a coordinator on another node sent over keel's protocol, by its Kafka code
+    /// and message (the variants without fields come back as themselves: `from_wire`).
+    #[error("{message}")]
+    Remote { code: i16, message: String },
 }
 
 impl GroupError {
@@ -75,6 +79,23 @@ impl GroupError {
             GroupError::InvalidRequest { .. } => 42,
             // Kafka answers a group record it could not append with UNKNOWN_SERVER_ERROR.
             GroupError::GroupRecordTooLarge { .. } => -1,
+            GroupError::Remote { code, .. } => *code,
+        }
+    }
+
+    /// The error a coordinator sent as `code` and `message`: the variant itself when it has
+    /// no fields, so a client can match on it, else `Remote`.
+    pub fn from_wire(code: i16, message: String) -> GroupError {
+        match code {
+            3 => GroupError::UnknownTopicOrPartition,
+            14 => GroupError::CoordinatorLoadInProgress,
+            16 => GroupError::NotCoordinator,
+            23 => GroupError::InconsistentGroupProtocol,
+            25 => GroupError::UnknownMemberId,
+            27 => GroupError::RebalanceInProgress,
+            79 => GroupError::MemberIdRequired,
+            82 => GroupError::FencedInstanceId,
+            _ => GroupError::Remote { code, message },
         }
     }
 }

@@ -49,6 +49,7 @@
 //! tombstones `tick` appends. `lag.rs` computes lag for `keel group describe`.
 
 mod api;
+mod assignment;
 mod compaction;
 mod coordinator;
 mod error;
@@ -68,6 +69,10 @@ pub use api::{
     GroupState, Handle, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, JoinedMember, LeaveRequest,
     LeaveResponse, LeavingMember, MemberDescription, Output, PartitionResult, Protocol, Reply, SyncRequest,
     SyncResponse,
+};
+pub use assignment::{
+    Assignor, CONSUMER_PROTOCOL_TYPE, ProtocolError, decode_assignment, decode_subscription, encode_assignment,
+    encode_subscription,
 };
 pub use compaction::{Compaction, compact};
 pub use coordinator::Coordinator;

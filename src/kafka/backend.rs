@@ -123,7 +123,7 @@ fn no_coordinator() -> BackendError {
 }
 
 /// A request for a group's coordinator.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupCall {
     Join(JoinRequest),
     Sync(SyncRequest),
@@ -154,7 +154,7 @@ impl GroupCall {
 }
 
 /// The coordinator's answer to a `GroupCall` of the same kind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupAnswer {
     Join(JoinResponse),
     Sync(SyncResponse),

@@ -130,6 +130,8 @@ impl From<&GroupError> for ErrorCode {
             GroupError::FencedInstanceId => ErrorCode::FencedInstanceId,
             GroupError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
             GroupError::GroupRecordTooLarge { .. } => ErrorCode::UnknownServerError,
+            // Only keel's client decodes errors from another node; a coordinator never makes one.
+            GroupError::Remote { .. } => ErrorCode::UnknownServerError,
         }
     }
 }

@@ -8,6 +8,9 @@ use bytes::{BufMut, Bytes};
 use segments::Entry;
 
 use super::frame::{self, DecodeError, FrameBuilder, FrameError, Reader, put_bytes};
+use super::group_codec;
+use crate::groups::{GroupError, GroupListing};
+use crate::kafka::backend::{GroupAnswer, GroupCall};
 use crate::producers::ProducerError;
 
 /// Largest request a node reads (a produce batch plus framing).
@@ -25,6 +28,8 @@ mod kind {
     pub const PARTITION_STATUS: u8 = 9;
     pub const REGISTER_BROKER: u8 = 10;
     pub const ALLOCATE_PRODUCER_IDS: u8 = 11;
+    pub const GROUP: u8 = 12;
+    pub const LIST_GROUPS: u8 = 13;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -35,6 +40,8 @@ mod kind {
     pub const OFFSETS_OK: u8 = 108;
     pub const BROKER_REGISTERED: u8 = 110;
     pub const PRODUCER_IDS: u8 = 111;
+    pub const GROUP_OK: u8 = 112;
+    pub const GROUPS_OK: u8 = 113;
     pub const ERROR: u8 = 127;
 }
 
@@ -103,6 +110,12 @@ pub enum Request {
         node: u64,
         count: u32,
     },
+    /// A call for a consumer group's coordinator (`group_codec.rs`): served by the node
+    /// that leads the group's partition of `__consumer_offsets`; any other node answers
+    /// `NotLeader` naming it.
+    Group(GroupCall),
+    /// The groups of the coordinators on this node (a client asks every node).
+    ListGroups,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +148,8 @@ pub enum Response {
         count: u32,
     },
     Error(ErrorReply),
+    Group(GroupAnswer),
+    Groups(Vec<GroupListing>),
 }
 
 /// The brokers and topics as the answering node knows them.
@@ -280,6 +295,9 @@ pub enum ErrorReply {
     Producer(crate::producers::ProducerError),
     #[error("the node failed: {0}")]
     Internal(String),
+    /// The group coordinator refused the call as a whole (an invalid group id, say).
+    #[error("{0}")]
+    Group(GroupError),
 }
 
 fn leader_text(leader: Option<u64>, address: &Option<String>) -> String {
@@ -304,6 +322,7 @@ mod error_code {
     pub const INVALID: u8 = 11;
     pub const OUT_OF_ORDER_SEQUENCE: u8 = 12;
     pub const INVALID_PRODUCER_EPOCH: u8 = 13;
+    pub const GROUP: u8 = 14;
 }
 
 impl Request {
@@ -364,6 +383,12 @@ impl Request {
                 b.body().put_u32_le(*count);
                 vec![b.finish()]
             }
+            Request::Group(call) => {
+                let mut b = FrameBuilder::new(kind::GROUP, 128);
+                group_codec::encode_call(b.body(), call);
+                vec![b.finish()]
+            }
+            Request::ListGroups => vec![FrameBuilder::new(kind::LIST_GROUPS, 0).finish()],
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -433,6 +458,8 @@ impl Request {
             kind::ALLOCATE_PRODUCER_IDS => {
                 Request::AllocateProducerIds { node: r.u64("node")?, count: r.u32("producer id count")? }
             }
+            kind::GROUP => Request::Group(group_codec::decode_call(&mut r)?),
+            kind::LIST_GROUPS => Request::ListGroups,
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -496,6 +523,16 @@ impl Response {
                 encode_error(b.body(), err);
                 vec![b.finish()]
             }
+            Response::Group(answer) => {
+                let mut b = FrameBuilder::new(kind::GROUP_OK, 128);
+                group_codec::encode_answer(b.body(), answer);
+                vec![b.finish()]
+            }
+            Response::Groups(groups) => {
+                let mut b = FrameBuilder::new(kind::GROUPS_OK, 64);
+                group_codec::encode_listings(b.body(), groups);
+                vec![b.finish()]
+            }
         }
     }
 
@@ -532,6 +569,8 @@ impl Response {
                 Response::Disk(DiskView { free_bytes: r.u64("free bytes")?, reserve_bytes: r.u64("reserve")? })
             }
             kind::ERROR => Response::Error(decode_error(&mut r)?),
+            kind::GROUP_OK => Response::Group(group_codec::decode_answer(&mut r)?),
+            kind::GROUPS_OK => Response::Groups(group_codec::decode_listings(&mut r)?),
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -748,6 +787,10 @@ fn encode_error(buf: &mut bytes::BytesMut, err: &ErrorReply) {
             buf.put_u32_le(*partition);
             buf.put_u32_le(*count);
         }
+        ErrorReply::Group(e) => {
+            buf.put_u8(error_code::GROUP);
+            group_codec::put_error(buf, Some(e));
+        }
         ErrorReply::Refused(msg)
         | ErrorReply::Busy(msg)
         | ErrorReply::Internal(msg)
@@ -805,6 +848,10 @@ fn decode_error(r: &mut Reader) -> Result<ErrorReply, FrameError> {
             epoch: r.u16("epoch")? as i16,
             current: r.u16("current epoch")? as i16,
         }),
+        error_code::GROUP => match group_codec::error(r)? {
+            Some(e) => ErrorReply::Group(e),
+            None => return Err(DecodeError::Invalid { what: "group error code" }.into()),
+        },
         _ => return Err(DecodeError::Invalid { what: "error code" }.into()),
     })
 }
@@ -909,6 +956,116 @@ mod tests {
         ];
         for resp in responses {
             assert_eq!(Response::decode(join(resp.encode()), 1 << 20).unwrap(), resp);
+        }
+    }
+
+    #[test]
+    fn every_group_message_round_trips() {
+        use crate::groups::*;
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let member = LeavingMember { member_id: "m-1".into(), group_instance_id: Some("i-1".into()) };
+        let calls = [
+            GroupCall::Join(JoinRequest {
+                group_id: "g".into(),
+                member_id: String::new(),
+                group_instance_id: None,
+                protocol_type: "consumer".into(),
+                protocols: vec![Protocol { name: "range".into(), metadata: b("sub") }],
+                session_timeout_ms: 10_000,
+                rebalance_timeout_ms: -1,
+                require_known_member_id: true,
+                client_id: "keel".into(),
+                client_host: "127.0.0.1".into(),
+            }),
+            GroupCall::Sync(SyncRequest {
+                group_id: "g".into(),
+                generation_id: 3,
+                member_id: "m-1".into(),
+                group_instance_id: Some("i".into()),
+                assignments: vec![("m-1".into(), b("a")), ("m-2".into(), Bytes::new())],
+            }),
+            GroupCall::Heartbeat(HeartbeatRequest {
+                group_id: "g".into(),
+                generation_id: -1,
+                member_id: "m".into(),
+                group_instance_id: None,
+            }),
+            GroupCall::Leave(LeaveRequest { group_id: "g".into(), members: vec![member.clone()] }),
+            GroupCall::Commit(CommitRequest {
+                group_id: "g".into(),
+                generation_id: 2,
+                member_id: "m".into(),
+                group_instance_id: None,
+                offsets: vec![CommitOffset {
+                    topic: "t".into(),
+                    partition: 5,
+                    offset: -1,
+                    leader_epoch: 7,
+                    metadata: Some("x".into()),
+                }],
+            }),
+            GroupCall::FetchOffsets { group_id: "g".into(), partitions: None },
+            GroupCall::FetchOffsets { group_id: "g".into(), partitions: Some(vec![("t".into(), vec![0, 3])]) },
+            GroupCall::Describe { group_id: "g".into() },
+        ];
+        for call in calls {
+            let req = Request::Group(call);
+            assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
+        }
+        assert_eq!(Request::decode(join(Request::ListGroups.encode())).unwrap(), Request::ListGroups);
+        let remote = GroupError::Remote { code: 22, message: "generation 1 is not 2".into() };
+        let answers = [
+            GroupAnswer::Join(JoinResponse {
+                error: Some(GroupError::MemberIdRequired),
+                generation_id: 4,
+                protocol_type: Some("consumer".into()),
+                protocol_name: None,
+                leader: "m-1".into(),
+                member_id: "m-2".into(),
+                members: vec![JoinedMember { member_id: "m-1".into(), group_instance_id: None, metadata: b("md") }],
+            }),
+            GroupAnswer::Sync(SyncResponse { error: None, assignment: b("assigned") }),
+            GroupAnswer::Heartbeat(HeartbeatResponse { error: Some(remote.clone()) }),
+            GroupAnswer::Leave(LeaveResponse {
+                error: None,
+                members: vec![(member, Some(GroupError::UnknownMemberId))],
+            }),
+            GroupAnswer::Commit(CommitResponse {
+                partitions: vec![PartitionResult { topic: "t".into(), partition: 1, error: Some(remote) }],
+            }),
+            GroupAnswer::FetchOffsets(vec![FetchedOffset {
+                topic: "t".into(),
+                partition: 0,
+                offset: 42,
+                leader_epoch: -1,
+                metadata: String::new(),
+            }]),
+            GroupAnswer::Describe(GroupDescription {
+                group_id: "g".into(),
+                state: GroupState::Stable,
+                protocol_type: "consumer".into(),
+                protocol_name: "range".into(),
+                members: vec![MemberDescription {
+                    member_id: "m".into(),
+                    group_instance_id: None,
+                    client_id: "keel".into(),
+                    client_host: "/127.0.0.1".into(),
+                    metadata: b("md"),
+                    assignment: b("as"),
+                }],
+            }),
+        ];
+        for answer in answers {
+            let resp = Response::Group(answer);
+            assert_eq!(Response::decode(join(resp.encode()), 1 << 20).unwrap(), resp);
+        }
+        let listing = GroupListing { group_id: "g".into(), protocol_type: "consumer".into(), state: GroupState::Empty };
+        for resp in [
+            Response::Groups(vec![listing]),
+            Response::Error(ErrorReply::Group(GroupError::InvalidGroupId { rule: "too long" })),
+        ] {
+            let decoded = Response::decode(join(resp.encode()), 1 << 20).unwrap();
+            assert_eq!(decoded.encode(), resp.encode(), "the same bytes again");
         }
     }
 

@@ -4,6 +4,7 @@ pub mod certs;
 pub mod client_codec;
 pub mod endpoint;
 pub mod frame;
+mod group_codec;
 pub mod node_codec;
 pub mod peer;
 pub mod peer_codec;

@@ -14,7 +14,10 @@ use tracing::debug;
 use super::group::Event;
 use super::produce::ProduceResult;
 use super::status::{GroupStatus, role_name};
+use crate::broker::groups::Coordinators;
 use crate::broker::{Broker, BrokerError};
+use crate::groups::GroupError;
+use crate::kafka::backend::GroupCall;
 use crate::metrics as m;
 use crate::net::Connection;
 use crate::net::client_codec::{BrokerView, ClusterMetadata, PartitionView, TopicView};
@@ -29,6 +32,8 @@ const PARTITIONS_PER_STREAM_MAX: usize = 64;
 
 pub struct ClientService {
     pub broker: Arc<Broker>,
+    /// The consumer group coordinators of this node, for `Request::Group`.
+    pub groups: Arc<Coordinators>,
     pub connections: Arc<Semaphore>,
     /// Numbers client streams, so the groups can tell their batches apart (0 is "none").
     pub streams: AtomicU64,
@@ -104,6 +109,11 @@ impl ClientService {
             };
             let (answer_tx, answer) = oneshot::channel();
             let is_produce = matches!(request, Request::Produce { .. });
+            let mut request = request;
+            if let Request::Group(GroupCall::Join(join)) = &mut request {
+                // DescribeGroups shows where a member connects from, as the node saw it.
+                join.client_host = format!("/{}", conn.remote_address().ip());
+            }
             match request {
                 Request::Produce { topic, partition, batch } => {
                     let pending = if refused.load(Ordering::Relaxed) {
@@ -222,6 +232,13 @@ impl ClientService {
                 },
                 Err(e) => Err(e),
             },
+            Request::Group(call) => return self.group_call(call).await,
+            Request::ListGroups => {
+                return match self.groups.list().await {
+                    Ok(groups) => Response::Groups(groups),
+                    Err(e) => Response::Error(ErrorReply::Busy(e.to_string())),
+                };
+            }
             Request::Offsets { topic, partition } => self.broker.replica(&topic, partition).map(|group| {
                 let committed = group.committed();
                 Response::Offsets {
@@ -231,6 +248,29 @@ impl ClientService {
             }),
         };
         result.unwrap_or_else(|e| Response::Error(error_reply(e)))
+    }
+
+    /// Serves a group call on this node's coordinator of the group; a node that is not the
+    /// coordinator names the one that is, as for a partition's leader.
+    async fn group_call(&self, call: GroupCall) -> Response {
+        let group_id = call.group_id().to_string();
+        let error = match self.groups.call(call).await {
+            Ok(answer) => return Response::Group(answer),
+            Err(e) => e,
+        };
+        Response::Error(match error {
+            GroupError::NotCoordinator => match self.groups.coordinator(&group_id) {
+                Ok(node) if node != self.broker.node_id => {
+                    ErrorReply::NotLeader { leader: Some(node), address: self.broker.address_of(node) }
+                }
+                Ok(_) => ErrorReply::Busy("this node is starting to coordinate the group".into()),
+                Err(e) => ErrorReply::Busy(e.to_string()),
+            },
+            e @ (GroupError::CoordinatorLoadInProgress | GroupError::CoordinatorNotAvailable { .. }) => {
+                ErrorReply::Busy(e.to_string())
+            }
+            e => ErrorReply::Group(e),
+        })
     }
 
     /// Checks a batch and hands it to its partition's group; the receiver answers once it commits.

@@ -228,6 +228,7 @@ impl NodeHandle {
 
         let service = Arc::new(ClientService {
             broker: broker.clone(),
+            groups: groups.clone(),
             connections: Arc::new(Semaphore::new(config.limits.client_connections_max)),
             streams: std::sync::atomic::AtomicU64::new(1),
         });
