@@ -25,6 +25,7 @@ mod kind {
     pub const PARTITION_STATUS: u8 = 9;
     pub const REGISTER_BROKER: u8 = 10;
     pub const ALLOCATE_PRODUCER_IDS: u8 = 11;
+    pub const INIT_PRODUCER_ID: u8 = 12;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -35,6 +36,7 @@ mod kind {
     pub const OFFSETS_OK: u8 = 108;
     pub const BROKER_REGISTERED: u8 = 110;
     pub const PRODUCER_IDS: u8 = 111;
+    pub const PRODUCER_SESSION: u8 = 112;
     pub const ERROR: u8 = 127;
 }
 
@@ -103,6 +105,13 @@ pub enum Request {
         node: u64,
         count: u32,
     },
+    /// An idempotent producer's session (Kafka's InitProducerId, KIP-360): `(-1, -1)` for a
+    /// new producer id, or the id and epoch the producer holds to have its epoch bumped. Any
+    /// node answers, from the ids the metadata group allocated to it.
+    InitProducerId {
+        producer_id: i64,
+        epoch: i16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +144,11 @@ pub enum Response {
         count: u32,
     },
     Error(ErrorReply),
+    /// The producer id and epoch an idempotent producer stamps on its batches.
+    ProducerSession {
+        producer_id: i64,
+        epoch: i16,
+    },
 }
 
 /// The brokers and topics as the answering node knows them.
@@ -364,6 +378,12 @@ impl Request {
                 b.body().put_u32_le(*count);
                 vec![b.finish()]
             }
+            Request::InitProducerId { producer_id, epoch } => {
+                let mut b = FrameBuilder::new(kind::INIT_PRODUCER_ID, 10);
+                b.body().put_i64_le(*producer_id);
+                b.body().put_i16_le(*epoch);
+                vec![b.finish()]
+            }
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -433,6 +453,10 @@ impl Request {
             kind::ALLOCATE_PRODUCER_IDS => {
                 Request::AllocateProducerIds { node: r.u64("node")?, count: r.u32("producer id count")? }
             }
+            kind::INIT_PRODUCER_ID => Request::InitProducerId {
+                producer_id: r.u64("producer id")? as i64,
+                epoch: r.u16("producer epoch")? as i16,
+            },
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -496,6 +520,12 @@ impl Response {
                 encode_error(b.body(), err);
                 vec![b.finish()]
             }
+            Response::ProducerSession { producer_id, epoch } => {
+                let mut b = FrameBuilder::new(kind::PRODUCER_SESSION, 10);
+                b.body().put_i64_le(*producer_id);
+                b.body().put_i16_le(*epoch);
+                vec![b.finish()]
+            }
         }
     }
 
@@ -532,6 +562,10 @@ impl Response {
                 Response::Disk(DiskView { free_bytes: r.u64("free bytes")?, reserve_bytes: r.u64("reserve")? })
             }
             kind::ERROR => Response::Error(decode_error(&mut r)?),
+            kind::PRODUCER_SESSION => Response::ProducerSession {
+                producer_id: r.u64("producer id")? as i64,
+                epoch: r.u16("producer epoch")? as i16,
+            },
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -844,6 +878,8 @@ mod tests {
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: Some("k:9092".into()) },
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: None },
             Request::AllocateProducerIds { node: 4, count: 1000 },
+            Request::InitProducerId { producer_id: -1, epoch: -1 },
+            Request::InitProducerId { producer_id: 7000, epoch: 3 },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -887,6 +923,7 @@ mod tests {
             Response::Offsets { log_start_offset: 3, log_end_offset: 10 },
             Response::BrokerRegistered,
             Response::ProducerIds { first: 3000, count: 1000 },
+            Response::ProducerSession { producer_id: 3001, epoch: 0 },
             Response::Error(ErrorReply::UnknownTopic("nope".into())),
             Response::Error(ErrorReply::UnknownPartition { topic: "t".into(), partition: 9, count: 8 }),
             Response::Error(ErrorReply::TopicExists("t".into())),

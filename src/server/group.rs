@@ -310,14 +310,17 @@ impl Group {
         received: Instant,
         reply: oneshot::Sender<ProduceResult>,
     ) {
+        // The producer fields of the bytes that will be stored, as every replica applies them.
+        let producer =
+            self.producers.as_ref().and(BatchHeader::parse(&payload).ok()).map(|h| ProducerBatch::from_header(&h));
+        // An idempotent batch is kept in order by its sequence, not by its stream: after a
+        // refused batch the next one leaves a gap, which the producer check refuses.
+        let stream = if producer.is_some_and(|p| p.is_idempotent()) { 0 } else { stream };
         if self.produce.is_refused(stream) {
             let why = "an earlier batch on this stream was refused; resend from it".to_string();
             self.produce.refuse(stream, reply, ProduceError::Busy(why));
             return;
         }
-        // The producer fields of the bytes that will be stored, as every replica applies them.
-        let producer =
-            self.producers.as_ref().and(BatchHeader::parse(&payload).ok()).map(|h| ProducerBatch::from_header(&h));
         let Some(reply) = self.check_producer(producer.as_ref(), stream, reply) else { return };
         let (payload, stamped) = if self.stamp_batches { self.stamp(payload) } else { (payload, None) };
         match self.replica.propose(&payload, record_count) {
