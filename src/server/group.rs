@@ -175,6 +175,9 @@ impl Group {
         let quiet = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let raft = parts.replica.raft();
         let id = raft.id();
+        let producers = parts
+            .stamp_batches
+            .then(|| GroupProducers::open(ProducerConfig::default(), parts.replica.log().read().dir()));
         let group = Group {
             group: parts.group,
             role: raft.role(),
@@ -187,7 +190,7 @@ impl Group {
             metadata: parts.metadata,
             leaders: parts.leaders,
             stamp_batches: parts.stamp_batches,
-            producers: parts.stamp_batches.then(|| GroupProducers::new(ProducerConfig::default())),
+            producers,
             committed_tx,
             leader_tx,
             quiet: quiet.clone(),
@@ -495,6 +498,9 @@ impl Group {
         if let Some(machine) = &mut self.metadata {
             machine.expire(Instant::now());
         }
+        if let Some(producers) = &mut self.producers {
+            producers.snapshot_if_due();
+        }
         self.apply_retention();
         self.metrics.update_gauges(&self.replica);
         if self.role == Role::Leader {
@@ -513,6 +519,11 @@ impl Group {
         };
         let safe = self.replica.committed().index.min(synced);
         let Some(index) = retention::drop_before(&segments, safe, &self.retention, SystemTime::now()) else { return };
+        // The producer table's snapshot must cover what is dropped (`producer_state.rs`).
+        let index = self.producers.as_mut().map_or(index, |p| p.retention_floor(index));
+        if index <= self.log.read().first_index() {
+            return;
+        }
         match self.replica.log_mut().drop_before(index) {
             Ok(n) => {
                 metrics::counter!(m::RETENTION_DELETED_SEGMENTS).increment(n as u64);
