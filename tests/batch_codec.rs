@@ -8,7 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 use keel::batch::{
     BatchBuilder, BatchError, BatchHeader, BatchInfo, BatchReader, Compression, HEADER_LEN, Limits, Record,
-    TimestampType, check, first_offset_at_or_after, index_timestamp, split, stamp,
+    TimestampType, check, first_offset_at_or_after, index_timestamp, split, stamp, stamp_producer,
 };
 use keel::ids::{Offset, Term};
 use proptest::prelude::*;
@@ -126,6 +126,22 @@ fn stamp_writes_offset_and_epoch_only_and_keeps_the_crc() {
         assert_eq!((h.base_offset, h.partition_leader_epoch), (1 << 40, 77));
         let offsets: Vec<i64> = read_all(Bytes::from(stamped)).iter().map(|(o, _)| *o).collect();
         assert_eq!(offsets, [1 << 40, (1 << 40) + 1, (1 << 40) + 2]);
+    }
+}
+
+#[test]
+fn stamp_producer_gives_the_bytes_the_builder_writes_for_the_producer() {
+    for codec in Compression::ALL {
+        let mut built = BatchBuilder::new(codec).producer(9_001, 4, 2_000_000_000);
+        for r in &sample() {
+            built.push(r).unwrap();
+        }
+        let built = built.finish();
+        let mut stamped = build(codec, &sample()).to_vec();
+        stamp_producer(&mut stamped, 9_001, 4, 2_000_000_000);
+        // gzip writes no timestamp, and every other codec is deterministic too.
+        assert_eq!(stamped, built.to_vec(), "{codec}");
+        check(&stamped, &limits()).unwrap();
     }
 }
 

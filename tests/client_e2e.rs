@@ -285,20 +285,29 @@ async fn produce_keeps_the_input_order_across_batches_and_a_redirect() {
 }
 
 /// A paused (or dead) leader is left as soon as another node names a new one, not at the
-/// connection's idle timeout: the request in flight to it ends "outcome unknown", saying
-/// where the leader went, and the next produce commits at the new leader. Both the
-/// one-batch call and a `Producer` are checked.
+/// connection's idle timeout. Without idempotence the request in flight to it ends "outcome
+/// unknown", saying where the leader went. With it (the default) the same batch is resent to
+/// the new leader and acknowledged, and once the old leader is back, each record is in the
+/// log exactly once. Both the one-batch call and a `Producer` are checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_leader_is_left_for_the_one_the_other_nodes_name() {
+    for idempotence in [false, true] {
+        paused_leader_left(idempotence).await;
+    }
+}
+
+async fn paused_leader_left(idempotence: bool) {
     use keel::batch::Record;
-    use keel::client::{Client, ClientConfig, ClientError, ProducerConfig};
+    use keel::client::{Client, ClientConfig, ClientError, Offset, ProducerConfig};
     let cluster = Cluster::start(3, &[]);
     let mut config = ClientConfig::new(cluster.bootstrap(), &cluster.tls);
     // Longer than the idle timeout, so that without the check the failure would be the timeout.
     config.request_timeout = Duration::from_secs(10);
+    config.idempotence = idempotence;
     let client = Client::connect(config.clone()).await.expect("client");
     // Its own client (connections are shared within one), so that each finds out by itself.
-    let producer = Client::connect(config).await.expect("client").producer("default", ProducerConfig::default());
+    let producer_config = ProducerConfig { idempotence, ..ProducerConfig::default() };
+    let producer = Client::connect(config).await.expect("client").producer("default", producer_config);
     // Both clients learn the leader from a produce; the leader must not change meanwhile.
     let mut stable = None;
     for _ in 0..5 {
@@ -322,13 +331,31 @@ async fn a_paused_leader_is_left_for_the_one_the_other_nodes_name() {
     cluster.signal(old, libc::SIGCONT);
     for (what, result) in [("one batch", one), ("producer", batched)] {
         match result {
-            Err(ClientError::OutcomeUnknown(why)) => {
+            Ok(_) if idempotence => {}
+            Err(ClientError::OutcomeUnknown(why)) if !idempotence => {
                 assert!(why.contains("another node names"), "{what}: left the leader for another reason: {why}")
             }
-            other => panic!("{what}: a produce to a paused leader ended {other:?}"),
+            other => panic!("{what} (idempotence {idempotence}): a produce to a paused leader ended {other:?}"),
         }
     }
     let after = client.produce(vec![Record::new("after")]).await.expect("produce at the new leader");
     let end = client.end_offset("default", 0).await.expect("end offset");
     assert!(after < end, "the produce after the pause is not in the log");
+    if !idempotence {
+        return;
+    }
+    // The old leader, back, catches up; its log then has each record once, as every node's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut consumer = client.consumer(Offset::At(0));
+    let mut values = Vec::new();
+    while (values.len() as u64) < end {
+        assert!(Instant::now() < deadline, "read {} of {end} records", values.len());
+        for (_, record) in consumer.poll().await.expect("poll") {
+            values.push(String::from_utf8_lossy(record.value_bytes()).into_owned());
+        }
+    }
+    for value in ["during", "during, batched"] {
+        let copies = values.iter().filter(|v| *v == value).count();
+        assert_eq!(copies, 1, "{value:?} is in the log {copies} times: {values:?}");
+    }
 }

@@ -123,7 +123,7 @@ fn a_poll_that_skips_or_goes_back_is_non_monotonic() {
 }
 
 #[test]
-fn duplicates_and_indeterminate_writes_are_counted_not_failed() {
+fn a_duplicate_fails_and_indeterminate_writes_are_counted() {
     let mut ops = clean();
     ops.push(send(5.0, 2, &["w2-000002"], Outcome::Unknown { error: "timed out".into() }));
     ops.push(send(5.5, 2, &["w2-000003"], Outcome::Unknown { error: "timed out".into() }));
@@ -131,6 +131,14 @@ fn duplicates_and_indeterminate_writes_are_counted_not_failed() {
     ops.extend(finals(&["w1-000001", "w1-000002", "w2-000001", "w1-000003", "w2-000002", "w2-000002"]));
     let r = checker::check(&ops);
     assert_eq!((r.duplicates.count, r.indeterminate, r.indeterminate_present), (1, 2, 1), "{r}");
+    assert!(r.failed(), "{r}");
+    // Without the duplicate, the indeterminate writes alone pass.
+    let mut ops = clean();
+    ops.push(send(5.0, 2, &["w2-000002"], Outcome::Unknown { error: "timed out".into() }));
+    ops.retain(|op| !matches!(op, Op::Final { .. }));
+    ops.extend(finals(&["w1-000001", "w1-000002", "w2-000001", "w1-000003", "w2-000002"]));
+    let r = checker::check(&ops);
+    assert_eq!((r.duplicates.count, r.indeterminate, r.indeterminate_present), (0, 1, 1), "{r}");
     assert!(!r.failed(), "{r}");
 }
 

@@ -163,3 +163,17 @@ pub fn stamp(batch: &mut [u8], base_offset: Offset, leader_epoch: Term) {
     batch[BASE_OFFSET_AT..BATCH_LENGTH_AT].copy_from_slice(&offset.to_be_bytes());
     batch[LEADER_EPOCH_AT..MAGIC_AT].copy_from_slice(&epoch.to_be_bytes());
 }
+
+/// Writes an idempotent producer's id, epoch and base sequence into a batch `BatchBuilder`
+/// finished, and its CRC again (those fields are inside the CRC): a producer encodes a
+/// batch once and stamps it when the batch takes its sequence, before it is first sent.
+///
+/// Panics on fewer than `HEADER_LEN` bytes: only a finished batch is stamped.
+pub fn stamp_producer(batch: &mut [u8], producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+    assert!(batch.len() >= HEADER_LEN, "stamp_producer on {} bytes: only a finished batch is stamped", batch.len());
+    batch[PRODUCER_ID_AT..PRODUCER_EPOCH_AT].copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_AT..BASE_SEQUENCE_AT].copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_AT..RECORDS_COUNT_AT].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_FROM..]);
+    batch[CRC_AT..ATTRIBUTES_AT].copy_from_slice(&crc.to_be_bytes());
+}

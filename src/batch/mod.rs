@@ -34,7 +34,7 @@ use bytes::Bytes;
 
 pub use builder::BatchBuilder;
 pub use compression::Compression;
-pub use header::{BatchHeader, HEADER_LEN, LENGTH_OVERHEAD, MAGIC, index_timestamp, stamp};
+pub use header::{BatchHeader, HEADER_LEN, LENGTH_OVERHEAD, MAGIC, index_timestamp, stamp, stamp_producer};
 pub use reader::{BatchReader, ReadRecord, first_offset_at_or_after, first_record_at_or_after};
 pub use record::Record;
 

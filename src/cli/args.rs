@@ -233,6 +233,10 @@ pub struct ProduceArgs {
     /// Print one line per input line: the record's offset once committed, or `-`.
     #[arg(long)]
     pub print_offsets: bool,
+    /// Produce without producer ids and sequence numbers: a batch whose outcome is unknown
+    /// is then not resent, so a record may be missing (and a rerun may append it twice).
+    #[arg(long)]
+    pub no_idempotence: bool,
 }
 
 #[derive(Args, Debug)]

@@ -36,7 +36,8 @@ fn ends_the_run(e: &ClientError) -> bool {
 async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let client = Client::connect(client_config(&args.client, TIMEOUT_DEFAULT)).await?;
     print_notices(&client, |notice| eprintln!("{notice}"));
-    let config = ProducerConfig { compression: args.compression.into(), ..ProducerConfig::default() };
+    let idempotence = !args.no_idempotence;
+    let config = ProducerConfig { compression: args.compression.into(), idempotence, ..ProducerConfig::default() };
     let producer = client.producer(&args.select.topic, config);
     // With one partition an offset says where a record went; with several, `P:OFFSET`
     // (the producer learns the count at its first send, before any ack).
@@ -110,6 +111,11 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         let stopped = if stopped_reading { " (stopped reading stdin there)" } else { "" };
         eprintln!("error: {failed} of {total} records were not acknowledged{stopped}; the first failure: {e}");
         return Ok(ExitCode::FAILURE);
+    }
+    if idempotence && total > 0 {
+        // Every ack is of a batch the leader checked by its producer sequence: a resent
+        // batch was answered with its first append, never appended again.
+        eprintln!("{total} records appended, each exactly once");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,7 @@ mod conn;
 mod consumer;
 mod error;
 mod group;
+mod idempotence;
 mod notice;
 pub mod partitioner;
 mod producer;
@@ -84,6 +85,9 @@ pub struct ClientConfig {
     /// A node of the cluster asking as a client presents its own node certificate
     /// (node-ID.pem in `tls_dir`) instead of client.pem.
     pub as_node: Option<u64>,
+    /// One-batch produce calls (`produce_to`) as an idempotent producer: a batch whose
+    /// outcome is unknown is sent again as the same batch, and appended once (on by default).
+    pub idempotence: bool,
 }
 
 impl ClientConfig {
@@ -95,6 +99,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(120),
             as_node: None,
+            idempotence: true,
         }
     }
 }
@@ -104,12 +109,14 @@ impl ClientConfig {
 pub struct Client {
     nodes: Nodes,
     config: ClientConfig,
+    /// The idle producer sessions of one-batch produce calls.
+    sessions: std::sync::Arc<idempotence::SessionPool>,
 }
 
 impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let nodes = Nodes::new(&config)?;
-        Ok(Client { nodes, config })
+        Ok(Client { nodes, config, sessions: Default::default() })
     }
 
     /// What the client has to say while it keeps trying (see [`Notice`]); a subscriber
@@ -240,7 +247,7 @@ impl Client {
     /// Appends `records` as one batch to `topic`/`partition`; returns the offset of the
     /// first once committed.
     pub async fn produce_to(&self, topic: &str, partition: u32, records: Vec<Record>) -> Result<u64, ClientError> {
-        producer::produce_batch(&self.nodes, &self.config, &(topic.to_string(), partition), &records).await
+        self.produce_compressed(topic, partition, records, crate::batch::Compression::None).await
     }
 
     /// `produce_to`, with the batch compressed.
@@ -252,7 +259,7 @@ impl Client {
         compression: crate::batch::Compression,
     ) -> Result<u64, ClientError> {
         let key = (topic.to_string(), partition);
-        producer::produce_batch_with(&self.nodes, &self.config, &key, &records, compression).await
+        producer::produce_batch(self, &key, &records, compression).await
     }
 
     /// A producer to `topic` that batches records and keeps several batches in flight.

@@ -35,6 +35,10 @@ pub enum Notice {
     /// The leader refused produce for a reason that can pass (its disk is nearly full).
     #[error("{reason}; retrying")]
     ProduceRefused { reason: String },
+    /// An idempotent producer's session on a partition was bumped to a new epoch, its
+    /// sequences restarted, and the records not yet appended sent on in it.
+    #[error("renewed the idempotent producer session for {topic}/{partition}: {why}")]
+    ProducerSessionRenewed { topic: String, partition: u32, why: String },
 }
 
 fn list(addresses: &[SocketAddr]) -> String {
@@ -80,6 +84,11 @@ impl Notices {
     fn send(&self, notice: Notice) {
         // Nobody listening is fine: notices are advice.
         let _ = self.tx.send(notice);
+    }
+
+    /// Says `notice` as it is (something that happened once, not an episode).
+    pub(super) fn say(&self, notice: Notice) {
+        self.send(notice);
     }
 
     /// A node at `address` answered.

@@ -13,13 +13,15 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::conn::{ENTRY_BYTES_MAX, Failure, LEADER_CHECK_AFTER, Nodes, Partition, RESPONSE_BYTES_MAX, resolve};
+use super::conn::{ENTRY_BYTES_MAX, Failure, LEADER_CHECK_AFTER, Partition, RESPONSE_BYTES_MAX, resolve};
+use super::idempotence::{Sequencer, init_producer_id};
 use super::partitioner::{Sticky, partition_of_key};
-use super::{Client, ClientConfig, ClientError};
+use super::{Client, ClientError, Notice};
 use crate::batch::{BatchBuilder, Compression, Record};
 use crate::net::Connection;
 use crate::net::client_codec::{ErrorReply, Request, Response};
 use crate::net::endpoint::{read_frame, write_frame};
+use crate::producers::WINDOW;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -38,20 +40,12 @@ pub(super) fn encode_batch(records: &[Record], compression: Compression) -> Resu
 }
 
 /// Sends `records` as one batch to `partition`'s leader, following redirects and retrying
-/// while the failure is known to have left the log untouched, until `config.timeout`.
+/// until `timeout`. Every failure known to leave the log untouched is retried; with
+/// idempotence (`ClientConfig::idempotence`) a send whose outcome is unknown is retried too,
+/// as the same batch, which the leader appends once. Calls on one partition at once each
+/// use a session of their own (`idempotence.rs`).
 pub(super) async fn produce_batch(
-    nodes: &Nodes,
-    config: &ClientConfig,
-    partition: &Partition,
-    records: &[Record],
-) -> Result<u64, ClientError> {
-    produce_batch_with(nodes, config, partition, records, Compression::None).await
-}
-
-/// `produce_batch`, the batch compressed with `compression`.
-pub(super) async fn produce_batch_with(
-    nodes: &Nodes,
-    config: &ClientConfig,
+    client: &Client,
     partition: &Partition,
     records: &[Record],
     compression: Compression,
@@ -59,15 +53,48 @@ pub(super) async fn produce_batch_with(
     if records.is_empty() {
         return Err(ClientError::Refused("an empty batch".into()));
     }
+    let (nodes, config) = (&client.nodes, &client.config);
     let batch = encode_batch(records, compression)?;
-    let request = Request::Produce { topic: partition.0.clone(), partition: partition.1, batch };
+    let record_count = i32::try_from(records.len()).map_err(|_| ClientError::Refused("too many records".into()))?;
+    let mut request = Request::Produce { topic: partition.0.clone(), partition: partition.1, batch };
     let deadline = Instant::now() + config.timeout;
     let mut backoff = BACKOFF_MIN;
+    // The session the batch is stamped with (idempotence), and whether to bump its epoch
+    // before the next send (the partition refused its sequence or epoch).
+    let mut sequencer: Option<Sequencer> = None;
+    let mut bump = false;
+    // Whether a send may have been appended: the call then cannot end "not appended".
+    let mut maybe_appended = false;
     let mut last;
     loop {
+        if config.idempotence && (sequencer.is_none() || bump) {
+            let reuse = if bump { None } else { client.sessions.take(partition) };
+            let mut next = match reuse {
+                Some(idle) => idle,
+                None => {
+                    let current = sequencer.filter(|_| bump).map(|s| s.session);
+                    let init = init_producer_id(nodes, config.request_timeout, current, deadline, config.timeout);
+                    match init.await {
+                        Ok(session) => Sequencer::new(session),
+                        Err(ClientError::TimedOut { .. }) if maybe_appended => {
+                            return Err(ClientError::OutcomeUnknown("no producer session to resend it with".into()));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            next.stamp(&mut request, record_count);
+            (sequencer, bump) = (Some(next), false);
+        }
         let target = match nodes.leader(partition) {
             Some(addr) => addr,
-            None => nodes.find_leader(partition, deadline).await?,
+            None => match nodes.find_leader(partition, deadline).await {
+                Ok(addr) => addr,
+                Err(ClientError::TimedOut { last, .. }) if maybe_appended => {
+                    return Err(ClientError::OutcomeUnknown(format!("sent, then no leader to resend it to: {last}")));
+                }
+                Err(e) => return Err(e),
+            },
         };
         // A request that times out has left: its outcome is unknown.
         let timeout = config.request_timeout.min(deadline.saturating_duration_since(Instant::now()));
@@ -76,6 +103,10 @@ pub(super) async fn produce_batch_with(
             Ok(Response::Produced { base_offset, .. }) => {
                 nodes.set_leader(partition, Some(target));
                 nodes.notices().produce_accepted();
+                if let Some(mut settled) = sequencer {
+                    settled.confirmed();
+                    client.sessions.give_back(partition, settled);
+                }
                 return Ok(base_offset);
             }
             Ok(Response::Error(ErrorReply::NotLeader { address, leader })) => {
@@ -89,9 +120,20 @@ pub(super) async fn produce_batch_with(
                 nodes.notices().produce_refused(&e);
             }
             Ok(Response::Error(ErrorReply::Busy(why))) => last = format!("{target} is busy: {why}"),
+            Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. })) if sequencer.is_some() => {
+                nodes.set_leader(partition, None);
+                maybe_appended = true;
+                last = e.to_string();
+            }
             Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. })) => {
                 nodes.set_leader(partition, None);
                 return Err(e.into());
+            }
+            // Not appended: a retry of an appended batch would be answered as a duplicate.
+            // The epoch bump fences whatever the session may still have on its way.
+            Ok(Response::Error(e @ ErrorReply::Producer(_))) if sequencer.is_some() => {
+                bump = true;
+                last = e.to_string();
             }
             Ok(Response::Error(e)) => return Err(e.into()),
             Ok(other) => {
@@ -99,6 +141,11 @@ pub(super) async fn produce_batch_with(
             }
             Err(Failure::NotSent(why)) => {
                 nodes.forget_leader(partition, target);
+                last = why;
+            }
+            Err(Failure::Lost(why)) if sequencer.is_some() => {
+                nodes.forget_leader(partition, target);
+                maybe_appended = true;
                 last = why;
             }
             Err(Failure::Lost(why)) => {
@@ -111,6 +158,9 @@ pub(super) async fn produce_batch_with(
         // by the deadline would end "outcome unknown" for a batch that was never taken.
         let pause = if redirected { Duration::ZERO } else { backoff };
         if Instant::now() + pause + BACKOFF_MIN >= deadline {
+            if maybe_appended {
+                return Err(ClientError::OutcomeUnknown(format!("sent, then retried until the deadline: {last}")));
+            }
             return Err(ClientError::TimedOut { after: config.timeout, last });
         }
         if !redirected {
@@ -126,10 +176,17 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// A batch is sent once its records take this many bytes.
     pub batch_bytes: usize,
-    /// Batches in flight at once, per partition (the pipeline window).
+    /// Batches in flight at once, per partition (the pipeline window); at most
+    /// `producers::WINDOW` (5) with idempotence, the batches a partition remembers per
+    /// producer to answer a retry as a duplicate.
     pub in_flight: usize,
     /// How batches are compressed (stored as they are sent).
     pub compression: Compression,
+    /// Produce as an idempotent producer (on by default): a batch whose outcome is unknown
+    /// is sent again as the same batch, which the leader appends once, so every record is
+    /// appended exactly once or reported not appended (or, once its deadline passed while
+    /// the cluster could not say, unknown).
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -137,8 +194,9 @@ impl Default for ProducerConfig {
         ProducerConfig {
             linger: Duration::from_millis(2),
             batch_bytes: 256 << 10,
-            in_flight: 16,
+            in_flight: WINDOW,
             compression: Compression::None,
+            idempotence: true,
         }
     }
 }
@@ -165,10 +223,18 @@ const PARTITIONS_MAX: usize = 10_000;
 /// `partitioner.rs`), and each partition's records are batched and kept in flight on one
 /// ordered stream to that partition's leader, so a partition's records are appended in
 /// the order they were sent. When the leader refuses a batch (it is not the leader, it is
-/// busy), it refuses every later batch of the stream too; the producer then resends from
-/// the refused batch, in order, on a new stream. Only a batch whose outcome is unknown (the
-/// connection broke while it was in flight) may leave a gap or a duplicate; its records are
-/// reported as [`ClientError::OutcomeUnknown`].
+/// busy), every later batch of the stream is refused too (an idempotent one because its
+/// sequence then leaves a gap); the producer resends from the refused batch, in order, on a
+/// new stream.
+///
+/// With idempotence (the default) each partition's pipeline is a producer session of its
+/// own (`idempotence.rs`), and a batch whose outcome is unknown (the connection broke, the
+/// leader moved) is resent with the same sequence until its deadline: the leader appends it
+/// once and answers a retry of an appended batch with its original offsets. Only a batch
+/// still unsettled at its deadline is reported [`ClientError::OutcomeUnknown`]; the
+/// session is then bumped to a new epoch (said by [`Notice::ProducerSessionRenewed`]).
+/// Without idempotence a batch whose outcome is unknown is not resent: it may be missing
+/// or, resent by the caller, appended twice.
 pub struct Producer {
     tx: mpsc::Sender<Sent>,
     dispatcher: tokio::task::JoinHandle<()>,
@@ -349,6 +415,11 @@ fn record_bytes(record: &Record) -> usize {
 /// One batch on its way: the request and who waits for each record's offset.
 struct Batch {
     request: Request,
+    /// Records in the batch: the sequence numbers it takes.
+    records: i32,
+    /// Its first sequence, once stamped (idempotence): kept for every resend. A stamped
+    /// batch may have been sent, so it is never reported "not appended".
+    sequence: Option<i32>,
     partition: u32,
     replies: Vec<Reply>,
     give_up: Instant,
@@ -408,7 +479,9 @@ async fn gather(
             }
         };
         let request = Request::Produce { topic: partition.0.clone(), partition: partition.1, batch: encoded };
-        let batch = Batch { request, partition: partition.1, replies, give_up: Instant::now() + timeout };
+        let records = replies.len() as i32;
+        let give_up = Instant::now() + timeout;
+        let batch = Batch { request, records, sequence: None, partition: partition.1, replies, give_up };
         if batches.send(batch).await.is_err() {
             return;
         }
@@ -423,20 +496,89 @@ enum Ended {
     Retry { pause: Duration, why: String },
 }
 
+/// A pipeline's idempotent producer session (`idempotence.rs`).
+struct Idempotent {
+    /// `None` until InitProducerId answered.
+    sequencer: Option<Sequencer>,
+    /// Why the session must be bumped to a new epoch before the next batch is stamped: no
+    /// batch stamped in it is unsettled any more, and the next one would meet a gap.
+    renew: Option<String>,
+}
+
+impl Idempotent {
+    /// Batches that may be in flight at once, of `window`.
+    fn in_flight_max(&self, window: usize) -> usize {
+        self.sequencer.map_or(1, |s| s.in_flight_max(window.min(WINDOW)))
+    }
+
+    /// Stamps `batch` with the session's next sequence, unless it was stamped already.
+    fn stamp(&mut self, batch: &mut Batch) {
+        if batch.sequence.is_none() {
+            let sequencer = self.sequencer.as_mut().expect("a session is set up before a batch is sent");
+            batch.sequence = Some(sequencer.stamp(&mut batch.request, batch.records));
+        }
+    }
+
+    /// The session's sequence is lost: every stamped batch still waiting (they come first
+    /// in `queue`) may have been appended after the ones reported unknown, or not: they are
+    /// reported unknown too, and the session renewed before anything else is sent.
+    fn lost(&mut self, queue: &mut VecDeque<Batch>, why: &str) {
+        while queue.front().is_some_and(|b| b.sequence.is_some()) {
+            let batch = queue.pop_front().expect("non-empty");
+            batch.resolve(Err(ClientError::OutcomeUnknown(why.to_string())));
+        }
+        self.renew = Some(format!("a batch's outcome stayed unknown ({why})"));
+    }
+
+    /// The partition refused a batch and so every later one (their sequences follow it):
+    /// none was appended, so they are stamped again in the renewed session.
+    fn refused(&mut self, queue: &mut VecDeque<Batch>, why: String) {
+        for batch in queue.iter_mut() {
+            batch.sequence = None;
+        }
+        self.renew = Some(why);
+    }
+
+    /// Sets up or renews the session (KIP-360: the same id, the next epoch), if it must be.
+    async fn ready(&mut self, client: &Client, partition: &Partition, deadline: Instant) -> Result<(), ClientError> {
+        if self.sequencer.is_some() && self.renew.is_none() {
+            return Ok(());
+        }
+        let current = self.sequencer.filter(|_| self.renew.is_some()).map(|s| s.session);
+        let config = &client.config;
+        let session =
+            init_producer_id(&client.nodes, config.request_timeout, current, deadline, config.timeout).await?;
+        if let Some(why) = self.renew.take() {
+            let (topic, partition) = (partition.0.clone(), partition.1);
+            client.nodes.notices().say(Notice::ProducerSessionRenewed { topic, partition, why });
+        }
+        self.sequencer = Some(Sequencer::new(session));
+        Ok(())
+    }
+}
+
 /// Sends a partition's batches in order on one stream at a time, resending refused ones in
-/// order.
+/// order (and, with idempotence, ones whose outcome is unknown, as the same batches).
 async fn drive(client: Client, config: ProducerConfig, partition: Partition, mut batches: mpsc::Receiver<Batch>) {
     let mut queue: VecDeque<Batch> = VecDeque::new();
+    let mut idempotent = config.idempotence.then_some(Idempotent { sequencer: None, renew: None });
     let mut open = true;
     let mut backoff = BACKOFF_MIN;
     // Why the last session or search ended: what a batch that then gives up reports.
     let mut why = String::from("not sent yet");
     loop {
-        // A batch past its deadline before it could be sent was not appended.
+        // A batch past its deadline before it could be sent was not appended; one that may
+        // have been sent before (stamped) has an unknown outcome.
         let now = Instant::now();
         while queue.front().is_some_and(|b| b.give_up <= now) {
             let late = queue.pop_front().expect("non-empty");
-            late.resolve(Err(ClientError::TimedOut { after: client.config.timeout, last: why.clone() }));
+            if late.sequence.is_some() {
+                let idempotent = idempotent.as_mut().expect("only idempotent batches are stamped");
+                late.resolve(Err(ClientError::OutcomeUnknown(why.clone())));
+                idempotent.lost(&mut queue, &why);
+            } else {
+                late.resolve(Err(ClientError::TimedOut { after: client.config.timeout, last: why.clone() }));
+            }
         }
         if !open && queue.is_empty() {
             return;
@@ -448,15 +590,23 @@ async fn drive(client: Client, config: ProducerConfig, partition: Partition, mut
             }
         }
         let give_up = queue.front().expect("non-empty").give_up;
-        let target = match client.nodes.leader(&partition) {
-            Some(addr) => Ok(addr),
-            None => client.nodes.find_leader(&partition, give_up).await,
+        let ready = match &mut idempotent {
+            Some(idempotent) => idempotent.ready(&client, &partition, give_up).await,
+            None => Ok(()),
+        };
+        let target = match ready {
+            Ok(()) => match client.nodes.leader(&partition) {
+                Some(addr) => Ok(addr),
+                None => client.nodes.find_leader(&partition, give_up).await,
+            },
+            Err(e) => Err(e),
         };
         let ended = match target {
             Ok(target) => match client.nodes.open_stream(&partition, target).await {
                 Ok((conn, send, recv)) => {
                     let streams = Session { partition: &partition, target, conn, send, recv };
-                    session(&client, &config, streams, &mut queue, &mut batches, &mut open).await
+                    let mut state = SessionState { queue: &mut queue, batches: &mut batches, open: &mut open };
+                    session(&client, &config, streams, &mut state, idempotent.as_mut()).await
                 }
                 Err(Failure::Certificate(e)) => {
                     fail_all(&mut queue, e.into());
@@ -506,32 +656,50 @@ struct Session<'a> {
     recv: quinn::RecvStream,
 }
 
+/// What a session shares with its pipeline: the batches to send, in order, and the channel
+/// more come on.
+struct SessionState<'a> {
+    queue: &'a mut VecDeque<Batch>,
+    batches: &'a mut mpsc::Receiver<Batch>,
+    open: &'a mut bool,
+}
+
 /// One ordered stream to the leader: keeps up to `in_flight` batches on it and takes the
 /// answers in order. Batches to resend go back to the front of `queue`, in order.
 async fn session(
     client: &Client,
     config: &ProducerConfig,
     Session { partition, target, conn, mut send, recv }: Session<'_>,
-    queue: &mut VecDeque<Batch>,
-    batches: &mut mpsc::Receiver<Batch>,
-    open: &mut bool,
+    SessionState { queue, batches, open }: &mut SessionState<'_>,
+    mut idempotent: Option<&mut Idempotent>,
 ) -> Ended {
     let (answers_tx, mut answers) = mpsc::channel(config.in_flight.max(1) + 1);
     let reader = tokio::spawn(read_answers(recv, answers_tx));
     let mut inflight: VecDeque<Batch> = VecDeque::new();
     // When to ask the other nodes whether the leader moved, if no answer came by then.
     let mut check = Instant::now() + LEADER_CHECK_AFTER;
-    let ended = loop {
-        while inflight.len() < config.in_flight.max(1)
-            && let Some(batch) = queue.pop_front()
+    let ended = 'session: loop {
+        let window = idempotent.as_ref().map_or(config.in_flight.max(1), |i| i.in_flight_max(config.in_flight.max(1)));
+        while inflight.len() < window
+            && let Some(mut batch) = queue.pop_front()
         {
             if batch.give_up <= Instant::now() {
+                if batch.sequence.is_some() {
+                    // It may have been sent on an earlier session: the pipeline reports it.
+                    queue.push_front(batch);
+                    client.nodes.abandon(target);
+                    requeue_rest(queue, &mut inflight);
+                    break 'session Ended::Retry { pause: Duration::ZERO, why: "not settled in time".into() };
+                }
                 let why = "not sent in time: the batches before it were still unanswered".to_string();
                 batch.resolve(Err(ClientError::TimedOut { after: client.config.timeout, last: why }));
                 continue;
             }
             if inflight.is_empty() {
                 check = Instant::now() + LEADER_CHECK_AFTER;
+            }
+            if let Some(idempotent) = idempotent.as_deref_mut() {
+                idempotent.stamp(&mut batch);
             }
             if write_frame(&mut send, &mut batch.request.encode()).await.is_err() {
                 // The answers (or the broken stream) tell what became of those before it.
@@ -540,10 +708,10 @@ async fn session(
             }
             inflight.push_back(batch);
         }
-        if inflight.is_empty() && queue.is_empty() && !*open {
+        if inflight.is_empty() && queue.is_empty() && !**open {
             break Ended::Done;
         }
-        let room = inflight.len() < config.in_flight.max(1) && queue.is_empty() && *open;
+        let room = inflight.len() < window && queue.is_empty() && **open;
         // The oldest batch in flight gives up at its deadline, answered or not.
         let give_up = inflight.front().map(|b| b.give_up);
         tokio::select! {
@@ -556,7 +724,16 @@ async fn session(
                     Some(Ok(Response::Produced { base_offset, .. })) => {
                         client.nodes.set_leader(partition, Some(target));
                         client.nodes.notices().produce_accepted();
+                        if let Some(sequencer) = idempotent.as_deref_mut().and_then(|i| i.sequencer.as_mut()) {
+                            sequencer.confirmed();
+                        }
                         batch.resolve(Ok(base_offset));
+                    }
+                    Some(Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. }))) if idempotent.is_some() => {
+                        // Resent as it is: the leader answers a duplicate with its offsets.
+                        client.nodes.set_leader(partition, None);
+                        requeue(queue, batch, &mut inflight);
+                        break Ended::Retry { pause: BACKOFF_MIN, why: e.to_string() };
                     }
                     Some(Ok(Response::Error(e @ ErrorReply::OutcomeUnknown { .. }))) => batch.resolve(Err(e.into())),
                     Some(Ok(Response::Error(ErrorReply::NotLeader { leader, address }))) => {
@@ -575,15 +752,29 @@ async fn session(
                         requeue(queue, batch, &mut inflight);
                         break Ended::Retry { pause: BACKOFF_MIN, why: format!("{target} is busy: {why}") };
                     }
+                    Some(Ok(Response::Error(e @ ErrorReply::Producer(_))))
+                        if let Some(i) = idempotent.as_deref_mut() =>
+                    {
+                        // Out of sequence or fenced: not appended, nor anything after it.
+                        requeue(queue, batch, &mut inflight);
+                        i.refused(queue, e.to_string());
+                        break Ended::Retry { pause: Duration::ZERO, why: e.to_string() };
+                    }
                     Some(Ok(Response::Error(e))) => {
                         // Refused for good (too large, malformed): the later ones go again.
                         batch.resolve(Err(e.into()));
                         requeue_rest(queue, &mut inflight);
+                        if let Some(i) = idempotent.as_deref_mut() {
+                            i.refused(queue, "a batch was refused, so the next would leave a gap".into());
+                        }
                         break Ended::Retry { pause: Duration::ZERO, why: "an earlier batch was refused".into() };
                     }
                     Some(Ok(other)) => {
                         batch.resolve(Err(ClientError::OutcomeUnknown(format!("unexpected answer: {other:?}"))));
                         unknown(&mut inflight, "the session broke");
+                        if let Some(i) = idempotent.as_deref_mut() {
+                            i.lost(queue, "the session broke");
+                        }
                         break Ended::Retry { pause: BACKOFF_MIN, why: "unexpected answer".into() };
                     }
                     broke => {
@@ -600,6 +791,10 @@ async fn session(
                                 fail_all(queue, e.into());
                                 break Ended::Retry { pause: Duration::ZERO, why: "a certificate was refused".into() };
                             }
+                            failure if idempotent.is_some() => {
+                                requeue(queue, batch, &mut inflight);
+                                break Ended::Retry { pause: BACKOFF_MIN, why: failure.message() };
+                            }
                             failure => {
                                 let why = failure.message();
                                 batch.resolve(Err(ClientError::OutcomeUnknown(why.clone())));
@@ -615,7 +810,11 @@ async fn session(
                     Some(leader) => {
                         client.nodes.leave(partition, target, leader);
                         let why = format!("{target} did not answer; another node names {leader} the leader");
-                        unknown(&mut inflight, &why);
+                        if idempotent.is_some() {
+                            requeue_rest(queue, &mut inflight);
+                        } else {
+                            unknown(&mut inflight, &why);
+                        }
                         break Ended::Retry { pause: Duration::ZERO, why };
                     }
                     None => check = Instant::now() + LEADER_CHECK_AFTER,
@@ -627,11 +826,14 @@ async fn session(
                 client.nodes.abandon(target);
                 let why = format!("{target} did not answer within {:?}", client.config.timeout);
                 unknown(&mut inflight, &why);
+                if let Some(i) = idempotent.as_deref_mut() {
+                    i.lost(queue, &why);
+                }
                 break Ended::Retry { pause: Duration::ZERO, why };
             }
             more = batches.recv(), if room => match more {
                 Some(batch) => queue.push_back(batch),
-                None => *open = false,
+                None => **open = false,
             },
         }
     };

@@ -30,6 +30,7 @@ mod kind {
     pub const ALLOCATE_PRODUCER_IDS: u8 = 11;
     pub const GROUP: u8 = 12;
     pub const LIST_GROUPS: u8 = 13;
+    pub const INIT_PRODUCER_ID: u8 = 14;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -42,6 +43,7 @@ mod kind {
     pub const PRODUCER_IDS: u8 = 111;
     pub const GROUP_OK: u8 = 112;
     pub const GROUPS_OK: u8 = 113;
+    pub const PRODUCER_SESSION: u8 = 114;
     pub const ERROR: u8 = 127;
 }
 
@@ -116,6 +118,13 @@ pub enum Request {
     Group(GroupCall),
     /// The groups of the coordinators on this node (a client asks every node).
     ListGroups,
+    /// An idempotent producer's session (Kafka's InitProducerId, KIP-360): `(-1, -1)` for a
+    /// new producer id, or the id and epoch the producer holds to have its epoch bumped. Any
+    /// node answers, from the ids the metadata group allocated to it.
+    InitProducerId {
+        producer_id: i64,
+        epoch: i16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +159,11 @@ pub enum Response {
     Error(ErrorReply),
     Group(GroupAnswer),
     Groups(Vec<GroupListing>),
+    /// The producer id and epoch an idempotent producer stamps on its batches.
+    ProducerSession {
+        producer_id: i64,
+        epoch: i16,
+    },
 }
 
 /// The brokers and topics as the answering node knows them.
@@ -389,6 +403,12 @@ impl Request {
                 vec![b.finish()]
             }
             Request::ListGroups => vec![FrameBuilder::new(kind::LIST_GROUPS, 0).finish()],
+            Request::InitProducerId { producer_id, epoch } => {
+                let mut b = FrameBuilder::new(kind::INIT_PRODUCER_ID, 10);
+                b.body().put_i64_le(*producer_id);
+                b.body().put_i16_le(*epoch);
+                vec![b.finish()]
+            }
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -460,6 +480,10 @@ impl Request {
             }
             kind::GROUP => Request::Group(group_codec::decode_call(&mut r)?),
             kind::LIST_GROUPS => Request::ListGroups,
+            kind::INIT_PRODUCER_ID => Request::InitProducerId {
+                producer_id: r.u64("producer id")? as i64,
+                epoch: r.u16("producer epoch")? as i16,
+            },
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -533,6 +557,12 @@ impl Response {
                 group_codec::encode_listings(b.body(), groups);
                 vec![b.finish()]
             }
+            Response::ProducerSession { producer_id, epoch } => {
+                let mut b = FrameBuilder::new(kind::PRODUCER_SESSION, 10);
+                b.body().put_i64_le(*producer_id);
+                b.body().put_i16_le(*epoch);
+                vec![b.finish()]
+            }
         }
     }
 
@@ -571,6 +601,10 @@ impl Response {
             kind::ERROR => Response::Error(decode_error(&mut r)?),
             kind::GROUP_OK => Response::Group(group_codec::decode_answer(&mut r)?),
             kind::GROUPS_OK => Response::Groups(group_codec::decode_listings(&mut r)?),
+            kind::PRODUCER_SESSION => Response::ProducerSession {
+                producer_id: r.u64("producer id")? as i64,
+                epoch: r.u16("producer epoch")? as i16,
+            },
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -891,6 +925,8 @@ mod tests {
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: Some("k:9092".into()) },
             Request::RegisterBroker { node: 4, address: "10.0.0.4:7000".into(), kafka_address: None },
             Request::AllocateProducerIds { node: 4, count: 1000 },
+            Request::InitProducerId { producer_id: -1, epoch: -1 },
+            Request::InitProducerId { producer_id: 7000, epoch: 3 },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -934,6 +970,7 @@ mod tests {
             Response::Offsets { log_start_offset: 3, log_end_offset: 10 },
             Response::BrokerRegistered,
             Response::ProducerIds { first: 3000, count: 1000 },
+            Response::ProducerSession { producer_id: 3001, epoch: 0 },
             Response::Error(ErrorReply::UnknownTopic("nope".into())),
             Response::Error(ErrorReply::UnknownPartition { topic: "t".into(), partition: 9, count: 8 }),
             Response::Error(ErrorReply::TopicExists("t".into())),

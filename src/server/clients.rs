@@ -23,6 +23,7 @@ use crate::net::Connection;
 use crate::net::client_codec::{BrokerView, ClusterMetadata, PartitionView, TopicView};
 use crate::net::client_codec::{ClusterView, ErrorReply, MemberView, REQUEST_BYTES_MAX_DEFAULT, Request, Response};
 use crate::net::endpoint::{read_frame_budgeted, write_frame};
+use crate::producers::ProducerBatch;
 
 /// Application close codes on client connections.
 pub const CLOSE_BAD_FRAME: u32 = 0x21;
@@ -60,9 +61,11 @@ impl ClientService {
 
     /// Serves the requests of one stream in order. Produce requests are pipelined: each is
     /// handed to the loop as soon as it is read, and the answers are written in request
-    /// order as the batches commit. After a refused batch, later batches of the stream are
-    /// refused too (here and in the loop), so a producer that resends from the refused one
-    /// keeps its records in order.
+    /// order as the batches commit. After a refused batch that is not idempotent, later such
+    /// batches of the stream are refused too (here and in the loop), so a producer that
+    /// resends from the refused one keeps its records in order. An idempotent batch needs no
+    /// such rule: after a refused one, the next breaks its producer's sequence and is refused
+    /// by the leader's producer check (`producers/`).
     async fn serve_stream(
         self: Arc<Self>,
         conn: Connection,
@@ -108,7 +111,8 @@ impl ClientService {
                 }
             };
             let (answer_tx, answer) = oneshot::channel();
-            let is_produce = matches!(request, Request::Produce { .. });
+            // Whether a refusal of this request refuses the stream's later batches.
+            let is_produce = matches!(&request, Request::Produce { batch, .. } if !is_idempotent(batch));
             let mut request = request;
             if let Request::Group(GroupCall::Join(join)) = &mut request {
                 // DescribeGroups shows where a member connects from, as the node saw it.
@@ -116,7 +120,7 @@ impl ClientService {
             }
             match request {
                 Request::Produce { topic, partition, batch } => {
-                    let pending = if refused.load(Ordering::Relaxed) {
+                    let pending = if is_produce && refused.load(Ordering::Relaxed) {
                         m::produce_error("busy");
                         let why = "an earlier batch on this stream was refused; resend from it".to_string();
                         Err(Response::Error(ErrorReply::Busy(why)))
@@ -136,7 +140,7 @@ impl ClientService {
                             });
                         }
                         Err(response) => {
-                            refused.store(true, Ordering::Relaxed);
+                            refused.fetch_or(is_produce, Ordering::Relaxed);
                             let _ = answer_tx.send(response);
                         }
                     }
@@ -225,6 +229,11 @@ impl ClientService {
                 .allocate_producer_ids(node, count)
                 .await
                 .map(|(first, count)| Response::ProducerIds { first, count }),
+            Request::InitProducerId { producer_id, epoch } => self
+                .broker
+                .init_producer_id((producer_id, epoch))
+                .await
+                .map(|(producer_id, epoch)| Response::ProducerSession { producer_id, epoch }),
             Request::PartitionStatus { topic, partition } => match self.broker.replica(&topic, partition) {
                 Ok(group) => match group.status().await {
                     Some(status) => Ok(Response::Status(self.view(status))),
@@ -424,6 +433,11 @@ fn error_reply(e: BrokerError) -> ErrorReply {
         BrokerError::Producer(e) => ErrorReply::Producer(e),
         BrokerError::Internal(why) => ErrorReply::Internal(why),
     }
+}
+
+/// Whether `batch` is an idempotent producer's (its header names a producer id).
+fn is_idempotent(batch: &Bytes) -> bool {
+    crate::batch::BatchHeader::parse(batch).is_ok_and(|h| ProducerBatch::from_header(&h).is_idempotent())
 }
 
 /// Closes a connection that sent a frame the protocol does not allow; the node goes on.

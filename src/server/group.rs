@@ -181,6 +181,9 @@ impl Group {
         let quiet = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let raft = parts.replica.raft();
         let id = raft.id();
+        let producers = parts
+            .stamp_batches
+            .then(|| GroupProducers::open(ProducerConfig::default(), parts.replica.log().read().dir()));
         let group = Group {
             group: parts.group,
             role: raft.role(),
@@ -193,7 +196,7 @@ impl Group {
             metadata: parts.metadata,
             leaders: parts.leaders,
             stamp_batches: parts.stamp_batches,
-            producers: parts.stamp_batches.then(|| GroupProducers::new(ProducerConfig::default())),
+            producers,
             committed_tx,
             leader_tx,
             quiet: quiet.clone(),
@@ -320,14 +323,17 @@ impl Group {
         received: Instant,
         reply: oneshot::Sender<ProduceResult>,
     ) {
+        // The producer fields of the bytes that will be stored, as every replica applies them.
+        let producer =
+            self.producers.as_ref().and(BatchHeader::parse(&payload).ok()).map(|h| ProducerBatch::from_header(&h));
+        // An idempotent batch is kept in order by its sequence, not by its stream: after a
+        // refused batch the next one leaves a gap, which the producer check refuses.
+        let stream = if producer.is_some_and(|p| p.is_idempotent()) { 0 } else { stream };
         if self.produce.is_refused(stream) {
             let why = "an earlier batch on this stream was refused; resend from it".to_string();
             self.produce.refuse(stream, reply, ProduceError::Busy(why));
             return;
         }
-        // The producer fields of the bytes that will be stored, as every replica applies them.
-        let producer =
-            self.producers.as_ref().and(BatchHeader::parse(&payload).ok()).map(|h| ProducerBatch::from_header(&h));
         let Some(reply) = self.check_producer(producer.as_ref(), stream, reply) else { return };
         let (payload, stamped) = if self.stamp_batches { self.stamp(payload) } else { (payload, None) };
         match self.replica.propose(&payload, record_count) {
@@ -508,6 +514,9 @@ impl Group {
         if let Some(machine) = &mut self.metadata {
             machine.expire(Instant::now());
         }
+        if let Some(producers) = &mut self.producers {
+            producers.snapshot_if_due();
+        }
         self.apply_retention();
         self.snapshot_metadata();
         self.metrics.update_gauges(&self.replica);
@@ -527,6 +536,11 @@ impl Group {
         };
         let safe = self.replica.committed().index.min(synced);
         let Some(index) = retention::drop_before(&segments, safe, &self.retention, SystemTime::now()) else { return };
+        // The producer table's snapshot must cover what is dropped (`producer_state.rs`).
+        let index = self.producers.as_mut().map_or(index, |p| p.retention_floor(index));
+        if index <= self.log.read().first_index() {
+            return;
+        }
         match self.replica.log_mut().drop_before(index) {
             Ok(n) => {
                 metrics::counter!(m::RETENTION_DELETED_SEGMENTS).increment(n as u64);

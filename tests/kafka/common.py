@@ -48,3 +48,20 @@ def check_consumed(record, seen, t0, delivered):
     check(got == expected, f"record {i}: got {got}, produced {expected}")
     check(i not in seen, f"record {i} consumed twice")
     seen.add(i)
+
+
+def check_exactly_once(topic, partition, found, delivered, records, partitions):
+    """Checks what partition `partition` of `topic` holds, `found` as (offset, value) from
+    offset 0, against records r-0 .. r-(records-1) sent round-robin over `partitions`: each
+    sent to it once, in order, at the offset its delivery reported (`delivered[i]` is
+    (partition, offset))."""
+    values = [v for _, v in found]
+    sent = [f"r-{i}" for i in range(partition, records, partitions)]
+    if values != sent:
+        twice = len(values) - len(set(values))
+        missing = len(set(sent) - set(values))
+        fail(f"{topic}/{partition}: {len(values)} records, {twice} duplicated, {missing} missing, "
+             f"in order: {sorted(values, key=lambda v: int(v[2:])) == values}; sent {len(sent)}")
+    wrong = [(v, o) for o, v in found if delivered[int(v[2:])] != (partition, o)]
+    check(not wrong, f"{topic}/{partition}: records at other offsets than reported, e.g. {wrong[:3]}")
+    ok(f"{topic}/{partition}: all {len(sent)} records exactly once, in order, at their reported offsets")

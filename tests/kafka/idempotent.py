@@ -24,7 +24,7 @@ import time
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from common import args, check, fail, ok
+from common import args, check, check_exactly_once, fail, ok
 
 RECORDS = int(os.environ.get("IDEMPOTENT_RECORDS", "20000"))
 PARTITIONS = 3
@@ -111,16 +111,7 @@ def main():
 
     for partition in range(PARTITIONS):
         found = consume(a.bootstrap, a.topic, partition)
-        values = [v for _, v in found]
-        sent = [f"r-{i}" for i in range(partition, RECORDS, PARTITIONS)]
-        if values != sent:
-            twice = len(values) - len(set(values))
-            missing = len(set(sent) - set(values))
-            fail(f"{a.topic}/{partition}: {len(values)} records, {twice} duplicated, {missing} missing, "
-                 f"in order: {sorted(values, key=lambda v: int(v[2:])) == values}; sent {len(sent)}")
-        wrong = [(v, o) for o, v in found if delivered[int(v[2:])] != (partition, o)]
-        check(not wrong, f"{a.topic}/{partition}: records at other offsets than reported, e.g. {wrong[:3]}")
-        ok(f"{a.topic}/{partition}: all {len(sent)} records exactly once, in order, at their reported offsets")
+        check_exactly_once(a.topic, partition, found, delivered, RECORDS, PARTITIONS)
 
 
 if __name__ == "__main__":
