@@ -1,6 +1,7 @@
 //! Storage-engine benchmark: append throughput beside raw `write` + `fdatasync` of
-//! the same bytes, sequential reads from the maps, lookups by offset, open time, and
-//! heap allocations per entry. `cargo bench --bench segments`; prints a table.
+//! the same bytes, the sync mark's cost, sequential reads from the maps, lookups by
+//! offset, open time, and heap allocations per entry. `cargo bench --bench segments`
+//! (`-- sync-mark` for the sync mark's table alone); prints a table.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fs::File;
@@ -147,6 +148,93 @@ fn append_table(root: &Path) {
     println!("(MB/s; ratio = log / raw write+fdatasync of the same bytes; allocations are per sync, not per entry)");
 }
 
+/// Raw `write` + `fdatasync` as in `run_raw`, plus what the log's sync mark adds to each
+/// sync: a 48-byte `pwrite` into a second file, alternating between two slots a page
+/// apart, and its `fdatasync`.
+fn run_raw_with_mark(path: &Path, raw: &[Vec<u8>], sync_every: usize) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let mut file = File::create(path).unwrap();
+    let mark = File::create(path.with_extension("mark")).unwrap();
+    mark.set_len(8192).unwrap();
+    mark.sync_all().unwrap();
+    let (mut seq, record) = (0u64, [0x5au8; 48]);
+    let start = Instant::now();
+    let mut unsynced = 0;
+    let mut sync = |file: &File| {
+        file.sync_data().unwrap();
+        seq += 1;
+        mark.write_all_at(&record, (seq % 2) * 4096).unwrap();
+        mark.sync_data().unwrap();
+    };
+    for batch in raw {
+        file.write_all(batch).unwrap();
+        unsynced += batch.len();
+        if unsynced >= sync_every {
+            sync(&file);
+            unsynced = 0;
+        }
+    }
+    sync(&file);
+    let seconds = start.elapsed().as_secs_f64();
+    std::fs::remove_file(path.with_extension("mark")).unwrap();
+    seconds
+}
+
+/// The cost of the sync mark (FORMAT.md, "Sync-mark file"): one more small write and
+/// fdatasync per sync. Measured as raw with the mark's write against raw without it,
+/// in one run (interleaved, best of each), at group commits from small to large, with
+/// the log (which writes the mark) beside them.
+fn sync_mark_cost(root: &Path) {
+    const BYTES: usize = 16 << 20;
+    println!(
+        "
+sync mark cost, {} MiB of 1 KiB entries per case, best of {REPEATS} interleaved runs",
+        BYTES >> 20
+    );
+    println!(
+        "{:>8} {:>6} | {:>7} {:>9} {:>7} | {:>10} {:>8}",
+        "sync", "syncs", "raw", "raw+mark", "log", "mark/raw", "log/raw"
+    );
+    let (batches, raw) = workload(1024);
+    for sync_every in [4 << 10, 64 << 10, 1 << 20] {
+        // 4 KiB per sync: 4 batches of 1 KiB entries are 4 appends, so the workload's
+        // 64 KiB batches are split to match.
+        let (batches, raw): (Vec<Vec<Entry>>, Vec<Vec<u8>>) = if sync_every < BATCH_BYTES {
+            let per = sync_every / 1024;
+            let b: Vec<Vec<Entry>> = batches.iter().flat_map(|b| b.chunks(per).map(<[Entry]>::to_vec)).collect();
+            let r = b.iter().map(|b| b.iter().flat_map(|e| e.as_bytes().iter().copied()).collect()).collect();
+            (b, r)
+        } else {
+            (batches.clone(), raw.clone())
+        };
+        let take = BYTES / BATCH_BYTES.min(sync_every);
+        let (batches, raw) = (&batches[..take.min(batches.len())], &raw[..take.min(raw.len())]);
+        let bytes: usize = raw.iter().map(Vec::len).sum();
+        let (mut plain, mut marked, mut log) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..REPEATS {
+            let raw_file = root.join("raw");
+            plain = plain.min(run_raw(&raw_file, raw, sync_every));
+            std::fs::remove_file(&raw_file).unwrap();
+            marked = marked.min(run_raw_with_mark(&raw_file, raw, sync_every));
+            std::fs::remove_file(&raw_file).unwrap();
+            let dir = root.join("append");
+            log = log.min(run_log(&dir, Config::default(), batches, sync_every).seconds);
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        let [plain, marked, log] = [plain, marked, log].map(|s| mb_per_s(bytes, s));
+        println!(
+            "{:>6}Ki {:>6} | {plain:>7.1} {marked:>9.1} {log:>7.1} | {:>10.2} {:>8.2}",
+            sync_every >> 10,
+            bytes / sync_every,
+            marked / plain,
+            log / plain
+        );
+    }
+    println!(
+        "(MB/s; mark/raw = raw with the mark's write and fdatasync / raw; log/raw = the log, mark included / raw)"
+    );
+}
+
 /// A timestamp function that reads the payload, as keel's (a Kafka batch's maxTimestamp)
 /// does: through `as_bytes`, a borrow, where `payload()` would count a reference.
 fn payload_timestamp(e: &Entry) -> Option<u64> {
@@ -275,7 +363,12 @@ fn main() {
     let root = tempfile::tempdir_in(base).unwrap();
     println!("segments bench in {} ({} cores)", root.path().display(), std::thread::available_parallelism().unwrap());
     let start = Instant::now();
+    if std::env::args().any(|a| a == "sync-mark") {
+        sync_mark_cost(root.path()); // alone: `cargo bench --bench segments -- sync-mark`
+        return;
+    }
     append_table(root.path());
+    sync_mark_cost(root.path());
     timestamp_cost(root.path());
     read_and_lookup(root.path());
     open_time(root.path());

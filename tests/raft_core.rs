@@ -278,6 +278,25 @@ fn a_follower_acknowledges_only_durable_entries() {
     assert_eq!(acks(&c), 1, "durable: acknowledged");
 }
 
+/// S1 alone holds committed entries 12..=16 that S2 lost to damage (and S3 never had):
+/// while S1 is away, S2 never campaigns and S2 and S3 elect no leader; once it is back,
+/// S1 leads and S2 gets the entries again.
+fn no_leader_without_s1_until_it_is_back(c: &mut Cluster) {
+    c.isolate(1);
+    c.cut.retain(|(a, b)| *a == 1 || *b == 1);
+    for _ in 0..20 {
+        c.run(5);
+        for id in [2, 3] {
+            assert_ne!(c.raft(id).role(), Role::Leader, "S{id} leads without committed entries 12..=16");
+        }
+        assert!(matches!(c.raft(2).role(), Role::Follower), "S2 never campaigns below its barrier");
+    }
+    c.heal();
+    c.run(40);
+    assert_eq!(c.leader(), Some(1), "only S1 holds every committed entry");
+    assert_eq!(c.raft(2).vote_barrier(), None, "S2 caught up and votes as usual again");
+}
+
 // FAST'18, "Protocol-Aware Recovery for Consensus-Based Storage": a node whose disk
 // damaged committed entries cuts them and fetches them again; meanwhile it must not
 // judge candidates by its shorter log, or it and a node that never had those entries
@@ -295,23 +314,34 @@ fn a_node_that_lost_committed_entries_helps_elect_no_leader_without_them() {
     c.node_mut(2).cut_damaged(4).unwrap();
     assert_eq!((c.node(2).store().last_index(), c.raft(2).commit()), (4, 4));
     assert_eq!(c.raft(2).vote_barrier(), Some(VoteBarrier { term: 1, index: 16 }));
-    c.isolate(1);
-    c.cut.retain(|(a, b)| *a == 1 || *b == 1);
-    for _ in 0..20 {
-        c.run(5);
-        for id in [2, 3] {
-            assert_ne!(c.raft(id).role(), Role::Leader, "S{id} leads without committed entries 12..=16");
-        }
-        assert!(matches!(c.raft(2).role(), Role::Follower), "S2 never campaigns below its barrier");
-    }
-    c.heal();
-    c.run(40);
-    let leader = c.leader().expect("a leader once S1 is back");
-    assert_eq!(leader, 1, "only S1 holds every committed entry");
-    assert_eq!(c.raft(2).vote_barrier(), None, "S2 caught up and votes as usual again");
+    no_leader_without_s1_until_it_is_back(&mut c);
     for index in 1..=16 {
         assert_eq!(c.node(2).store().live().entry(index), c.node(1).store().live().entry(index), "entry {index}");
     }
+}
+
+// The same with the damage found by recovery at start, in the tail it scans, where a
+// crash leaves unsynced writes too: S2 synced and acknowledged 12..=16 but went down
+// before it heard they committed (its commit index on disk says 11); its disk damaged
+// them. The sync mark says they were synced, so S2 holds its vote as above.
+#[test]
+fn a_node_whose_synced_tail_was_damaged_while_down_helps_elect_no_leader_without_it() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose_entries(1, 10);
+    c.isolate(3);
+    for k in 0..5 {
+        c.propose(1, &[k]).unwrap();
+    }
+    assert!(c.deliver_until(|c| c.raft(1).commit() == 16), "S1 and S2 commit 12..=16 without S3");
+    assert!(c.node(2).hard_state().commit < 16, "S2 has not heard of the commit");
+    c.node_mut(2).crash(&mut SmallRng::seed_from_u64(7), false);
+    c.node_mut(2).damage_tail(11);
+    c.node_mut(2).restart().unwrap();
+    assert_eq!(c.node(2).store().last_index(), 11);
+    assert_eq!(c.raft(2).vote_barrier(), Some(VoteBarrier { term: 1, index: 16 }));
+    c.network.clear();
+    no_leader_without_s1_until_it_is_back(&mut c);
 }
 
 // A follower that cut damaged entries tells the leader where its log now ends, so an

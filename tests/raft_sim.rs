@@ -1,10 +1,11 @@
 //! The deterministic simulator for the Raft core, in the spirit of TigerBeetle's VOPR: one
 //! seed picks a whole fault schedule (message loss, duplication, delay and reordering;
 //! symmetric, one-way and bridge partitions and an isolated leader; crashes that lose what
-//! was not durable, with torn writes; slow disks; membership changes, leadership transfers
-//! and log compaction under all of that), runs 3 or 5 voters (plus two spares) in virtual
-//! time, checks the safety invariants after every step, then heals everything and requires
-//! a leader to commit a new proposal everywhere within a bounded virtual time.
+//! was not durable, with torn writes, and on some seeds synced entries damaged at restart;
+//! slow disks; membership changes, leadership transfers and log compaction under all of
+//! that), runs 3 or 5 voters (plus two spares) in virtual time, checks the safety
+//! invariants after every step, then heals everything and requires a leader to commit a
+//! new proposal everywhere within a bounded virtual time.
 //!
 //! - `cargo test --release --test raft_sim`: the CI budget (`SEEDS_CI` seeds, split over two tests).
 //! - `KEEL_SIM_SEED=<n>`: replay one seed exactly, printing its schedule and trace.
@@ -80,8 +81,8 @@ fn run_many(parity: u64) {
         eprintln!(
             "{} seeds ({} voters) in {:.1}s: {} virtual s, {} events, {} messages, {} crashes, {} elections, \
              {} membership changes, {} transfers, {} truncations, {} resets, {} compactions, {} entries committed, \
-             {} quiescences, {} detector wake-ups, {} quiet leaders lost for good, {} snapshots taken, {} installed; \
-             slowest convergence after healing {}ms",
+             {} quiescences, {} detector wake-ups, {} quiet leaders lost for good, {} snapshots taken, {} installed, \
+             {} restarts with damaged synced entries; slowest convergence after healing {}ms",
             seeds.len(),
             if parity == 0 { 3 } else { 5 },
             started.elapsed().as_secs_f64(),
@@ -101,6 +102,7 @@ fn run_many(parity: u64) {
             total.quiet_leaders_lost,
             total.snapshots,
             total.installs,
+            total.damaged,
             total.liveness_ms
         );
     }

@@ -80,6 +80,33 @@ fn damage_sealed_entry(dir: &Path, nth: usize) -> u64 {
     index
 }
 
+/// Flips a byte in the middle of the last entry of the log in `dir` (the newest segment
+/// file holding entries), where recovery scans at open and cuts what does not decode;
+/// returns the entry's index.
+fn damage_last_entry(dir: &Path) -> u64 {
+    for path in segment_files(dir).iter().rev() {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).expect("open segment");
+        let (mut position, mut last) = (segments::SEGMENT_HEADER_LEN as u64, None);
+        let mut header = [0u8; 24];
+        while file.read_exact_at(&mut header, position).is_ok() {
+            let len = u64::from(u32::from_le_bytes(header[4..8].try_into().unwrap()));
+            let index = u64::from_le_bytes(header[16..24].try_into().unwrap());
+            if len < segments::HEADER_LEN as u64 || last.is_some_and(|(_, i)| index != i + 1) {
+                break;
+            }
+            last = Some((position + len / 2, index));
+            position += len;
+        }
+        if let Some((at, index)) = last {
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, at).expect("read");
+            file.write_all_at(&[byte[0] ^ 0x5a], at).expect("write");
+            return index;
+        }
+    }
+    panic!("no entries in {}", dir.display())
+}
+
 /// Reads every acknowledged batch through node `id` alone, retrying while it repairs.
 async fn read_back(cluster: &Cluster, id: u64, acked: &[(u64, String)], within: Duration) {
     let client = cluster.client_of(id).await;
@@ -146,6 +173,44 @@ async fn a_damaged_follower_helps_elect_no_leader_that_lacks_what_it_acknowledge
         assert!(Instant::now() < deadline, "the barrier never lifted\n{}", cluster.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    read_back(&cluster, follower, &acked, Duration::from_secs(20)).await;
+    read_back(&cluster, lagging, &acked, Duration::from_secs(20)).await;
+}
+
+// The same with the damage in the tail that recovery scans at open, where an unsynced
+// write torn by a power loss looks the same: F synced and acknowledged the last entry,
+// and went down (with L) before its lazily written commit index said it committed. Its
+// sync mark tells recovery the entry had been synced, so F holds its vote as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_synced_tail_was_damaged_helps_elect_no_leader_that_lacks_it() {
+    let mut cluster = Cluster::start(3, &["--segment-bytes", SEGMENT_BYTES]);
+    let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    let (follower, lagging) = {
+        let rest: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        (rest[0], rest[1])
+    };
+    let mut acked = produce(&cluster, 20).await;
+    let before = cluster.view(leader).await.expect("leader view").last_index;
+    wait_committed(&cluster, &[1, 2, 3], before, Duration::from_secs(10)).await;
+    cluster.kill(lagging);
+    // Acknowledged by L and F alone: F synced each before L answered.
+    acked.extend(produce_from(&cluster, 20, 5).await);
+    cluster.kill(follower);
+    cluster.kill(leader);
+    let bad = damage_last_entry(&cluster.node(follower).dir);
+    assert!(bad > before, "the damaged entry {bad} is one the lagging node lacks ({before})");
+    cluster.restart(lagging);
+    cluster.restart(follower);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.view(follower).await.is_none_or(|v| v.last_index != bad - 1) {
+        assert!(Instant::now() < deadline, "no recovery cut at {bad}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(node_log(&cluster, follower).contains("a sync had made durable"), "{}", cluster.logs());
+    assert_eq!(cluster.wait_leader(Duration::from_secs(3), &[leader]).await, None, "{}", cluster.logs());
+    assert_eq!(cluster.metric(follower, "keel_groups_vote_barrier"), Some(1.0), "the follower's barrier is up");
+    cluster.restart(leader);
+    cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader once the old one is back");
     read_back(&cluster, follower, &acked, Duration::from_secs(20)).await;
     read_back(&cluster, lagging, &acked, Duration::from_secs(20)).await;
 }

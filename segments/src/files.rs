@@ -12,6 +12,7 @@ use crate::error::Error;
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
 pub(crate) const LOG_START_FILE: &str = "log-start";
+pub(crate) const SYNC_MARK_FILE: &str = "sync-mark";
 const SEGMENT_EXT: &str = "seg";
 const INDEX_EXT: &str = "idx";
 const TMP_EXT: &str = "tmp";
@@ -94,6 +95,10 @@ fn rename(from: &Path, to: &Path) -> Result<(), Error> {
 
 pub(crate) fn open_read(path: &Path) -> Result<File, Error> {
     File::open(path).map_err(Error::io("open", path))
+}
+
+pub(crate) fn open_write(path: &Path) -> Result<File, Error> {
+    OpenOptions::new().read(true).write(true).open(path).map_err(Error::io("open", path))
 }
 
 /// Reads a whole file, or `None` if it does not exist.

@@ -1,4 +1,5 @@
-//! The bytes of every file besides entries: segment header, index file, log-start file.
+//! The bytes of every file besides entries: segment header, index file, log-start file,
+//! sync-mark file.
 //!
 //! Pure codecs, no I/O. Every structure carries a magic, a version and a CRC-32
 //! (crc32fast) over the bytes before it; all integers are little-endian. FORMAT.md
@@ -13,6 +14,7 @@ const MAGIC_LEN: usize = 8;
 pub(crate) const SEGMENT_MAGIC: &[u8; MAGIC_LEN] = b"KEELSEG\0";
 pub(crate) const INDEX_MAGIC: &[u8; MAGIC_LEN] = b"KEELIDX\0";
 pub(crate) const START_MAGIC: &[u8; MAGIC_LEN] = b"KEELSTRT";
+pub(crate) const MARK_MAGIC: &[u8; MAGIC_LEN] = b"KEELSYNC";
 
 // Segment header (64 bytes), then entries back to back.
 const SEG_MAGIC_AT: usize = 0;
@@ -61,6 +63,17 @@ const START_OFFSET_AT: usize = START_PREV_TERM_AT + 8;
 const START_RESERVED_AT: usize = START_OFFSET_AT + 8;
 const START_CRC_AT: usize = START_RESERVED_AT + 4;
 pub(crate) const LOG_START_LEN: usize = START_CRC_AT + 4;
+
+// Sync-mark record (48 bytes), one per slot of the sync-mark file.
+const MARK_MAGIC_AT: usize = 0;
+const MARK_VERSION_AT: usize = MARK_MAGIC_AT + MAGIC_LEN;
+const MARK_FLAGS_AT: usize = MARK_VERSION_AT + 4;
+const MARK_SEQ_AT: usize = MARK_FLAGS_AT + 4;
+const MARK_INDEX_AT: usize = MARK_SEQ_AT + 8;
+const MARK_TERM_AT: usize = MARK_INDEX_AT + 8;
+const MARK_RESERVED_AT: usize = MARK_TERM_AT + 8;
+const MARK_CRC_AT: usize = MARK_RESERVED_AT + 4;
+pub(crate) const MARK_RECORD_LEN: usize = MARK_CRC_AT + 4;
 
 /// Why a segment header, index header or log-start file was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,6 +269,34 @@ pub(crate) fn decode_log_start(buf: &[u8]) -> Result<LogStart, HeaderError> {
     })
 }
 
+/// The highest entry a finished sync made durable (FORMAT.md, "Sync-mark file"): a
+/// recovered log that ends before it lost synced entries to damage, not to a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SyncMark {
+    pub index: u64,
+    /// The term of entry `index` when the mark was written.
+    pub term: u64,
+}
+
+/// One slot of the sync-mark file: the mark and the sequence number that orders slots.
+pub(crate) fn encode_mark(seq: u64, mark: SyncMark) -> [u8; MARK_RECORD_LEN] {
+    let mut b = [0u8; MARK_RECORD_LEN];
+    b[MARK_MAGIC_AT..MARK_VERSION_AT].copy_from_slice(MARK_MAGIC);
+    put_u32(&mut b, MARK_VERSION_AT, FORMAT_VERSION);
+    put_u64(&mut b, MARK_SEQ_AT, seq);
+    put_u64(&mut b, MARK_INDEX_AT, mark.index);
+    put_u64(&mut b, MARK_TERM_AT, mark.term);
+    seal_crc(&mut b);
+    b
+}
+
+/// A slot's (sequence number, mark), or why it is not valid (torn, zeros, another file).
+pub(crate) fn decode_mark(buf: &[u8]) -> Result<(u64, SyncMark), HeaderError> {
+    let b = check_framed(buf, MARK_RECORD_LEN, MARK_MAGIC)?;
+    let mark = SyncMark { index: get_u64(b, MARK_INDEX_AT), term: get_u64(b, MARK_TERM_AT) };
+    Ok((get_u64(b, MARK_SEQ_AT), mark))
+}
+
 /// Checks length, magic, version and the trailing CRC of a fixed-size header.
 fn check_framed<'a>(buf: &'a [u8], len: usize, magic: &[u8; MAGIC_LEN]) -> Result<&'a [u8], HeaderError> {
     let b = buf.get(..len).ok_or(HeaderError::Truncated { len: buf.len(), needed: len })?;
@@ -310,6 +351,7 @@ mod tests {
         assert_eq!(INDEX_HEADER_LEN, 40);
         assert_eq!(INDEX_RECORD_LEN, 48);
         assert_eq!(LOG_START_LEN, 48);
+        assert_eq!(MARK_RECORD_LEN, 48);
     }
 
     #[test]
@@ -324,6 +366,14 @@ mod tests {
         }
         let s = LogStart { index: 9, prev_term: 3, offset: 77 };
         assert_eq!(decode_log_start(&encode_log_start(&s)), Ok(s));
+        let m = SyncMark { index: 12, term: 4 };
+        let bytes = encode_mark(3, m);
+        assert_eq!(decode_mark(&bytes), Ok((3, m)));
+        for i in 0..bytes.len() * 8 {
+            let mut b = bytes;
+            b[i / 8] ^= 1 << (i % 8);
+            assert!(decode_mark(&b).is_err(), "bit {i}");
+        }
         assert!(index_header_matches(&encode_index_header(&h, true), &h, true));
         assert!(!index_header_matches(&encode_index_header(&h, true), &SegmentHeader { id: 1, ..h }, true));
         // An index written without timestamps is not one with them, and the other way round.
@@ -345,6 +395,7 @@ mod tests {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = SegmentHeader::decode(&bytes);
             let _ = decode_log_start(&bytes);
+            let _ = decode_mark(&bytes);
             let _ = Record::decode(&bytes, 1);
             let _ = index_header_matches(&bytes, &header(), true);
         }

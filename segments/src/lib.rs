@@ -22,12 +22,13 @@ mod recovery;
 mod segment;
 pub mod state_file;
 mod sync;
+mod sync_mark;
 mod writer;
 
 pub use config::{Config, SEGMENT_BYTES_MAX, TimestampFn};
 pub use entry::{DecodeError, ENTRY_VERSION, Entry, EntryMeta, HEADER_LEN, peek_len};
 pub use error::Error;
-pub use format::{FORMAT_VERSION, HeaderError, LogStart, SEGMENT_HEADER_LEN};
+pub use format::{FORMAT_VERSION, HeaderError, LogStart, SEGMENT_HEADER_LEN, SyncMark};
 pub use log::{Damage, Log, SegmentInfo};
 pub use recovery::{Discarded, RecoveryReport, TailScan};
 pub use segment::Stop;

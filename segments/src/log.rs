@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
@@ -12,10 +11,11 @@ use crate::config::Config;
 use crate::entry::Entry;
 use crate::error::Error;
 use crate::files;
-use crate::format::{Checkpoint, INDEX_HEADER_LEN, INDEX_RECORD_LEN, LogStart, Record, SegmentHeader};
+use crate::format::{Checkpoint, INDEX_HEADER_LEN, INDEX_RECORD_LEN, LogStart, Record, SegmentHeader, SyncMark};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::SegmentState;
-use crate::sync::{Poison, SyncDone, SyncJob};
+use crate::sync::{NO_FLOOR, Poison, SyncDone, SyncJob, lower_floor};
+use crate::sync_mark::MarkFile;
 use crate::writer::Writer;
 
 /// A durable, replicated-log-shaped store of entries in segment files.
@@ -33,8 +33,10 @@ pub struct Log {
     pub(crate) open: Vec<OpenSegment>,
     pub(crate) synced: u64,
     pub(crate) sync_seq: u64,
-    pub(crate) floors: Vec<Weak<AtomicU64>>,
+    pub(crate) floors: Vec<Weak<Mutex<SyncMark>>>,
     pub(crate) poison: Poison,
+    /// The sync-mark file, shared with running sync jobs (which raise it).
+    pub(crate) mark: Arc<Mutex<MarkFile>>,
     /// Serializes lazy loads of sealed segments (readers share `&Log`).
     pub(crate) load_lock: Mutex<()>,
     /// Reused to encode index records.
@@ -121,6 +123,14 @@ impl Log {
     /// Every entry at or below this index is durable.
     pub fn synced_index(&self) -> u64 {
         self.synced
+    }
+
+    /// The highest entry a finished sync made durable, as the sync-mark file says
+    /// (FORMAT.md, "Sync-mark file"). Syncs raise it, truncations and resets lower it.
+    /// Above `last_index()` right after `open`, it says that recovery cut entries that
+    /// had been synced: damage, not a crash (the caller may have acknowledged them).
+    pub fn sync_mark(&self) -> SyncMark {
+        self.mark.lock().unwrap_or_else(|e| e.into_inner()).mark()
     }
 
     /// Appends entries that continue the log: indices contiguous from
@@ -211,7 +221,7 @@ impl Log {
     /// job will cover.
     pub fn begin_sync(&mut self) -> SyncJob {
         self.sync_seq += 1;
-        let floor = Arc::new(AtomicU64::new(u64::MAX));
+        let floor = Arc::new(Mutex::new(NO_FLOOR));
         self.floors.retain(|w| w.strong_count() > 0);
         self.floors.push(Arc::downgrade(&floor));
         let data = self.open.iter().map(|o| (o.data.clone(), files::segment_path(&self.dir, o.first_index)));
@@ -224,9 +234,11 @@ impl Log {
         SyncJob {
             files: data.chain(index).collect(),
             covers: self.last_index(),
+            covers_term: self.active().last_term,
             seq: self.sync_seq,
             floor,
             poison: self.poison.clone(),
+            mark: self.mark.clone(),
         }
     }
 
@@ -425,6 +437,11 @@ impl Log {
             let e = state.entry_at(state.position_of(index, max_len)?, index, max_len)?;
             (e.term(), e.next_offset())
         };
+        // No sync, finished or running, may claim more; then the mark comes down first, so
+        // a crash at any later step leaves a mark no higher than the log (FORMAT.md).
+        let kept = SyncMark { index, term: prev_term };
+        self.lower_synced(kept);
+        self.lower_mark(kept)?;
         let header = SegmentHeader { id: files::random_u64(), first_index: index + 1, base_offset, prev_term };
         let removed = self.replace_tail(keep, header)?;
         if keep > 0 {
@@ -436,7 +453,6 @@ impl Log {
             }
         }
         self.remove_files(removed, index + 1)?;
-        self.lower_synced(index);
         Ok(())
     }
 
@@ -465,12 +481,26 @@ impl Log {
         files::sync_dir(&self.dir)
     }
 
-    /// After a truncation to `index`: no sync, finished or running, may claim more.
-    fn lower_synced(&mut self, index: u64) {
-        self.synced = self.synced.min(index);
+    /// Before a truncation that keeps entries up to `kept`: no sync, finished or
+    /// running, may claim more.
+    fn lower_synced(&mut self, kept: SyncMark) {
+        self.synced = self.synced.min(kept.index);
         for floor in self.floors.iter().filter_map(Weak::upgrade) {
-            floor.fetch_min(index, Ordering::AcqRel);
+            lower_floor(&floor, kept);
         }
+    }
+
+    /// Lowers the sync mark to `to` (durably), if it is higher: the entries after `to`
+    /// are leaving the log. Called after `lower_synced`, so a sync job still running
+    /// sees the lowered floor and leaves this mark alone.
+    fn lower_mark(&self, to: SyncMark) -> Result<(), Error> {
+        let mut mark = self.mark.lock().unwrap_or_else(|e| e.into_inner());
+        if mark.mark().index <= to.index {
+            return Ok(());
+        }
+        mark.write(to).inspect_err(|_| {
+            let _ = self.poison.set("write the sync mark");
+        })
     }
 
     /// Deletes whole sealed segments whose entries are all below `index`, oldest
@@ -503,6 +533,9 @@ impl Log {
             return Err(Error::InvalidConfig { reason: "a log start index must be at least 1".into() });
         }
         self.check_poison()?;
+        let kept = SyncMark { index: start.index - 1, term: start.prev_term };
+        self.lower_synced(kept);
+        self.lower_mark(kept)?;
         recovery::write_log_start(&self.dir, &start)?;
         let header = SegmentHeader {
             id: files::random_u64(),
@@ -513,7 +546,6 @@ impl Log {
         let removed = self.replace_tail(0, header)?;
         self.start = start;
         self.remove_files(removed, start.index)?;
-        self.lower_synced(start.index - 1);
         self.synced = start.index - 1;
         Ok(())
     }

@@ -11,11 +11,12 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::files::{self, LOCK_FILE, LOG_START_FILE};
 use crate::format::{
-    INDEX_HEADER_LEN, INDEX_RECORD_LEN, LogStart, SEGMENT_HEADER_LEN, SegmentHeader, decode_log_start,
+    INDEX_HEADER_LEN, INDEX_RECORD_LEN, LogStart, SEGMENT_HEADER_LEN, SegmentHeader, SyncMark, decode_log_start,
     encode_index_header, encode_log_start,
 };
 use crate::log::{Log, Segment, index_records, new_segment};
 use crate::segment::{Loaded, SegmentState, Stop};
+use crate::sync_mark::MarkFile;
 use crate::writer::Writer;
 
 /// What recovery found and did. Empty lists mean a clean open.
@@ -36,6 +37,9 @@ pub struct RecoveryReport {
     pub discarded: Vec<Discarded>,
     /// Index files rewritten (missing, damaged, or behind their segment).
     pub indexes_rebuilt: Vec<PathBuf>,
+    /// The sync mark found (FORMAT.md, "Sync-mark file"): the highest entry a finished
+    /// sync made durable. Above `last_index`, recovery cut synced entries (`lost_synced`).
+    pub sync_mark: SyncMark,
     /// Anything else worth a line (e.g. a rebuilt log-start file).
     pub notes: Vec<String>,
 }
@@ -70,7 +74,14 @@ pub struct Discarded {
 impl RecoveryReport {
     /// True when nothing was cut, discarded or rebuilt.
     pub fn is_clean(&self) -> bool {
-        !self.scans.iter().any(TailScan::is_cut) && self.discarded.is_empty()
+        !self.scans.iter().any(TailScan::is_cut) && self.discarded.is_empty() && self.lost_synced().is_none()
+    }
+
+    /// The sync mark, when the recovered log ends before it: entries `last_index + 1 ..=
+    /// mark.index` had been made durable by a sync (and may have been acknowledged), and
+    /// recovery cut them as damaged. A crash alone never does this; damage does.
+    pub fn lost_synced(&self) -> Option<SyncMark> {
+        (self.sync_mark.index > self.last_index).then_some(self.sync_mark)
     }
 }
 
@@ -103,6 +114,10 @@ impl fmt::Display for RecoveryReport {
         }
         for p in &self.indexes_rebuilt {
             write!(f, "\n  rebuilt index {}", p.display())?;
+        }
+        if let Some(mark) = self.lost_synced() {
+            let (from, to) = (self.last_index + 1, mark.index);
+            write!(f, "\n  LOST entries {from}..={to}: a sync had made them durable (damage, not a crash)")?;
         }
         for n in &self.notes {
             write!(f, "\n  {n}")?;
@@ -220,6 +235,26 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Log, RecoveryReport), 
     };
     let (active, open) = new_segment(dir, header, &config)?;
     files::sync_dir(dir)?;
+    let mark = match MarkFile::open(dir)? {
+        // Recovery made the log durable through `last_index` (the new log takes every
+        // entry as synced), so the mark must reach it; above it, it tells of a loss.
+        Some(mut mark) if mark.mark().index < last_index => {
+            mark.write(SyncMark { index: last_index, term: last_term })?;
+            mark
+        }
+        Some(mark) => mark,
+        None => {
+            if !segs.is_empty() || last_index >= start.index {
+                report.notes.push(
+                    "sync-mark file missing or damaged: a new one holds the recovered end, so damage to \
+                     synced entries before this open was not told from an unsynced tail"
+                        .into(),
+                );
+            }
+            MarkFile::create(dir, SyncMark { index: last_index, term: last_term })?
+        }
+    };
+    report.sync_mark = mark.mark();
 
     let mut segments: Vec<Segment> = segs
         .iter()
@@ -243,6 +278,7 @@ pub(crate) fn open(dir: &Path, config: Config) -> Result<(Log, RecoveryReport), 
         sync_seq: 0,
         floors: Vec::new(),
         poison: Arc::default(),
+        mark: Arc::new(Mutex::new(mark)),
         load_lock: Mutex::new(()),
         index_buf: Vec::new(),
     };

@@ -213,6 +213,16 @@ impl MemStore {
         pending - survive
     }
 
+    /// Damage found at start: the durable image loses its entries after `keep` (which
+    /// it holds), and the unsynced writes are gone, as after a crash. For a node that is down.
+    pub fn lose_after(&mut self, keep: u64) {
+        self.unsynced.clear();
+        if keep < self.durable.last_index() {
+            self.durable.apply(&Write::TruncateAfter(keep));
+        }
+        self.live = self.durable.clone();
+    }
+
     /// What a crash right now would leave at the least.
     pub fn durable(&self) -> &LogImage {
         &self.durable

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use segments::{Entry, Log};
+use segments::{Entry, Log, SyncMark};
 
 use super::store::{SegmentStore, is_damage, to_segments_start};
 use crate::raft::{LogStart, LogStore};
@@ -46,6 +46,11 @@ pub trait LogBackend {
 
     /// The last index known durable.
     fn synced_index(&self) -> u64;
+
+    /// The highest entry a finished sync made durable, kept durably by every sync that
+    /// covers more (`segments::Log::sync_mark`). Above the last index at open, the log
+    /// lost synced entries to damage: entries this node may have acknowledged.
+    fn sync_mark(&self) -> SyncMark;
 
     /// Makes everything written so far durable, now (repairs, shutdown).
     fn sync_now(&mut self) -> Result<(), StorageError>;
@@ -120,6 +125,10 @@ impl LogBackend for SharedLog {
 
     fn synced_index(&self) -> u64 {
         self.read().synced_index()
+    }
+
+    fn sync_mark(&self) -> SyncMark {
+        self.read().sync_mark()
     }
 
     fn sync_now(&mut self) -> Result<(), StorageError> {

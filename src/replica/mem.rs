@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 
 use rand::Rng;
+use segments::SyncMark;
 
 use super::backend::{Damage, DamageSeen, LogBackend, StorageError};
 use super::hard_state::{HardStateStore, Persisted, StateError};
@@ -20,16 +21,37 @@ pub struct PendingWrite {
     pub term: u64,
 }
 
-/// An in-memory log with one pending write per Ready that changed it.
+/// An in-memory log with one pending write per Ready that changed it, and a sync mark
+/// kept as `segments::Log` keeps its own (raised by syncs, lowered by truncations and
+/// resets, raised to the recovered end by a crash), which survives damage to the log.
 #[derive(Clone, Debug, Default)]
 pub struct MemLog {
     pub store: MemStore,
     writes: VecDeque<PendingWrite>,
+    mark: SyncMark,
 }
 
 impl MemLog {
     pub fn new(store: MemStore) -> MemLog {
-        MemLog { store, writes: VecDeque::new() }
+        let mut log = MemLog { store, writes: VecDeque::new(), mark: SyncMark::default() };
+        log.raise_mark();
+        log
+    }
+
+    /// Raises the mark to the durable image's end, if it is higher.
+    fn raise_mark(&mut self) {
+        let durable = self.store.durable();
+        let last = durable.last_index();
+        if last > self.mark.index {
+            self.mark = SyncMark { index: last, term: durable.term(last).expect("the last index has a term") };
+        }
+    }
+
+    /// Damage to synced entries that recovery cuts at start (a node that is down): the
+    /// log keeps entries up to `keep`, and the sync mark still names what was synced.
+    pub fn damage_after(&mut self, keep: u64) {
+        self.store.lose_after(keep);
+        self.writes.clear();
     }
 
     pub fn pending_writes(&self) -> usize {
@@ -41,6 +63,7 @@ impl MemLog {
     pub fn complete_write(&mut self) -> Option<PendingWrite> {
         let write = self.writes.pop_front()?;
         self.store.sync(write.seq);
+        self.raise_mark();
         Some(write)
     }
 
@@ -48,6 +71,8 @@ impl MemLog {
     pub fn crash(&mut self, rng: &mut impl Rng, torn: bool) {
         self.store.crash(rng, torn);
         self.writes.clear();
+        // Recovery takes what survived as synced (it fsyncs what it read).
+        self.raise_mark();
     }
 }
 
@@ -70,6 +95,15 @@ impl LogBackend for MemLog {
         truncate_after: Option<u64>,
         entries: &[Entry],
     ) -> Result<(), StorageError> {
+        // Resets and truncations lower the mark first, as `segments::Log` does (after a
+        // reset, a truncation is at or after its start: the mark is low enough already).
+        let reset_kept = reset.map(|s| SyncMark { index: s.index - 1, term: s.prev_term });
+        let truncation_kept = truncate_after.map(|index| SyncMark { index, term: self.store.term(index).unwrap_or(0) });
+        for kept in [reset_kept, truncation_kept].into_iter().flatten() {
+            if kept.index < self.mark.index {
+                self.mark = kept;
+            }
+        }
         if self.store.write_changes(reset, truncate_after, entries) {
             let index = self.store.last_index();
             let term = self.store.term(index).expect("the last index has a term");
@@ -82,9 +116,14 @@ impl LogBackend for MemLog {
         self.store.durable().last_index()
     }
 
+    fn sync_mark(&self) -> SyncMark {
+        self.mark
+    }
+
     fn sync_now(&mut self) -> Result<(), StorageError> {
         self.store.sync(self.store.written());
         self.writes.clear();
+        self.raise_mark();
         Ok(())
     }
 

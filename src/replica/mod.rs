@@ -83,11 +83,15 @@ pub struct Replica<L: LogBackend, H: HardStateStore> {
 }
 
 impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
-    /// Starts a replica on what the disk holds. A log that lost committed entries, or whose
-    /// configuration entries are damaged, is cut and the vote barrier set (`repair.rs`).
+    /// Starts a replica on what the disk holds. A log that lost committed or synced
+    /// entries, or whose configuration entries are damaged, is cut and the vote barrier
+    /// set (`repair.rs`).
     pub fn open(config: raft::Config, mut log: L, mut hard: H) -> Result<Self, ReplicaError> {
+        // The sync mark as recovery left it: finishing a snapshot's install may reset the
+        // log, which lowers the mark, and must not hide what recovery lost.
+        let mark = log.sync_mark();
         snapshot::restart_log_after_snapshot(&mut log, &mut hard)?;
-        repair::check_commit_within_log(&log, &mut hard)?;
+        repair::check_log_lost_nothing(&log, &mut hard, mark)?;
         let mut next_hard = hard.persisted().clone();
         let commit = next_hard.hard_state.commit;
         let raft = repair::start_core(config, &mut log, &mut hard, &mut next_hard, commit)?;

@@ -3,6 +3,7 @@
 //! A cut that removes entries this node may have acknowledged sets the vote barrier first
 //! (`Raft::set_vote_barrier`). Finding the damage is the backend's (`LogBackend::find_damage`).
 
+use segments::SyncMark;
 use tracing::error;
 
 use super::backend::{Damage, LogBackend, StorageError};
@@ -58,20 +59,36 @@ pub fn cut_before<L: LogBackend, H: HardStateStore>(
     Ok(commit.min(keep))
 }
 
-/// At start: a log that ends below the persisted commit index lost committed entries
-/// (recovery cut damaged bytes in its tail, or the disk lost them). The node restarts
-/// from the log it has, and votes only once it holds the old commit index again.
-pub fn check_commit_within_log<L: LogBackend, H: HardStateStore>(log: &L, hard: &mut H) -> Result<(), StateError> {
+/// At start: a log that ends below the persisted commit index, or below the sync mark,
+/// lost entries this node may have acknowledged: recovery cut damaged bytes in its tail
+/// (which the mark tells from an unsynced tail: a sync had made them durable), or the
+/// disk lost them. The node restarts from the log it has, and votes only once it holds
+/// them again; the barrier is the mark's entry (its own term, exact) unless the commit
+/// index reaches further (then the current term, never lower than the truth). `mark` is
+/// the log's sync mark as recovery found it.
+pub fn check_log_lost_nothing<L: LogBackend, H: HardStateStore>(
+    log: &L,
+    hard: &mut H,
+    mark: SyncMark,
+) -> Result<(), StateError> {
     let mut next = hard.persisted().clone();
     let (commit, last) = (next.hard_state.commit, log.view().last_index());
-    if commit <= last {
+    if commit <= last && mark.index <= last {
         return Ok(());
     }
     metrics::counter!(m::STORAGE_CORRUPTIONS).increment(1);
-    error!(commit, last, "the log lost committed entries; no votes until they are fetched again");
-    let barrier = VoteBarrier { term: next.hard_state.term, index: commit };
+    let barrier = if mark.index >= commit {
+        error!(
+            synced = mark.index,
+            last, "the log lost entries a sync had made durable; no votes until they are fetched again"
+        );
+        VoteBarrier { term: mark.term, index: mark.index }
+    } else {
+        error!(commit, last, "the log lost committed entries; no votes until they are fetched again");
+        VoteBarrier { term: next.hard_state.term, index: commit }
+    };
     raise_barrier(&mut next, barrier);
-    next.hard_state.commit = last;
+    next.hard_state.commit = commit.min(last);
     hard.save(next)
 }
 

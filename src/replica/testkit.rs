@@ -229,6 +229,16 @@ impl Node {
         Ok(())
     }
 
+    /// While the node is down, the disk damaged synced entries after `keep`: the next
+    /// start finds a log that ends there, as the server's recovery cuts its tail at the
+    /// first entry that does not decode. The sync mark still names what was synced.
+    pub fn damage_tail(&mut self, keep: u64) {
+        let State::Down(log, _) = &mut self.state else {
+            panic!("the disk of a running node is damaged by cut_damaged")
+        };
+        log.damage_after(keep);
+    }
+
     /// Starts the replica again from what the disk holds.
     pub fn restart(&mut self) -> Result<(), ReplicaError> {
         let (log, hard) = match std::mem::replace(&mut self.state, State::Moving) {

@@ -200,13 +200,21 @@ impl Checker {
     }
 
     /// Every committed entry is durable on a majority of the voters that can elect the next
-    /// leader (C_new's voters once a joint configuration committed): crashes never lose it.
+    /// leader (C_new's voters once a joint configuration committed), or remembered by its
+    /// persisted vote barrier (it lost the entry to damage and votes as if it still had
+    /// it, ARCHITECTURE.md "Corruption"): crashes and a damaged minority never lose it.
     pub fn durable_majority<'a>(&self, nodes: impl Iterator<Item = &'a Node> + Clone) -> Result<(), Violation> {
         let voters = self.committed_membership(nodes.clone()).voters;
         let majority = voters.len() / 2 + 1;
-        let images: Vec<_> = nodes.filter(|n| voters.contains(&n.id())).map(|n| n.store().durable()).collect();
+        let images: Vec<_> = nodes
+            .filter(|n| voters.contains(&n.id()))
+            .map(|n| (n.store().durable(), n.vote_barrier().map_or(0, |b| b.index)))
+            .collect();
         for (index, entry) in &self.committed {
-            let holding = images.iter().filter(|d| *index < d.first_index() || d.entry(*index) == Some(entry)).count();
+            let holding = images
+                .iter()
+                .filter(|(d, barrier)| *index < d.first_index() || d.entry(*index) == Some(entry) || index <= barrier)
+                .count();
             if holding < majority {
                 return Err(format!(
                     "committed entry {index} is durable on {holding} of voters {voters:?}, below a majority"

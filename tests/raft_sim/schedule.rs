@@ -111,6 +111,10 @@ pub struct Schedule {
     /// node snapshots every so many applied entries, compacting its log up to there.
     pub snapshot_every: Option<u64>,
     pub snapshot_chunk_bytes_max: usize,
+    /// A node that a `Fault::Crash` took down finds, at its restart, up to this many
+    /// synced entries at the end of its log damaged (recovery cuts them; the sync mark
+    /// says they were synced), unless another node is still repairing damage.
+    pub damage_on_restart: Option<u64>,
 }
 
 /// Seeds with an even number run 3 voters, odd ones 5; two spares each.
@@ -147,6 +151,10 @@ pub fn generate(seed: u64) -> Schedule {
     let hold_leader_down = quiesce_after_ticks.is_some() && more.random_range(0..2) == 0;
     let snapshot_every = (more.random_range(0..3) == 0).then(|| [3, 10, 40][more.random_range(0..3)]);
     let snapshot_chunk_bytes_max = [16, 64, 256, 4096][more.random_range(0..4)];
+    // Not with the leader held down at healing: a damaged node waits for a leader that
+    // holds what it lost, and the one held down may be the only one.
+    let damage_on_restart =
+        (!hold_leader_down && more.random_range(0..3) == 0).then(|| [1, 4, 20][more.random_range(0..3)]);
     Schedule {
         seed,
         voters,
@@ -164,6 +172,7 @@ pub fn generate(seed: u64) -> Schedule {
         hold_leader_down,
         snapshot_every,
         snapshot_chunk_bytes_max,
+        damage_on_restart,
     }
 }
 
@@ -265,6 +274,9 @@ impl fmt::Display for Schedule {
                 "  state machine snapshotted every {every} entries, sent in chunks of {} bytes",
                 self.snapshot_chunk_bytes_max
             )?;
+        }
+        if let Some(entries) = self.damage_on_restart {
+            writeln!(f, "  crashed nodes restart with up to {entries} synced entries at their log's end damaged")?;
         }
         for (at, fault) in &self.faults {
             writeln!(f, "  {:>9.3}ms  {fault:?}", *at as f64 / MS as f64)?;

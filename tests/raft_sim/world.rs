@@ -78,6 +78,8 @@ struct SimNode {
     /// The state machine beside the log (seeds that snapshot); lost in a crash, rebuilt
     /// from the snapshot and the log on restart.
     sm: StateMachine,
+    /// A `Fault::Crash` took it down in a seed with `Schedule::damage_on_restart`.
+    damage_at_restart: bool,
 }
 
 pub struct World {
@@ -122,6 +124,8 @@ pub struct Stats {
     pub quiet_leaders_lost: u64,
     pub snapshots: u64,
     pub installs: u64,
+    /// Restarts that found synced entries damaged.
+    pub damaged: u64,
 }
 
 impl Stats {
@@ -143,6 +147,7 @@ impl Stats {
         self.quiet_leaders_lost += other.quiet_leaders_lost;
         self.snapshots += other.snapshots;
         self.installs += other.installs;
+        self.damaged += other.damaged;
     }
 }
 
@@ -167,6 +172,7 @@ impl World {
                 disk_epoch: 0,
                 disk_free_at: 0,
                 sm: StateMachine::default(),
+                damage_at_restart: false,
             };
             nodes.insert(id, sim);
         }
@@ -456,6 +462,8 @@ impl World {
                 if let Some(node) = node {
                     self.at(self.now + down, Event::Restart(node));
                     self.crash(node, torn)?;
+                    let damage = self.schedule.damage_on_restart.is_some();
+                    self.nodes.get_mut(&node).expect("node").damage_at_restart = damage;
                 }
             }
             Fault::SlowDisk { node, latency, duration } => {
@@ -636,6 +644,10 @@ impl World {
         if sim.node.is_up() {
             return Ok(());
         }
+        if std::mem::take(&mut sim.damage_at_restart) {
+            self.damage_tail(node);
+        }
+        let sim = self.nodes.get_mut(&node).expect("node");
         sim.node.restart().map_err(|e| format!("node {node} cannot restart: {e}"))?;
         if self.schedule.snapshot_every.is_some() {
             // The state machine starts from the snapshot kept, then applies the log.
@@ -656,6 +668,40 @@ impl World {
         self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
         self.at(self.now + period, Event::Tick { node, epoch });
         self.flush(node)
+    }
+
+    /// Damages the synced end of the log of `node`, which is down (`Schedule::
+    /// damage_on_restart`): recovery will cut it. Only while no other node has a vote
+    /// barrier up (is still repairing): damage on a majority loses entries for good. And
+    /// only while the other voters of every configuration known are a majority of it: the
+    /// damaged node may have synced entries no other node has, and its barrier keeps it
+    /// from voting for any candidate without them until a leader of a later term exists,
+    /// which the others must then elect on their own (ARCHITECTURE.md, "Corruption").
+    fn damage_tail(&mut self, node: NodeId) {
+        let Some(most) = self.schedule.damage_on_restart else { return };
+        if self.nodes.iter().any(|(id, s)| *id != node && s.node.vote_barrier().is_some()) {
+            return;
+        }
+        let others_elect = |voters: &std::collections::BTreeSet<NodeId>| {
+            voters.is_empty() || voters.iter().filter(|v| **v != node).count() > voters.len() / 2
+        };
+        let configs = self
+            .nodes
+            .values()
+            .map(|s| s.node.try_raft().map_or_else(|| s.node.persisted_membership().1, |r| r.membership().clone()));
+        if !configs.collect::<Vec<_>>().iter().all(|m| others_elect(&m.voters) && others_elect(&m.voters_outgoing)) {
+            return;
+        }
+        let entries = self.rng.random_range(1..=most);
+        let durable = self.nodes[&node].node.store().durable();
+        let (first, last) = (durable.first_index(), durable.last_index());
+        let keep = last.saturating_sub(entries).max(first - 1);
+        if keep == last {
+            return;
+        }
+        self.nodes.get_mut(&node).expect("node").node.damage_tail(keep);
+        self.stats.damaged += 1;
+        self.note(|| format!("node {node}: DAMAGED synced entries {}..={last}", keep + 1));
     }
 
     /// Proposes, through the leader, a change chosen among those valid now.

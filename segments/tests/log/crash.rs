@@ -81,10 +81,15 @@ fn synced_entries_survive_sigkill() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| l.trim().parse::<u64>().ok()).max()
+            let synced = BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| l.trim().parse().ok());
+            synced.inspect(|_| _ = first_tx.send(())).max()
         });
-        std::thread::sleep(Duration::from_millis(30 + rng.next() % 300));
+        // The kill comes at a random moment after the child's first sync (on a busy
+        // machine, opening the log and the first fsyncs can take a while).
+        let _ = first_rx.recv_timeout(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(rng.next() % 300));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let reported = reader.join().unwrap();

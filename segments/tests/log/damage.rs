@@ -222,3 +222,85 @@ fn a_sealed_segment_without_its_index_and_with_a_damaged_first_entry_is_reported
     let damage = scrub(&log, 500).expect("found");
     assert_eq!(damage.index, sealed.first_index, "{}", damage.error);
 }
+
+/// Recovery cuts the tail at the first entry that does not decode. The sync mark says
+/// whether a sync had made what it cut durable: damage (which a replica must treat as
+/// the loss of entries it may have acknowledged), or an unsynced tail (which it never
+/// acknowledged).
+#[test]
+fn damage_to_synced_entries_in_the_tail_is_told_from_an_unsynced_tail() {
+    // Synced, then damaged: the mark names the last synced entry, past the cut.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, position, written) = one_segment_log(dir.path());
+    flip(&path, position + 17);
+    let (log, report) = open(dir.path(), segments::Config::default());
+    assert_eq!(log.last_index(), 14, "{report}");
+    let mark = segments::SyncMark { index: 20, term: written[19].term() };
+    assert_eq!((report.lost_synced(), log.sync_mark()), (Some(mark), mark), "{report}");
+    assert!(!report.is_clean() && report.to_string().contains("LOST entries 15..=20"), "{report}");
+    // Written but never synced, then lost in a power cut: no loss of synced entries.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), segments::Config::default());
+    append_made(&mut log, 20, 1, 300);
+    log.sync().unwrap();
+    append_made(&mut log, 10, 1, 300);
+    let (path, position) = log.position_of(25).unwrap();
+    drop(log);
+    lose(&path, position, Loss::Garbage);
+    let (log, report) = open(dir.path(), segments::Config::default());
+    assert_eq!((log.last_index(), report.lost_synced()), (24, None), "{report}");
+    assert_eq!(log.sync_mark().index, 24, "recovery made what it kept durable, and the mark says so");
+}
+
+/// Truncations and resets lower the mark before they remove anything, so the next open
+/// does not take entries they removed for damage; syncs raise it again.
+#[test]
+fn truncations_and_resets_lower_the_sync_mark_and_syncs_raise_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = synced_log(dir.path(), 3, 10);
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: 30, term: 3 });
+    log.truncate_after(25).unwrap();
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: 25, term: 3 });
+    append_made(&mut log, 5, 4, 400);
+    assert_eq!(log.sync_mark().index, 25, "appends alone do not raise it");
+    drop(log);
+    let (mut log, report) = open(dir.path(), small_config());
+    assert_eq!(report.lost_synced(), None, "{report}");
+    log.sync().unwrap();
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: log.last_index(), term: 4 });
+    log.reset(segments::LogStart { index: 8, prev_term: 2, offset: 7 }).unwrap();
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: 7, term: 2 });
+    drop(log);
+    let (_, report) = open(dir.path(), small_config());
+    assert!(report.is_clean(), "{report}");
+}
+
+/// A mark write torn by a crash spoils only its own slot: the other holds the one before.
+#[test]
+fn a_torn_sync_mark_write_leaves_the_mark_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(synced_log(dir.path(), 2, 10));
+    // FORMAT.md: slot `seq % 2` at byte 4096 * (seq % 2); the sequence number at +16.
+    let mark_file = dir.path().join("sync-mark");
+    let bytes = std::fs::read(&mark_file).unwrap();
+    let seq = |at: usize| u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap());
+    assert_eq!((seq(0), seq(4096)), (2, 1), "created with 0, then one write per sync, in turn");
+    flip(&mark_file, 30); // the newest slot's index field, as a crash in its write would
+    let mark_of = |at: usize| {
+        let bytes = std::fs::read(&mark_file).unwrap();
+        let field = |k: usize| u64::from_le_bytes(bytes[at + k..at + k + 8].try_into().unwrap());
+        (field(16), field(24), field(32))
+    };
+    assert_eq!(mark_of(4096), (1, 10, 1), "the slot before: (seq, index, term)");
+    // Recovery raises the mark again to what it kept (entries 1..=20, durable), over the torn slot.
+    let (log, report) = open(dir.path(), small_config());
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: 20, term: 2 }, "{report}");
+    assert_eq!(mark_of(0), (2, 20, 2));
+    drop(log);
+    // Both slots spoilt: a new file holds the recovered end, and the report says so.
+    flip(&mark_file, 30);
+    flip(&mark_file, 4096 + 30);
+    let (log, report) = open(dir.path(), small_config());
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: 20, term: 2 }, "{report}");
+    assert!(report.to_string().contains("sync-mark file missing or damaged"), "{report}");
+}

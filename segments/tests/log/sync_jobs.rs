@@ -70,3 +70,18 @@ fn synced_entries_are_indexed_and_sealed_for_the_next_open() {
     assert!(report.scans.len() <= 2, "{report}");
     assert_eq!(check_consistent(&log), expected);
 }
+
+#[test]
+fn a_sync_job_raises_the_sync_mark_to_what_it_made_durable_and_is_still_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, job) = log_and_job(dir.path());
+    assert_eq!(log.sync_mark().index, 0, "nothing synced yet");
+    log.truncate_after(12).unwrap();
+    append_made(&mut log, 5, 2, 300);
+    log.finish_sync(run_elsewhere(job));
+    // The job flushed 1..=30 of the old log; 1..=12 are left, and 13..=17 are new.
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: 12, term: 1 });
+    assert_eq!(log.synced_index(), 12, "the mark never trails what the log reports durable");
+    log.sync().unwrap();
+    assert_eq!(log.sync_mark(), segments::SyncMark { index: 17, term: 2 });
+}
