@@ -30,6 +30,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Create, list, describe and delete topics.
     Topic(TopicArgs),
+    /// Move partition leadership back to the preferred replicas.
+    Leader(LeaderArgs),
 }
 
 #[derive(Args, Debug)]
@@ -136,6 +138,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, env = "KEEL_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// How often, in milliseconds, the metadata leader moves leadership back to each
+    /// partition's preferred replica once it is caught up (default 30000; 0: only on
+    /// `keel leader balance`).
+    #[arg(long, env = "KEEL_LEADER_BALANCE_MS")]
+    pub leader_balance_ms: Option<u64>,
 }
 
 /// Where a client finds the cluster and how it proves who it is.
@@ -351,6 +358,27 @@ pub enum TopicCommand {
         #[command(flatten)]
         client: ClientArgs,
         name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LeaderArgs {
+    #[command(subcommand)]
+    pub command: LeaderCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaderCommand {
+    /// Hand each partition's leadership to its preferred replica (its first) where that
+    /// replica is up and caught up, and print what moved.
+    Balance {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// How long to wait for the new leaders to show, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        wait: Duration,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
 }
 

@@ -6,6 +6,7 @@ mod bench;
 mod certs;
 mod consume;
 mod dev;
+mod leader;
 mod logging;
 mod produce;
 mod serve;
@@ -37,6 +38,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Topic(args) => topic::run(args),
+        Command::Leader(args) => leader::run(args),
     };
     match result {
         Ok(code) => code,

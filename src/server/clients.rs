@@ -195,6 +195,10 @@ impl ClientService {
                 .allocate_producer_ids(node, count)
                 .await
                 .map(|(first, count)| Response::ProducerIds { first, count }),
+            Request::TransferLeader { topic, partition, to } => {
+                self.broker.transfer_leader(&topic, partition, to).await.map(|()| Response::LeaderTransferring)
+            }
+            Request::BalanceLeaders => self.broker.balance_leaders().await.map(Response::LeadersBalanced),
             Request::PartitionStatus { topic, partition } => match self.broker.replica(&topic, partition) {
                 Ok(group) => match group.status().await {
                     Some(status) => Ok(Response::Status(self.view(status))),
