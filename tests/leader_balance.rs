@@ -1,7 +1,7 @@
 //! Leader balance on real `keel serve` processes (issues 13 and 17): after a kill -9 and a
 //! restart, leadership goes back to every partition's preferred replica (its first), by
 //! the metadata leader's periodic balance or by `keel leader balance`, and no acknowledged
-//! record is lost on the way.
+//! record is lost on the way. And `keel node list`, which shows where the leaders are.
 
 mod common;
 
@@ -175,4 +175,43 @@ async fn keel_leader_balance_returns_leaders_and_says_what_moved() {
     assert_eq!(out.trim(), "every partition is led by its preferred replica");
     let (_, json, _) = common::keel(&[&args[..], &["--format", "json"]].concat(), b"");
     assert_eq!(json.trim(), "[]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_node_list_shows_roles_replicas_leaders_and_a_node_down() {
+    let mut cluster = Cluster::start(3, &[]);
+    let tls = cluster.tls.to_str().expect("utf-8 path").to_string();
+    let list = |bootstrap: &str| {
+        let args = ["node", "list", "--bootstrap", bootstrap, "--tls", &tls, "--format", "json"];
+        let (status, out, err) = common::keel(&args, b"");
+        assert!(status.success(), "keel node list failed: {out}{err}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("json")
+    };
+    // Every partition placed and led (by some replica) once the cluster is set up.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let replicas = loop {
+        if let Some(m) = metadata_of(&cluster, 1).await
+            && m.topic(keel::metadata::CONSUMER_OFFSETS).is_some()
+            && m.topics.iter().flat_map(|t| &t.partitions).all(|p| p.leader.is_some())
+        {
+            break m.topics.iter().map(|t| t.partitions.len() * 3).sum::<usize>();
+        }
+        assert!(Instant::now() < deadline, "the cluster did not set itself up\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rows = list(&cluster.bootstrap_arg());
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["role"], "voter", "{row}");
+        assert_eq!(row["state"], "active", "{row}");
+    }
+    let hosted: u64 = rows.iter().map(|r| r["partitions"].as_u64().unwrap()).sum();
+    assert_eq!(hosted as usize, replicas, "{rows:?}");
+    let led: u64 = rows.iter().map(|r| r["leaders"].as_u64().unwrap()).sum();
+    assert_eq!(led as usize, replicas / 3, "every partition has one leader: {rows:?}");
+
+    cluster.kill(3);
+    let rows = list(&cluster.node(1).addr);
+    let three = rows.iter().find(|r| r["id"] == 3).expect("node 3 listed");
+    assert_eq!(three["state"], "down", "{rows:?}");
 }

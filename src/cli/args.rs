@@ -32,6 +32,8 @@ pub enum Command {
     Topic(TopicArgs),
     /// Move partition leadership back to the preferred replicas.
     Leader(LeaderArgs),
+    /// List the cluster's nodes.
+    Node(NodeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -377,6 +379,24 @@ pub enum LeaderCommand {
         /// How long to wait for the new leaders to show, e.g. 10s.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         wait: Duration,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Every registered node: addresses, metadata role (voter or broker), partitions hosted
+    /// and led, and whether it answers (active or down, within --timeout, 1 s by default).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
     },

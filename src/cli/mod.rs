@@ -8,6 +8,7 @@ mod consume;
 mod dev;
 mod leader;
 mod logging;
+mod node;
 mod produce;
 mod serve;
 mod signals;
@@ -39,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Topic(args) => topic::run(args),
         Command::Leader(args) => leader::run(args),
+        Command::Node(args) => node::run(args),
     };
     match result {
         Ok(code) => code,
