@@ -54,6 +54,7 @@ impl Nodes {
             auto_create_topics: false,
             default_partitions: 1,
             kafka: None,
+            leader_balance_every: None,
         };
         self.handles.insert(id, NodeHandle::start(config).await.expect("node starts"));
     }

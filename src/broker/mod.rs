@@ -7,6 +7,7 @@
 //! fetch by any replica up to what it committed. A request for a partition this node does
 //! not host, or does not lead, is answered with the leader it knows of (`leaders.rs`).
 
+pub mod balance;
 pub mod groups;
 pub mod kafka;
 pub mod leaders;

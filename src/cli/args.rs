@@ -32,6 +32,10 @@ pub enum Command {
     Topic(TopicArgs),
     /// List consumer groups and describe one: members, partitions, committed offsets, lag.
     Group(GroupArgs),
+    /// Move partition leadership back to the preferred replicas.
+    Leader(LeaderArgs),
+    /// List the cluster's nodes.
+    Node(NodeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -142,6 +146,11 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, value_enum, env = "KEEL_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// How often, in milliseconds, the metadata leader moves leadership back to each
+    /// partition's preferred replica once it is caught up (default 30000; 0: only on
+    /// `keel leader balance`).
+    #[arg(long, env = "KEEL_LEADER_BALANCE_MS")]
+    pub leader_balance_ms: Option<u64>,
 }
 
 /// Where a client finds the cluster and how it proves who it is.
@@ -392,6 +401,45 @@ pub enum TopicCommand {
         #[command(flatten)]
         client: ClientArgs,
         name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LeaderArgs {
+    #[command(subcommand)]
+    pub command: LeaderCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaderCommand {
+    /// Hand each partition's leadership to its preferred replica (its first) where that
+    /// replica is up and caught up, and print what moved.
+    Balance {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// How long to wait for the new leaders to show, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        wait: Duration,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// Every registered node: addresses, metadata role (voter or broker), partitions hosted
+    /// and led, and whether it answers (active or down, within --timeout, 1 s by default).
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
 }
 

@@ -7,7 +7,9 @@ mod certs;
 mod consume;
 mod dev;
 mod group;
+mod leader;
 mod logging;
+mod node;
 mod produce;
 mod serve;
 mod signals;
@@ -39,6 +41,8 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Topic(args) => topic::run(args),
         Command::Group(args) => group::run(args),
+        Command::Leader(args) => leader::run(args),
+        Command::Node(args) => node::run(args),
     };
     match result {
         Ok(code) => code,

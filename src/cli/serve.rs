@@ -63,7 +63,8 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
         disk_free_bytes_min,
         kafka,
         kafka_advertised,
-        log_format
+        log_format,
+        leader_balance_ms
     );
     args.allow_anonymous_clients |= file.allow_anonymous_clients;
     args.auto_create_topics |= file.auto_create_topics;
@@ -144,6 +145,11 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.unwrap_or(1),
         kafka: kafka_listener(args)?,
+        leader_balance_every: match args.leader_balance_ms {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => Some(config::LEADER_BALANCE_EVERY_DEFAULT),
+        },
     };
     Ok((config, peer_names))
 }

@@ -57,7 +57,9 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::batch::Record;
-use crate::net::client_codec::{ClusterMetadata, ClusterView, DiskView, ErrorReply, Request, Response, TopicView};
+use crate::net::client_codec::{
+    ClusterMetadata, ClusterView, DiskView, ErrorReply, LeaderMoveView, Request, Response, TopicView,
+};
 use conn::{Failure, Nodes, resolve};
 
 /// The topic every cluster has from its first start (one partition): what `produce` and
@@ -338,6 +340,33 @@ impl Client {
     pub async fn allocate_producer_ids(&self, node: u64, count: u32) -> Result<(u64, u32), ClientError> {
         match self.to_controller(&Request::AllocateProducerIds { node, count }).await? {
             Response::ProducerIds { first, count } => Ok((first, count)),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    /// Asks the node at `addr`, which must lead `topic`/`partition`, to hand leadership to
+    /// replica `to` (a voter caught up with the commit); answers once the transfer started.
+    pub async fn transfer_leader_at(
+        &self,
+        addr: &str,
+        topic: &str,
+        partition: u32,
+        to: u64,
+    ) -> Result<(), ClientError> {
+        let request = Request::TransferLeader { topic: topic.into(), partition, to };
+        match self.nodes.request(resolve(addr)?, &request, self.config.request_timeout).await {
+            Ok(Response::LeaderTransferring) => Ok(()),
+            Ok(Response::Error(e)) => Err(e.into()),
+            Ok(other) => Err(ClientError::Unavailable(format!("unexpected answer from {addr}: {other:?}"))),
+            Err(f) => Err(f.into_read_error()),
+        }
+    }
+
+    /// Moves leadership of every partition not led by its preferred replica back to it,
+    /// where that replica is caught up (`keel leader balance`): what was started for each.
+    pub async fn balance_leaders(&self) -> Result<Vec<LeaderMoveView>, ClientError> {
+        match self.to_controller(&Request::BalanceLeaders).await? {
+            Response::LeadersBalanced(moves) => Ok(moves),
             other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
         }
     }

@@ -31,6 +31,9 @@ mod kind {
     pub const GROUP: u8 = 12;
     pub const LIST_GROUPS: u8 = 13;
     pub const INIT_PRODUCER_ID: u8 = 14;
+    // Cluster operations (issue 17) number from 40 and 140, apart from other additions.
+    pub const TRANSFER_LEADER: u8 = 40;
+    pub const BALANCE_LEADERS: u8 = 41;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -44,6 +47,8 @@ mod kind {
     pub const GROUP_OK: u8 = 112;
     pub const GROUPS_OK: u8 = 113;
     pub const PRODUCER_SESSION: u8 = 114;
+    pub const LEADER_TRANSFERRING: u8 = 140;
+    pub const LEADERS_BALANCED: u8 = 141;
     pub const ERROR: u8 = 127;
 }
 
@@ -125,6 +130,16 @@ pub enum Request {
         producer_id: i64,
         epoch: i16,
     },
+    /// To a partition's leader: hand leadership to replica `to`, which must be a voter
+    /// caught up with the commit (answered once the transfer started).
+    TransferLeader {
+        topic: String,
+        partition: u32,
+        to: u64,
+    },
+    /// To the metadata leader: move every partition's leadership to its preferred replica
+    /// where that replica is caught up (`keel leader balance`).
+    BalanceLeaders,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +171,9 @@ pub enum Response {
         first: u64,
         count: u32,
     },
+    LeaderTransferring,
+    /// The partitions not led by their preferred replica, and what was done for each.
+    LeadersBalanced(Vec<LeaderMoveView>),
     Error(ErrorReply),
     Group(GroupAnswer),
     Groups(Vec<GroupListing>),
@@ -164,6 +182,19 @@ pub enum Response {
         producer_id: i64,
         epoch: i16,
     },
+}
+
+/// One partition whose leadership should move, as a leader balance saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaderMoveView {
+    pub topic: String,
+    pub partition: u32,
+    /// Who led it (`None`: no leader known).
+    pub from: Option<u64>,
+    pub to: u64,
+    /// Whether the transfer started; if not, `note` says why.
+    pub started: bool,
+    pub note: String,
 }
 
 /// The brokers and topics as the answering node knows them.
@@ -409,6 +440,14 @@ impl Request {
                 b.body().put_i16_le(*epoch);
                 vec![b.finish()]
             }
+            Request::TransferLeader { topic, partition, to } => {
+                let mut b = FrameBuilder::new(kind::TRANSFER_LEADER, 16 + topic.len());
+                put_bytes(b.body(), topic.as_bytes());
+                b.body().put_u32_le(*partition);
+                b.body().put_u64_le(*to);
+                vec![b.finish()]
+            }
+            Request::BalanceLeaders => vec![FrameBuilder::new(kind::BALANCE_LEADERS, 0).finish()],
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -484,6 +523,12 @@ impl Request {
                 producer_id: r.u64("producer id")? as i64,
                 epoch: r.u16("producer epoch")? as i16,
             },
+            kind::TRANSFER_LEADER => Request::TransferLeader {
+                topic: r.string("topic")?,
+                partition: r.u32("partition")?,
+                to: r.u64("new leader")?,
+            },
+            kind::BALANCE_LEADERS => Request::BalanceLeaders,
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -528,6 +573,20 @@ impl Response {
                 let mut b = FrameBuilder::new(kind::PRODUCER_IDS, 12);
                 b.body().put_u64_le(*first);
                 b.body().put_u32_le(*count);
+                vec![b.finish()]
+            }
+            Response::LeaderTransferring => vec![FrameBuilder::new(kind::LEADER_TRANSFERRING, 0).finish()],
+            Response::LeadersBalanced(moves) => {
+                let mut b = FrameBuilder::new(kind::LEADERS_BALANCED, 4 + 48 * moves.len());
+                b.body().put_u32_le(moves.len() as u32);
+                for m in moves {
+                    put_bytes(b.body(), m.topic.as_bytes());
+                    b.body().put_u32_le(m.partition);
+                    put_opt_u64(b.body(), m.from);
+                    b.body().put_u64_le(m.to);
+                    b.body().put_u8(m.started as u8);
+                    put_bytes(b.body(), m.note.as_bytes());
+                }
                 vec![b.finish()]
             }
             Response::Offsets { log_start_offset, log_end_offset } => {
@@ -592,6 +651,22 @@ impl Response {
             kind::TOPIC_DELETED => Response::TopicDeleted,
             kind::BROKER_REGISTERED => Response::BrokerRegistered,
             kind::PRODUCER_IDS => Response::ProducerIds { first: r.u64("first producer id")?, count: r.u32("count")? },
+            kind::LEADER_TRANSFERRING => Response::LeaderTransferring,
+            kind::LEADERS_BALANCED => {
+                let n = r.count(4 + 4 + 9 + 8 + 1 + 4, "leader move count")?;
+                let mut moves = Vec::with_capacity(n);
+                for _ in 0..n {
+                    moves.push(LeaderMoveView {
+                        topic: r.string("topic")?,
+                        partition: r.u32("partition")?,
+                        from: opt_u64(&mut r, "old leader")?,
+                        to: r.u64("new leader")?,
+                        started: r.bool("started")?,
+                        note: r.string("note")?,
+                    });
+                }
+                Response::LeadersBalanced(moves)
+            }
             kind::OFFSETS_OK => {
                 Response::Offsets { log_start_offset: r.u64("log start")?, log_end_offset: r.u64("log end")? }
             }
@@ -927,6 +1002,8 @@ mod tests {
             Request::AllocateProducerIds { node: 4, count: 1000 },
             Request::InitProducerId { producer_id: -1, epoch: -1 },
             Request::InitProducerId { producer_id: 7000, epoch: 3 },
+            Request::TransferLeader { topic: "orders".into(), partition: 5, to: 3 },
+            Request::BalanceLeaders,
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -971,6 +1048,18 @@ mod tests {
             Response::BrokerRegistered,
             Response::ProducerIds { first: 3000, count: 1000 },
             Response::ProducerSession { producer_id: 3001, epoch: 0 },
+            Response::LeaderTransferring,
+            Response::LeadersBalanced(vec![
+                LeaderMoveView {
+                    topic: "a".into(),
+                    partition: 1,
+                    from: Some(2),
+                    to: 1,
+                    started: true,
+                    note: "".into(),
+                },
+                LeaderMoveView { topic: "b".into(), partition: 0, from: None, to: 3, started: false, note: "x".into() },
+            ]),
             Response::Error(ErrorReply::UnknownTopic("nope".into())),
             Response::Error(ErrorReply::UnknownPartition { topic: "t".into(), partition: 9, count: 8 }),
             Response::Error(ErrorReply::TopicExists("t".into())),

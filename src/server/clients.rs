@@ -234,6 +234,10 @@ impl ClientService {
                 .init_producer_id((producer_id, epoch))
                 .await
                 .map(|(producer_id, epoch)| Response::ProducerSession { producer_id, epoch }),
+            Request::TransferLeader { topic, partition, to } => {
+                self.broker.transfer_leader(&topic, partition, to).await.map(|()| Response::LeaderTransferring)
+            }
+            Request::BalanceLeaders => self.broker.balance_leaders().await.map(Response::LeadersBalanced),
             Request::PartitionStatus { topic, partition } => match self.broker.replica(&topic, partition) {
                 Ok(group) => match group.status().await {
                     Some(status) => Ok(Response::Status(self.view(status))),

@@ -34,7 +34,13 @@ pub struct NodeConfig {
     pub default_partitions: u32,
     /// The Kafka listener, if the node serves Kafka clients.
     pub kafka: Option<KafkaListenerConfig>,
+    /// How often the metadata leader moves leadership back to preferred replicas
+    /// (`broker/balance.rs`); `None`: only on `keel leader balance`.
+    pub leader_balance_every: Option<Duration>,
 }
+
+/// `leader_balance_every` unless configured.
+pub const LEADER_BALANCE_EVERY_DEFAULT: Duration = Duration::from_secs(30);
 
 /// Where a node serves Kafka clients.
 #[derive(Clone, Debug)]

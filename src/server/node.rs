@@ -223,6 +223,9 @@ impl NodeHandle {
             default_partitions: config.default_partitions,
         };
         tokio::spawn(Controller::new(shared.clone(), broker.clone(), bootstrap).run());
+        if let Some(period) = config.leader_balance_every {
+            tokio::spawn(broker.clone().balance_leaders_every(period));
+        }
         let groups = crate::broker::groups::Coordinators::new(broker.clone());
         tokio::spawn(groups.clone().run());
 

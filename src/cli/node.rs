@@ -1,0 +1,87 @@
+//! `keel node list`: every registered node, its role in the metadata group, the replicas
+//! it hosts and leads, and whether it answers. Composed from the metadata and each node's
+//! own status, asked of all nodes at once within --timeout.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use keel::client::Client;
+use keel::net::client_codec::{ClusterMetadata, ClusterView};
+use serde::Serialize;
+
+use super::args::{NodeArgs, NodeCommand, OutputFormat, STATUS_TIMEOUT_DEFAULT};
+use super::client_config;
+
+#[derive(Serialize)]
+struct NodeRow {
+    id: u64,
+    address: String,
+    kafka_address: Option<String>,
+    /// `voter` in the metadata group, or `broker` (hosts partitions, votes on no metadata).
+    role: &'static str,
+    /// Partition replicas placed on it, and those it leads as far as the metadata says.
+    partitions: usize,
+    leaders: usize,
+    /// `active` when it answers, `down` when it does not within --timeout.
+    state: &'static str,
+}
+
+pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        match args.command {
+            NodeCommand::List { client, format } => {
+                let timeout = client.timeout.unwrap_or(STATUS_TIMEOUT_DEFAULT);
+                let mut config = client_config(&client, timeout);
+                config.request_timeout = timeout;
+                config.connect_timeout = timeout;
+                // The metadata may take longer than one node's answer: a node may be down.
+                config.timeout = timeout.max(super::args::TIMEOUT_DEFAULT.min(std::time::Duration::from_secs(10)));
+                let client = Client::connect(config).await?;
+                let metadata = client.metadata(None).await?;
+                let asks = metadata.brokers.iter().map(|b| client.status_from(&b.address));
+                let views: Vec<Option<ClusterView>> =
+                    futures_util::future::join_all(asks).await.into_iter().map(Result::ok).collect();
+                print(&rows(&metadata, &views), format);
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// One row per broker; `views[i]` is broker i's own status, if it answered.
+fn rows(metadata: &ClusterMetadata, views: &[Option<ClusterView>]) -> Vec<NodeRow> {
+    // The metadata group's members as a node that answered sees them.
+    let members = views.iter().flatten().map(|v| &v.members).next();
+    metadata
+        .brokers
+        .iter()
+        .zip(views)
+        .map(|(b, view)| {
+            let replicas = metadata.topics.iter().flat_map(|t| &t.partitions);
+            let voter = members.is_some_and(|m| m.iter().any(|m| m.id == b.id && m.voter));
+            NodeRow {
+                id: b.id,
+                address: b.address.clone(),
+                kafka_address: b.kafka_address.clone(),
+                role: if voter { "voter" } else { "broker" },
+                partitions: replicas.clone().filter(|p| p.replicas.contains(&b.id)).count(),
+                leaders: replicas.filter(|p| p.leader == Some(b.id)).count(),
+                state: if view.is_some() { "active" } else { "down" },
+            }
+        })
+        .collect()
+}
+
+fn print(rows: &[NodeRow], format: OutputFormat) {
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string(rows).expect("rows serialize")),
+        OutputFormat::Text => {
+            println!("{:>4}  {:<22} {:<7} {:>10} {:>8}  state", "id", "address", "role", "partitions", "leaders");
+            for r in rows {
+                let (id, address, role, partitions, leaders) = (r.id, &r.address, r.role, r.partitions, r.leaders);
+                println!("{id:>4}  {address:<22} {role:<7} {partitions:>10} {leaders:>8}  {}", r.state);
+            }
+        }
+    }
+}
