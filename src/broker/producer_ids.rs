@@ -73,6 +73,16 @@ impl ProducerIds {
 }
 
 impl Broker {
+    /// Asks for a block of producer ids ahead of need (the controller, once the metadata is
+    /// set up and when the node runs low): InitProducerId then never waits for the
+    /// metadata leader, which may be the node that just died.
+    pub async fn refill_producer_ids(&self) {
+        if self.metadata_ready() && self.producer_ids.claim_refill() {
+            let block = self.allocate_producer_ids_anywhere().await;
+            self.producer_ids.refilled(block);
+        }
+    }
+
     /// InitProducerId without a transactional id: `current` is `(-1, -1)` for a new producer,
     /// or the id and epoch a producer holds to have its epoch bumped (KIP-360).
     pub async fn init_producer_id(&self, current: (i64, i16)) -> Result<(i64, i16), BrokerError> {

@@ -64,7 +64,8 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
         kafka,
         kafka_advertised,
         log_format,
-        leader_balance_ms
+        leader_balance_ms,
+        metadata_segment_bytes
     );
     args.allow_anonymous_clients |= file.allow_anonymous_clients;
     args.auto_create_topics |= file.auto_create_topics;

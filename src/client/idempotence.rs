@@ -80,8 +80,10 @@ impl Sequencer {
 }
 
 /// InitProducerId from any node: a new session (`current` `None`) or `current` with its
-/// epoch bumped. Retried until `deadline` while nodes are busy or unreachable: asking
-/// twice costs an unused id or epoch, nothing more.
+/// epoch bumped. Every known node is asked at once, the first session given wins (a node
+/// just killed does not hold the others up); retried until `deadline` while nodes are busy
+/// or unreachable: asking twice costs an unused id, nothing more (a bump is the same
+/// epoch from every node).
 pub(super) async fn init_producer_id(
     nodes: &Nodes,
     request_timeout: Duration,
@@ -93,18 +95,20 @@ pub(super) async fn init_producer_id(
     let request = Request::InitProducerId { producer_id, epoch };
     let mut last = String::from("no node answered");
     loop {
+        let wait = request_timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let mut asks = tokio::task::JoinSet::new();
         for addr in nodes.known() {
-            let wait = request_timeout.min(deadline.saturating_duration_since(Instant::now()));
-            match nodes.request(addr, &request, wait).await {
+            let (nodes, request) = (nodes.clone(), request.clone());
+            asks.spawn(async move { (addr, nodes.request(addr, &request, wait).await) });
+        }
+        while let Some(Ok((addr, answer))) = asks.join_next().await {
+            match answer {
                 Ok(Response::ProducerSession { producer_id, epoch }) => return Ok(Session { producer_id, epoch }),
                 Ok(Response::Error(ErrorReply::Busy(why))) => last = format!("{addr} is busy: {why}"),
                 Ok(Response::Error(e)) => return Err(e.into()),
                 Ok(other) => last = format!("unexpected answer from {addr}: {other:?}"),
                 Err(Failure::Certificate(e)) => return Err(e.into()),
                 Err(failure) => last = failure.message(),
-            }
-            if Instant::now() >= deadline {
-                break;
             }
         }
         if Instant::now() + Duration::from_millis(50) >= deadline {

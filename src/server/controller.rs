@@ -89,6 +89,9 @@ impl Controller {
     async fn reconcile(&mut self, state: &MetadataState) {
         self.bootstrap_if_new(state).await;
         self.register_self(state).await;
+        // Off the loop: it may wait for a metadata leader.
+        let broker = self.broker.clone();
+        tokio::spawn(async move { broker.refill_producer_ids().await });
         self.link_brokers(state);
         self.host_replicas(state).await;
         self.configure_groups(state).await;
