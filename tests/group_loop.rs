@@ -67,6 +67,7 @@ impl Harness {
             node_gauges: true,
             metadata: None,
             stamp_batches,
+            consumer_offsets: false,
             leaders: Default::default(),
         };
         let (group, _published) = Group::new(parts);

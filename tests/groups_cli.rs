@@ -1,7 +1,8 @@
 //! Consumer groups over keel's own protocol, against three real `keel serve` processes:
 //! `keel consume --group` resumes from the group's committed offsets, `keel group
 //! describe` and `list` show the group and its lag, and two `GroupConsumer`s of the
-//! Rust client share a topic's partitions.
+//! Rust client share a topic's partitions. A group's partition of `__consumer_offsets` is
+//! trimmed below its coordinator's checkpoints, and a new coordinator keeps its offsets.
 
 mod common;
 
@@ -11,6 +12,9 @@ use std::time::{Duration, Instant};
 use common::{Cluster, keel};
 use keel::batch::Record;
 use keel::client::{Client, GroupConfig, Offset};
+use keel::groups::{CommitOffset, CommitRequest, coordinator_partition};
+use keel::kafka::backend::{GroupAnswer, GroupCall};
+use keel::metadata::CONSUMER_OFFSETS;
 
 const PARTITIONS: u32 = 3;
 
@@ -158,4 +162,94 @@ async fn two_group_consumers_share_the_partitions_and_describe_shows_who_reads_w
     }
     a.leave().await.expect("a leaves");
     b.leave().await.expect("b leaves");
+}
+
+/// A group that commits far more than `__consumer_offsets` segments hold: the
+/// coordinator's checkpoints let every replica of its partition drop the segments before
+/// them, so the partition's log start moves on all three nodes; kill -9 of the coordinator's
+/// node, and the new coordinator, loading what is left, answers the latest committed
+/// offsets (none goes back).
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_trim_consumer_offsets_on_every_replica_and_a_new_coordinator_keeps_the_offsets() {
+    // Segments of 256 KiB; a commit of 200 offsets is about 11 KB of records, so a
+    // checkpoint is due every two dozen commits.
+    let mut cluster = Cluster::start(3, &["--segment-bytes", "262144", "--record-bytes-max", "65536"]);
+    cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    let client = cluster.client().await;
+    let group = "trimmed";
+    let offsets_partitions = client.partitions(CONSUMER_OFFSETS).await.expect("__consumer_offsets");
+    let partition = coordinator_partition(group, offsets_partitions);
+    // Only keel writes its internal topics: a client's record there could pass for a
+    // coordinator's (a checkpoint marker would let the replicas drop committed offsets).
+    let forged = client.produce_to(CONSUMER_OFFSETS, partition, vec![Record::new(b"forged".to_vec())]).await;
+    assert!(forged.as_ref().is_err_and(|e| e.to_string().contains("internal")), "{forged:?}");
+    const ROUNDS: i64 = 150;
+    const PARTITIONS_COMMITTED: i32 = 200;
+    const ONCE: i64 = 7;
+    for round in 1..=ROUNDS {
+        let commit = |partition, offset| CommitOffset {
+            topic: "orders".into(),
+            partition,
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+        };
+        let mut offsets: Vec<CommitOffset> = (0..PARTITIONS_COMMITTED).map(|p| commit(p, round)).collect();
+        // Committed once, in the first segment: only the checkpoints carry it on.
+        if round == 1 {
+            offsets.push(commit(PARTITIONS_COMMITTED, ONCE));
+        }
+        let request = CommitRequest {
+            group_id: group.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+            offsets,
+        };
+        match client.group_call(GroupCall::Commit(request), Duration::ZERO).await {
+            Ok(GroupAnswer::Commit(r)) => assert!(r.partitions.iter().all(|p| p.error.is_none()), "{r:?}"),
+            other => panic!("commit {round}: {other:?}"),
+        }
+    }
+
+    // Every replica trims: its log start moves past the first checkpoint.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut coordinator = None;
+    loop {
+        let mut starts = Vec::new();
+        for id in 1..=3 {
+            let node = cluster.client_of(id).await;
+            let view = node.partition_status_from(&cluster.node(id).addr, CONSUMER_OFFSETS, partition).await;
+            let view = view.expect("a replica's status");
+            if view.role == "leader" {
+                coordinator = Some(id);
+            }
+            starts.push((view.log_start_offset, view.log_end_offset));
+        }
+        if starts.iter().all(|(start, _)| *start > 0) {
+            println!("__consumer_offsets/{partition} (start, end) on the three nodes: {starts:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "__consumer_offsets/{partition} is not trimmed everywhere: {starts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let coordinator = coordinator.expect("the partition's leader");
+
+    cluster.kill(coordinator);
+    let client = cluster.client_of(coordinator % 3 + 1).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.committed_offsets(group, None).await {
+            Ok(offsets) => {
+                let once = offsets.get(&("orders".to_string(), PARTITIONS_COMMITTED as u32));
+                assert_eq!(once, Some(&ONCE), "the offset committed once before the trimmed segments is kept");
+                assert_eq!(offsets.len(), PARTITIONS_COMMITTED as usize + 1, "{offsets:?}");
+                let back: Vec<_> = offsets.iter().filter(|(_, o)| **o != ROUNDS && **o != ONCE).collect();
+                assert!(back.is_empty(), "offsets went back: {back:?}");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "no new coordinator answered: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

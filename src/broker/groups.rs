@@ -20,7 +20,7 @@ use super::{Broker, BrokerError};
 use crate::batch::{BatchBuilder, BatchReader, Compression, Record};
 use crate::groups::{
     Append, AppendToken, CommittedGroup, Coordinator, GroupError, GroupListing, Handle, Output, Reply, Settings,
-    check_group_id, coordinator_partition,
+    StoredRecord, check_group_id, checkpoint_floor, checkpoint_marker, coordinator_partition,
 };
 use crate::kafka::backend::{GroupAnswer, GroupCall};
 use crate::metadata::CONSUMER_OFFSETS;
@@ -39,6 +39,12 @@ const LAG_EVERY_TICKS: u32 = 10;
 const LOAD_READ_BYTES_MAX: usize = 1 << 20;
 /// Largest inflated batch read while loading (the coordinator writes uncompressed ones).
 const LOAD_INFLATED_BYTES_MAX: usize = 64 << 20;
+/// Record bytes appended since the last checkpoint above which a new one is written (so
+/// that the partition can be trimmed before it), unless the partition's segments are
+/// smaller: whole segments are what a replica drops, so checkpointing more often than a
+/// segment fills gains nothing. The threshold is at least twice the last checkpoint's size,
+/// so that checkpoints take at most half of what is written.
+const UNCHECKPOINTED_BYTES_MAX: u64 = 64 << 20;
 
 type Answer<T> = oneshot::Sender<Result<T, GroupError>>;
 
@@ -227,8 +233,8 @@ async fn coordinate(
     }
     let mut coordinator = Coordinator::new(settings(&broker), term);
     let end = replica.committed().next_offset;
-    let records = match load(&broker, partition, &mut coordinator, end).await {
-        Ok(records) => records,
+    let (records, loaded_bytes) = match load(&broker, partition, &mut coordinator, end).await {
+        Ok(loaded) => loaded,
         Err(e) => {
             warn!(partition, error = %e, "cannot load a partition of __consumer_offsets; trying again");
             return;
@@ -236,8 +242,18 @@ async fn coordinate(
     };
     coordinator.finish_loading(now_ms());
     info!(partition, term, records, groups = coordinator.committed_state().len(), "coordinating consumer groups");
-    let mut driver =
-        Driver { broker, partition, waiting: BTreeMap::new(), next_handle: 0, pending: FuturesOrdered::new() };
+    let segment_bytes = match broker.replica(CONSUMER_OFFSETS, partition) {
+        Ok(r) => r.log.read().config().segment_bytes,
+        Err(_) => return,
+    };
+    let mut driver = Driver {
+        broker,
+        partition,
+        waiting: BTreeMap::new(),
+        next_handle: 0,
+        pending: FuturesOrdered::new(),
+        checkpoint: Checkpoints::new(segment_bytes.min(UNCHECKPOINTED_BYTES_MAX), loaded_bytes),
+    };
     let mut ticker = tokio::time::interval(TICK);
     let mut ticks = 0u32;
     loop {
@@ -258,6 +274,14 @@ async fn coordinate(
                 Ok(()) => coordinator.committed(token, now_ms()),
                 Err(e) => coordinator.append_failed(token, e, now_ms()),
             },
+            floor = driver.checkpoint.committed(), if driver.checkpoint.writing.is_some() => {
+                driver.checkpoint.writing = None;
+                match floor {
+                    Ok(floor) => driver.mark(floor).await,
+                    Err(e) => warn!(partition, error = %e, "a checkpoint of __consumer_offsets failed; trying later"),
+                }
+                Output::default()
+            }
             changed = leader.changed() => {
                 if changed.is_err() || !still_leads(&replica, term).await {
                     break;
@@ -266,6 +290,11 @@ async fn coordinate(
             }
         };
         driver.deliver(output).await;
+        // Only with no append in flight: one placed before the checkpoint and committed
+        // after the state was taken would be overridden by the older value it holds.
+        if driver.checkpoint.due() && coordinator.appends_in_flight() == 0 && driver.pending.is_empty() {
+            driver.write_checkpoint(&coordinator).await;
+        }
     }
     info!(partition, term, "no longer coordinating consumer groups: leadership moved");
     for (handle, reply) in coordinator.shutdown() {
@@ -304,10 +333,16 @@ async fn still_leads(replica: &GroupHandle, term: u64) -> bool {
     replica.leader().me && replica.status().await.is_some_and(|s| s.role == Role::Leader && s.term == term)
 }
 
-/// Replays the partition's records below `end`; answers how many.
-async fn load(broker: &Broker, partition: u32, coordinator: &mut Coordinator, end: u64) -> Result<u64, BrokerError> {
+/// Replays the partition's records below `end`; answers how many, and their bytes.
+async fn load(
+    broker: &Broker,
+    partition: u32,
+    coordinator: &mut Coordinator,
+    end: u64,
+) -> Result<(u64, u64), BrokerError> {
     let mut offset = broker.replica(CONSUMER_OFFSETS, partition)?.log.read().start_offset();
     let mut records = 0;
+    let mut bytes = 0;
     let mut undecodable = 0;
     while offset < end {
         let fetched = broker.fetch(CONSUMER_OFFSETS, partition, offset, LOAD_READ_BYTES_MAX, Duration::ZERO).await?;
@@ -322,7 +357,12 @@ async fn load(broker: &Broker, partition: u32, coordinator: &mut Coordinator, en
                 }
                 offset = at + 1;
                 records += 1;
-                if coordinator.replay(read.record.key.unwrap_or_default(), read.record.value).is_err() {
+                let key = read.record.key.unwrap_or_default();
+                bytes += (key.len() + read.record.value.as_ref().map_or(0, |v| v.len())) as u64;
+                if checkpoint_floor(&key, read.record.value.as_deref()).is_some() {
+                    continue;
+                }
+                if coordinator.replay(key, read.record.value).is_err() {
                     undecodable += 1;
                 }
             }
@@ -335,7 +375,7 @@ async fn load(broker: &Broker, partition: u32, coordinator: &mut Coordinator, en
     if undecodable > 0 {
         warn!(partition, undecodable, "records of __consumer_offsets that this keel cannot read were skipped");
     }
-    Ok(records)
+    Ok((records, bytes))
 }
 
 fn refuse(ask: Ask, error: GroupError) {
@@ -356,6 +396,37 @@ struct Driver {
     waiting: BTreeMap<Handle, Answer<GroupAnswer>>,
     next_handle: u64,
     pending: FuturesOrdered<Pending>,
+    checkpoint: Checkpoints,
+}
+
+/// When to write the coordinator's state as a checkpoint, and the one being written.
+struct Checkpoints {
+    /// Record bytes appended since the last checkpoint began.
+    since: u64,
+    /// Record bytes of the last checkpoint.
+    last: u64,
+    /// `UNCHECKPOINTED_BYTES_MAX`, or the partition's segment size if smaller.
+    after: u64,
+    /// The commit of the checkpoint placed: the offset the partition may be trimmed below.
+    writing: Option<BoxFuture<'static, Result<u64, BrokerError>>>,
+}
+
+impl Checkpoints {
+    fn new(after: u64, loaded: u64) -> Checkpoints {
+        Checkpoints { since: loaded, last: 0, after, writing: None }
+    }
+
+    fn due(&self) -> bool {
+        self.writing.is_none() && self.since > self.after.max(2 * self.last)
+    }
+
+    /// Waits for the checkpoint being written to commit (forever when none is).
+    async fn committed(&mut self) -> Result<u64, BrokerError> {
+        match &mut self.writing {
+            Some(writing) => writing.await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Driver {
@@ -418,25 +489,102 @@ impl Driver {
             self.reply(handle, reply);
         }
         for append in output.appends {
+            self.checkpoint.since += append.records.iter().map(|r| r.encoded_len() as u64).sum::<u64>();
             let pending = place(self.broker.clone(), self.partition, append).await;
             self.pending.push_back(pending);
         }
     }
+
+    /// Places the coordinator's whole state in the log, batch after batch with nothing
+    /// between them (this task is the partition's only writer). Everything before it is
+    /// committed and in that state, so the log's end now is a floor that replay may start
+    /// from once the checkpoint commits.
+    async fn write_checkpoint(&mut self, coordinator: &Coordinator) {
+        let records = coordinator.checkpoint();
+        let bytes: u64 = records.iter().map(|r| r.encoded_len() as u64).sum();
+        let Ok(replica) = self.broker.replica(CONSUMER_OFFSETS, self.partition) else { return };
+        let floor = replica.log.read().next_offset();
+        let mut replies = Vec::new();
+        for chunk in chunks(records, coordinator.settings().append_bytes_max) {
+            let placed = match batch_of(&chunk) {
+                Ok(batch) => self.broker.produce(CONSUMER_OFFSETS, self.partition, batch, 0).await,
+                Err(e) => Err(BrokerError::Batch(e)),
+            };
+            match placed {
+                Ok(reply) => replies.push(reply),
+                Err(e) => {
+                    warn!(partition = self.partition, error = %e, "cannot place a checkpoint of __consumer_offsets");
+                    self.checkpoint.since = 0;
+                    return;
+                }
+            }
+        }
+        self.checkpoint.since = 0;
+        self.checkpoint.last = bytes;
+        let (broker, partition) = (self.broker.clone(), self.partition);
+        self.checkpoint.writing = Some(Box::pin(async move {
+            for reply in replies {
+                broker.produced(CONSUMER_OFFSETS, partition, reply).await?;
+            }
+            Ok(floor)
+        }));
+    }
+
+    /// Appends the marker of a committed checkpoint: every replica that commits it may drop
+    /// the segments below `floor`. Its commit is not waited for: without it, nothing is
+    /// trimmed until the next checkpoint, which is safe.
+    async fn mark(&mut self, floor: u64) {
+        let (key, value) = checkpoint_marker(floor);
+        let record = Record { timestamp_ms: now_ms() as i64, key: Some(key), value: Some(value), headers: Vec::new() };
+        let mut builder = BatchBuilder::new(Compression::None);
+        let placed = match builder.push(&record) {
+            Ok(()) => self.broker.produce(CONSUMER_OFFSETS, self.partition, builder.finish(), 0).await.map(drop),
+            Err(e) => Err(BrokerError::Batch(e)),
+        };
+        match placed {
+            Ok(()) => info!(partition = self.partition, floor, "__consumer_offsets checkpoint committed"),
+            Err(e) => warn!(partition = self.partition, error = %e, "cannot mark a checkpoint of __consumer_offsets"),
+        }
+    }
+}
+
+/// `records` in runs of at most `bytes_max` bytes of keys and values (a larger record alone).
+fn chunks(records: Vec<StoredRecord>, bytes_max: usize) -> Vec<Vec<StoredRecord>> {
+    let mut chunks: Vec<Vec<StoredRecord>> = Vec::new();
+    let mut bytes = 0;
+    for record in records {
+        let len = record.encoded_len();
+        match chunks.last_mut() {
+            Some(chunk) if bytes + len <= bytes_max => chunk.push(record),
+            _ => {
+                chunks.push(vec![record]);
+                bytes = 0;
+            }
+        }
+        bytes += len;
+    }
+    chunks
+}
+
+/// One uncompressed batch of `records`, stamped with the time now.
+fn batch_of(records: &[StoredRecord]) -> Result<bytes::Bytes, crate::batch::BatchError> {
+    let mut builder = BatchBuilder::new(Compression::None);
+    let timestamp_ms = now_ms() as i64;
+    for stored in records {
+        builder.push(&Record { timestamp_ms, key: Some(stored.key()), value: stored.value(), headers: Vec::new() })?;
+    }
+    Ok(builder.finish())
 }
 
 /// Places one append in the partition's log; the future it yields waits for its commit.
 async fn place(broker: Arc<Broker>, partition: u32, append: Append) -> Pending {
     let token = append.token;
     let failed = |e: BrokerError| -> Pending { Box::pin(async move { (token, Err(group_error(e))) }) };
-    let mut builder = BatchBuilder::new(Compression::None);
-    let timestamp_ms = now_ms() as i64;
-    for stored in &append.records {
-        let record = Record { timestamp_ms, key: Some(stored.key()), value: stored.value(), headers: Vec::new() };
-        if let Err(e) = builder.push(&record) {
-            return failed(BrokerError::Batch(e));
-        }
-    }
-    let reply = match broker.produce(CONSUMER_OFFSETS, partition, builder.finish(), 0).await {
+    let batch = match batch_of(&append.records) {
+        Ok(batch) => batch,
+        Err(e) => return failed(BrokerError::Batch(e)),
+    };
+    let reply = match broker.produce(CONSUMER_OFFSETS, partition, batch, 0).await {
         Ok(reply) => reply,
         Err(e) => return failed(e),
     };

@@ -275,6 +275,7 @@ impl KafkaBackend for KafkaService {
         Box::pin(async move {
             let ProduceBatch { topic, partition, records, timeout } = batch;
             // Queued to the group in call order: the place in the log is taken here.
+            super::check_client_produce(&topic).map_err(backend_error)?;
             let reply = self.broker.produce(&topic, partition, records, 0).await.map_err(backend_error)?;
             let broker = self.broker.clone();
             let commit: PendingCommit = Box::pin(async move {

@@ -521,3 +521,14 @@ fn read_failed(group: &GroupHandle, e: segments::Error, from_index: u64) -> Brok
     warn!(error = %e, "fetch failed");
     BrokerError::Internal(format!("{e}; this node is repairing its log, read from another node"))
 }
+
+/// Refuses a client's produce to an internal topic: its records are keel's own state (a
+/// checkpoint marker a client wrote to `__consumer_offsets` would let every replica drop
+/// committed offsets), so only keel writes them.
+pub fn check_client_produce(topic: &str) -> Result<(), BrokerError> {
+    if !topic.starts_with(crate::metadata::INTERNAL_PREFIX) {
+        return Ok(());
+    }
+    m::produce_error("refused");
+    Err(BrokerError::Invalid(format!("topic {topic:?} is internal: only keel writes it; produce to another topic")))
+}

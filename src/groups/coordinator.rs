@@ -14,7 +14,7 @@ use super::api::{
 };
 use super::error::{GroupError, check_group_id};
 use super::group::{CommittedGroup, Group};
-use super::records::{GroupValue, StoredRecord};
+use super::records::{GroupValue, OffsetKey, StoredRecord};
 use super::settings::{MEMBER_ID_PREFIX_BYTES_MAX, Settings};
 
 /// The groups whose coordinator is one partition of `__consumer_offsets`: see `mod.rs`
@@ -119,6 +119,26 @@ impl Coordinator {
             .filter(|(_, g)| !g.committed.is_empty())
             .map(|(id, g)| (id.clone(), g.committed.clone()))
             .collect()
+    }
+
+    /// The committed state as records, group by group (its metadata record, then its
+    /// offsets): a checkpoint. Replaying these alone gives `committed_state`, so once they
+    /// are committed after every record before them took effect, what precedes them in
+    /// the partition is no longer needed. Written only while no append is in flight: one
+    /// placed before the checkpoint and committed after it was taken would be overridden
+    /// by the older value the checkpoint holds.
+    pub fn checkpoint(&self) -> Vec<StoredRecord> {
+        let mut records = Vec::new();
+        for (id, g) in self.groups.iter().filter(|(_, g)| !g.committed.is_empty()) {
+            if let Some(value) = &g.committed.record {
+                records.push(StoredRecord::Group { group: id.clone(), value: Some(value.clone()) });
+            }
+            for ((topic, partition), value) in &g.committed.offsets {
+                let key = OffsetKey { group: id.clone(), topic: topic.clone(), partition: *partition };
+                records.push(StoredRecord::Offset { key, value: Some(value.clone()) });
+            }
+        }
+        records
     }
 
     /// Appends asked for and not yet committed or failed.

@@ -79,7 +79,9 @@ pub use coordinator::Coordinator;
 pub use error::{GroupError, check_group_id, error_code};
 pub use group::CommittedGroup;
 pub use lag::{PartitionLag, lag, total_lag};
-pub use records::{GroupValue, MemberValue, OffsetKey, OffsetValue, RECORD_VERSION, StoredRecord};
+pub use records::{
+    GroupValue, MemberValue, OffsetKey, OffsetValue, RECORD_VERSION, StoredRecord, checkpoint_floor, checkpoint_marker,
+};
 pub use settings::{
     CLIENT_TEXT_BYTES_MAX, GROUP_ID_BYTES_MAX, MEMBER_ID_BYTES_MAX, MEMBER_ID_PREFIX_BYTES_MAX,
     PROTOCOL_NAME_BYTES_MAX, PROTOCOLS_PER_MEMBER_MAX, Settings,

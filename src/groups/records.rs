@@ -35,6 +35,12 @@
 //!               kind 2:   str group
 //! ```
 //!
+//! A key of kind 3 (the bytes `1 3`, nothing after) is a **checkpoint marker**, not a
+//! `StoredRecord`: its value is the version byte then a `u64`, the offset of the first
+//! record of a checkpoint (the coordinator's whole state, written as records) that is
+//! committed in full before the marker. Replay skips it; every replica reads it to learn
+//! below which offset the partition may be trimmed (`checkpoint_floor`).
+//!
 //! ## Value of an offset commit (kind 1)
 //!
 //! ```text
@@ -74,6 +80,7 @@ pub const RECORD_VERSION: u8 = 1;
 
 const KIND_OFFSET: u8 = 1;
 const KIND_GROUP: u8 = 2;
+const KIND_CHECKPOINT: u8 = 3;
 
 /// Smallest encoding of one member in a group record, for bounding the count.
 const MEMBER_LEN_MIN: usize = 4 + 1 + 4 + 4 + 4 + 4 + 4 + 4;
@@ -221,6 +228,28 @@ impl StoredRecord {
         };
         k.end()?;
         Ok(record)
+    }
+}
+
+/// The key and value of the marker saying that the checkpoint starting at `floor` is
+/// committed: replaying from `floor` gives what replaying from the start gives.
+pub fn checkpoint_marker(floor: u64) -> (Bytes, Bytes) {
+    let key = Bytes::from_static(&[RECORD_VERSION, KIND_CHECKPOINT]);
+    let mut value = BytesMut::with_capacity(9);
+    value.put_u8(RECORD_VERSION);
+    value.put_u64_le(floor);
+    (key, value.freeze())
+}
+
+/// The floor of a checkpoint marker; `None` for any other record, or a marker that does
+/// not decode (a replica then keeps what it has: trimming less is always safe).
+pub fn checkpoint_floor(key: &[u8], value: Option<&[u8]>) -> Option<u64> {
+    if key != [RECORD_VERSION, KIND_CHECKPOINT] {
+        return None;
+    }
+    match value? {
+        [RECORD_VERSION, floor @ ..] => Some(u64::from_le_bytes(floor.try_into().ok()?)),
+        _ => None,
     }
 }
 

@@ -294,6 +294,7 @@ impl ClientService {
         batch: Bytes,
         stream: u64,
     ) -> Result<oneshot::Receiver<ProduceResult>, Response> {
+        crate::broker::check_client_produce(topic).map_err(|e| Response::Error(error_reply(e)))?;
         self.broker.produce(topic, partition, batch, stream).await.map_err(|e| Response::Error(error_reply(e)))
     }
 

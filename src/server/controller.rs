@@ -230,6 +230,7 @@ impl Controller {
                 retention: retention_of(state, &topic.name),
                 node_gauges: false,
                 metadata: None,
+                consumer_offsets: topic.name == CONSUMER_OFFSETS,
             };
             match self.node.start_group(spec) {
                 Ok(()) => info!(group = group.get(), topic = %topic.name, partition, "hosting a replica"),

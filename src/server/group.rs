@@ -26,6 +26,8 @@ use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, R
 use crate::replica::backend::{Damage, LogBackend, SharedLog};
 use crate::replica::hard_state::{HardStateFile, HardStateStore};
 use crate::replica::retention::{self, Retention};
+
+use super::offsets_floor::OffsetsFloor;
 use crate::replica::{Committed, Replica, ReplicaError};
 
 /// Events queued for a group's task before senders wait (or, for peer frames, drop).
@@ -126,6 +128,9 @@ pub struct GroupParts {
     /// term before proposing it (partitions; not the metadata group). Such groups keep a
     /// producer table (`producer_state.rs`).
     pub stamp_batches: bool,
+    /// A partition of `__consumer_offsets`: trimmed below its coordinator's checkpoints
+    /// (`offsets_floor.rs`), never by retention.
+    pub consumer_offsets: bool,
 }
 
 /// What a group publishes for readers and redirects, without a round trip to its task.
@@ -158,6 +163,8 @@ pub struct Group {
     stamp_batches: bool,
     /// The producer table of a partition (`None` for the metadata group).
     producers: Option<GroupProducers>,
+    /// How far a partition of `__consumer_offsets` may be trimmed.
+    offsets_floor: Option<OffsetsFloor>,
     committed_tx: watch::Sender<Committed>,
     leader_tx: watch::Sender<LeaderHint>,
     quiet: Arc<std::sync::atomic::AtomicBool>,
@@ -196,6 +203,7 @@ impl Group {
             metadata: parts.metadata,
             leaders: parts.leaders,
             stamp_batches: parts.stamp_batches,
+            offsets_floor: parts.consumer_offsets.then(OffsetsFloor::new),
             producers,
             committed_tx,
             leader_tx,
@@ -527,7 +535,7 @@ impl Group {
     }
 
     fn apply_retention(&mut self) {
-        if self.retention.is_unlimited() {
+        if self.retention.is_unlimited() && self.offsets_floor.is_none() {
             return;
         }
         let (segments, synced) = {
@@ -535,7 +543,13 @@ impl Group {
             (log.segments(), log.synced_index())
         };
         let safe = self.replica.committed().index.min(synced);
-        let Some(index) = retention::drop_before(&segments, safe, &self.retention, SystemTime::now()) else { return };
+        // Retention would lose committed offsets: `__consumer_offsets` goes only as far as
+        // a checkpoint covers.
+        let index = match &mut self.offsets_floor {
+            Some(floor) => floor.drop_before(&self.log, safe),
+            None => retention::drop_before(&segments, safe, &self.retention, SystemTime::now()),
+        };
+        let Some(index) = index else { return };
         // The producer table's snapshot must cover what is dropped (`producer_state.rs`).
         let index = self.producers.as_mut().map_or(index, |p| p.retention_floor(index));
         if index <= self.log.read().first_index() {

@@ -12,6 +12,7 @@ mod group_metrics;
 pub mod layout;
 pub mod metadata;
 pub mod node;
+mod offsets_floor;
 pub mod produce;
 pub mod producer_state;
 pub mod registry;

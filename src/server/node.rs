@@ -49,6 +49,9 @@ const LEADERS_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 /// The group of the topic `default`'s one partition on a new cluster (the first group the
 /// metadata allocates; tests read its files).
 pub const DEFAULT_GROUP: u64 = 1;
+/// Largest segment of a `__consumer_offsets` partition (unless four largest entries need
+/// more): the partition is trimmed by whole segments (`offsets_floor.rs`).
+pub const OFFSETS_SEGMENT_BYTES_MAX: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -113,6 +116,8 @@ pub struct GroupSpec {
     /// This group's gauges are the node's single-group gauges (the metadata group).
     pub node_gauges: bool,
     pub metadata: Option<MetadataMachine>,
+    /// A partition of `__consumer_offsets`: small segments, trimmed below checkpoints.
+    pub consumer_offsets: bool,
 }
 
 /// The cluster's id: the first 8 bytes of the SHA-256 of its CA certificate. Certificates
@@ -202,6 +207,7 @@ impl NodeHandle {
             retention: Retention::default(),
             node_gauges: true,
             metadata: Some(machine),
+            consumer_offsets: false,
         })?;
         let broker = Arc::new(Broker {
             node_id: config.id,
@@ -253,7 +259,14 @@ impl NodeHandle {
     /// start), with `voters` as the group's initial configuration. The topics layer drives
     /// this from the metadata group; tests call it directly.
     pub fn create_group(&self, group: u64, voters: Membership) -> Result<(), StartError> {
-        let spec = GroupSpec { group, voters, retention: Retention::default(), node_gauges: false, metadata: None };
+        let spec = GroupSpec {
+            group,
+            voters,
+            retention: Retention::default(),
+            node_gauges: false,
+            metadata: None,
+            consumer_offsets: false,
+        };
         self.shared.start_group(spec)
     }
 
@@ -424,6 +437,14 @@ impl NodeShared {
                 config.metadata_segment_bytes,
                 config::metadata_entry_bytes_max(config.metadata_segment_bytes, &config.limits),
             ),
+            // A partition of `__consumer_offsets` is trimmed by whole segments below its
+            // coordinator's checkpoints: small ones let it shrink well before a data
+            // partition's segment would fill, while still holding several largest entries.
+            None if spec.consumer_offsets => {
+                let entry_bytes_max = config.limits.batch_bytes_max + 1024;
+                let small = OFFSETS_SEGMENT_BYTES_MAX.max(4 * entry_bytes_max as u64);
+                (config.segment_bytes.min(small), entry_bytes_max)
+            }
             None => (config.segment_bytes, config.limits.batch_bytes_max + 1024),
         };
         let seg_config = segments::Config {
@@ -457,6 +478,7 @@ impl NodeShared {
             retention: spec.retention,
             node_gauges: spec.node_gauges,
             stamp_batches: spec.metadata.is_none(),
+            consumer_offsets: spec.consumer_offsets,
             metadata: spec.metadata,
             leaders: self.leaders.clone(),
         });

@@ -123,12 +123,25 @@ fn cut_short_extended_or_of_another_version_a_record_is_refused() {
     }
 }
 
+#[test]
+fn a_checkpoint_marker_is_read_back_and_never_taken_for_a_stored_record() {
+    let (key, value) = checkpoint_marker(1_234_567);
+    assert_eq!(checkpoint_floor(&key, Some(&value)), Some(1_234_567));
+    assert!(StoredRecord::decode(key.clone(), Some(value.clone())).is_err(), "replay skips a marker");
+    assert_eq!(checkpoint_floor(&key, None), None);
+    assert_eq!(checkpoint_floor(&key, Some(&value[..5])), None, "a short floor is no floor");
+    for record in examples() {
+        assert_eq!(checkpoint_floor(&record.key(), record.value().as_deref()), None);
+    }
+}
+
 proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(
         key in proptest::collection::vec(any::<u8>(), 0..64),
         value in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..256)),
     ) {
+        let _ = checkpoint_floor(&key, value.as_deref());
         let _ = StoredRecord::decode(key.into(), value.map(Bytes::from));
     }
 
