@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, error, info, warn};
 
 use super::group_metrics::GroupMetrics;
 use super::metadata::{CommandError, CommandResult, MetadataMachine};
+use super::offsets_floor::OffsetsFloor;
 use super::produce::{ProduceError, ProduceResult, ProduceTable, Proposed};
 use super::producer_state::{Admission, GroupProducers};
 use super::status::{GroupStatus, MemberStatus, role_name};
@@ -26,8 +27,6 @@ use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, R
 use crate::replica::backend::{Damage, LogBackend, SharedLog};
 use crate::replica::hard_state::{HardStateFile, HardStateStore};
 use crate::replica::retention::{self, Retention};
-
-use super::offsets_floor::OffsetsFloor;
 use crate::replica::{Committed, Replica, ReplicaError};
 
 /// Events queued for a group's task before senders wait (or, for peer frames, drop).
