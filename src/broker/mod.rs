@@ -162,6 +162,7 @@ impl Broker {
         address: String,
         kafka_address: Option<String>,
     ) -> Result<(), BrokerError> {
+        self.applied_on_leader().await?;
         let voter = self.state().broker(crate::ids::NodeId(node)).is_some_and(|b| b.voter);
         let command = Command::RegisterBroker { node: crate::ids::NodeId(node), address, kafka_address, voter };
         self.command(command).await.map(|_| ())
@@ -225,6 +226,31 @@ impl Broker {
     /// last step): before, a node that knows no topic cannot tell "none" from "not yet".
     pub fn metadata_ready(&self) -> bool {
         self.state().topic(crate::server::controller::DEFAULT_TOPIC).is_some()
+    }
+
+    /// On the metadata leader, before a command is built from its state: waits until every
+    /// entry its log held when asked is committed and applied here (a leader's read index),
+    /// so the state includes whatever was committed before, also under a previous leader —
+    /// a newly elected leader learns that only once its own first entry commits. Busy if
+    /// that takes longer than `CATCH_UP_MAX`; the client retries.
+    async fn applied_on_leader(&self) -> Result<(), BrokerError> {
+        let group = self.metadata_group().ok_or_else(BrokerError::starting)?;
+        // A follower's state may lag: it names the leader rather than judge the request.
+        let hint = group.leader();
+        if !hint.me {
+            return Err(self.metadata_not_leader(hint.leader));
+        }
+        let status = group.status().await.ok_or_else(|| BrokerError::Busy("the node is shutting down".into()))?;
+        let mut committed = group.committed.clone();
+        match tokio::time::timeout(CATCH_UP_MAX, committed.wait_for(|c| c.index >= status.last_index)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(BrokerError::Busy("the metadata leader is catching up with its log".into())),
+        }
+    }
+
+    fn metadata_not_leader(&self, leader: Option<NodeId>) -> BrokerError {
+        let address = leader.and_then(|id| self.address_of(id));
+        BrokerError::NotLeader { what: "the metadata group".into(), leader, address }
     }
 
     /// Brings this node's metadata up to the metadata leader's commit index, as it was when
@@ -386,6 +412,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         // Before the set-up is applied the registry may list no broker yet: placement
         // would fail for want of nodes. The client retries `Busy`.
+        self.applied_on_leader().await?;
         if !self.metadata_ready() {
             return Err(BrokerError::starting());
         }
@@ -402,6 +429,7 @@ impl Broker {
     /// Deletes a topic through this node, which must lead the metadata group; every node
     /// then deletes its replicas' files.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.applied_on_leader().await?;
         if self.state().topic(name).is_none() {
             return Err(BrokerError::UnknownTopic(name.into()));
         }
@@ -424,14 +452,7 @@ impl Broker {
             .map_err(|_| BrokerError::Busy("the node is shutting down".into()))?;
         match rx.await {
             Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(CommandError::NotLeader { leader })) => {
-                let leader = leader.or_else(|| group.leader().leader);
-                Err(BrokerError::NotLeader {
-                    what: "the metadata group".into(),
-                    leader,
-                    address: leader.and_then(|id| self.address_of(id)),
-                })
-            }
+            Ok(Err(CommandError::NotLeader { leader })) => Err(self.metadata_not_leader(leader.or(group.leader().leader))),
             Ok(Err(CommandError::Busy(why))) => Err(BrokerError::Busy(why)),
             Ok(Err(CommandError::Refused(e))) => Err(meta_error(e)),
             Ok(Err(CommandError::OutcomeUnknown(why))) => Err(BrokerError::OutcomeUnknown(why)),
