@@ -452,7 +452,9 @@ impl Broker {
             .map_err(|_| BrokerError::Busy("the node is shutting down".into()))?;
         match rx.await {
             Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(CommandError::NotLeader { leader })) => Err(self.metadata_not_leader(leader.or(group.leader().leader))),
+            Ok(Err(CommandError::NotLeader { leader })) => {
+                Err(self.metadata_not_leader(leader.or(group.leader().leader)))
+            }
             Ok(Err(CommandError::Busy(why))) => Err(BrokerError::Busy(why)),
             Ok(Err(CommandError::Refused(e))) => Err(meta_error(e)),
             Ok(Err(CommandError::OutcomeUnknown(why))) => Err(BrokerError::OutcomeUnknown(why)),
