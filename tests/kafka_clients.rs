@@ -50,8 +50,12 @@ fn kafka_addr(cluster: &Cluster, id: u64) -> String {
 
 /// Runs a command to its end (at most `limit`), returning whether it succeeded, its
 /// standard output and its standard error (read as it comes, so that a full pipe never stalls it).
+/// The command runs in a process group of its own, killed whole at the end: a script's
+/// helpers that outlive it (a failed check leaves them running) would otherwise hold its
+/// pipes open and the reads here would never end.
 fn run(command: &mut Command, limit: Duration) -> (bool, String, String) {
-    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    use std::os::unix::process::CommandExt;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).spawn().expect("spawn");
     let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
         std::thread::spawn(move || {
             let mut text = Vec::new();
@@ -73,6 +77,8 @@ fn run(command: &mut Command, limit: Duration) -> (bool, String, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // SAFETY: kill(2) with the negated id of the group this function created; no memory is shared.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
     let (out, err) = (stdout.join().unwrap(), stderr.join().unwrap());
     let late = if Instant::now() > deadline { format!("timed out after {limit:?}\n") } else { String::new() };
     (ok, out, format!("{late}{err}"))
@@ -194,6 +200,14 @@ struct Script {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
+}
+
+/// A script a failed assertion leaves behind is stopped, not left running past its test.
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Script {

@@ -53,7 +53,8 @@ def member(bootstrap, topic, group, name):
         print(f"revoke {name}", flush=True)
 
     c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:  # a member whose driver is gone stops
         batch = c.consume(num_messages=2000, timeout=0.2)
         lines = []
         for m in batch:
@@ -72,13 +73,23 @@ def member(bootstrap, topic, group, name):
 
 
 def drive(bootstrap):
+    procs = {}
+    try:
+        drive_members(bootstrap, procs)
+    finally:  # a failed check does not leave the members running
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def drive_members(bootstrap, procs):
     run = f"{int(time.time())}-{os.getpid()}"
     topic, group = f"members-{run}", f"members-{run}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 3)])[topic].result(30)
 
     events = queue.Queue()
-    procs = {}
     for name in ("a", "b", "c"):
         p = subprocess.Popen([sys.executable, __file__, bootstrap, "--member", name, "--topic", topic,
                               "--group", group], stdout=subprocess.PIPE, text=True)
