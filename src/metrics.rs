@@ -4,6 +4,10 @@
 //! across nodes. Only per-peer metrics carry a label naming a node (`peer`); every other
 //! label takes a small, fixed set of values.
 //!
+//! The per-topic counters (`keel_topic_*`) carry a `topic` label: one series per topic
+//! this node served, at most `TOPIC_SERIES_MAX` topics, the rest counted under
+//! `topic="(other)"` (`topic_label`).
+//!
 //! The rule for a node hosting many Raft groups, so that a node's series stay bounded
 //! however many groups it hosts: no series is labelled with a group. Counters and
 //! histograms add up across groups (fsyncs, appends, produce requests). Node aggregates
@@ -59,6 +63,9 @@ pub const PRODUCER_OUT_OF_ORDER: &str = "keel_producer_out_of_order_total";
 pub const PRODUCERS_TRACKED: &str = "keel_producers_tracked";
 pub const FETCH_REQUESTS: &str = "keel_fetch_requests_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
+pub const TOPIC_PRODUCE_RECORDS: &str = "keel_topic_produce_records_total";
+pub const TOPIC_PRODUCE_BYTES: &str = "keel_topic_produce_bytes_total";
+pub const TOPIC_FETCH_BYTES: &str = "keel_topic_fetch_bytes_total";
 pub const FETCH_LONG_POLLS: &str = "keel_fetch_long_polls_total";
 pub const GROUP_COORDINATORS: &str = "keel_group_coordinators";
 pub const GROUP_REBALANCES: &str = "keel_group_rebalances_total";
@@ -92,6 +99,9 @@ enum Kind {
 enum Labels {
     None,
     Peer,
+    /// `topic`: one value per topic served here, bounded (`topic_label`); the topic
+    /// `default`, which every cluster has, is registered from start.
+    Topic,
     Fixed(&'static str, &'static [&'static str]),
     /// Two labels, every pair of their values.
     Fixed2(&'static str, &'static [&'static str], &'static str, &'static [&'static str]),
@@ -144,7 +154,7 @@ const LATENCY_BUCKETS: &[f64] =
 const BYTES_BUCKETS: &[f64] = &[256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0];
 
 use Kind::{Counter, Gauge, Histogram};
-use Labels::{Fixed, Fixed2, Peer};
+use Labels::{Fixed, Fixed2, Peer, Topic};
 const NONE: Labels = Labels::None;
 const LAT: Kind = Histogram(LATENCY_BUCKETS);
 const SIZE: Kind = Histogram(BYTES_BUCKETS);
@@ -197,6 +207,9 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (PRODUCERS_TRACKED, Gauge, N, NONE, "Idempotent producers tracked, summed over this node's partitions."),
     (FETCH_REQUESTS, Counter, N, NONE, "Fetch requests received."),
     (FETCH_BYTES, Counter, B, NONE, "Entry bytes returned by fetches."),
+    (TOPIC_PRODUCE_RECORDS, Counter, N, Topic, "Records acknowledged to producers, by topic."),
+    (TOPIC_PRODUCE_BYTES, Counter, B, Topic, "Record batch bytes acknowledged to producers, by topic."),
+    (TOPIC_FETCH_BYTES, Counter, B, Topic, "Entry bytes returned by fetches, by topic."),
     (FETCH_LONG_POLLS, Counter, N, NONE, "Fetches that waited at the end of the log."),
     (QUIC_CONNECTIONS, Gauge, N, Fixed("kind", PROTOCOLS), "Open QUIC connections, by kind."),
     (QUIC_HANDSHAKE_FAILURES, Counter, N, Fixed("reason", HANDSHAKE_FAILURE_REASONS), "Refused connections."),
@@ -284,6 +297,7 @@ fn describe() {
                 }
             }
             Peer => {}
+            Topic => register(name, kind, &[("topic", "default")]),
         }
     }
     metrics::gauge!(BUILD_INFO, "version" => VERSION).set(1.0);
@@ -309,6 +323,50 @@ fn register(name: &'static str, kind: &Kind, labels: &[(&'static str, &str)]) {
         Gauge => metrics::gauge!(name, labels).increment(0.0),
         Histogram(_) => drop(metrics::histogram!(name, labels)),
     }
+}
+
+/// Topics with series of their own on one node; later ones are counted together.
+pub const TOPIC_SERIES_MAX: usize = 1000;
+/// The `topic` label of the topics past `TOPIC_SERIES_MAX`: not a valid topic name, so
+/// it never stands for one topic.
+pub const OTHER_TOPICS: &str = "(other)";
+
+/// The `topic` label for `topic`: its name while fewer than `TOPIC_SERIES_MAX` topics have
+/// series on this node, else `OTHER_TOPICS`, so a node's series stay bounded.
+pub fn topic_label(topic: &str) -> String {
+    static TOPICS: std::sync::Mutex<TopicLabels> = std::sync::Mutex::new(TopicLabels::new(TOPIC_SERIES_MAX));
+    TOPICS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).label(topic)
+}
+
+/// The topics that have series of their own, at most `max`.
+struct TopicLabels {
+    named: std::collections::BTreeSet<String>,
+    max: usize,
+}
+
+impl TopicLabels {
+    const fn new(max: usize) -> TopicLabels {
+        TopicLabels { named: std::collections::BTreeSet::new(), max }
+    }
+
+    fn label(&mut self, topic: &str) -> String {
+        if self.named.contains(topic) || self.named.len() < self.max && self.named.insert(topic.to_string()) {
+            return topic.to_string();
+        }
+        OTHER_TOPICS.to_string()
+    }
+}
+
+/// Counts a produce to `topic` acknowledged: `records` records in `bytes` bytes.
+pub fn topic_produced(topic: &str, records: u32, bytes: usize) {
+    let label = topic_label(topic);
+    metrics::counter!(TOPIC_PRODUCE_RECORDS, "topic" => label.clone()).increment(u64::from(records));
+    metrics::counter!(TOPIC_PRODUCE_BYTES, "topic" => label).increment(bytes as u64);
+}
+
+/// Counts `bytes` of entries of `topic` returned by a fetch.
+pub fn topic_fetched(topic: &str, bytes: usize) {
+    metrics::counter!(TOPIC_FETCH_BYTES, "topic" => topic_label(topic)).increment(bytes as u64);
 }
 
 /// Counts a produce request answered with an error; `kind` is one of `PRODUCE_ERROR_KINDS`.
@@ -361,6 +419,16 @@ pub fn kafka_request(api: &'static str, error: &'static str, latency: std::time:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_past_the_bound_share_one_series_and_named_ones_keep_theirs() {
+        let mut labels = TopicLabels::new(2);
+        assert_eq!(labels.label("orders"), "orders");
+        assert_eq!(labels.label("clicks"), "clicks");
+        assert_eq!(labels.label("audit"), OTHER_TOPICS);
+        assert_eq!(labels.label("orders"), "orders");
+        assert!(crate::metadata::check_topic_name(OTHER_TOPICS, true).is_err(), "a topic could be named so");
+    }
 
     /// Prometheus conventions that a name can be checked for on its own.
     #[test]

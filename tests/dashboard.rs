@@ -59,13 +59,16 @@ const REQUIRED: &[(&str, &str)] = &[
     ("keel_fetch_requests_total", "counter"),
     ("keel_fetch_bytes_total", "counter"),
     ("keel_fetch_long_polls_total", "counter"),
+    ("keel_topic_produce_records_total", "counter"),
+    ("keel_topic_produce_bytes_total", "counter"),
+    ("keel_topic_fetch_bytes_total", "counter"),
     ("keel_quic_connections", "gauge"),
     ("keel_quic_handshake_failures_total", "counter"),
     ("keel_frames_rejected_total", "counter"),
 ];
 
 /// Label names a keel metric may carry, each with a bounded set of values.
-const LABELS: &[&str] = &["version", "role", "peer", "kind", "reason", "protocol", "api", "error"];
+const LABELS: &[&str] = &["version", "role", "peer", "kind", "reason", "protocol", "api", "error", "topic"];
 
 #[derive(Default, Debug)]
 struct Exposition {
@@ -265,6 +268,12 @@ fn count(e: &Exposition, series: &str) -> f64 {
     e.samples.iter().filter(|s| s.name == series).map(|s| s.value).sum()
 }
 
+/// The value of `series` for one topic.
+fn of_topic(e: &Exposition, series: &str, topic: &str) -> f64 {
+    let of = |s: &&Sample| s.name == series && s.labels.get("topic").is_some_and(|t| t == topic);
+    e.samples.iter().filter(of).map(|s| s.value).sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_metric_and_every_required_metric_is_exported() {
     let cluster = Cluster::start(3, &[]);
@@ -302,6 +311,7 @@ async fn every_dashboard_metric_and_every_required_metric_is_exported() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut metadata_leaders = 0.0;
+    let mut fetched_default = 0.0;
 
     for id in 1..=3 {
         let node = cluster.node(id);
@@ -322,11 +332,16 @@ async fn every_dashboard_metric_and_every_required_metric_is_exported() {
             assert!(count(&exposition, "keel_produce_latency_seconds_count") >= 20.0, "no produce latency");
             assert!(count(&exposition, "keel_replication_round_trip_seconds_count") > 0.0, "no round trip");
             assert_eq!(count(&exposition, "keel_produce_records_total"), 200.0);
+            assert_eq!(of_topic(&exposition, "keel_topic_produce_records_total", "default"), 200.0);
+            let bytes = of_topic(&exposition, "keel_topic_produce_bytes_total", "default");
+            assert!(bytes >= 200.0 * 10.0, "the topic's produce bytes: {bytes}");
         }
+        fetched_default += of_topic(&exposition, "keel_topic_fetch_bytes_total", "default");
         let leads = exposition.samples.iter().find(|s| s.labels.get("role").is_some_and(|r| r == "leader"));
         metadata_leaders += leads.map_or(0.0, |s| s.value);
     }
     assert_eq!(metadata_leaders, 1.0, "one node's role gauge says it leads the metadata group");
+    assert!(fetched_default > 0.0, "no node counted the consumer's fetches of topic default");
 }
 
 /// The checks above must be able to fail: a misspelt metric, a suffix on the wrong type.

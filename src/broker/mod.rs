@@ -313,7 +313,7 @@ impl Broker {
         partition: u32,
         batch: Bytes,
         stream: u64,
-    ) -> Result<oneshot::Receiver<ProduceResult>, BrokerError> {
+    ) -> Result<PendingProduce, BrokerError> {
         let received = Instant::now();
         metrics::counter!(m::PRODUCE_REQUESTS).increment(1);
         let refuse = |kind: &'static str, err: BrokerError| {
@@ -336,11 +336,12 @@ impl Broker {
             return Err(refuse("disk_full", BrokerError::DiskFull { node: self.node_id, free_bytes, reserve_bytes }));
         }
         let (reply, rx) = oneshot::channel();
+        let bytes = batch.len();
         let event = Event::Propose { payload: batch, record_count: info.record_count, stream, received, reply };
         if group.events.send(event).await.is_err() {
             return Err(refuse("shutting_down", BrokerError::Busy("the node is shutting down".into())));
         }
-        Ok(rx)
+        Ok(PendingProduce { reply: rx, bytes })
     }
 
     /// The answer to a produce once its group replied.
@@ -348,10 +349,13 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        reply: oneshot::Receiver<ProduceResult>,
+        placed: PendingProduce,
     ) -> Result<(u64, u32), BrokerError> {
-        match reply.await {
-            Ok(Ok(done)) => Ok(done),
+        match placed.reply.await {
+            Ok(Ok((base_offset, record_count))) => {
+                m::topic_produced(topic, record_count, placed.bytes);
+                Ok((base_offset, record_count))
+            }
             Ok(Err(e)) => Err(match e {
                 ProduceError::NotLeader { leader } => BrokerError::NotLeader {
                     what: format!("{topic}/{partition}"),
@@ -386,6 +390,9 @@ impl Broker {
         loop {
             let c = *committed.borrow_and_update();
             if let Some(fetched) = read_committed(&group, offset, max_bytes, c)? {
+                let bytes: usize = fetched.entries.iter().map(Entry::encoded_len).sum();
+                metrics::counter!(m::FETCH_BYTES).increment(bytes as u64);
+                m::topic_fetched(topic, bytes);
                 return Ok(fetched);
             }
             if !waited {
@@ -490,6 +497,13 @@ fn meta_error(e: MetaError) -> BrokerError {
     }
 }
 
+/// A batch handed to its partition's group: `Broker::produced` waits for its answer.
+pub struct PendingProduce {
+    reply: oneshot::Receiver<ProduceResult>,
+    /// The batch's size, counted per topic once it is acknowledged.
+    bytes: usize,
+}
+
 /// The `kind` label of `keel_produce_errors_total` for a refusal before proposing.
 fn kind_of(e: &BrokerError) -> &'static str {
     match e {
@@ -531,8 +545,6 @@ fn read_committed(
     if entries.is_empty() {
         return Ok(None);
     }
-    let bytes: usize = entries.iter().map(Entry::encoded_len).sum();
-    metrics::counter!(m::FETCH_BYTES).increment(bytes as u64);
     Ok(Some(Fetched { log_start_offset: start, high_watermark: c.next_offset, entries }))
 }
 

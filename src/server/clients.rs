@@ -12,10 +12,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::debug;
 
 use super::group::Event;
-use super::produce::ProduceResult;
 use super::status::{GroupStatus, role_name};
 use crate::broker::groups::Coordinators;
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, PendingProduce};
 use crate::groups::GroupError;
 use crate::kafka::backend::GroupCall;
 use crate::metrics as m;
@@ -293,14 +292,14 @@ impl ClientService {
         partition: u32,
         batch: Bytes,
         stream: u64,
-    ) -> Result<oneshot::Receiver<ProduceResult>, Response> {
+    ) -> Result<PendingProduce, Response> {
         crate::broker::check_client_produce(topic).map_err(|e| Response::Error(error_reply(e)))?;
         self.broker.produce(topic, partition, batch, stream).await.map_err(|e| Response::Error(error_reply(e)))
     }
 
     /// The answer to a produce once its group replied.
-    async fn finish_produce(&self, topic: &str, partition: u32, reply: oneshot::Receiver<ProduceResult>) -> Response {
-        match self.broker.produced(topic, partition, reply).await {
+    async fn finish_produce(&self, topic: &str, partition: u32, placed: PendingProduce) -> Response {
+        match self.broker.produced(topic, partition, placed).await {
             Ok((base_offset, record_count)) => Response::Produced { base_offset, record_count },
             Err(e) => Response::Error(error_reply(e)),
         }
