@@ -1,7 +1,8 @@
 //! Leader balance on real `keel serve` processes (issues 13 and 17): after a kill -9 and a
 //! restart, leadership goes back to every partition's preferred replica (its first), by
 //! the metadata leader's periodic balance or by `keel leader balance`, and no acknowledged
-//! record is lost on the way. And `keel node list`, which shows where the leaders are.
+//! record is lost on the way; on 5 nodes replicas and leaders spread and a kill moves only
+//! the leaders the killed node held. And `keel node list`, which shows where the leaders are.
 
 mod common;
 
@@ -58,7 +59,18 @@ async fn wait_balanced(cluster: &Cluster, id: u64, nudge: &dyn Fn()) {
 /// Produces `n` keyed records to every partition of `TOPIC`; returns what was acked, by
 /// partition and offset.
 async fn produce(client: &Client, round: u32, n: u32, acked: &mut BTreeMap<(u32, u64), String>) {
-    for partition in 0..PARTITIONS {
+    produce_to(client, TOPIC, PARTITIONS, round, n, acked).await
+}
+
+async fn produce_to(
+    client: &Client,
+    topic: &str,
+    partitions: u32,
+    round: u32,
+    n: u32,
+    acked: &mut BTreeMap<(u32, u64), String>,
+) {
+    for partition in 0..partitions {
         let values: Vec<String> = (0..n).map(|i| format!("r{round}-p{partition}-{i}")).collect();
         let records: Vec<Record> =
             values.iter().map(|v| Record::new(v.clone()).with_key(format!("k{partition}"))).collect();
@@ -66,7 +78,7 @@ async fn produce(client: &Client, round: u32, n: u32, acked: &mut BTreeMap<(u32,
         // outcome unknown: sent again, it may be stored twice, which this test allows.
         let mut attempts = 0;
         let base = loop {
-            match client.produce_to(TOPIC, partition, records.clone()).await {
+            match client.produce_to(topic, partition, records.clone()).await {
                 Ok(base) => break base,
                 Err(ClientError::OutcomeUnknown(why)) if attempts < 5 => {
                     attempts += 1;
@@ -83,11 +95,15 @@ async fn produce(client: &Client, round: u32, n: u32, acked: &mut BTreeMap<(u32,
 
 /// Every acked record is in its partition at its offset.
 async fn check_acked(client: &Client, acked: &BTreeMap<(u32, u64), String>) {
-    for partition in 0..PARTITIONS {
+    check_acked_in(client, TOPIC, PARTITIONS, acked).await
+}
+
+async fn check_acked_in(client: &Client, topic: &str, partitions: u32, acked: &BTreeMap<(u32, u64), String>) {
+    for partition in 0..partitions {
         let want: BTreeMap<u64, &String> =
             acked.iter().filter(|((p, _), _)| *p == partition).map(|((_, o), v)| (*o, v)).collect();
         let end = want.keys().last().copied().map_or(0, |o| o + 1);
-        let mut consumer = client.consumer_of(TOPIC, partition, Offset::At(0));
+        let mut consumer = client.consumer_of(topic, partition, Offset::At(0));
         let mut got = BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(20);
         while got.keys().last().is_none_or(|o| o + 1 < end) {
@@ -102,11 +118,9 @@ async fn check_acked(client: &Client, acked: &BTreeMap<(u32, u64), String>) {
     }
 }
 
-/// Kills the node that is preferred leader of partition 0 of `TOPIC`, checks its partitions
-/// get other leaders, produces meanwhile, restarts it, and waits for the leaders to return.
-async fn kill_restart_and_return(cluster: &mut Cluster, nudge: &dyn Fn()) {
-    let client = cluster.client().await;
-    // The cluster's own set-up ends with `__consumer_offsets`.
+/// Waits for the cluster's own set-up (it ends with `__consumer_offsets`), then creates
+/// `topic` with `partitions` partitions of 3 replicas.
+async fn create_once_set_up(cluster: &Cluster, client: &Client, topic: &str, partitions: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while metadata_of(cluster, 1).await.is_none_or(|m| m.topic(keel::metadata::CONSUMER_OFFSETS).is_none()) {
         assert!(Instant::now() < deadline, "the cluster did not set itself up\n{}", cluster.logs());
@@ -115,13 +129,20 @@ async fn kill_restart_and_return(cluster: &mut Cluster, nudge: &dyn Fn()) {
     // A metadata leader elected a moment ago may not have applied the brokers yet, and
     // refuses a topic it cannot place: asked again, a settled one creates it.
     loop {
-        match client.create_topic(TOPIC, Some(PARTITIONS), Some(3), &[]).await {
+        match client.create_topic(topic, Some(partitions), Some(3), &[]).await {
             Ok(_) => break,
             Err(ClientError::Invalid(why)) if Instant::now() < deadline => println!("create topic: {why}; again"),
             Err(e) => panic!("create topic: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Kills the node that is preferred leader of partition 0 of `TOPIC`, checks its partitions
+/// get other leaders, produces meanwhile, restarts it, and waits for the leaders to return.
+async fn kill_restart_and_return(cluster: &mut Cluster, nudge: &dyn Fn()) {
+    let client = cluster.client().await;
+    create_once_set_up(cluster, &client, TOPIC, PARTITIONS).await;
     wait_balanced(cluster, 1, nudge).await;
     let mut acked = BTreeMap::new();
     produce(&client, 0, 20, &mut acked).await;
@@ -154,6 +175,84 @@ async fn kill_restart_and_return(cluster: &mut Cluster, nudge: &dyn Fn()) {
 async fn leaders_return_to_the_preferred_replicas_on_their_own() {
     let mut cluster = Cluster::start(3, &["--leader-balance-ms", "500"]);
     kill_restart_and_return(&mut cluster, &|| {}).await;
+}
+
+/// Issue 13's placement test: with 5 nodes and 3 replicas the partitions land on different
+/// subsets and no node holds more than ⌈3·P/5⌉+1 of them or leads more than ⌈P/5⌉+1; kill -9
+/// of one node changes the leader of exactly the partitions it led; once it is back they
+/// return to it, and every acknowledged record is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_spread_replicas_and_a_kill_moves_only_the_leaders_it_held() {
+    const SPREAD: &str = "spread";
+    const P: u32 = 20;
+    let mut cluster = Cluster::start(5, &["--leader-balance-ms", "500"]);
+    let client = cluster.client().await;
+    create_once_set_up(&cluster, &client, SPREAD, P).await;
+    wait_balanced(&cluster, 1, &|| {}).await;
+
+    let before = metadata_of(&cluster, 1).await.expect("metadata");
+    let partitions = &before.topic(SPREAD).expect("the topic").partitions;
+    let (mut hosted, mut led) = (BTreeMap::<u64, u32>::new(), BTreeMap::<u64, u32>::new());
+    for p in partitions {
+        assert_eq!(p.replicas.len(), 3, "{p:?}");
+        for r in &p.replicas {
+            *hosted.entry(*r).or_default() += 1;
+        }
+        *led.entry(p.leader.expect("a leader")).or_default() += 1;
+    }
+    let (hosted_max, led_max) = ((3 * P).div_ceil(5) + 1, P.div_ceil(5) + 1);
+    assert_eq!(hosted.len(), 5, "every node holds replicas: {hosted:?}");
+    assert!(hosted.values().all(|&n| n <= hosted_max), "more than {hosted_max} replicas on a node: {hosted:?}");
+    assert!(led.values().all(|&n| n <= led_max), "more than {led_max} leaders on a node: {led:?}");
+    let subsets: std::collections::BTreeSet<Vec<u64>> = partitions
+        .iter()
+        .map(|p| {
+            let mut r = p.replicas.clone();
+            r.sort();
+            r
+        })
+        .collect();
+    assert!(subsets.len() > 1, "every partition on the same 3 nodes: {subsets:?}");
+    let mut acked = BTreeMap::new();
+    produce_to(&client, SPREAD, P, 0, 10, &mut acked).await;
+
+    // The node leading the most partitions (not the one the client and the checks ask).
+    let victim = *led.iter().filter(|(id, _)| **id != 1).max_by_key(|(_, n)| **n).expect("a leader").0;
+    cluster.kill(victim);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        if let Some(m) = metadata_of(&cluster, 1).await
+            && let Some(t) = m.topic(SPREAD)
+            && t.partitions.iter().all(|p| p.leader.is_some_and(|l| l != victim))
+        {
+            break t.partitions.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {victim}'s partitions still without another leader\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (was, now) in partitions.iter().zip(&after) {
+        if was.leader != Some(victim) {
+            assert_eq!(
+                now.leader, was.leader,
+                "partition {} changed leader though node {victim} did not lead it",
+                was.partition
+            );
+        }
+    }
+    produce_to(&client, SPREAD, P, 1, 10, &mut acked).await;
+
+    cluster.restart(victim);
+    wait_balanced(&cluster, 1, &|| {}).await;
+    let back = metadata_of(&cluster, 1).await.expect("metadata");
+    for (was, now) in partitions.iter().zip(&back.topic(SPREAD).expect("the topic").partitions) {
+        assert_eq!(now.leader, was.leader, "partition {} did not return to its leader", was.partition);
+    }
+    produce_to(&client, SPREAD, P, 2, 10, &mut acked).await;
+    check_acked_in(&client, SPREAD, P, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
