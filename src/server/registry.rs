@@ -198,3 +198,82 @@ pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Durat
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+    use crate::raft::Message;
+
+    /// A hosted group whose queue holds `capacity` events; the receiver stands for its task.
+    fn group(id: u64, dir: &std::path::Path, capacity: usize) -> (Arc<GroupHandle>, mpsc::Receiver<Event>) {
+        let dir = dir.join(id.to_string());
+        let (log, _) = segments::Log::open(&dir, segments::Config::default()).expect("log");
+        let (events, rx) = mpsc::channel(capacity);
+        let handle = GroupHandle {
+            id,
+            events,
+            log: SharedLog::new(log),
+            committed: watch::channel(Committed::default()).1,
+            leader: watch::channel(LeaderHint::default()).1,
+            quiet: Arc::default(),
+        };
+        (Arc::new(handle), rx)
+    }
+
+    fn heartbeat(group: u64, term: u64) -> Inbound {
+        let frames = peer_codec::encode(group, &Message::Heartbeat { term, commit: 0 });
+        // As a link hands frames on: whole, without the length prefix.
+        Inbound { from: 2, frame: Bytes::from(frames.concat()).slice(4..) }
+    }
+
+    /// Issue 12: one group's queue full (its task stalled) costs the others nothing; what
+    /// does not fit is dropped and counted in `keel_peer_frames_unrouted_total`.
+    #[test]
+    fn a_full_queue_drops_and_counts_its_own_frames_and_delays_no_other_group() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let registry = Arc::new(Registry::default());
+        let (stalled, mut stalled_rx) = group(7, dir.path(), 2);
+        let (busy, mut busy_rx) = group(8, dir.path(), 2);
+        registry.insert(stalled);
+        registry.insert(busy);
+        metrics::with_local_recorder(&recorder, || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let (tx, rx) = mpsc::channel(64);
+                let router = tokio::spawn(route(rx, registry, Arc::default(), 1 << 20));
+                // Group 7's task never reads: 2 frames fit its queue, 8 more must be dropped.
+                // Group 8 reads each frame as it comes, between group 7's.
+                for term in 1..=10 {
+                    tx.send(heartbeat(7, term)).await.expect("router");
+                    tx.send(heartbeat(8, term)).await.expect("router");
+                    let got = tokio::time::timeout(Duration::from_secs(5), busy_rx.recv()).await;
+                    match got.expect("group 8 waited behind group 7's full queue") {
+                        Some(Event::Peer(2, Message::Heartbeat { term: t, .. })) => assert_eq!(t, term),
+                        _ => panic!("group 8 got something else than its heartbeat {term}"),
+                    }
+                }
+                drop(tx);
+                router.await.expect("router ends with its input");
+            });
+        });
+        let mut kept = 0;
+        while let Ok(event) = stalled_rx.try_recv() {
+            assert!(
+                matches!(event, Event::Peer(2, Message::Heartbeat { term: 1 | 2, .. })),
+                "group 7 kept the first two"
+            );
+            kept += 1;
+        }
+        assert_eq!(kept, 2);
+        let dropped = snapshotter.snapshot().into_vec().into_iter().find_map(|(key, _, _, value)| {
+            let k = key.key();
+            let full = k.labels().any(|l| l.key() == "reason" && l.value() == "queue_full");
+            (k.name() == m::PEER_FRAMES_UNROUTED && full).then_some(value)
+        });
+        assert_eq!(dropped, Some(DebugValue::Counter(8)), "the 8 frames group 7 had no room for are counted");
+    }
+}
