@@ -14,6 +14,12 @@
 //!     restarted peer keeps its dead connection until QUIC's idle timeout, and the two
 //!     survivors may be cut from each other until then (the median is robust to that).
 //!
+//! (f) many groups: (c) again into a topic of 64 partitions (64 Raft groups, records spread
+//!     by the producer's sticky partitioner), as a ratio to (c): many groups should not cost
+//!     throughput;
+//! (g) head of line: (d) on a partition of its own while a producer floods another topic's
+//!     partition on the same nodes, as a ratio to (d) measured idle.
+//!
 //! `cargo bench --bench cluster` (about a minute here); `KEEL_BENCH_QUICK=1` for a shorter run.
 //! MB are 10^6 bytes. The last line printed is one JSON object with every figure.
 
@@ -76,7 +82,7 @@ fn main() {
     let cluster = Cluster::start(3, &[]);
     let figures = runtime.block_on(async {
         cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader");
-        let keel = replication(&cluster, sizes.keel_records).await;
+        let keel = replication(&cluster, "default", sizes.keel_records).await;
         let bound = (quic / 2.0).min(disk / 3.0);
         println!(
             "(c) keel, 3 nodes, 1 KiB records: {keel:.1} MB/s committed ({} records); \
@@ -84,14 +90,32 @@ fn main() {
             sizes.keel_records,
             keel / bound
         );
-        let (p50, p99) = latency(&cluster, sizes.latency_samples).await;
+        let (p50, p99) = latency(&cluster, "default", sizes.latency_samples).await;
         println!(
             "(d) commit latency, one in flight: p50 {p50:.2} ms, p99 {p99:.2} ms ({} produces)",
             sizes.latency_samples
         );
-        (keel, bound, p50, p99)
+        let client = cluster.client().await;
+        for (topic, partitions) in [("many", 64), ("quiet", 1), ("flood", 1)] {
+            client.create_topic(topic, Some(partitions), Some(3), &[]).await.expect("create topic");
+        }
+        let many = replication(&cluster, "many", sizes.keel_records).await;
+        println!("(f) (c) into 64 partitions: {many:.1} MB/s committed; ratio to (c): {:.2}", many / keel);
+        let (idle, _) = latency(&cluster, "quiet", sizes.latency_samples).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = tokio::spawn(flood(cluster.client().await, stop.clone()));
+        let (busy, _) = latency(&cluster, "quiet", sizes.latency_samples).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let flooded = flood.await.expect("flood");
+        println!(
+            "(g) commit latency p50 of one partition: idle {idle:.2} ms, while another floods ({:.0} MB/s): \
+             {busy:.2} ms; ratio {:.2}",
+            flooded,
+            busy / idle
+        );
+        (keel, bound, p50, p99, many / keel, busy / idle)
     });
-    let (keel, bound, p50, p99) = figures;
+    let (keel, bound, p50, p99, many_ratio, hol_ratio) = figures;
     let mut cluster = cluster;
     let mut failovers = runtime.block_on(failovers(&mut cluster, sizes.failovers));
     failovers.sort_by(f64::total_cmp);
@@ -108,6 +132,8 @@ fn main() {
         "keel_ratio": round(keel / bound),
         "commit_p50_ms": round(p50),
         "commit_p99_ms": round(p99),
+        "many_groups_ratio": round(many_ratio),
+        "head_of_line_ratio": round(hol_ratio),
         "failover_median_ms": round(median),
         "failover_ms": failovers.iter().map(|ms| round(*ms)).collect::<Vec<_>>(),
     });
@@ -170,11 +196,11 @@ fn raw_disk(root: &Path, bytes: u64) -> f64 {
 }
 
 /// (c) MB/s of 1 KiB records committed, from the first send to the last acknowledgement.
-async fn replication(cluster: &Cluster, records: u64) -> f64 {
+async fn replication(cluster: &Cluster, topic: &str, records: u64) -> f64 {
     let client = cluster.client().await;
-    client.produce(vec![Record::new("warm-up")]).await.expect("warm-up");
+    client.produce_to(topic, 0, vec![Record::new("warm-up")]).await.expect("warm-up");
     let config = ProducerConfig { in_flight: 64, batch_bytes: 256 << 10, ..Default::default() };
-    let producer = client.producer("default", config);
+    let producer = client.producer(topic, config);
     let value = Bytes::from(vec![0x3cu8; RECORD_BYTES]);
     let started = Instant::now();
     let (acks_tx, mut acks_rx) = tokio::sync::mpsc::channel::<Ack>(1 << 16);
@@ -197,19 +223,43 @@ async fn replication(cluster: &Cluster, records: u64) -> f64 {
     (records * RECORD_BYTES as u64) as f64 / MB / secs
 }
 
-/// (d) p50 and p99 in ms of `samples` produces of one 1 KiB record, one at a time.
-async fn latency(cluster: &Cluster, samples: u64) -> (f64, f64) {
+/// (d) p50 and p99 in ms of `samples` produces of one 1 KiB record, one at a time, to
+/// partition 0 of `topic`.
+async fn latency(cluster: &Cluster, topic: &str, samples: u64) -> (f64, f64) {
     let client = cluster.client().await;
     let value = Bytes::from(vec![0x7eu8; RECORD_BYTES]);
-    client.produce(vec![Record::new(value.clone())]).await.expect("warm-up");
+    client.produce_to(topic, 0, vec![Record::new(value.clone())]).await.expect("warm-up");
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
     for _ in 0..samples {
         let started = Instant::now();
-        client.produce(vec![Record::new(value.clone())]).await.expect("produce");
+        client.produce_to(topic, 0, vec![Record::new(value.clone())]).await.expect("produce");
         histogram.record(started.elapsed().as_micros() as u64).expect("in bounds");
     }
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     (ms(0.50), ms(0.99))
+}
+
+/// (g) Produces 1 KiB records to the topic `flood` as fast as a 64-batch window allows
+/// until `stop`; the MB/s it got committed.
+async fn flood(client: Client, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> f64 {
+    let config = ProducerConfig { in_flight: 64, batch_bytes: 256 << 10, ..Default::default() };
+    let producer = client.producer("flood", config);
+    let value = Bytes::from(vec![0x5au8; RECORD_BYTES]);
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::channel::<Ack>(1 << 12);
+    let waiter = tokio::spawn(async move {
+        while let Some(ack) = acks_rx.recv().await {
+            ack.await.expect("ack").expect("produced");
+        }
+    });
+    let (started, mut sent) = (Instant::now(), 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        acks_tx.send(producer.send(Record::new(value.clone())).await).await.expect("waiter");
+        sent += 1;
+    }
+    drop(acks_tx);
+    producer.close().await;
+    waiter.await.expect("waiter");
+    (sent * RECORD_BYTES as u64) as f64 / MB / started.elapsed().as_secs_f64()
 }
 
 /// (e) `rounds` times: kill -9 the leader, then produce one record at a time to the two
