@@ -98,7 +98,7 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `{"name", "partitions": [{"partition", "leader", "replicas", "in_sync", "log_start_offset",
+/// `{"name", "partitions": [{"partition", "group", "leader", "replicas", "in_sync", "log_start_offset",
 /// "log_end_offset"}], "config": {...}}`: a stable contract for scripts.
 fn describe_json(t: &TopicView) -> serde_json::Value {
     let partitions: Vec<_> = t
@@ -107,6 +107,7 @@ fn describe_json(t: &TopicView) -> serde_json::Value {
         .map(|p| {
             json!({
                 "partition": p.partition,
+                "group": p.group,
                 "leader": p.leader,
                 "replicas": p.replicas,
                 "in_sync": p.in_sync,

@@ -240,6 +240,8 @@ pub struct TopicView {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartitionView {
     pub partition: u32,
+    /// The Raft group that replicates it: its data lies in `DIR/groups/<group>/` on each replica.
+    pub group: u64,
     /// The leader as far as the answering node knows, and the term it leads in.
     pub leader: Option<u64>,
     pub leader_term: u64,
@@ -770,6 +772,7 @@ fn encode_topic(buf: &mut bytes::BytesMut, t: &TopicView) {
     buf.put_u32_le(t.partitions.len() as u32);
     for p in &t.partitions {
         buf.put_u32_le(p.partition);
+        buf.put_u64_le(p.group);
         put_opt_u64(buf, p.leader);
         buf.put_u64_le(p.leader_term);
         put_ids(buf, &p.replicas);
@@ -786,10 +789,11 @@ fn encode_topic(buf: &mut bytes::BytesMut, t: &TopicView) {
 
 fn decode_topic(r: &mut Reader) -> Result<TopicView, FrameError> {
     let mut t = TopicView { name: r.string("topic")?, internal: r.bool("internal")?, ..TopicView::default() };
-    let n = r.count(4 + 9 + 8 + 4 + 4 + 9 + 9, "partition count")?;
+    let n = r.count(4 + 8 + 9 + 8 + 4 + 4 + 9 + 9, "partition count")?;
     for _ in 0..n {
         t.partitions.push(PartitionView {
             partition: r.u32("partition")?,
+            group: r.u64("group")?,
             leader: opt_u64(r, "leader")?,
             leader_term: r.u64("leader term")?,
             replicas: ids(r, "replicas")?,
@@ -1032,6 +1036,7 @@ mod tests {
                     internal: false,
                     partitions: vec![PartitionView {
                         partition: 0,
+                        group: 7,
                         leader: Some(1),
                         leader_term: 4,
                         replicas: vec![1, 2, 3],

@@ -341,6 +341,7 @@ impl ClientService {
         let offsets = report.as_ref().and_then(|r| r.offsets.clone());
         PartitionView {
             partition,
+            group,
             leader: report.as_ref().and_then(|r| r.leader),
             leader_term: report.as_ref().map_or(0, |r| r.term),
             replicas: p.replicas.iter().map(|n| n.get()).collect(),

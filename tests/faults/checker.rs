@@ -4,13 +4,15 @@
 //! aborted reads, polls that skip or go back, and duplicates (a record at two offsets: the
 //! producers are idempotent, so a resent batch must be appended once, whether its send
 //! ended acknowledged or indeterminate). Indeterminate writes are allowed and counted.
-//! Availability is reported per fault: the longest stretch without a successful produce
-//! that overlaps it.
+//! Offsets are per partition, so every check runs on each partition's operations alone;
+//! the report gives totals, with each example naming its partition, and a line per
+//! partition. Availability is reported per fault: the longest stretch without a successful
+//! produce that overlaps it, in the partition where it was longest.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use super::history::{Op, Outcome, Phase};
+use super::history::{Op, Outcome, Part, Phase};
 
 /// Examples kept per anomaly; the count covers all of them.
 const EXAMPLES_MAX: usize = 10;
@@ -28,6 +30,13 @@ impl Anomalies {
             self.examples.push(example());
         }
     }
+
+    /// Adds one partition's anomalies, its examples named by the partition.
+    fn absorb(&mut self, part: &Part, other: &Anomalies) {
+        self.count += other.count;
+        let room = EXAMPLES_MAX.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.iter().take(room).map(|e| format!("{part}: {e}")));
+    }
 }
 
 /// How long produce could not commit around one fault.
@@ -37,8 +46,23 @@ pub struct Availability {
     pub start: f64,
     pub heal: f64,
     /// The longest time without a successful produce among the stretches that overlap
-    /// `start..heal` (it may run past `heal`, until produce commits again).
+    /// `start..heal` (it may run past `heal`, until produce commits again), in the
+    /// partition where it was longest.
     pub longest_gap: f64,
+    pub part: Option<Part>,
+}
+
+/// One partition's share of a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionReport {
+    pub part: Part,
+    pub sends_ok: usize,
+    pub records_acked: usize,
+    pub indeterminate: usize,
+    pub records_polled: usize,
+    pub final_records: usize,
+    /// The anomalies found in it, by name (only those counted).
+    pub anomalies: Vec<(&'static str, usize)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -66,34 +90,100 @@ pub struct Report {
     /// Node crashes, no convergence after healing, final reads that did not complete.
     pub incomplete: Anomalies,
     pub availability: Vec<Availability>,
+    /// Per partition, in order.
+    pub partitions: Vec<PartitionReport>,
 }
 
 impl Report {
     /// Whether the run must fail.
     pub fn failed(&self) -> bool {
+        self.rows().iter().any(|(_, a)| a.count > 0)
+    }
+
+    /// The anomalies by their names in the report; each one fails the run.
+    fn rows(&self) -> [(&'static str, &Anomalies); 8] {
         [
-            &self.lost,
-            &self.inconsistent,
-            &self.divergent,
-            &self.aborted,
-            &self.non_monotonic,
-            &self.unexpected,
-            &self.duplicates,
+            ("lost writes", &self.lost),
+            ("inconsistent offsets", &self.inconsistent),
+            ("divergent replicas", &self.divergent),
+            ("aborted reads", &self.aborted),
+            ("non-monotonic or skipping polls", &self.non_monotonic),
+            ("unexpected records (never sent, or refused)", &self.unexpected),
+            ("crashes, no convergence, incomplete reads", &self.incomplete),
+            ("duplicates (a record at two offsets)", &self.duplicates),
         ]
-        .iter()
-        .any(|a| a.count > 0)
-            || self.incomplete.count > 0
+    }
+
+    fn rows_mut(&mut self) -> [&mut Anomalies; 8] {
+        [
+            &mut self.lost,
+            &mut self.inconsistent,
+            &mut self.divergent,
+            &mut self.aborted,
+            &mut self.non_monotonic,
+            &mut self.unexpected,
+            &mut self.incomplete,
+            &mut self.duplicates,
+        ]
+    }
+
+    /// Adds one partition's report (made by `check_partition`) to the totals.
+    fn absorb(&mut self, part: &Part, p: &Report) {
+        self.sends += p.sends;
+        self.sends_ok += p.sends_ok;
+        self.sends_failed += p.sends_failed;
+        self.records_acked += p.records_acked;
+        self.polls += p.polls;
+        self.polls_failed += p.polls_failed;
+        self.records_polled += p.records_polled;
+        self.final_records += p.final_records;
+        self.indeterminate += p.indeterminate;
+        self.indeterminate_present += p.indeterminate_present;
+        for (mine, (_, theirs)) in self.rows_mut().into_iter().zip(p.rows()) {
+            mine.absorb(part, theirs);
+        }
+        self.partitions.push(PartitionReport {
+            part: part.clone(),
+            sends_ok: p.sends_ok,
+            records_acked: p.records_acked,
+            indeterminate: p.indeterminate,
+            records_polled: p.records_polled,
+            final_records: p.final_records,
+            anomalies: p.rows().iter().filter(|(_, a)| a.count > 0).map(|(n, a)| (*n, a.count)).collect(),
+        });
     }
 }
 
-/// Checks a whole history.
+/// Checks a whole history: each partition's operations by themselves, then the faults.
 pub fn check(ops: &[Op]) -> Report {
     let mut r = Report::default();
     for op in ops {
-        if let Op::Problem { what, .. } = op {
-            r.incomplete.add(|| what.clone());
+        match op {
+            Op::Problem { what, .. } => r.incomplete.add(|| what.clone()),
+            Op::Fault { phase: Phase::Start, .. } => r.faults += 1,
+            _ => {}
         }
     }
+    let mut by_part: BTreeMap<&Part, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        if let Some(part) = op.part() {
+            by_part.entry(part).or_default().push(op);
+        }
+    }
+    if by_part.is_empty() {
+        r.incomplete.add(|| "no operation on any partition: the workload never ran".into());
+    }
+    for (part, ops) in &by_part {
+        let p = check_partition(ops);
+        r.absorb(part, &p);
+    }
+    r.availability = availability(ops, &by_part);
+    r
+}
+
+/// Checks the operations of one partition (offsets are the partition's).
+fn check_partition(ops: &[&Op]) -> Report {
+    let mut r = Report::default();
     let finals: BTreeMap<u64, &Vec<String>> = ops
         .iter()
         .filter_map(|op| match op {
@@ -208,11 +298,10 @@ pub fn check(ops: &[Op]) -> Report {
         }
     }
     count_ops(ops, &mut r);
-    r.availability = availability(ops);
     r
 }
 
-fn count_ops(ops: &[Op], r: &mut Report) {
+fn count_ops(ops: &[&Op], r: &mut Report) {
     for op in ops {
         match op {
             Op::Send { ids, outcome, .. } => {
@@ -231,22 +320,29 @@ fn count_ops(ops: &[Op], r: &mut Report) {
                 r.records_polled += ids.len();
             }
             Op::PollFailed { .. } => r.polls_failed += 1,
-            Op::Fault { phase: Phase::Start, .. } => r.faults += 1,
             _ => {}
         }
     }
 }
 
-/// Per fault: the longest stretch without a successful produce that overlaps it.
-fn availability(ops: &[Op]) -> Vec<Availability> {
-    let mut acks: Vec<f64> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Send { outcome: Outcome::Ok { .. }, done, .. } => Some(*done),
-            _ => None,
-        })
-        .collect();
-    acks.sort_by(f64::total_cmp);
+/// Per fault: the longest stretch without a successful produce that overlaps it, in the
+/// partition (of those produced to) where it was longest.
+fn availability(ops: &[Op], by_part: &BTreeMap<&Part, Vec<&Op>>) -> Vec<Availability> {
+    let mut acks: Vec<(&Part, Vec<f64>)> = Vec::new();
+    for (part, ops) in by_part {
+        if !ops.iter().any(|op| matches!(op, Op::Send { .. })) {
+            continue;
+        }
+        let mut times: Vec<f64> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Send { outcome: Outcome::Ok { .. }, done, .. } => Some(*done),
+                _ => None,
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        acks.push((part, times));
+    }
     let end = ops.iter().map(Op::time).fold(0.0, f64::max);
     let mut out = Vec::new();
     let mut open: Vec<(String, f64)> = Vec::new();
@@ -257,7 +353,12 @@ fn availability(ops: &[Op]) -> Vec<Availability> {
             Phase::Heal => {
                 if let Some(k) = open.iter().position(|(n, _)| n == name) {
                     let (fault, start) = open.remove(k);
-                    out.push(Availability { fault, start, heal: *t, longest_gap: longest_gap(&acks, start, *t, end) });
+                    let (longest_gap, part) = acks
+                        .iter()
+                        .map(|(part, times)| (longest_gap(times, start, *t, end), Some((*part).clone())))
+                        .max_by(|a, b| a.0.total_cmp(&b.0))
+                        .unwrap_or((0.0, None));
+                    out.push(Availability { fault, start, heal: *t, longest_gap, part });
                 }
             }
         }
@@ -286,7 +387,7 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "operations: {} sends ({} ok, {} failed, {} indeterminate), {} records acknowledged; \
-             {} polls ({} failed), {} records polled; {} records in the final log; {} faults",
+             {} polls ({} failed), {} records polled; {} records in the final logs; {} faults",
             self.sends,
             self.sends_ok,
             self.sends_failed,
@@ -298,18 +399,28 @@ impl fmt::Display for Report {
             self.final_records,
             self.faults
         )?;
-        let rows = [
-            ("lost writes", &self.lost, true),
-            ("inconsistent offsets", &self.inconsistent, true),
-            ("divergent replicas", &self.divergent, true),
-            ("aborted reads", &self.aborted, true),
-            ("non-monotonic or skipping polls", &self.non_monotonic, true),
-            ("unexpected records (never sent, or refused)", &self.unexpected, true),
-            ("crashes, no convergence, incomplete reads", &self.incomplete, true),
-            ("duplicates (a record at two offsets)", &self.duplicates, true),
-        ];
-        for (name, a, fails) in rows {
-            let mark = if fails && a.count > 0 { "FAIL" } else { "ok" };
+        writeln!(f, "per partition:")?;
+        for p in &self.partitions {
+            let verdict = if p.anomalies.is_empty() {
+                "ok".to_string()
+            } else {
+                let named: Vec<String> = p.anomalies.iter().map(|(name, n)| format!("{name} {n}")).collect();
+                format!("FAIL: {}", named.join(", "))
+            };
+            writeln!(
+                f,
+                "  {:<12} {:>6} sends ok, {:>7} records acknowledged, {:>4} indeterminate sends, {:>7} polled, \
+                 {:>7} in the final log: {verdict}",
+                p.part.to_string(),
+                p.sends_ok,
+                p.records_acked,
+                p.indeterminate,
+                p.records_polled,
+                p.final_records
+            )?;
+        }
+        for (name, a) in self.rows() {
+            let mark = if a.count > 0 { "FAIL" } else { "ok" };
             writeln!(f, "  {:<46} {:>8}  {mark}", name, a.count)?;
             for e in &a.examples {
                 writeln!(f, "      {e}")?;
@@ -322,7 +433,15 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "availability (longest stretch without a committed produce, per fault):")?;
         for a in &self.availability {
-            writeln!(f, "  {:>8.1}s {:>6.1}s held  {:>6.2}s  {}", a.start, a.heal - a.start, a.longest_gap, a.fault)?;
+            let part = a.part.as_ref().map_or_else(String::new, |p| format!(" ({p})"));
+            writeln!(
+                f,
+                "  {:>8.1}s {:>6.1}s held  {:>6.2}s{part}  {}",
+                a.start,
+                a.heal - a.start,
+                a.longest_gap,
+                a.fault
+            )?;
         }
         write!(f, "verdict: {}", if self.failed() { "FAIL" } else { "PASS" })
     }

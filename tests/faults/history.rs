@@ -11,25 +11,88 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-/// One line of the history. `t` is seconds since the run started.
+/// One line of the history. `t` is seconds since the run started. Operations on the log
+/// name their partition (`part`); histories written before partitions read as `default`/0.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "f", rename_all = "snake_case")]
 pub enum Op {
     /// A producer sent one batch: `ids` in order, acknowledged at `offset` (the first one's).
-    Send { t: f64, writer: u32, ids: Vec<String>, outcome: Outcome, done: f64 },
+    Send {
+        t: f64,
+        #[serde(flatten)]
+        part: Part,
+        writer: u32,
+        ids: Vec<String>,
+        outcome: Outcome,
+        done: f64,
+    },
     /// A consumer reading through `node` got `ids` at `offset`, `offset + 1`, ...
-    Poll { t: f64, consumer: u32, node: u64, offset: u64, ids: Vec<String> },
+    Poll {
+        t: f64,
+        #[serde(flatten)]
+        part: Part,
+        consumer: u32,
+        node: u64,
+        offset: u64,
+        ids: Vec<String>,
+    },
     /// A poll that failed (the node was down, cut off, repairing...).
-    PollFailed { t: f64, consumer: u32, node: u64, offset: u64, error: String },
+    PollFailed {
+        t: f64,
+        #[serde(flatten)]
+        part: Part,
+        consumer: u32,
+        node: u64,
+        offset: u64,
+        error: String,
+    },
     /// The nemesis started or healed a fault.
     Fault { t: f64, phase: Phase, name: String, detail: String },
-    /// After healing: node `node`'s whole committed log, record by record from offset 0.
-    Final { t: f64, node: u64, ids: Vec<String> },
-    /// After healing: the replicas' committed logs compared byte for byte (`Ok`) or not.
-    Compare { t: f64, nodes: Vec<u64>, commit: u64, differences: Vec<String> },
+    /// After healing: node `node`'s whole committed log of a partition, record by record from offset 0.
+    Final {
+        t: f64,
+        #[serde(flatten)]
+        part: Part,
+        node: u64,
+        ids: Vec<String>,
+    },
+    /// After healing: a partition's replicas' committed logs compared byte for byte (`Ok`) or not.
+    Compare {
+        t: f64,
+        #[serde(flatten)]
+        part: Part,
+        nodes: Vec<u64>,
+        commit: u64,
+        differences: Vec<String>,
+    },
     /// Something that fails the run by itself: a node that exited on its own, a cluster
     /// that did not converge after healing, a final read that did not complete.
     Problem { t: f64, what: String },
+}
+
+/// A partition of a topic: offsets, and so every check but availability, are per partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Part {
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default)]
+    pub partition: u32,
+}
+
+fn default_topic() -> String {
+    "default".into()
+}
+
+impl Part {
+    pub fn new(topic: &str, partition: u32) -> Part {
+        Part { topic: topic.into(), partition }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +114,18 @@ pub enum Phase {
 }
 
 impl Op {
+    /// The partition an operation on the log concerns.
+    pub fn part(&self) -> Option<&Part> {
+        match self {
+            Op::Send { part, .. }
+            | Op::Poll { part, .. }
+            | Op::PollFailed { part, .. }
+            | Op::Final { part, .. }
+            | Op::Compare { part, .. } => Some(part),
+            Op::Fault { .. } | Op::Problem { .. } => None,
+        }
+    }
+
     pub fn time(&self) -> f64 {
         match self {
             Op::Send { done, .. } => *done,

@@ -147,7 +147,7 @@ fn main() -> ExitCode {
     }
     let netns = topology.is_some();
     let nft = topology.as_ref().is_some_and(|t| t.nft);
-    let schedule = schedule::generate(seed, args.duration, netns, nft);
+    let schedule = schedule::generate(seed, args.duration, netns, nft, run::PARTITIONS);
     println!(
         "faults: seed {seed} (replay: cargo test --release --test faults -- --seed {seed} --duration {}s)",
         args.duration.as_secs()

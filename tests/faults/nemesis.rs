@@ -1,6 +1,6 @@
 //! The nemesis: starts a window's faults on the running cluster and heals them, writing
-//! both to the history. Targets that depend on the cluster (the leader) are chosen when
-//! a window starts, with the window's own random generator.
+//! both to the history. Targets that depend on the cluster (the leader of the window's
+//! partition) are chosen when a window starts, with the window's own random generator.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +17,6 @@ use super::net::{NetState, Topology};
 use super::nodes::Nodes;
 use super::schedule::{Fault, Target, Window};
 use keel::server::layout::group_log_dir;
-use keel::server::node::DEFAULT_GROUP;
 
 /// How long a node's answer to a metadata request may take before it counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -29,6 +28,9 @@ pub struct Nemesis<'a> {
     net: Option<&'a mut Topology>,
     probe: Client,
     recorder: Recorder,
+    /// The topic under test, and its partitions' Raft groups (by partition).
+    pub topic: String,
+    pub groups: Vec<u64>,
 }
 
 /// What a started window changed, so healing can undo it.
@@ -40,21 +42,32 @@ pub struct Active {
     /// Paused now, killed halfway through the window.
     kill_later: Vec<u64>,
     net: bool,
-    damaged: Option<u64>,
+    /// The node whose files of this partition were damaged.
+    damaged: Option<(u64, u32)>,
     detail: Vec<String>,
 }
 
 impl<'a> Nemesis<'a> {
     pub fn new(nodes: Nodes, net: Option<&'a mut Topology>, probe: Client, recorder: Recorder) -> Nemesis<'a> {
-        Nemesis { nodes, net, probe, recorder }
+        Nemesis { nodes, net, probe, recorder, topic: String::new(), groups: Vec::new() }
+    }
+
+    /// Faults from now on name partitions of `topic`, replicated by `groups` (by partition).
+    pub fn set_topic(&mut self, topic: &str, groups: Vec<u64>) {
+        self.topic = topic.into();
+        self.groups = groups;
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.groups.len() as u32
     }
 
     pub fn has_net(&self) -> bool {
         self.net.is_some()
     }
 
-    /// The views of the nodes that answer.
-    pub async fn views(&self) -> BTreeMap<u64, ClusterView> {
+    /// The views the nodes that answer have of their replica of `partition`.
+    pub async fn views(&self, partition: u32) -> BTreeMap<u64, ClusterView> {
         let mut out = BTreeMap::new();
         for id in self.nodes.ids() {
             if !self.nodes.running(id) || self.nodes.paused(id) {
@@ -62,7 +75,7 @@ impl<'a> Nemesis<'a> {
             }
             let asked = tokio::time::timeout(
                 PROBE_TIMEOUT,
-                self.probe.partition_status_from(&self.nodes.addr(id), "default", 0),
+                self.probe.partition_status_from(&self.nodes.addr(id), &self.topic, partition),
             )
             .await;
             if let Ok(Ok(view)) = asked {
@@ -72,15 +85,20 @@ impl<'a> Nemesis<'a> {
         out
     }
 
-    /// The node that leads in the highest term, among those that answer.
-    pub async fn leader(&self) -> Option<u64> {
-        let views = self.views().await;
+    /// The node that leads `partition` in the highest term, among those that answer.
+    pub async fn leader(&self, partition: u32) -> Option<u64> {
+        let views = self.views(partition).await;
         views.values().filter(|v| v.role == "leader").max_by_key(|v| v.term).map(|v| v.node_id)
     }
 
-    async fn pick(&self, target: Target, rng: &mut SmallRng, exclude: &[u64]) -> u64 {
+    /// A node in the role `target` names in `partition`'s group (any node if it has no
+    /// known leader), not one of `exclude`.
+    async fn pick(&self, target: Target, rng: &mut SmallRng, exclude: &[u64], partition: u32) -> u64 {
         let candidates: Vec<u64> = self.nodes.ids().into_iter().filter(|id| !exclude.contains(id)).collect();
-        let leader = self.leader().await.filter(|l| candidates.contains(l));
+        let leader = match target {
+            Target::Any => None,
+            _ => self.leader(partition).await.filter(|l| candidates.contains(l)),
+        };
         let random = |rng: &mut SmallRng, from: &[u64]| *from.choose(rng).expect("a node");
         match (target, leader) {
             (Target::Leader, Some(l)) => l,
@@ -95,13 +113,14 @@ impl<'a> Nemesis<'a> {
     pub async fn start(&mut self, window: &Window) -> Active {
         let mut rng = SmallRng::seed_from_u64(window.seed);
         let mut a = Active { name: window.name(), ..Active::default() };
+        let p = window.partition % self.partitions().max(1);
         let mut state = NetState::default();
         let ids = self.nodes.ids();
         for fault in &window.faults {
             let busy: Vec<u64> = a.killed.iter().chain(&a.paused).chain(&a.kill_later).copied().collect();
             match fault {
                 Fault::Kill(t) => {
-                    let id = self.pick(*t, &mut rng, &busy).await;
+                    let id = self.pick(*t, &mut rng, &busy, p).await;
                     self.nodes.kill(id);
                     a.killed.push(id);
                     a.detail.push(format!("killed n{id}"));
@@ -116,20 +135,20 @@ impl<'a> Nemesis<'a> {
                     a.detail.push(format!("killed {:?}", a.killed));
                 }
                 Fault::Pause(t) => {
-                    let id = self.pick(*t, &mut rng, &busy).await;
+                    let id = self.pick(*t, &mut rng, &busy, p).await;
                     self.nodes.pause(id);
                     a.paused.push(id);
                     a.detail.push(format!("paused n{id}"));
                 }
                 Fault::PauseThenKill(t) => {
-                    let id = self.pick(*t, &mut rng, &busy).await;
+                    let id = self.pick(*t, &mut rng, &busy, p).await;
                     self.nodes.pause(id);
                     a.kill_later.push(id);
                     a.detail.push(format!("paused n{id}, to be killed"));
                 }
                 Fault::IsolateLeader | Fault::Split => {
                     let target = if *fault == Fault::IsolateLeader { Target::Leader } else { Target::Any };
-                    let x = self.pick(target, &mut rng, &[]).await;
+                    let x = self.pick(target, &mut rng, &[], p).await;
                     for &y in ids.iter().filter(|y| **y != x) {
                         state.blocked.insert((x, y));
                         state.blocked.insert((y, x));
@@ -137,7 +156,7 @@ impl<'a> Nemesis<'a> {
                     a.detail.push(format!("n{x} | the rest"));
                 }
                 Fault::Bridge => {
-                    let bridge = self.pick(Target::Any, &mut rng, &[]).await;
+                    let bridge = self.pick(Target::Any, &mut rng, &[], p).await;
                     let rest: Vec<u64> = ids.iter().copied().filter(|y| *y != bridge).collect();
                     let (left, right) = rest.split_at(rest.len() / 2);
                     for &l in left {
@@ -149,14 +168,14 @@ impl<'a> Nemesis<'a> {
                     a.detail.push(format!("{left:?} | {right:?}, bridged by n{bridge}"));
                 }
                 Fault::OneWay { outbound } => {
-                    let x = self.pick(Target::Any, &mut rng, &[]).await;
+                    let x = self.pick(Target::Any, &mut rng, &[], p).await;
                     for &y in ids.iter().filter(|y| **y != x) {
                         state.blocked.insert(if *outbound { (x, y) } else { (y, x) });
                     }
                     a.detail.push(format!("n{x}: {} dropped", if *outbound { "outbound" } else { "inbound" }));
                 }
                 Fault::Lossy { percent } => {
-                    let x = self.pick(Target::Any, &mut rng, &[]).await;
+                    let x = self.pick(Target::Any, &mut rng, &[], p).await;
                     for &y in ids.iter().filter(|y| **y != x) {
                         state.loss.insert((x, y), *percent);
                         state.loss.insert((y, x), *percent);
@@ -164,19 +183,28 @@ impl<'a> Nemesis<'a> {
                     a.detail.push(format!("n{x}: {percent}% loss"));
                 }
                 Fault::Slow { percent } => {
-                    let x = self.pick(Target::Any, &mut rng, &[]).await;
+                    let x = self.pick(Target::Any, &mut rng, &[], p).await;
                     state.slow.insert(x, *percent);
                     a.detail.push(format!("n{x}: {percent}% of its packets through a narrow queue"));
                 }
                 Fault::Disk(kind) => {
-                    let id = self.pick(Target::Any, &mut rng, &busy).await;
+                    let id = self.pick(Target::Any, &mut rng, &busy, p).await;
                     self.nodes.kill(id);
-                    let what = disk::damage(&group_log_dir(&self.nodes.dir(id), DEFAULT_GROUP), *kind, &mut rng);
-                    let what = what.unwrap_or_else(|e| format!("damage failed: {e}"));
+                    let group = self.groups.get(p as usize).copied().unwrap_or(0);
+                    let what = match disk::damage(&group_log_dir(&self.nodes.dir(id), group), *kind, &mut rng) {
+                        Ok(what) => what,
+                        Err(e) => {
+                            // A fault that could not be injected tests nothing: the run fails.
+                            let what = format!("disk fault on n{id}, {}/{p}: {e}", self.topic);
+                            let t = self.recorder.now();
+                            self.recorder.record(Op::Problem { t, what: what.clone() });
+                            what
+                        }
+                    };
                     if let Err(e) = self.nodes.restart(id) {
                         a.detail.push(format!("restart failed: {e}"));
                     }
-                    a.damaged = Some(id);
+                    a.damaged = Some((id, p));
                     a.detail.push(format!("n{id}: {what}"));
                 }
             }
@@ -224,8 +252,8 @@ impl<'a> Nemesis<'a> {
                 detail.push(format!("n{id} not restarted: {e}"));
             }
         }
-        if let Some(id) = a.damaged {
-            detail.push(self.catch_up(id).await);
+        if let Some((id, partition)) = a.damaged {
+            detail.push(self.catch_up(id, partition).await);
         }
         let detail = detail.join("; ");
         let sep = if detail.is_empty() { "" } else { ": " };
@@ -234,12 +262,12 @@ impl<'a> Nemesis<'a> {
         self.recorder.record(Op::Fault { t, phase: Phase::Heal, name: a.name, detail });
     }
 
-    /// Waits until node `id` holds what the leader committed (bounded).
-    async fn catch_up(&self, id: u64) -> String {
+    /// Waits until node `id` holds what the leader of `partition` committed (bounded).
+    async fn catch_up(&self, id: u64, partition: u32) -> String {
         let deadline = tokio::time::Instant::now() + CATCH_UP_MAX;
         let target = loop {
-            if let Some(l) = self.leader().await
-                && let Some(v) = self.views().await.get(&l)
+            if let Some(l) = self.leader(partition).await
+                && let Some(v) = self.views(partition).await.get(&l)
             {
                 break v.commit_index;
             }
@@ -251,7 +279,7 @@ impl<'a> Nemesis<'a> {
         loop {
             let view = tokio::time::timeout(
                 PROBE_TIMEOUT,
-                self.probe.partition_status_from(&self.nodes.addr(id), "default", 0),
+                self.probe.partition_status_from(&self.nodes.addr(id), &self.topic, partition),
             )
             .await;
             if let Ok(Ok(v)) = view

@@ -14,9 +14,10 @@ fn keel() -> String {
     std::env::var("KEEL_FAULTS_KEEL").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").to_string())
 }
 const PORT: u16 = 7000;
-/// The smallest segment that holds one largest batch (4 MiB): segments seal often, so
-/// disk faults find sealed segments to damage.
-pub const SEGMENT_BYTES: u64 = 5 << 20;
+/// Small segments (the node shrinks its batch limit to fit, still far above the
+/// workload's ~4 KB batches): each partition's log, written by one producer, seals its
+/// first segment within ~15 s, so disk faults find sealed segments to damage.
+pub const SEGMENT_BYTES: u64 = 2 << 20;
 
 struct Node {
     addr: String,

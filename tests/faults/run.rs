@@ -1,25 +1,29 @@
-//! One run: start a cluster, drive the workload through the schedule's faults, heal,
-//! wait for the replicas to converge, read every node's whole log, compare the segment
-//! files byte for byte, and check the history.
+//! One run: start a cluster, create a topic of several partitions, drive the workload
+//! through the schedule's faults, heal, wait for every partition's replicas to converge,
+//! read every node's whole log of every partition, compare the segment files byte for
+//! byte, and check the history.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use keel::client::Client;
+use keel::client::{Client, ClientError};
 use segments::{Entry, Log};
 
 use super::checker::{self, Report};
-use super::history::{Op, Recorder};
+use super::history::{Op, Part, Recorder};
 use super::nemesis::Nemesis;
 use super::net::Topology;
 use super::nodes::{Nodes, SEGMENT_BYTES};
 use super::schedule::{Fault, Schedule};
-use super::workload::{self, Workload};
+use super::workload::{self, Reader, Workload};
 use keel::server::layout::group_log_dir;
-use keel::server::node::DEFAULT_GROUP;
 
 pub const NODES: [u64; 3] = [1, 2, 3];
-const WRITERS: u32 = 3;
+/// The topic under test: one producer per partition, one consumer per partition (each
+/// through another node, in turn), every replica on every node.
+pub const TOPIC: &str = "faults";
+pub const PARTITIONS: u32 = 4;
+const REPLICAS: u16 = 3;
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// The workload runs this long before the first fault and after the last heal.
 const WARM_UP: Duration = Duration::from_secs(3);
@@ -50,16 +54,34 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
     let tls = nodes.tls.clone();
     let addrs = nodes.addrs();
     let probe = Client::connect(workload::client_config(addrs.clone(), &tls)).await.map_err(|e| e.to_string())?;
-    let mut nemesis = Nemesis::new(nodes, net, probe, recorder.clone());
+    let mut nemesis = Nemesis::new(nodes, net, probe.clone(), recorder.clone());
+    let groups = create_topic(&probe).await.map_err(|e| format!("{e}\n{}", nemesis.nodes.log_tail(1, 20)))?;
+    nemesis.set_topic(TOPIC, groups);
     let deadline = Instant::now() + LEADER_WAIT;
-    while nemesis.leader().await.is_none() {
-        if Instant::now() > deadline {
-            return Err(format!("no leader within {LEADER_WAIT:?}\n{}", nemesis.nodes.log_tail(1, 20)));
+    for p in 0..PARTITIONS {
+        loop {
+            let views = nemesis.views(p).await;
+            if views.len() == NODES.len() && views.values().any(|v| v.role == "leader") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{TOPIC}/{p} has no leader, or a node no replica, within {LEADER_WAIT:?}\n{}",
+                    nemesis.nodes.log_tail(1, 20)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let consumers: Vec<(u64, String)> = NODES.iter().map(|id| (*id, nemesis.nodes.addr(*id))).collect();
-    let mut workload = Workload::start(WRITERS, addrs, consumers, tls.clone(), recorder.clone(), opts.seed).await;
+    check_group_dirs(&nemesis)?;
+    let parts: Vec<Part> = (0..PARTITIONS).map(|p| Part::new(TOPIC, p)).collect();
+    let readers = (0..PARTITIONS)
+        .map(|p| {
+            let node = NODES[p as usize % NODES.len()];
+            Reader { part: Part::new(TOPIC, p), node, addr: nemesis.nodes.addr(node) }
+        })
+        .collect();
+    let mut workload = Workload::start(parts.clone(), addrs, readers, tls.clone(), recorder.clone(), opts.seed).await;
     println!("{:>9.1}s  cluster up, workload running", recorder.now());
     tokio::time::sleep(WARM_UP).await;
 
@@ -89,48 +111,55 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
     workload.stop_producers().await;
     note_crashes(&mut nemesis, &recorder);
     println!("{:>9.1}s  healed; producers stopped; waiting for the replicas to converge", recorder.now());
-    let converged = converge(&nemesis).await;
-    let (commit, end) = match converged {
+    // Per partition: (commit index, end offset) once converged.
+    let converged: Vec<(u64, u64)> = match converge(&nemesis).await {
         Ok(c) => c,
         Err(what) => {
             let t = recorder.now();
             recorder.record(Op::Problem { t, what: what.clone() });
             println!("{what}");
-            (0, 0)
+            vec![(0, 0); PARTITIONS as usize]
         }
     };
-    let positions = workload.finish_consumers(end, READ_MAX).await;
-    for (k, p) in positions.iter().enumerate() {
-        if p.is_none_or(|p| p < end) {
-            let what = format!("consumer {} did not reach offset {end} (at {p:?})", k + 1);
+    let end_of = |part: &Part| converged.get(part.partition as usize).map_or(0, |c| c.1);
+    for (part, end, position) in workload.finish_consumers(end_of, READ_MAX).await {
+        if position.is_none_or(|p| p < end) {
+            let what = format!("the consumer of {part} did not reach offset {end} (at {position:?})");
             let t = recorder.now();
             recorder.record(Op::Problem { t, what });
         }
     }
-    if end > 0 {
+    for (part, (_, end)) in parts.iter().zip(&converged) {
+        if *end == 0 {
+            continue;
+        }
         for id in NODES {
-            match workload::read_all(nemesis.nodes.addr(id), &tls, end, READ_MAX).await {
+            match workload::read_all(nemesis.nodes.addr(id), part, &tls, *end, READ_MAX).await {
                 Ok(ids) => {
                     let t = recorder.now();
-                    recorder.record(Op::Final { t, node: id, ids });
+                    recorder.record(Op::Final { t, part: part.clone(), node: id, ids });
                 }
                 Err(what) => {
                     let t = recorder.now();
-                    recorder.record(Op::Problem { t, what: format!("final read of n{id}: {what}") });
+                    recorder.record(Op::Problem { t, what: format!("final read of {part} from n{id}: {what}") });
                 }
             }
         }
     }
     println!("{:>9.1}s  final reads done; stopping the nodes to compare their files", recorder.now());
     nemesis.nodes.stop_all(Duration::from_secs(10));
-    if commit > 0 {
+    for ((part, (commit, _)), group) in parts.iter().zip(&converged).zip(nemesis.groups.clone()) {
+        if *commit == 0 {
+            continue;
+        }
         let dirs: Vec<(u64, PathBuf)> =
-            NODES.iter().map(|id| (*id, group_log_dir(&nemesis.nodes.dir(*id), DEFAULT_GROUP))).collect();
+            NODES.iter().map(|id| (*id, group_log_dir(&nemesis.nodes.dir(*id), group))).collect();
+        let commit = *commit;
         let differences = tokio::task::spawn_blocking(move || compare(&dirs, commit))
             .await
             .unwrap_or_else(|e| vec![format!("compare failed: {e}")]);
         let t = recorder.now();
-        recorder.record(Op::Compare { t, nodes: NODES.to_vec(), commit, differences });
+        recorder.record(Op::Compare { t, part: part.clone(), nodes: NODES.to_vec(), commit, differences });
     }
     let ops = recorder.ops();
     let report = checker::check(&ops);
@@ -152,43 +181,102 @@ fn note_crashes(nemesis: &mut Nemesis<'_>, recorder: &Recorder) {
     }
 }
 
-/// Waits until one leader is known and every node has its whole log committed:
-/// (commit index, end offset).
-async fn converge(nemesis: &Nemesis<'_>) -> Result<(u64, u64), String> {
-    let deadline = Instant::now() + CONVERGE_MAX;
-    loop {
-        let views = nemesis.views().await;
-        let leader = views.values().filter(|v| v.role == "leader").max_by_key(|v| v.term);
-        if let Some(l) = leader {
-            let all = views.len() == NODES.len()
-                && views.values().all(|v| {
-                    v.commit_index == l.last_index
-                        && v.last_index == l.last_index
-                        && v.log_end_offset == l.log_end_offset
-                });
-            if all {
-                return Ok((l.commit_index, l.log_end_offset));
+/// Creates the topic under test (the cluster's metadata group may still be electing its
+/// first leader: retried until `LEADER_WAIT`); returns its partitions' Raft groups.
+async fn create_topic(probe: &Client) -> Result<Vec<u64>, String> {
+    let deadline = Instant::now() + LEADER_WAIT;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let created = match probe.create_topic(TOPIC, Some(PARTITIONS), Some(REPLICAS), &[]).await {
+            Ok(created) => Some(created),
+            // An attempt that timed out may have created it.
+            Err(ClientError::TopicExists(_)) => match probe.metadata(Some(&[TOPIC])).await {
+                Ok(metadata) => metadata.topic(TOPIC).cloned(),
+                Err(e) => {
+                    last = e.to_string();
+                    None
+                }
+            },
+            Err(e) => {
+                last = e.to_string();
+                None
+            }
+        };
+        if let Some(topic) = created {
+            let mut partitions = topic.partitions;
+            partitions.sort_by_key(|p| p.partition);
+            if partitions.len() == PARTITIONS as usize {
+                return Ok(partitions.iter().map(|p| p.group).collect());
+            }
+            last = format!("{TOPIC} has {} partitions, not {PARTITIONS}", partitions.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("could not create the topic {TOPIC} within {LEADER_WAIT:?}: {last}"))
+}
+
+/// Disk faults and the final comparison find a partition's files by the group the
+/// metadata names: each partition must have a group of its own, in a directory on every node.
+fn check_group_dirs(nemesis: &Nemesis<'_>) -> Result<(), String> {
+    let distinct: std::collections::BTreeSet<u64> = nemesis.groups.iter().copied().collect();
+    if distinct.len() != nemesis.groups.len() {
+        return Err(format!("the metadata names groups {:?} for {TOPIC}'s partitions: not one each", nemesis.groups));
+    }
+    for id in NODES {
+        for (p, group) in nemesis.groups.iter().enumerate() {
+            let dir = group_log_dir(&nemesis.nodes.dir(id), *group);
+            if !dir.is_dir() {
+                return Err(format!("{TOPIC}/{p} is group {group}, but n{id} has no {}", dir.display()));
             }
         }
-        let last = views
-            .values()
-            .map(|v| {
-                format!("n{}: {} term {} commit {} last {}", v.node_id, v.role, v.term, v.commit_index, v.last_index)
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        if Instant::now() > deadline {
-            return Err(format!("no convergence within {CONVERGE_MAX:?} after healing: {last}"));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    Ok(())
+}
+
+/// Waits until, in every partition, one leader is known and every node has its whole
+/// log committed: (commit index, end offset) per partition.
+async fn converge(nemesis: &Nemesis<'_>) -> Result<Vec<(u64, u64)>, String> {
+    let deadline = Instant::now() + CONVERGE_MAX;
+    let mut out = Vec::new();
+    for p in 0..nemesis.partitions() {
+        loop {
+            let views = nemesis.views(p).await;
+            let leader = views.values().filter(|v| v.role == "leader").max_by_key(|v| v.term);
+            if let Some(l) = leader {
+                let all = views.len() == NODES.len()
+                    && views.values().all(|v| {
+                        v.commit_index == l.last_index
+                            && v.last_index == l.last_index
+                            && v.log_end_offset == l.log_end_offset
+                    });
+                if all {
+                    out.push((l.commit_index, l.log_end_offset));
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                let last = views
+                    .values()
+                    .map(|v| {
+                        let (id, role, term) = (v.node_id, &v.role, v.term);
+                        format!("n{id}: {role} term {term} commit {} last {}", v.commit_index, v.last_index)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(format!("{TOPIC}/{p}: no convergence within {CONVERGE_MAX:?} after healing: {last}"));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(out)
 }
 
 /// Compares the committed prefix (entries 1..=commit) of every node's log byte for byte.
 fn compare(dirs: &[(u64, PathBuf)], commit: u64) -> Vec<String> {
     let config = segments::Config {
         segment_bytes: SEGMENT_BYTES,
-        entry_bytes_max: (4 << 20) + 2048,
+        // Any entry a segment can hold: the node's own limit is below it.
+        entry_bytes_max: (SEGMENT_BYTES - segments::SEGMENT_HEADER_LEN as u64) as u32,
         ..segments::Config::default()
     };
     let mut logs: Vec<(u64, Vec<Entry>)> = Vec::new();

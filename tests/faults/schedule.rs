@@ -1,9 +1,10 @@
 //! The fault schedule: everything one seed decides up front, printed before the run so a
 //! failure can be read and replayed. Every kind of fault the run can inject comes once,
 //! in an order the seed shuffles; after that, faults and pairs of faults at random.
-//! Choices that depend on the cluster when a fault fires (who leads) are made then,
-//! with a random generator seeded from the window, so the same seed makes the same
-//! choices given the same cluster.
+//! Each window names one partition of the topic: a fault on "the leader" hits that
+//! partition's leader, a disk fault that partition's files. Choices that depend on the
+//! cluster when a fault fires (who leads) are made then, with a random generator seeded
+//! from the window, so the same seed makes the same choices given the same cluster.
 
 use std::fmt;
 use std::time::Duration;
@@ -62,6 +63,16 @@ impl Fault {
     fn is_network(&self) -> bool {
         self.needs_netns()
     }
+
+    /// Whether the fault hits a node by its part in one partition (its leader, a follower,
+    /// the replica whose files are damaged).
+    pub fn names_partition(&self) -> bool {
+        match self {
+            Fault::Kill(t) | Fault::Pause(t) | Fault::PauseThenKill(t) => *t != Target::Any,
+            Fault::IsolateLeader | Fault::Disk(_) => true,
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -98,11 +109,18 @@ pub struct Window {
     pub calm: Duration,
     /// Seeds the choices made when the window fires.
     pub seed: u64,
+    /// The partition whose leader (or files) the faults that name one hit.
+    pub partition: u32,
 }
 
 impl Window {
     pub fn name(&self) -> String {
-        self.faults.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ")
+        let faults = self.faults.iter().map(ToString::to_string).collect::<Vec<_>>().join(" + ");
+        if self.faults.iter().any(Fault::names_partition) {
+            format!("{faults} [partition {}]", self.partition)
+        } else {
+            faults
+        }
     }
 }
 
@@ -137,7 +155,8 @@ fn kinds(netns: bool, nft: bool) -> Vec<Fault> {
     all
 }
 
-pub fn generate(seed: u64, duration: Duration, netns: bool, nft: bool) -> Schedule {
+/// The windows for `duration` of faults on a topic of `partitions` partitions.
+pub fn generate(seed: u64, duration: Duration, netns: bool, nft: bool, partitions: u32) -> Schedule {
     let mut rng = SmallRng::seed_from_u64(seed);
     let kinds = kinds(netns, nft);
     let mut first_pass = kinds.clone();
@@ -161,7 +180,8 @@ pub fn generate(seed: u64, duration: Duration, netns: bool, nft: bool) -> Schedu
         let hold = Duration::from_millis(rng.random_range(3_000..=8_000));
         let calm = Duration::from_millis(rng.random_range(1_500..=3_500));
         planned += hold + calm;
-        windows.push(Window { faults, hold, calm, seed: rng.random() });
+        let partition = rng.random_range(0..partitions.max(1));
+        windows.push(Window { faults, hold, calm, seed: rng.random(), partition });
     }
     Schedule { seed, duration, windows }
 }

@@ -1,6 +1,7 @@
 //! The workload: producers that send uniquely named records (`w<writer>-<sequence>`, then
-//! `|` and padding) through any node, and consumers that follow the log from offset 0
-//! through one node each. Every operation goes to the history with its outcome.
+//! `|` and padding) through any node, each to a partition of its own, and consumers that
+//! follow one partition's log from offset 0 through one node each. Every operation goes to
+//! the history with its partition and outcome.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::history::{Op, Outcome, Recorder, id_of};
+use super::history::{Op, Outcome, Part, Recorder, id_of};
 
 /// Records per batch: 1..=this.
 const BATCH_RECORDS_MAX: usize = 4;
@@ -32,39 +33,53 @@ pub fn client_config(addrs: Vec<String>, tls: &std::path::Path) -> ClientConfig 
     config
 }
 
+/// A consumer: the partition it follows and the node it reads through.
+pub struct Reader {
+    pub part: Part,
+    pub node: u64,
+    pub addr: String,
+}
+
+struct Following {
+    part: Part,
+    /// The consumer stops once it reaches this offset (`u64::MAX` until the end is known).
+    until: Arc<AtomicU64>,
+    task: JoinHandle<u64>,
+}
+
 pub struct Workload {
     stop_producers: watch::Sender<bool>,
     producers: Vec<JoinHandle<()>>,
-    /// Consumers stop once they reach this offset (`u64::MAX` until the end is known).
-    consumers_until: Arc<AtomicU64>,
-    consumers: Vec<JoinHandle<u64>>,
+    consumers: Vec<Following>,
 }
 
 impl Workload {
-    /// `writers` producers through all `addrs`; one consumer per (node, address).
+    /// One producer per partition in `writers` (writer k+1 sends to `writers[k]`) through
+    /// all `addrs`; one consumer per reader.
     pub async fn start(
-        writers: u32,
+        writers: Vec<Part>,
         addrs: Vec<String>,
-        consumer_nodes: Vec<(u64, String)>,
+        readers: Vec<Reader>,
         tls: PathBuf,
         recorder: Recorder,
         seed: u64,
     ) -> Workload {
         let (stop_producers, stop) = watch::channel(false);
         let mut producers = Vec::new();
-        for w in 1..=writers {
+        for (w, part) in (1..).zip(writers) {
             let client = Client::connect(client_config(addrs.clone(), &tls)).await.expect("client");
             let rng = SmallRng::seed_from_u64(seed ^ u64::from(w));
-            producers.push(tokio::spawn(produce(w, client, recorder.clone(), stop.clone(), rng)));
+            producers.push(tokio::spawn(produce(w, part, client, recorder.clone(), stop.clone(), rng)));
         }
-        let consumers_until = Arc::new(AtomicU64::new(u64::MAX));
         let mut consumers = Vec::new();
-        for (k, (node, addr)) in consumer_nodes.into_iter().enumerate() {
-            let client = Client::connect(client_config(vec![addr], &tls)).await.expect("client");
-            let until = consumers_until.clone();
-            consumers.push(tokio::spawn(consume(k as u32 + 1, node, client, recorder.clone(), until)));
+        for (k, reader) in (1..).zip(readers) {
+            let client = Client::connect(client_config(vec![reader.addr], &tls)).await.expect("client");
+            let until = Arc::new(AtomicU64::new(u64::MAX));
+            let part = reader.part.clone();
+            let task = tokio::spawn(consume(k, reader.part, reader.node, client, recorder.clone(), until.clone()));
+            consumers.push(Following { part, until, task });
         }
-        Workload { stop_producers, producers, consumers_until, consumers }
+        Workload { stop_producers, producers, consumers }
     }
 
     pub async fn stop_producers(&mut self) {
@@ -74,18 +89,26 @@ impl Workload {
         }
     }
 
-    /// Lets the consumers read up to `end`, waiting at most `within`; returns each one's
-    /// position (those that did not get there are aborted).
-    pub async fn finish_consumers(&mut self, end: u64, within: Duration) -> Vec<Option<u64>> {
-        self.consumers_until.store(end, Ordering::SeqCst);
+    /// Lets each consumer read up to its partition's end (`end_of`), waiting at most
+    /// `within`; returns each one's partition, end and position (those that did not get
+    /// there are aborted).
+    pub async fn finish_consumers(
+        &mut self,
+        end_of: impl Fn(&Part) -> u64,
+        within: Duration,
+    ) -> Vec<(Part, u64, Option<u64>)> {
+        for c in &self.consumers {
+            c.until.store(end_of(&c.part), Ordering::SeqCst);
+        }
         let deadline = tokio::time::Instant::now() + within;
         let mut out = Vec::new();
         for mut c in self.consumers.drain(..) {
-            match tokio::time::timeout_at(deadline, &mut c).await {
-                Ok(Ok(position)) => out.push(Some(position)),
+            let end = c.until.load(Ordering::SeqCst);
+            match tokio::time::timeout_at(deadline, &mut c.task).await {
+                Ok(Ok(position)) => out.push((c.part, end, Some(position))),
                 _ => {
-                    c.abort();
-                    out.push(None);
+                    c.task.abort();
+                    out.push((c.part, end, None));
                 }
             }
         }
@@ -96,11 +119,18 @@ impl Workload {
 impl Drop for Workload {
     fn drop(&mut self) {
         self.producers.iter().for_each(JoinHandle::abort);
-        self.consumers.iter().for_each(JoinHandle::abort);
+        self.consumers.iter().for_each(|c| c.task.abort());
     }
 }
 
-async fn produce(writer: u32, client: Client, recorder: Recorder, stop: watch::Receiver<bool>, mut rng: SmallRng) {
+async fn produce(
+    writer: u32,
+    part: Part,
+    client: Client,
+    recorder: Recorder,
+    stop: watch::Receiver<bool>,
+    mut rng: SmallRng,
+) {
     let padding = "x".repeat(PADDING_BYTES);
     let mut seq = 0u64;
     while !*stop.borrow() {
@@ -113,7 +143,7 @@ async fn produce(writer: u32, client: Client, recorder: Recorder, stop: watch::R
             .collect();
         let records = ids.iter().map(|id| Record::new(format!("{id}|{padding}"))).collect();
         let t = recorder.now();
-        let result = client.produce(records).await;
+        let result = client.produce_to(&part.topic, part.partition, records).await;
         let done = recorder.now();
         let outcome = match result {
             Ok(offset) => Outcome::Ok { offset },
@@ -121,24 +151,32 @@ async fn produce(writer: u32, client: Client, recorder: Recorder, stop: watch::R
             Err(e) => Outcome::Unknown { error: e.to_string() },
         };
         let failed = !matches!(outcome, Outcome::Ok { .. });
-        recorder.record(Op::Send { t, writer, ids, outcome, done });
+        recorder.record(Op::Send { t, part: part.clone(), writer, ids, outcome, done });
         tokio::time::sleep(if failed { ERROR_PAUSE } else { SEND_PAUSE }).await;
     }
 }
 
-/// Follows the log from offset 0 through one node until `until`; returns the position.
-async fn consume(consumer: u32, node: u64, client: Client, recorder: Recorder, until: Arc<AtomicU64>) -> u64 {
-    let mut c = client.consumer(Offset::At(0)).max_wait(POLL_WAIT);
+/// Follows a partition's log from offset 0 through one node until `until`; returns the position.
+async fn consume(
+    consumer: u32,
+    part: Part,
+    node: u64,
+    client: Client,
+    recorder: Recorder,
+    until: Arc<AtomicU64>,
+) -> u64 {
+    let mut c = client.consumer_of(&part.topic, part.partition, Offset::At(0)).max_wait(POLL_WAIT);
     loop {
         let offset = c.position().unwrap_or(0);
         if offset >= until.load(Ordering::SeqCst) {
             return offset;
         }
         match c.poll().await {
-            Ok(batch) => record_polls(&recorder, consumer, node, &batch),
+            Ok(batch) => record_polls(&recorder, &part, consumer, node, &batch),
             Err(e) => {
                 let t = recorder.now();
-                recorder.record(Op::PollFailed { t, consumer, node, offset, error: e.to_string() });
+                let part = part.clone();
+                recorder.record(Op::PollFailed { t, part, consumer, node, offset, error: e.to_string() });
                 tokio::time::sleep(ERROR_PAUSE).await;
             }
         }
@@ -146,7 +184,7 @@ async fn consume(consumer: u32, node: u64, client: Client, recorder: Recorder, u
 }
 
 /// One Poll op per run of consecutive offsets (so a gap the client let through shows).
-fn record_polls(recorder: &Recorder, consumer: u32, node: u64, batch: &[(u64, Record)]) {
+fn record_polls(recorder: &Recorder, part: &Part, consumer: u32, node: u64, batch: &[(u64, Record)]) {
     let t = recorder.now();
     let mut run: Option<(u64, Vec<String>)> = None;
     for (offset, record) in batch {
@@ -154,21 +192,27 @@ fn record_polls(recorder: &Recorder, consumer: u32, node: u64, batch: &[(u64, Re
             Some((start, ids)) if *start + ids.len() as u64 == *offset => ids.push(id_of(record.value_bytes())),
             _ => {
                 if let Some((offset, ids)) = run.take() {
-                    recorder.record(Op::Poll { t, consumer, node, offset, ids });
+                    recorder.record(Op::Poll { t, part: part.clone(), consumer, node, offset, ids });
                 }
                 run = Some((*offset, vec![id_of(record.value_bytes())]));
             }
         }
     }
     if let Some((offset, ids)) = run {
-        recorder.record(Op::Poll { t, consumer, node, offset, ids });
+        recorder.record(Op::Poll { t, part: part.clone(), consumer, node, offset, ids });
     }
 }
 
-/// Node `addr`'s whole committed log from offset 0 to `end`, record ids in order.
-pub async fn read_all(addr: String, tls: &std::path::Path, end: u64, within: Duration) -> Result<Vec<String>, String> {
+/// Node `addr`'s whole committed log of a partition from offset 0 to `end`, record ids in order.
+pub async fn read_all(
+    addr: String,
+    part: &Part,
+    tls: &std::path::Path,
+    end: u64,
+    within: Duration,
+) -> Result<Vec<String>, String> {
     let client = Client::connect(client_config(vec![addr.clone()], tls)).await.map_err(|e| e.to_string())?;
-    let mut c = client.consumer(Offset::At(0)).max_wait(POLL_WAIT).max_bytes(8 << 20);
+    let mut c = client.consumer_of(&part.topic, part.partition, Offset::At(0)).max_wait(POLL_WAIT).max_bytes(8 << 20);
     let mut ids = Vec::new();
     let deadline = tokio::time::Instant::now() + within;
     let mut last_error = String::new();
