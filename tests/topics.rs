@@ -71,6 +71,18 @@ async fn keyed_records_stay_in_one_partition_and_every_replica_holds_the_same_lo
             assert!(values.insert(row["value"].as_str().expect("value").to_string()), "{row} read twice");
         }
         assert_eq!(values.len(), 3000, "{topic}: every record once");
+        // Right after, `topic describe` counts them all (its offsets come from the leaders).
+        let (ok, out, err) =
+            cli(&cluster, &["topic", "describe", topic, "--format", "json"], &cluster.node(1).addr, b"");
+        assert!(ok, "describe {topic}: {err}");
+        let described: serde_json::Value = serde_json::from_str(&out).expect("json");
+        let held: u64 = described["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|p| p["log_end_offset"].as_u64().unwrap_or(0) - p["log_start_offset"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(held, 3000, "{topic}: describe right after produce: {out}");
         let used: BTreeSet<u64> = partition_of_key.values().copied().collect();
         // 100 keys hashed over P partitions: all used for 1 and 8, most for 64.
         assert!(used.len() >= (partitions as usize).min(32), "{topic}: keys used only partitions {used:?}");

@@ -84,9 +84,10 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
             let Some(topic) = metadata.topic(&name) else {
                 return Err(keel::client::ClientError::UnknownTopic(name).into());
             };
+            let topic = with_fresh_offsets(&client, topic.clone()).await;
             match format {
-                OutputFormat::Json => println!("{}", describe_json(topic)),
-                OutputFormat::Text => print_describe(topic),
+                OutputFormat::Json => println!("{}", describe_json(&topic)),
+                OutputFormat::Text => print_describe(&topic),
             }
         }
         TopicCommand::Delete { client, name } => {
@@ -96,6 +97,34 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `topic describe` waits for a partition's leader to say its offsets; past it, the
+/// offsets the metadata carried (reported by the leaders, up to two seconds old) are shown.
+const OFFSETS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Partitions asked for their offsets at once.
+const OFFSETS_IN_FLIGHT_MAX: usize = 64;
+
+/// `topic` with each partition's start and end offsets asked of its leader, so that what
+/// was just produced shows; a leader that does not answer within `OFFSETS_WAIT` leaves the
+/// offsets the metadata carried.
+async fn with_fresh_offsets(client: &Client, mut topic: TopicView) -> TopicView {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(OFFSETS_IN_FLIGHT_MAX));
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, p) in topic.partitions.iter().enumerate().filter(|(_, p)| p.leader.is_some()) {
+        let (client, gate, name, partition) = (client.clone(), gate.clone(), topic.name.clone(), p.partition);
+        asks.spawn(async move {
+            let _turn = gate.acquire_owned().await;
+            (i, tokio::time::timeout(OFFSETS_WAIT, client.log_offsets(&name, partition)).await)
+        });
+    }
+    while let Some(asked) = asks.join_next().await {
+        if let Ok((i, Ok(Ok((start, end))))) = asked {
+            topic.partitions[i].log_start_offset = Some(start);
+            topic.partitions[i].log_end_offset = Some(end);
+        }
+    }
+    topic
 }
 
 /// `{"name", "partitions": [{"partition", "group", "leader", "replicas", "in_sync", "log_start_offset",

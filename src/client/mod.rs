@@ -198,6 +198,11 @@ impl Client {
         Ok(self.offsets(topic, partition, true).await?.1)
     }
 
+    /// (log start, log end) of `topic`/`partition`, from its leader.
+    pub async fn log_offsets(&self, topic: &str, partition: u32) -> Result<(u64, u64), ClientError> {
+        self.offsets(topic, partition, true).await
+    }
+
     /// (log start, log end) of a partition, from its leader when `from_leader`, else from
     /// the first node that answers.
     async fn offsets(&self, topic: &str, partition: u32, from_leader: bool) -> Result<(u64, u64), ClientError> {
