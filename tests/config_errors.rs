@@ -1,7 +1,7 @@
 //! `keel serve` with a bad configuration exits at once, non-zero, with a message that names
 //! the problem and what to do: its own id missing from --peers, certificates it cannot
 //! read, a data directory another node process holds, a data directory that belongs to
-//! another node id or to another cluster.
+//! another node id or to another cluster, producer limits out of range.
 
 mod common;
 
@@ -61,6 +61,35 @@ fn listen() -> String {
     format!("127.0.0.1:{}", common::free_ports(1)[0])
 }
 
+/// Node 1 of a one-node cluster, with its certificates and nothing started.
+struct OneNode {
+    root: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    /// The flags every start takes: id, addresses, certificates, data directory.
+    flags: Vec<String>,
+}
+
+impl OneNode {
+    fn new() -> OneNode {
+        let root = tempfile::tempdir_in(common::test_tmp()).expect("tmp");
+        let tls = root.path().join("tls");
+        certs(&tls, &[1]);
+        let dir = root.path().join("data");
+        let listen = listen();
+        let peers = format!("1={listen}");
+        let (tls, dir_arg) = (tls.to_str().unwrap(), dir.to_str().unwrap());
+        let flags = ["--id", "1", "--listen", &listen, "--peers", &peers, "--tls", tls, "--dir", dir_arg];
+        OneNode { flags: flags.map(String::from).to_vec(), root, dir }
+    }
+
+    /// `serve_fails` with the node's flags and `extra`.
+    fn serve_fails(&self, extra: &[&str]) -> String {
+        let mut args: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        serve_fails(&args)
+    }
+}
+
 #[test]
 fn own_id_missing_from_peers() {
     let root = tempfile::tempdir_in(common::test_tmp()).expect("tmp");
@@ -72,6 +101,18 @@ fn own_id_missing_from_peers() {
     let err = serve_fails(&["--id", "4", "--listen", &listen, "--peers", peers, "--tls", tls_arg, "--dir", dir_arg]);
     assert_says(&err, &["id 4 is not in --peers", "list every voter, this node included"]);
     assert!(!dir.exists(), "a refused start created the data directory");
+}
+
+#[test]
+fn producer_limits_out_of_range() {
+    let node = OneNode::new();
+    let config = node.root.path().join("keel.toml");
+    std::fs::write(&config, "producers_max = 0\n").expect("write the config file");
+    let err = node.serve_fails(&["--config", config.to_str().unwrap()]);
+    assert_says(&err, &["producers_max must be from 1 to 1048576 producers per partition, not 0"]);
+    let err = node.serve_fails(&["--producer-id-expiration-ms", "0"]);
+    assert_says(&err, &["producer_id_expiration_ms must be from 1", "a producer idle for longer is forgotten"]);
+    assert!(!node.dir.exists(), "a refused start created the data directory");
 }
 
 #[test]
@@ -136,15 +177,8 @@ async fn a_data_directory_of_another_cluster() {
 
 #[test]
 fn kafka_listener_flags_that_do_not_add_up() {
-    let root = tempfile::tempdir_in(common::test_tmp()).expect("tmp");
-    let tls = root.path().join("tls");
-    certs(&tls, &[1]);
-    let dir = root.path().join("data");
-    let listen = listen();
-    let peers = format!("1={listen}");
-    let (tls, dir_arg) = (tls.to_str().unwrap(), dir.to_str().unwrap());
-    let base = ["--id", "1", "--listen", &listen, "--peers", &peers, "--tls", tls, "--dir", dir_arg];
-    let serve = |extra: &[&str]| serve_fails(&[&base[..], extra].concat());
+    let node = OneNode::new();
+    let serve = |extra: &[&str]| node.serve_fails(extra);
     // A wildcard address names no host a client could reach.
     let err = serve(&["--kafka", "0.0.0.0:9092"]);
     assert_says(&err, &["listens on every address", "--kafka-advertised HOST:PORT"]);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use keel::batch::{BatchBuilder, Compression, Record};
 use keel::net::peer::SendError;
-use keel::producers::ProducerError;
+use keel::producers::{ProducerConfig, ProducerError};
 use keel::raft::{self, Membership, Message, Role};
 use keel::replica::Replica;
 use keel::replica::backend::SharedLog;
@@ -69,6 +69,7 @@ impl Harness {
             stamp_batches,
             consumer_offsets: false,
             leaders: Default::default(),
+            producers: ProducerConfig::default(),
         };
         let (group, _published) = Group::new(parts);
         let (tx, rx) = mpsc::channel(1024);

@@ -53,6 +53,7 @@ impl Nodes {
             metadata_segment_bytes: keel::server::config::METADATA_SEGMENT_BYTES,
             auto_create_topics: false,
             default_partitions: 1,
+            producers: Default::default(),
             kafka: None,
             leader_balance_every: None,
         };

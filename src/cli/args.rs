@@ -133,6 +133,15 @@ pub struct ServeArgs {
     /// On a new cluster: partitions of the topic `default` (default 1).
     #[arg(long, env = "KEEL_DEFAULT_PARTITIONS")]
     pub default_partitions: Option<u32>,
+    /// On a new cluster: a partition forgets an idempotent producer idle for this many
+    /// milliseconds of its log's time (default 604800000, 7 days; Kafka's
+    /// producer.id.expiration.ms). Kept in the cluster's metadata, the same for every replica.
+    #[arg(long, env = "KEEL_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<u64>,
+    /// On a new cluster: idempotent producers one partition tracks (default 10000); past it
+    /// the least recently active is forgotten. Kept in the cluster's metadata.
+    #[arg(long, env = "KEEL_PRODUCERS_MAX")]
+    pub producers_max: Option<u32>,
     /// TCP address to serve Kafka clients on (none by default), e.g. 0.0.0.0:9092.
     #[arg(long, env = "KEEL_KAFKA")]
     pub kafka: Option<String>,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use keel::producers::ProducerConfig;
 use keel::server::config::{self, ConfigError};
 use keel::server::{Limits, NodeConfig, NodeHandle, Retention};
 
@@ -60,6 +61,8 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
         segment_bytes,
         record_bytes_max,
         default_partitions,
+        producer_id_expiration_ms,
+        producers_max,
         disk_free_bytes_min,
         kafka,
         kafka_advertised,
@@ -145,6 +148,7 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         metadata_segment_bytes: args.metadata_segment_bytes.unwrap_or(config::METADATA_SEGMENT_BYTES),
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.unwrap_or(1),
+        producers: producer_limits(args)?,
         kafka: kafka_listener(args)?,
         leader_balance_every: match args.leader_balance_ms {
             Some(0) => None,
@@ -153,6 +157,14 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         },
     };
     Ok((config, peer_names))
+}
+
+/// The producer limits a new cluster starts with; the defaults are `producers::*_DEFAULT`.
+fn producer_limits(args: &ServeArgs) -> anyhow::Result<ProducerConfig> {
+    let defaults = ProducerConfig::default();
+    let expiration_ms = args.producer_id_expiration_ms.unwrap_or(defaults.producer_id_expiration_ms());
+    let producers_max = args.producers_max.map_or(defaults.producers_max(), |max| max as usize);
+    ProducerConfig::new(expiration_ms, producers_max).map_err(|e| Usage(e.to_string()).into())
 }
 
 /// The Kafka listener's settings: `--kafka`, advertised as `--kafka-advertised` (or as

@@ -281,6 +281,20 @@ impl MetadataState {
                 rule: "the cap is below the partitions that exist; delete topics first",
             });
         }
+        // Each partition replica opens its producer table with the limits of the metadata it
+        // has applied (`server/controller.rs`); were they to change while partitions exist,
+        // replicas opened before and after would forget different producers.
+        if existing > 0 {
+            let fixed = "producer limits are fixed once a partition exists: its replicas run with the first ones";
+            if settings.producer_id_expiration_ms != self.settings.producer_id_expiration_ms {
+                let value = settings.producer_id_expiration_ms;
+                return Err(MetaError::InvalidSetting { setting: "producer_id_expiration_ms", value, rule: fixed });
+            }
+            if settings.producers_max != self.settings.producers_max {
+                let value = settings.producers_max.into();
+                return Err(MetaError::InvalidSetting { setting: "producers_max", value, rule: fixed });
+            }
+        }
         for topic in self.topics.values() {
             topic
                 .config

@@ -9,6 +9,12 @@
 //! (`codec::Reader::count`). Decoding checks the form only; whether a command may be
 //! applied is `apply`'s decision, with a message that names the rule.
 //!
+//! Version history, of commands and snapshots alike:
+//! - 1: the first; `settings` took 39 bytes, without the producer limits. Still read (a
+//!   cluster's log and snapshots outlive an upgrade): its settings get the default producer
+//!   limits, which are those every partition ran with before they were settings.
+//! - 2 (written now): `settings` adds the producer limits, 51 bytes.
+//!
 //! ## Field types
 //!
 //! | type | bytes |
@@ -23,7 +29,7 @@
 //! | `state` | `u8`: 1 active, 2 draining, 3 removed |
 //! | `config` | `u32` count, then count × (`u8` key, `u64` value), keys strictly ascending |
 //! | `keys` | `u32` count, then count × `u8` key |
-//! | `settings` | 39 bytes, below |
+//! | `settings` | 51 bytes (39 in version 1), below |
 //!
 //! Config keys and their values: 1 `retention.bytes` (`i64`, -1 = unlimited),
 //! 2 `retention.ms` (`i64`, -1 = unlimited), 3 `max.message.bytes` (at most `u32::MAX`),
@@ -42,14 +48,16 @@
 //!     19    8 default retention.ms        i64
 //!     27    4 default max.message.bytes   u32
 //!     31    8 default segment.bytes       u64
-//!     39      (end)
+//!     39    8 producer_id_expiration_ms   u64 (version 2; version 1 ends at 39)
+//!     47    4 producers_max               u32 (version 2)
+//!     51      (end)
 //! ```
 //!
 //! ## Command
 //!
 //! ```text
 //! offset size field
-//!      0    1 version   COMMAND_VERSION = 1
+//!      0    1 version   COMMAND_VERSION = 2 (1 is read too)
 //!      1    1 kind      below
 //!      2    . fields    the kind's fields, in the order listed, nothing after them
 //! ```
@@ -71,11 +79,11 @@
 //!
 //! ```text
 //! offset size field
-//!      0    1 version           SNAPSHOT_VERSION = 1
+//!      0    1 version           SNAPSHOT_VERSION = 2 (1 is read too)
 //!      1    8 next group id     u64
 //!      9    8 next producer id  u64
-//!     17   39 settings
-//!     56    4 broker count      u32, then each broker:
+//!     17   51 settings          (39 bytes in version 1, which shifts what follows)
+//!     68    4 broker count      u32, then each broker:
 //!               u64 id, str address, opt<str> kafka address, state, bool voter
 //!       .   4 topic count       u32, then each topic:
 //!               str name, 16 bytes topic id, u64 created at (ms), bool internal, config,
@@ -96,8 +104,10 @@ use super::command::{Command, CreateTopic};
 use super::config::{ClusterSettings, ConfigKey, TopicConfig, TopicDefaults};
 use super::state::{Broker, BrokerState, MetadataState, Partition, Topic, TopicId};
 
-pub const COMMAND_VERSION: u8 = 1;
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const COMMAND_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 2;
+/// The first version, still read: its settings lack the producer limits.
+const VERSION_WITHOUT_PRODUCER_LIMITS: u8 = 1;
 
 const KIND_REGISTER_BROKER: u8 = 1;
 const KIND_SET_BROKER_STATE: u8 = 2;
@@ -187,7 +197,7 @@ impl Command {
 
     pub fn decode(bytes: Bytes) -> Result<Command, DecodeError> {
         let mut r = Reader::new(bytes);
-        read_version(&mut r, COMMAND_VERSION, "metadata command version (this node knows 1)")?;
+        let version = read_version(&mut r, COMMAND_VERSION, "metadata command version (this node knows 1 and 2)")?;
         let command = match r.u8("metadata command kind")? {
             KIND_REGISTER_BROKER => Command::RegisterBroker {
                 node: NodeId(r.u64("node id")?),
@@ -230,7 +240,7 @@ impl Command {
             KIND_ALLOCATE_PRODUCER_IDS => {
                 Command::AllocateProducerIds { node: NodeId(r.u64("node id")?), count: r.u32("producer id count")? }
             }
-            KIND_SET_CLUSTER_SETTINGS => Command::SetClusterSettings(read_settings(&mut r)?),
+            KIND_SET_CLUSTER_SETTINGS => Command::SetClusterSettings(read_settings(&mut r, version)?),
             _ => return Err(DecodeError::Invalid { what: "metadata command kind" }),
         };
         r.end()?;
@@ -281,11 +291,11 @@ impl MetadataState {
     /// an invariant.
     pub fn restore(bytes: Bytes) -> Result<MetadataState, DecodeError> {
         let mut r = Reader::new(bytes);
-        read_version(&mut r, SNAPSHOT_VERSION, "metadata snapshot version (this node knows 1)")?;
+        let version = read_version(&mut r, SNAPSHOT_VERSION, "metadata snapshot version (this node knows 1 and 2)")?;
         let mut state = MetadataState::new();
         state.next_group_id = GroupId(r.u64("next group id")?);
         state.next_producer_id = r.u64("next producer id")?;
-        state.settings = read_settings(&mut r)?;
+        state.settings = read_settings(&mut r, version)?;
         for _ in 0..r.count(BROKER_LEN_MIN, "broker count")? {
             let broker = Broker {
                 id: NodeId(r.u64("node id")?),
@@ -333,9 +343,14 @@ fn read_topic(r: &mut Reader) -> Result<Topic, DecodeError> {
     Ok(Topic { name, id: TopicId(id), created_at_ms, internal, config, partitions })
 }
 
-/// The version byte that starts an encoding; any other than `known` is refused.
-fn read_version(r: &mut Reader, known: u8, what: &'static str) -> Result<(), DecodeError> {
-    if r.u8(what)? == known { Ok(()) } else { Err(DecodeError::Invalid { what }) }
+/// The version byte that starts an encoding: 1 up to `newest`; any other is refused.
+fn read_version(r: &mut Reader, newest: u8, what: &'static str) -> Result<u8, DecodeError> {
+    let version = r.u8(what)?;
+    if (VERSION_WITHOUT_PRODUCER_LIMITS..=newest).contains(&version) {
+        Ok(version)
+    } else {
+        Err(DecodeError::Invalid { what })
+    }
 }
 
 fn put_count(b: &mut BytesMut, n: usize) {
@@ -436,10 +451,13 @@ fn put_settings(b: &mut BytesMut, s: &ClusterSettings) {
     b.put_i64_le(d.retention_ms);
     b.put_u32_le(d.max_message_bytes);
     b.put_u64_le(d.segment_bytes);
+    b.put_u64_le(s.producer_id_expiration_ms);
+    b.put_u32_le(s.producers_max);
 }
 
-fn read_settings(r: &mut Reader) -> Result<ClusterSettings, DecodeError> {
-    Ok(ClusterSettings {
+/// The settings as `version` encodes them; version 1's get the default producer limits.
+fn read_settings(r: &mut Reader, version: u8) -> Result<ClusterSettings, DecodeError> {
+    let mut settings = ClusterSettings {
         auto_create_topics: r.bool("auto_create_topics")?,
         default_partitions: r.u32("default_partitions")?,
         default_replication_factor: r.u16("default_replication_factor")?,
@@ -450,5 +468,11 @@ fn read_settings(r: &mut Reader) -> Result<ClusterSettings, DecodeError> {
             max_message_bytes: r.u32("default max.message.bytes")?,
             segment_bytes: r.u64("default segment.bytes")?,
         },
-    })
+        ..ClusterSettings::default()
+    };
+    if version > VERSION_WITHOUT_PRODUCER_LIMITS {
+        settings.producer_id_expiration_ms = r.u64("producer_id_expiration_ms")?;
+        settings.producers_max = r.u32("producers_max")?;
+    }
+    Ok(settings)
 }

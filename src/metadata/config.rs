@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::MetaError;
+use crate::producers::{self, ProducerConfig};
 
 /// Partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
@@ -324,6 +325,12 @@ pub struct ClusterSettings {
     /// Partitions the whole cluster may hold, all topics together.
     pub cluster_partitions_max: u32,
     pub topic_defaults: TopicDefaults,
+    /// How long a partition remembers an idempotent producer that wrote nothing, in its
+    /// log's time (Kafka's `producer.id.expiration.ms`; `producers/mod.rs`, "Time").
+    pub producer_id_expiration_ms: u64,
+    /// Idempotent producers one partition tracks; past it, the least recently active one is
+    /// forgotten.
+    pub producers_max: u32,
 }
 
 impl Default for ClusterSettings {
@@ -334,6 +341,8 @@ impl Default for ClusterSettings {
             default_replication_factor: 3,
             cluster_partitions_max: 50_000,
             topic_defaults: TopicDefaults::default(),
+            producer_id_expiration_ms: producers::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            producers_max: producers::PRODUCERS_MAX_DEFAULT as u32,
         }
     }
 }
@@ -355,7 +364,15 @@ impl ClusterSettings {
                 "the cluster-wide cap is from 1 to 1000000 partitions",
             );
         }
+        self.producer_config()?;
         self.topic_defaults.as_config().check(false, &self.topic_defaults)
+    }
+
+    /// The limits every partition's producer table runs with (`producers/`): all replicas of
+    /// a partition take them from here, so that they forget the same producers.
+    pub fn producer_config(&self) -> Result<ProducerConfig, producers::ConfigError> {
+        let producers_max = usize::try_from(self.producers_max).unwrap_or(usize::MAX);
+        ProducerConfig::new(self.producer_id_expiration_ms, producers_max)
     }
 }
 
@@ -508,5 +525,29 @@ mod tests {
         assert_eq!(setting_of(ClusterSettings { cluster_partitions_max: over, ..base() }), "cluster_partitions_max");
         let defaults = TopicDefaults { retention_ms: -5, ..TopicDefaults::default() };
         assert!(rule_of(ClusterSettings { topic_defaults: defaults, ..base() }.check()).contains("retention.ms"));
+    }
+
+    #[test]
+    fn producer_limits_are_checked_and_name_the_setting() {
+        let base = ClusterSettings::default;
+        let refused = |s: ClusterSettings| s.check().expect_err("out of range").to_string();
+        let message = refused(ClusterSettings { producers_max: 0, ..base() });
+        assert!(message.contains("producers_max must be from 1 to 1048576"), "{message}");
+        let over = u32::try_from(producers::PRODUCERS_MAX_LIMIT + 1).unwrap();
+        assert!(refused(ClusterSettings { producers_max: over, ..base() }).contains("producers_max"));
+        let message = refused(ClusterSettings { producer_id_expiration_ms: 0, ..base() });
+        assert!(message.contains("producer_id_expiration_ms must be from 1"), "{message}");
+        let over = producers::PRODUCER_ID_EXPIRATION_MS_LIMIT + 1;
+        assert!(refused(ClusterSettings { producer_id_expiration_ms: over, ..base() }).contains("expiration"));
+        let small = ClusterSettings { producer_id_expiration_ms: 2000, producers_max: 1, ..base() };
+        assert_eq!(small.check(), Ok(()));
+        assert_eq!(small.producer_config(), ProducerConfig::new(2000, 1));
+    }
+
+    #[test]
+    fn the_default_producer_limits_are_those_of_the_producer_table() {
+        let settings = ClusterSettings::default();
+        assert_eq!(settings.producer_config(), Ok(ProducerConfig::default()));
+        assert_eq!(settings.producer_id_expiration_ms, 7 * 24 * 3600 * 1000, "7 days, documented in README");
     }
 }

@@ -83,6 +83,8 @@ pub enum MetaError {
     ConfigSetAndReset { key: ConfigKey },
     #[error("invalid cluster setting {setting} = {value}: {rule}")]
     InvalidSetting { setting: &'static str, value: u64, rule: &'static str },
+    #[error("invalid cluster setting: {0}")]
+    ProducerSetting(#[from] crate::producers::ConfigError),
     #[error("a block of producer ids holds 1 to {max} ids, not {count}")]
     ProducerIdBlock { count: u32, max: u32 },
     #[error("producer ids are exhausted: {next} + {count} passes the largest id Kafka allows")]

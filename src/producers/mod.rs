@@ -122,8 +122,12 @@ pub const NO_PRODUCER_ID: i64 = -1;
 /// limit `max.in.flight.requests.per.connection <= 5`.
 pub const WINDOW: usize = 5;
 /// keel's default idle time before a producer is forgotten: 7 days, as issue 16 asks and as
-/// Redpanda's `transactional_id_expiration_ms`; Kafka's `producer.id.expiration.ms` is 1 day.
+/// Redpanda's `transactional_id_expiration_ms`. Kafka 3's `producer.id.expiration.ms` is
+/// 1 day; keel keeps the longer one, so that a producer idle over a weekend is not taken for
+/// a new one (its memory is bounded by `producers_max` either way).
 pub const PRODUCER_ID_EXPIRATION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1000;
+/// The longest `producer_id_expiration_ms` a configuration may ask for: 365 days.
+pub const PRODUCER_ID_EXPIRATION_MS_LIMIT: u64 = 365 * 24 * 60 * 60 * 1000;
 /// Producers tracked per partition by default. A producer with a full window takes about 400
 /// bytes with its map entries (measured: 10 000 took 4.06 MB), so the default bounds one
 /// partition's table near 4 MB.
@@ -195,8 +199,9 @@ pub fn sequence_after(seq: i32, delta: i32) -> i32 {
 }
 
 /// Limits of one partition's producer table. Every replica of a partition must use the same
-/// values, or they would forget different producers: take them from the topic's config in
-/// the metadata group, never from a node's own flags.
+/// values, or they would forget different producers: they come from the cluster settings in
+/// the metadata group (`metadata::ClusterSettings`), never from a node's own flags, which
+/// only seed those settings when the cluster first starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProducerConfig {
     producer_id_expiration_ms: u64,
@@ -206,14 +211,22 @@ pub struct ProducerConfig {
 /// Why a producer configuration was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    #[error("producers_max must be between 1 and {PRODUCERS_MAX_LIMIT}, not {0}")]
+    #[error("producers_max must be from 1 to {PRODUCERS_MAX_LIMIT} producers per partition, not {0}")]
     ProducersMax(usize),
+    #[error(
+        "producer_id_expiration_ms must be from 1 to {PRODUCER_ID_EXPIRATION_MS_LIMIT} (365 days), not {0}: \
+         a producer idle for longer is forgotten"
+    )]
+    ProducerIdExpirationMs(u64),
 }
 
 impl ProducerConfig {
     pub fn new(producer_id_expiration_ms: u64, producers_max: usize) -> Result<ProducerConfig, ConfigError> {
         if producers_max == 0 || producers_max > PRODUCERS_MAX_LIMIT {
             return Err(ConfigError::ProducersMax(producers_max));
+        }
+        if producer_id_expiration_ms == 0 || producer_id_expiration_ms > PRODUCER_ID_EXPIRATION_MS_LIMIT {
+            return Err(ConfigError::ProducerIdExpirationMs(producer_id_expiration_ms));
         }
         Ok(ProducerConfig { producer_id_expiration_ms, producers_max })
     }

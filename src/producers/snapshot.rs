@@ -30,7 +30,7 @@
 //!
 //! Nothing follows the last producer. Producers are in ascending id order, so one table has
 //! exactly one encoding. The limits (`ProducerConfig`) are not stored: they come from the
-//! topic's config, and `restore` evicts down to `producers_max` if a snapshot holds more.
+//! cluster settings, and `restore` evicts down to `producers_max` if a snapshot holds more.
 
 use std::collections::BTreeMap;
 

@@ -32,6 +32,9 @@ pub struct NodeConfig {
     pub auto_create_topics: bool,
     /// A new cluster: partitions of the topic `default`.
     pub default_partitions: u32,
+    /// A new cluster: the limits of every partition's producer table, which the cluster
+    /// keeps in its settings (`metadata::ClusterSettings`) from then on.
+    pub producers: crate::producers::ProducerConfig,
     /// The Kafka listener, if the node serves Kafka clients.
     pub kafka: Option<KafkaListenerConfig>,
     /// How often the metadata leader moves leadership back to preferred replicas

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
+use super::config::NodeConfig;
 use super::group::Event;
 use super::node::{GroupSpec, NodeShared};
 use crate::broker::{Broker, BrokerError, METADATA_GROUP};
@@ -45,11 +46,19 @@ pub struct Bootstrap {
 
 impl Bootstrap {
     /// The settings a node's configuration gives a new cluster.
-    pub fn settings(auto_create_topics: bool, retention: &Retention) -> ClusterSettings {
+    pub fn settings(config: &NodeConfig) -> ClusterSettings {
+        let retention = &config.retention;
         let age = retention.age.map_or(-1, |a| i64::try_from(a.as_millis()).unwrap_or(i64::MAX));
         let bytes = retention.bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let topic_defaults = TopicDefaults { retention_bytes: bytes, retention_ms: age, ..TopicDefaults::default() };
-        ClusterSettings { auto_create_topics, topic_defaults, ..ClusterSettings::default() }
+        ClusterSettings {
+            auto_create_topics: config.auto_create_topics,
+            topic_defaults,
+            producer_id_expiration_ms: config.producers.producer_id_expiration_ms(),
+            producers_max: u32::try_from(config.producers.producers_max())
+                .expect("producers_max <= PRODUCERS_MAX_LIMIT"),
+            ..ClusterSettings::default()
+        }
     }
 }
 
@@ -224,6 +233,11 @@ impl Controller {
             // leader adds it (issue 17); one placed from the start is a voter at once.
             let voters =
                 if p.replicas.contains(&me) { p.replicas.iter().map(|n| n.get()).collect() } else { [].into() };
+            // Every replica of the group takes the producer limits from the applied metadata
+            // that names the group: those settings precede its topic in the metadata log and
+            // cannot change while a partition exists (`metadata/apply.rs`), so every replica,
+            // whenever it starts, has the same ones.
+            let producers = state.settings().producer_config().expect("applied settings passed check");
             let spec = GroupSpec {
                 group: group.get(),
                 voters: Membership { voters, ..Membership::default() },
@@ -231,6 +245,7 @@ impl Controller {
                 node_gauges: false,
                 metadata: None,
                 consumer_offsets: topic.name == CONSUMER_OFFSETS,
+                producers,
             };
             match self.node.start_group(spec) {
                 Ok(()) => info!(group = group.get(), topic = %topic.name, partition, "hosting a replica"),

@@ -130,6 +130,8 @@ pub struct GroupParts {
     /// A partition of `__consumer_offsets`: trimmed below its coordinator's checkpoints
     /// (`offsets_floor.rs`), never by retention.
     pub consumer_offsets: bool,
+    /// The limits of the producer table (with `stamp_batches`): the same on every replica.
+    pub producers: ProducerConfig,
 }
 
 /// What a group publishes for readers and redirects, without a round trip to its task.
@@ -187,9 +189,8 @@ impl Group {
         let quiet = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let raft = parts.replica.raft();
         let id = raft.id();
-        let producers = parts
-            .stamp_batches
-            .then(|| GroupProducers::open(ProducerConfig::default(), parts.replica.log().read().dir()));
+        let producers =
+            parts.stamp_batches.then(|| GroupProducers::open(parts.producers, parts.replica.log().read().dir()));
         let group = Group {
             group: parts.group,
             role: raft.role(),

@@ -29,6 +29,7 @@ use crate::net::endpoint::{alpn, node_endpoint};
 use crate::net::peer::{Lane, Peers, SendError};
 use crate::net::tls::{ALPN_CLIENT, ALPN_PEER, CA_CERT, NodeTls};
 use crate::net::{Connection, node_codec, peer_codec};
+use crate::producers::ProducerConfig;
 use crate::raft::{self, Membership, MembershipChange, Message, NodeId};
 use crate::replica::backend::SharedLog;
 use crate::replica::hard_state::HardStateFile;
@@ -118,6 +119,9 @@ pub struct GroupSpec {
     pub metadata: Option<MetadataMachine>,
     /// A partition of `__consumer_offsets`: small segments, trimmed below checkpoints.
     pub consumer_offsets: bool,
+    /// The limits of a partition's producer table: the cluster settings of the metadata the
+    /// controller applied (the metadata group keeps no producer table).
+    pub producers: ProducerConfig,
 }
 
 /// The cluster's id: the first 8 bytes of the SHA-256 of its CA certificate. Certificates
@@ -208,6 +212,7 @@ impl NodeHandle {
             node_gauges: true,
             metadata: Some(machine),
             consumer_offsets: false,
+            producers: ProducerConfig::default(),
         })?;
         let broker = Arc::new(Broker {
             node_id: config.id,
@@ -225,7 +230,7 @@ impl NodeHandle {
         });
         let bootstrap = Bootstrap {
             members: config.peers.clone(),
-            settings: Bootstrap::settings(config.auto_create_topics, &config.retention),
+            settings: Bootstrap::settings(&config),
             default_partitions: config.default_partitions,
         };
         tokio::spawn(Controller::new(shared.clone(), broker.clone(), bootstrap).run());
@@ -257,7 +262,8 @@ impl NodeHandle {
 
     /// Starts a replica of group `group` on this node (creating its directory on first
     /// start), with `voters` as the group's initial configuration. The topics layer drives
-    /// this from the metadata group; tests call it directly.
+    /// this from the metadata group; tests call it directly, and such a group, which no
+    /// metadata names, has the default producer limits on every node.
     pub fn create_group(&self, group: u64, voters: Membership) -> Result<(), StartError> {
         let spec = GroupSpec {
             group,
@@ -266,6 +272,7 @@ impl NodeHandle {
             node_gauges: false,
             metadata: None,
             consumer_offsets: false,
+            producers: ProducerConfig::default(),
         };
         self.shared.start_group(spec)
     }
@@ -479,6 +486,7 @@ impl NodeShared {
             node_gauges: spec.node_gauges,
             stamp_batches: spec.metadata.is_none(),
             consumer_offsets: spec.consumer_offsets,
+            producers: spec.producers,
             metadata: spec.metadata,
             leaders: self.leaders.clone(),
         });

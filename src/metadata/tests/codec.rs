@@ -45,7 +45,12 @@ fn one_of_each() -> Vec<Command> {
         Command::MovePartition { group: GroupId(4), target: nodes(&[1, 5]) },
         Command::FinishMove { group: GroupId(4), replicas: nodes(&[1, 5]) },
         Command::AllocateProducerIds { node: NodeId(2), count: 1000 },
-        Command::SetClusterSettings(ClusterSettings { auto_create_topics: true, ..ClusterSettings::default() }),
+        Command::SetClusterSettings(ClusterSettings {
+            auto_create_topics: true,
+            producer_id_expiration_ms: 2000,
+            producers_max: 7,
+            ..ClusterSettings::default()
+        }),
     ]
 }
 
@@ -61,17 +66,67 @@ fn the_command_layout_is_as_documented() {
     let bytes = Command::DeleteTopic { name: "t".into() }.encode();
     assert_eq!(&bytes[..], &[COMMAND_VERSION, 4, 1, 0, 0, 0, b't']);
     let bytes = Command::AllocateProducerIds { node: NodeId(2), count: 3 }.encode();
-    assert_eq!(&bytes[..], &[1, 9, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]);
-    let settings = Command::SetClusterSettings(ClusterSettings::default()).encode();
-    assert_eq!(settings.len(), 2 + 39, "settings take 39 bytes");
+    assert_eq!(&bytes[..], &[2, 9, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]);
+    let settings = ClusterSettings { producer_id_expiration_ms: 2000, producers_max: 7, ..ClusterSettings::default() };
+    let bytes = Command::SetClusterSettings(settings).encode();
+    assert_eq!(bytes.len(), 2 + 51, "settings take 51 bytes");
+    assert_eq!(&bytes[2 + 39..2 + 47], &2000u64.to_le_bytes(), "producer_id_expiration_ms at settings byte 39");
+    assert_eq!(&bytes[2 + 47..], &7u32.to_le_bytes(), "producers_max at settings byte 47");
+}
+
+/// Version 1 of a settings command: the layout before the producer limits.
+fn settings_v1(auto_create_topics: bool) -> BytesMut {
+    let mut b = BytesMut::new();
+    b.put_slice(&[1, 10, u8::from(auto_create_topics)]);
+    b.put_u32_le(4);
+    b.put_u16_le(3);
+    b.put_u32_le(100);
+    b.put_i64_le(-1);
+    b.put_i64_le(60_000);
+    b.put_u32_le(1 << 20);
+    b.put_u64_le(128 << 20);
+    b
+}
+
+#[test]
+fn a_version_1_settings_command_is_read_with_the_default_producer_limits() {
+    let expected = ClusterSettings {
+        auto_create_topics: true,
+        default_partitions: 4,
+        cluster_partitions_max: 100,
+        topic_defaults: TopicDefaults { retention_ms: 60_000, ..TopicDefaults::default() },
+        ..ClusterSettings::default()
+    };
+    assert_eq!(Command::decode(settings_v1(true).freeze()), Ok(Command::SetClusterSettings(expected.clone())));
+    assert_eq!(expected.producer_config(), Ok(crate::producers::ProducerConfig::default()));
+    // Version 1 ends after 39 bytes of settings: the producer limits would be trailing.
+    let mut longer = settings_v1(true);
+    longer.put_u64_le(2000);
+    longer.put_u32_le(7);
+    assert_eq!(Command::decode(longer.freeze()), Err(DecodeError::Trailing(12)));
+}
+
+#[test]
+fn a_version_1_snapshot_is_restored_with_the_default_producer_limits() {
+    let state = busy_state();
+    let v2 = state.snapshot();
+    // The same state in version 1: the version byte, and settings without the last 12 bytes.
+    let settings_end = 1 + 8 + 8 + 51;
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&v2[1..settings_end - 12]);
+    v1.extend_from_slice(&v2[settings_end..]);
+    assert_eq!(MetadataState::restore(v1.into()), Ok(state));
 }
 
 #[test]
 fn a_command_of_an_unknown_version_or_kind_or_with_bytes_after_it_is_refused() {
     let good = Command::DeleteTopic { name: "t".into() }.encode();
-    let mut bytes = good.to_vec();
-    bytes[0] = 2;
-    assert!(matches!(Command::decode(bytes.into()), Err(DecodeError::Invalid { what }) if what.contains("version")));
+    for version in [0, 3] {
+        let mut bytes = good.to_vec();
+        bytes[0] = version;
+        let error = Command::decode(bytes.into());
+        assert!(matches!(error, Err(DecodeError::Invalid { what }) if what.contains("version")), "{version}");
+    }
     let mut bytes = good.to_vec();
     bytes[1] = 99;
     assert!(matches!(Command::decode(bytes.into()), Err(DecodeError::Invalid { what }) if what.contains("kind")));
@@ -137,7 +192,7 @@ fn a_snapshot_restores_the_state_it_was_taken_from() {
 #[test]
 fn the_snapshot_layout_is_as_documented() {
     let empty = MetadataState::new().snapshot();
-    assert_eq!(empty.len(), 1 + 8 + 8 + 39 + 4 + 4);
+    assert_eq!(empty.len(), 1 + 8 + 8 + 51 + 4 + 4);
     assert_eq!(empty[0], SNAPSHOT_VERSION);
     assert_eq!(&empty[1..9], &1u64.to_le_bytes(), "the next group id follows the version");
 }
@@ -145,7 +200,7 @@ fn the_snapshot_layout_is_as_documented() {
 #[test]
 fn a_snapshot_of_an_unknown_version_is_refused() {
     let mut bytes = MetadataState::new().snapshot().to_vec();
-    bytes[0] = 2;
+    bytes[0] = 3;
     let error = MetadataState::restore(bytes.into()).unwrap_err();
     assert!(matches!(error, DecodeError::Invalid { what } if what.contains("version")));
 }
@@ -157,7 +212,7 @@ fn a_snapshot_with_brokers_out_of_order_is_refused() {
         state.apply(Index(i as u64 + 1), &super::register(*n)).unwrap();
     }
     let bytes = state.snapshot();
-    let header = 1 + 8 + 8 + 39 + 4;
+    let header = 1 + 8 + 8 + 51 + 4;
     let one = (bytes.len() - header - 4) / 2;
     let mut swapped = bytes[..header].to_vec();
     swapped.extend_from_slice(&bytes[header + one..header + 2 * one]);

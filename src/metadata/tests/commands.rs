@@ -385,6 +385,26 @@ fn cluster_settings_are_refused_out_of_range_below_existing_partitions_or_agains
 }
 
 #[test]
+fn producer_limits_are_fixed_once_a_partition_exists() {
+    let mut h = Harness::new(1);
+    let small = ClusterSettings { producer_id_expiration_ms: 2000, producers_max: 7, ..ClusterSettings::default() };
+    h.apply(Command::SetClusterSettings(small.clone())).expect("no partition exists yet");
+    h.create("t", 1, 1);
+    for changed in [
+        ClusterSettings { producer_id_expiration_ms: 3000, ..small.clone() },
+        ClusterSettings { producers_max: 8, ..small.clone() },
+    ] {
+        let error = h.refused(Command::SetClusterSettings(changed));
+        assert!(error.to_string().contains("producer limits are fixed once a partition exists"), "{error}");
+    }
+    let other = ClusterSettings { auto_create_topics: true, ..small.clone() };
+    assert_eq!(h.apply(Command::SetClusterSettings(other)), Ok(Applied::ClusterSettingsSet));
+    assert_eq!(h.state.settings().producer_config(), crate::producers::ProducerConfig::new(2000, 7));
+    let error = h.refused(Command::SetClusterSettings(ClusterSettings { producers_max: 0, ..small }));
+    assert!(error.to_string().contains("producers_max must be from 1"), "{error}");
+}
+
+#[test]
 fn group_fate_tells_the_metadata_group_assigned_removed_and_unknown_apart() {
     let mut h = Harness::new(2);
     h.create("a", 1, 2);

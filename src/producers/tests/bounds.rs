@@ -67,3 +67,13 @@ fn producers_max_must_be_at_least_one_and_at_most_the_limit() {
     assert!(ProducerConfig::new(1, PRODUCERS_MAX_LIMIT + 1).is_err());
     assert!(ProducerConfig::new(1, PRODUCERS_MAX_LIMIT).is_ok());
 }
+
+#[test]
+fn the_expiry_must_be_at_least_a_millisecond_and_at_most_a_year() {
+    assert_eq!(ProducerConfig::new(0, 1), Err(ConfigError::ProducerIdExpirationMs(0)));
+    let over = PRODUCER_ID_EXPIRATION_MS_LIMIT + 1;
+    assert_eq!(ProducerConfig::new(over, 1), Err(ConfigError::ProducerIdExpirationMs(over)));
+    assert!(ProducerConfig::new(PRODUCER_ID_EXPIRATION_MS_LIMIT, 1).is_ok());
+    let message = ConfigError::ProducerIdExpirationMs(0).to_string();
+    assert!(message.starts_with("producer_id_expiration_ms must be from 1"), "{message}");
+}
