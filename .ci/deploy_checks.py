@@ -113,9 +113,13 @@ def dashboard_expressions():
 
 def dashboard_queries(url):
     exprs = dashboard_expressions()
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "keel.json").read_text())
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
     empty = 0
     for title, expr in exprs:
-        query = expr.replace("$__rate_interval", "15s").replace("$node", ".*")
+        query = expr.replace("$__rate_interval", "15s")
+        for name in variables:  # every variable at "All", as the dashboard opens
+            query = query.replace(f"${name}", ".*")
         params = urllib.parse.urlencode({"query": query})
         with urllib.request.urlopen(f"{url}/api/v1/query?{params}", timeout=10) as response:
             answer = json.load(response)
