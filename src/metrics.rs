@@ -364,8 +364,9 @@ pub fn topic_produced(topic: &str, records: u32, bytes: usize) {
     metrics::counter!(TOPIC_PRODUCE_BYTES, "topic" => label).increment(bytes as u64);
 }
 
-/// Counts `bytes` of entries of `topic` returned by a fetch.
-pub fn topic_fetched(topic: &str, bytes: usize) {
+/// Counts `bytes` of `topic` sent to a consumer in answer to a fetch.
+pub fn fetched(topic: &str, bytes: usize) {
+    metrics::counter!(FETCH_BYTES).increment(bytes as u64);
     metrics::counter!(TOPIC_FETCH_BYTES, "topic" => topic_label(topic)).increment(bytes as u64);
 }
 

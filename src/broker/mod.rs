@@ -372,7 +372,8 @@ impl Broker {
     }
 
     /// Committed entries of `topic`/`partition` from `offset`, from this node's replica;
-    /// waits up to `max_wait` at the end of the log.
+    /// waits up to `max_wait` at the end of the log. The front ends count the bytes they
+    /// send (`metrics::fetched`): a Kafka fetch may read a partition several times.
     pub async fn fetch(
         &self,
         topic: &str,
@@ -390,9 +391,6 @@ impl Broker {
         loop {
             let c = *committed.borrow_and_update();
             if let Some(fetched) = read_committed(&group, offset, max_bytes, c)? {
-                let bytes: usize = fetched.entries.iter().map(Entry::encoded_len).sum();
-                metrics::counter!(m::FETCH_BYTES).increment(bytes as u64);
-                m::topic_fetched(topic, bytes);
                 return Ok(fetched);
             }
             if !waited {

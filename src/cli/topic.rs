@@ -102,6 +102,8 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
 /// How long `topic describe` waits for a partition's leader to say its offsets; past it, the
 /// offsets the metadata carried (reported by the leaders, up to two seconds old) are shown.
 const OFFSETS_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long `topic describe` waits for the offsets of all partitions together.
+const OFFSETS_WAIT_ALL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Partitions asked for their offsets at once.
 const OFFSETS_IN_FLIGHT_MAX: usize = 64;
 
@@ -111,11 +113,14 @@ const OFFSETS_IN_FLIGHT_MAX: usize = 64;
 async fn with_fresh_offsets(client: &Client, mut topic: TopicView) -> TopicView {
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(OFFSETS_IN_FLIGHT_MAX));
     let mut asks = tokio::task::JoinSet::new();
+    let started = tokio::time::Instant::now();
     for (i, p) in topic.partitions.iter().enumerate().filter(|(_, p)| p.leader.is_some()) {
         let (client, gate, name, partition) = (client.clone(), gate.clone(), topic.name.clone(), p.partition);
         asks.spawn(async move {
             let _turn = gate.acquire_owned().await;
-            (i, tokio::time::timeout(OFFSETS_WAIT, client.log_offsets(&name, partition)).await)
+            // Each ask is bounded from when it may go, and the whole by a minute.
+            let until = (tokio::time::Instant::now() + OFFSETS_WAIT).min(started + OFFSETS_WAIT_ALL);
+            (i, tokio::time::timeout_at(until, client.log_offsets(&name, partition)).await)
         });
     }
     while let Some(asked) = asks.join_next().await {

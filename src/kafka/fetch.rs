@@ -124,12 +124,14 @@ fn response(round: Round<'_>, first: &mut FirstError) -> FetchResponse {
                 .map(|(asked, result)| {
                     let data = PartitionData::default().with_partition_index(asked.index);
                     match result {
-                        Ok(f) => data
-                            .with_high_watermark(wire::offset(f.high_watermark))
-                            .with_last_stable_offset(wire::offset(f.last_stable_offset))
-                            .with_log_start_offset(wire::offset(f.log_start_offset))
-                            // Never null: librdkafka refuses a MessageSetSize of -1.
-                            .with_records(Some(f.records)),
+                        Ok(f) => {
+                            crate::metrics::fetched(name, f.records.len());
+                            data.with_high_watermark(wire::offset(f.high_watermark))
+                                .with_last_stable_offset(wire::offset(f.last_stable_offset))
+                                .with_log_start_offset(wire::offset(f.log_start_offset))
+                                // Never null: librdkafka refuses a MessageSetSize of -1.
+                                .with_records(Some(f.records))
+                        }
                         Err(code) => data.with_error_code(first.note(code)).with_high_watermark(-1),
                     }
                 })

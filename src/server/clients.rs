@@ -191,6 +191,7 @@ impl ClientService {
             Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
                 let wait = Duration::from_millis(u64::from(max_wait_ms));
                 self.broker.fetch(&topic, partition, offset, max_bytes as usize, wait).await.map(|f| {
+                    m::fetched(&topic, f.entries.iter().map(segments::Entry::encoded_len).sum());
                     Response::Fetched {
                         log_start_offset: f.log_start_offset,
                         high_watermark: f.high_watermark,

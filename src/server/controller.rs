@@ -119,7 +119,7 @@ impl Controller {
             return;
         }
         if state.brokers().next().is_none() {
-            let mut commands: Vec<Command> = self
+            let commands: Vec<Command> = self
                 .bootstrap
                 .members
                 .iter()
@@ -130,7 +130,6 @@ impl Controller {
                     voter: true,
                 })
                 .collect();
-            commands.push(Command::SetClusterSettings(self.bootstrap.settings.clone()));
             for command in commands {
                 if let Err(e) = self.broker.command(command).await {
                     warn!(error = %e, "bootstrapping the metadata");
@@ -138,6 +137,17 @@ impl Controller {
                 }
             }
             info!(members = self.bootstrap.members.len(), "a new cluster: brokers registered");
+        }
+        // The settings go in before `default`, whichever leader finishes the set-up: a first
+        // leader lost after registering the brokers must not leave the built-in defaults
+        // (the producer limits among them are fixed once a partition exists).
+        let state = self.broker.state();
+        if state.topic(DEFAULT_TOPIC).is_none() && *state.settings() != self.bootstrap.settings {
+            let command = Command::SetClusterSettings(self.bootstrap.settings.clone());
+            if let Err(e) = self.broker.command(command).await {
+                warn!(error = %e, "setting the new cluster's settings");
+                return;
+            }
         }
         // Applied by now (a command is answered once applied): the brokers are there.
         let state = self.broker.state();
