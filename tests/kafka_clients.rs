@@ -44,6 +44,25 @@ async fn serial() -> Option<tokio::sync::MutexGuard<'static, ()>> {
     Some(SERIAL.lock().await)
 }
 
+/// Waits until the new cluster has set itself up: a leader, the topics `default` and
+/// `__consumer_offsets`, every partition led (at most 30 s). Clients started earlier meet a
+/// cluster still placing its own topics, which is not what these tests are about.
+async fn set_up(cluster: &Cluster) {
+    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    let client = cluster.client().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(2), client.metadata(None)).await
+            && m.topic(keel::metadata::CONSUMER_OFFSETS).is_some()
+            && m.topics.iter().flat_map(|t| &t.partitions).all(|p| p.leader.is_some())
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not set itself up in 30 s\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn kafka_addr(cluster: &Cluster, id: u64) -> String {
     cluster.node(id).kafka.clone().expect("a Kafka listener")
 }
@@ -130,7 +149,7 @@ fn finish(
 async fn every_kafka_client_check_passes_against_three_nodes() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     // Bootstrapped from one node: the clients find the partitions' leaders on the others.
     let mut command = Command::new(repo().join("tests/kafka/run-all"));
     command.arg(kafka_addr(&cluster, 2)).env("KAFKA_VENV", venv());
@@ -146,7 +165,7 @@ async fn every_kafka_client_check_passes_against_three_nodes() {
 async fn kcat_over_tls_trusts_the_cluster_ca() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics", "--kafka-tls"]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let mut command = Command::new(repo().join("tests/kafka/kcat.sh"));
     command.arg(kafka_addr(&cluster, 3)).env("KAFKA_CA", cluster.tls.join("ca.pem"));
     let (ok, out, err) = run(&mut command, Duration::from_secs(120));
@@ -163,7 +182,7 @@ async fn kcat_over_tls_trusts_the_cluster_ca() {
 async fn kafka_clients_and_keel_read_each_others_records() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let kafka = kafka_addr(&cluster, 1);
     let boot = cluster.bootstrap_arg();
     let tls = cluster.tls.to_str().unwrap().to_string();
@@ -242,7 +261,11 @@ impl Script {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             let Ok(line) = self.lines.recv_timeout(Duration::from_secs(1)) else {
-                assert!(self.child.try_wait().unwrap().is_none(), "the script ended early: {:?}", self.seen);
+                if self.child.try_wait().unwrap().is_some() {
+                    let mut err = String::new();
+                    let _ = std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut err);
+                    panic!("the script ended early: {:?}\n{err}", self.seen);
+                }
                 continue;
             };
             self.seen.push(line.clone());
@@ -282,7 +305,7 @@ impl Script {
 async fn killing_the_leader_loses_no_record_a_kafka_client_saw_acknowledged() {
     let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let mut script = Script::start("failover.py", format!("{},{}", kafka_addr(&cluster, 1), kafka_addr(&cluster, 2)));
     let leader = script.leader_once_producing();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -310,7 +333,7 @@ fn producer_checks(cluster: &Cluster) -> (f64, f64) {
 async fn an_idempotent_producer_writes_each_record_once_across_a_paused_leader() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
     let mut script = Script::start("idempotent.py", bootstrap);
     let leader = script.leader_once_producing();
@@ -338,7 +361,7 @@ async fn an_idempotent_producer_writes_each_record_once_across_a_paused_leader()
 async fn kafka_python_3_writes_each_record_once_across_a_killed_and_a_paused_leader() {
     let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
     let mut script = Script::start_in("kp3", "idempotent_kp3.py", bootstrap);
     let leader = script.leader_once_producing();
@@ -366,7 +389,7 @@ async fn kafka_python_3_writes_each_record_once_across_a_killed_and_a_paused_lea
 async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let mut command = Command::new(venv().join("main/bin/python"));
     command.arg(repo().join("tests/kafka/groups.py")).arg(kafka_addr(&cluster, 2));
     let (ok, out, err) = run(&mut command, Duration::from_secs(300));
@@ -388,7 +411,7 @@ async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets()
 async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     for env in ["main", "kp3"] {
         let mut command = Command::new(venv().join(env).join("bin/python"));
         command.arg(repo().join("tests/kafka/kafka_python_groups.py")).arg(kafka_addr(&cluster, 3));
@@ -404,7 +427,7 @@ async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
 async fn a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed() {
     let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
     let mut script = Command::new(venv().join("main/bin/python"))
         .arg(repo().join("tests/kafka/groups.py"))
@@ -451,7 +474,7 @@ async fn a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed() {
 async fn three_kafka_consumers_share_a_topic_and_keel_describes_their_group() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+    set_up(&cluster).await;
     let mut command = Command::new(venv().join("main/bin/python"));
     command.arg(repo().join("tests/kafka/group_members.py")).arg(kafka_addr(&cluster, 1));
     let (ok, out, err) = run(&mut command, Duration::from_secs(240));

@@ -402,10 +402,16 @@ impl KafkaBackend for KafkaService {
             for (key, value) in &settings {
                 config.set_text(key, value).map_err(create_error)?;
             }
-            let state = self.broker.state();
-            state
-                .create_topic(&topic.name, topic.partitions, topic.replication_factor, config, false, 0)
-                .map_err(create_error)?;
+            let check = |state: &crate::metadata::MetadataState| {
+                state.create_topic(&topic.name, topic.partitions, topic.replication_factor, config.clone(), false, 0)
+            };
+            // A node whose metadata lags (a follower just after the cluster's start, when the
+            // brokers are not applied here yet) would refuse what the leader accepts: judged
+            // again once it has caught up with the metadata leader.
+            if check(&self.broker.state()).is_err() {
+                self.broker.catch_up_metadata().await;
+            }
+            check(&self.broker.state()).map_err(create_error)?;
             if validate_only {
                 return Ok(());
             }
