@@ -44,25 +44,6 @@ async fn serial() -> Option<tokio::sync::MutexGuard<'static, ()>> {
     Some(SERIAL.lock().await)
 }
 
-/// Waits until the new cluster has set itself up: a leader, the topics `default` and
-/// `__consumer_offsets`, every partition led (at most 30 s). Clients started earlier meet a
-/// cluster still placing its own topics, which is not what these tests are about.
-async fn set_up(cluster: &Cluster) {
-    cluster.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
-    let client = cluster.client().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(2), client.metadata(None)).await
-            && m.topic(keel::metadata::CONSUMER_OFFSETS).is_some()
-            && m.topics.iter().flat_map(|t| &t.partitions).all(|p| p.leader.is_some())
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the cluster did not set itself up in 30 s\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn kafka_addr(cluster: &Cluster, id: u64) -> String {
     cluster.node(id).kafka.clone().expect("a Kafka listener")
 }
@@ -149,7 +130,7 @@ fn finish(
 async fn every_kafka_client_check_passes_against_three_nodes() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     // Bootstrapped from one node: the clients find the partitions' leaders on the others.
     let mut command = Command::new(repo().join("tests/kafka/run-all"));
     command.arg(kafka_addr(&cluster, 2)).env("KAFKA_VENV", venv());
@@ -165,7 +146,7 @@ async fn every_kafka_client_check_passes_against_three_nodes() {
 async fn kcat_over_tls_trusts_the_cluster_ca() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics", "--kafka-tls"]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let mut command = Command::new(repo().join("tests/kafka/kcat.sh"));
     command.arg(kafka_addr(&cluster, 3)).env("KAFKA_CA", cluster.tls.join("ca.pem"));
     let (ok, out, err) = run(&mut command, Duration::from_secs(120));
@@ -182,7 +163,7 @@ async fn kcat_over_tls_trusts_the_cluster_ca() {
 async fn kafka_clients_and_keel_read_each_others_records() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &["--auto-create-topics"]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let kafka = kafka_addr(&cluster, 1);
     let boot = cluster.bootstrap_arg();
     let tls = cluster.tls.to_str().unwrap().to_string();
@@ -305,7 +286,7 @@ impl Script {
 async fn killing_the_leader_loses_no_record_a_kafka_client_saw_acknowledged() {
     let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let mut script = Script::start("failover.py", format!("{},{}", kafka_addr(&cluster, 1), kafka_addr(&cluster, 2)));
     let leader = script.leader_once_producing();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -333,7 +314,7 @@ fn producer_checks(cluster: &Cluster) -> (f64, f64) {
 async fn an_idempotent_producer_writes_each_record_once_across_a_paused_leader() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
     let mut script = Script::start("idempotent.py", bootstrap);
     let leader = script.leader_once_producing();
@@ -361,7 +342,7 @@ async fn an_idempotent_producer_writes_each_record_once_across_a_paused_leader()
 async fn kafka_python_3_writes_each_record_once_across_a_killed_and_a_paused_leader() {
     let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
     let mut script = Script::start_in("kp3", "idempotent_kp3.py", bootstrap);
     let leader = script.leader_once_producing();
@@ -389,7 +370,7 @@ async fn kafka_python_3_writes_each_record_once_across_a_killed_and_a_paused_lea
 async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let mut command = Command::new(venv().join("main/bin/python"));
     command.arg(repo().join("tests/kafka/groups.py")).arg(kafka_addr(&cluster, 2));
     let (ok, out, err) = run(&mut command, Duration::from_secs(300));
@@ -411,7 +392,7 @@ async fn a_consumer_group_splits_partitions_and_resumes_from_committed_offsets()
 async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     for env in ["main", "kp3"] {
         let mut command = Command::new(venv().join(env).join("bin/python"));
         command.arg(repo().join("tests/kafka/kafka_python_groups.py")).arg(kafka_addr(&cluster, 3));
@@ -427,7 +408,7 @@ async fn kafka_python_consumer_groups_resume_from_committed_offsets() {
 async fn a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed() {
     let Some(_one_at_a_time) = serial().await else { return };
     let mut cluster = Cluster::start_kafka(3, &[]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let bootstrap = (1..=3).map(|id| kafka_addr(&cluster, id)).collect::<Vec<_>>().join(",");
     let mut script = Command::new(venv().join("main/bin/python"))
         .arg(repo().join("tests/kafka/groups.py"))
@@ -474,7 +455,7 @@ async fn a_consumer_group_keeps_its_offsets_when_its_coordinator_is_killed() {
 async fn three_kafka_consumers_share_a_topic_and_keel_describes_their_group() {
     let Some(_one_at_a_time) = serial().await else { return };
     let cluster = Cluster::start_kafka(3, &[]);
-    set_up(&cluster).await;
+    cluster.wait_set_up(1).await;
     let mut command = Command::new(venv().join("main/bin/python"));
     command.arg(repo().join("tests/kafka/group_members.py")).arg(kafka_addr(&cluster, 1));
     let (ok, out, err) = run(&mut command, Duration::from_secs(240));
@@ -503,4 +484,33 @@ async fn three_kafka_consumers_share_a_topic_and_keel_describes_their_group() {
         assert_eq!(shown["committed"], offset, "partition {partition}: {described}");
         assert!(shown["end"].as_u64().is_some_and(|end| end as i64 >= offset), "{described}");
     }
+}
+
+/// A Kafka fetch that waits for more bytes (`fetch.min.bytes`) reads its partitions again
+/// each round; what it sends is counted once: kcat reading a topic whose one batch is all it
+/// holds makes `keel_topic_fetch_bytes_total` equal to the batch bytes produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_kafka_fetch_counts_the_bytes_it_sends_once() {
+    let Some(_one_at_a_time) = serial().await else { return };
+    let cluster = Cluster::start_kafka(3, &[]);
+    cluster.wait_set_up(1).await;
+    let client = cluster.client().await;
+    client.create_topic("counted", Some(1), Some(3), &[]).await.expect("create topic");
+    let records = ["a", "b", "c"].map(keel::batch::Record::new).to_vec();
+    client.produce_to("counted", 0, records).await.expect("produce");
+    let leader =
+        client.metadata(Some(&["counted"])).await.expect("metadata").topic("counted").expect("topic").partitions[0]
+            .leader
+            .expect("a leader");
+    let series = |name: &str| format!("{name}{{topic=\"counted\"}}");
+    let produced = cluster.metric(leader, &series("keel_topic_produce_bytes_total")).expect("produce bytes");
+    assert!(produced > 0.0);
+
+    let mut kcat = Command::new("kcat");
+    kcat.args(["-b", &kafka_addr(&cluster, leader), "-C", "-t", "counted", "-p", "0", "-o", "beginning", "-e", "-q"]);
+    kcat.args(["-X", "fetch.min.bytes=1000000", "-X", "fetch.wait.max.ms=300"]);
+    let (ok, out, err) = run(&mut kcat, Duration::from_secs(60));
+    assert!(ok && out == "a\nb\nc\n", "kcat -C: {out}{err}");
+    let fetched: f64 = (1..=3).filter_map(|id| cluster.metric(id, &series("keel_topic_fetch_bytes_total"))).sum();
+    assert_eq!(fetched, produced, "fetch bytes counted once per byte sent");
 }

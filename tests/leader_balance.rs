@@ -121,11 +121,8 @@ async fn check_acked_in(client: &Client, topic: &str, partitions: u32, acked: &B
 /// Waits for the cluster's own set-up (it ends with `__consumer_offsets`), then creates
 /// `topic` with `partitions` partitions of 3 replicas.
 async fn create_once_set_up(cluster: &Cluster, client: &Client, topic: &str, partitions: u32) {
+    cluster.wait_set_up(1).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metadata_of(cluster, 1).await.is_none_or(|m| m.topic(keel::metadata::CONSUMER_OFFSETS).is_none()) {
-        assert!(Instant::now() < deadline, "the cluster did not set itself up\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // A metadata leader elected a moment ago may not have applied the brokers yet, and
     // refuses a topic it cannot place: asked again, a settled one creates it.
     loop {
@@ -287,17 +284,8 @@ async fn keel_node_list_shows_roles_replicas_leaders_and_a_node_down() {
         serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("json")
     };
     // Every partition placed and led (by some replica) once the cluster is set up.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let replicas = loop {
-        if let Some(m) = metadata_of(&cluster, 1).await
-            && m.topic(keel::metadata::CONSUMER_OFFSETS).is_some()
-            && m.topics.iter().flat_map(|t| &t.partitions).all(|p| p.leader.is_some())
-        {
-            break m.topics.iter().map(|t| t.partitions.len() * 3).sum::<usize>();
-        }
-        assert!(Instant::now() < deadline, "the cluster did not set itself up\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let m = cluster.wait_set_up(1).await;
+    let replicas = m.topics.iter().map(|t| t.partitions.len() * 3).sum::<usize>();
     let rows = list(&cluster.bootstrap_arg());
     assert_eq!(rows.len(), 3, "{rows:?}");
     for row in &rows {

@@ -216,6 +216,25 @@ impl Cluster {
         tokio::time::timeout(Duration::from_secs(2), client.status_from(&self.node(id).addr)).await.ok()?.ok()
     }
 
+    /// Waits until the new cluster has set itself up: a leader, the topics `default` and
+    /// `__consumer_offsets`, every partition led, as node `id` sees it (at most 30 s); the
+    /// metadata it saw then.
+    pub async fn wait_set_up(&self, id: u64) -> keel::net::client_codec::ClusterMetadata {
+        self.wait_leader(Duration::from_secs(20), &[]).await.expect("leader");
+        let client = self.client_of(id).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(2), client.metadata(None)).await
+                && m.topic(keel::metadata::CONSUMER_OFFSETS).is_some()
+                && m.topics.iter().flat_map(|t| &t.partitions).all(|p| p.leader.is_some())
+            {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not set itself up in 30 s\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until a running node reports itself leader; returns its id.
     pub async fn wait_leader(&self, timeout: Duration, excluding: &[u64]) -> Option<u64> {
         let deadline = Instant::now() + timeout;
