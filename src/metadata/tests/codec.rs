@@ -277,14 +277,24 @@ proptest! {
             let command = command(&state, *op);
             let damaged = mutate(&command.encode(), &flips, cut);
             if let Ok(decoded) = Command::decode(damaged.clone()) {
-                prop_assert_eq!(decoded.encode(), damaged);
+                // A version byte damaged into an older version the decoder still reads
+                // gives the same command, which encodes at the newest version.
+                if damaged[0] == COMMAND_VERSION {
+                    prop_assert_eq!(decoded.encode(), damaged);
+                } else {
+                    prop_assert_eq!(Command::decode(decoded.encode()), Ok(decoded));
+                }
             }
             let _ = state.apply(Index(i as u64 + 1), &command);
         }
         let damaged = mutate(&state.snapshot(), &flips, cut);
         if let Ok(restored) = MetadataState::restore(damaged.clone()) {
             prop_assert_eq!(restored.check(), Ok(()));
-            prop_assert_eq!(restored.snapshot(), damaged);
+            if damaged[0] == SNAPSHOT_VERSION {
+                prop_assert_eq!(restored.snapshot(), damaged);
+            } else {
+                prop_assert_eq!(MetadataState::restore(restored.snapshot()), Ok(restored));
+            }
         }
     }
 }
