@@ -87,6 +87,11 @@ pub const PEER_FRAMES_UNROUTED: &str = "keel_peer_frames_unrouted_total";
 pub const KAFKA_REQUESTS: &str = "keel_kafka_requests_total";
 pub const KAFKA_REQUEST_LATENCY: &str = "keel_kafka_request_seconds";
 pub const KAFKA_CONNECTIONS: &str = "keel_kafka_connections";
+pub const PARTITION_MOVES: &str = "keel_partition_moves";
+pub const PARTITION_MOVES_FINISHED: &str = "keel_partition_moves_finished_total";
+pub const PARTITION_MOVES_ABORTED: &str = "keel_partition_moves_aborted_total";
+pub const NODES_DRAINING: &str = "keel_nodes_draining";
+pub const DRAINING_REPLICAS: &str = "keel_draining_replicas";
 
 enum Kind {
     Counter,
@@ -229,6 +234,11 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
         "Kafka requests answered (or refused by closing the connection), by API and first error code."),
     (KAFKA_REQUEST_LATENCY, LAT, S, Fixed("api", KAFKA_APIS), "Kafka request read to its answer ready, by API."),
     (KAFKA_CONNECTIONS, Gauge, N, NONE, "Open Kafka protocol connections."),
+    (PARTITION_MOVES, Gauge, N, NONE, "Partitions moving to other replicas, as the metadata this node applied says."),
+    (PARTITION_MOVES_FINISHED, Counter, N, NONE, "Partition moves this node, leading the group, recorded as done."),
+    (PARTITION_MOVES_ABORTED, Counter, N, NONE, "Partition moves this node, leading the group, abandoned."),
+    (NODES_DRAINING, Gauge, N, NONE, "Nodes being decommissioned, as the metadata this node applied says."),
+    (DRAINING_REPLICAS, Gauge, N, NONE, "Partition replicas still on nodes being decommissioned."),
     (GROUP_COORDINATORS, Gauge, N, NONE,
         "Partitions of __consumer_offsets this node leads and runs a group coordinator for."),
     (GROUP_REBALANCES, Counter, N, NONE, "Consumer group generations completed by coordinators on this node."),

@@ -118,28 +118,11 @@ async fn check_acked_in(client: &Client, topic: &str, partitions: u32, acked: &B
     }
 }
 
-/// Waits for the cluster's own set-up (it ends with `__consumer_offsets`), then creates
-/// `topic` with `partitions` partitions of 3 replicas.
-async fn create_once_set_up(cluster: &Cluster, client: &Client, topic: &str, partitions: u32) {
-    cluster.wait_set_up(1).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // A metadata leader elected a moment ago may not have applied the brokers yet, and
-    // refuses a topic it cannot place: asked again, a settled one creates it.
-    loop {
-        match client.create_topic(topic, Some(partitions), Some(3), &[]).await {
-            Ok(_) => break,
-            Err(ClientError::Invalid(why)) if Instant::now() < deadline => println!("create topic: {why}; again"),
-            Err(e) => panic!("create topic: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Kills the node that is preferred leader of partition 0 of `TOPIC`, checks its partitions
 /// get other leaders, produces meanwhile, restarts it, and waits for the leaders to return.
 async fn kill_restart_and_return(cluster: &mut Cluster, nudge: &dyn Fn()) {
     let client = cluster.client().await;
-    create_once_set_up(cluster, &client, TOPIC, PARTITIONS).await;
+    cluster.create_topic_once_set_up(&client, TOPIC, PARTITIONS).await;
     wait_balanced(cluster, 1, nudge).await;
     let mut acked = BTreeMap::new();
     produce(&client, 0, 20, &mut acked).await;
@@ -184,7 +167,7 @@ async fn five_nodes_spread_replicas_and_a_kill_moves_only_the_leaders_it_held() 
     const P: u32 = 20;
     let mut cluster = Cluster::start(5, &["--leader-balance-ms", "500"]);
     let client = cluster.client().await;
-    create_once_set_up(&cluster, &client, SPREAD, P).await;
+    cluster.create_topic_once_set_up(&client, SPREAD, P).await;
     wait_balanced(&cluster, 1, &|| {}).await;
 
     let before = metadata_of(&cluster, 1).await.expect("metadata");

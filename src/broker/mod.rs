@@ -11,6 +11,7 @@ pub mod balance;
 pub mod groups;
 pub mod kafka;
 pub mod leaders;
+pub mod moves;
 pub mod producer_ids;
 
 use std::sync::Arc;
@@ -111,6 +112,8 @@ pub struct Broker {
     pub free_space: FreeSpace,
     /// The producer ids this node hands out (`producer_ids.rs`).
     pub producer_ids: producer_ids::ProducerIds,
+    /// The partition moves this node drives as their groups' leader (`moves.rs`).
+    pub moves: moves::MoveDriver,
 }
 
 /// A client of the cluster that a node uses to ask the metadata group's leader, when it

@@ -34,8 +34,10 @@ pub enum Command {
     Group(GroupArgs),
     /// Move partition leadership back to the preferred replicas.
     Leader(LeaderArgs),
-    /// List the cluster's nodes.
+    /// List the cluster's nodes, and decommission one.
     Node(NodeArgs),
+    /// Move a partition's replicas to other nodes.
+    Partition(PartitionArgs),
 }
 
 #[derive(Args, Debug)]
@@ -449,6 +451,46 @@ pub enum NodeCommand {
         client: ClientArgs,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+    },
+    /// Move every replica off node ID (leadership first), then mark it removed. Refused
+    /// when the other active nodes cannot hold a partition's replicas.
+    Decommission {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The node to take out of service.
+        id: u64,
+        /// Wait this long for the node to host nothing, printing progress (e.g. 120s);
+        /// without it, start the decommission and return.
+        #[arg(long, value_parser = parse_duration)]
+        wait: Option<Duration>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PartitionArgs {
+    #[command(subcommand)]
+    pub command: PartitionCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PartitionCommand {
+    /// Move TOPIC/PARTITION's replicas to the nodes --to names (the first is the preferred
+    /// leader): the new nodes join as learners, catch up, then the group's configuration
+    /// changes in one joint-consensus step. Exits 0 once the move finished.
+    Move {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The partition, as TOPIC/PARTITION (e.g. orders/0).
+        partition: String,
+        /// The new replicas, comma-separated node ids (e.g. 1,4,5).
+        #[arg(long, value_delimiter = ',', required_unless_present = "abort")]
+        to: Vec<u64>,
+        /// How long to wait for the move to finish, printing progress.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        wait: Duration,
+        /// Abandon the move in progress: allowed until it enters joint consensus.
+        #[arg(long, conflicts_with = "to")]
+        abort: bool,
     },
 }
 

@@ -10,6 +10,7 @@ mod group;
 mod leader;
 mod logging;
 mod node;
+mod partition;
 mod produce;
 mod serve;
 mod signals;
@@ -43,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Group(args) => group::run(args),
         Command::Leader(args) => leader::run(args),
         Command::Node(args) => node::run(args),
+        Command::Partition(args) => partition::run(args),
     };
     match result {
         Ok(code) => code,

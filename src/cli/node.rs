@@ -1,16 +1,20 @@
 //! `keel node list`: every registered node, its role in the metadata group, the replicas
 //! it hosts and leads, and whether it answers. Composed from the metadata and each node's
-//! own status, asked of all nodes at once within --timeout.
+//! own status, asked of all nodes at once within --timeout. And `keel node decommission`.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use keel::client::Client;
 use keel::net::client_codec::{ClusterMetadata, ClusterView};
 use serde::Serialize;
 
-use super::args::{NodeArgs, NodeCommand, OutputFormat, STATUS_TIMEOUT_DEFAULT};
+use super::args::{NodeArgs, NodeCommand, OutputFormat, STATUS_TIMEOUT_DEFAULT, TIMEOUT_DEFAULT};
 use super::client_config;
+
+/// How often a decommission's progress is looked at.
+const POLL_PERIOD: Duration = Duration::from_millis(500);
 
 #[derive(Serialize)]
 struct NodeRow {
@@ -19,10 +23,12 @@ struct NodeRow {
     kafka_address: Option<String>,
     /// `voter` in the metadata group, or `broker` (hosts partitions, votes on no metadata).
     role: &'static str,
-    /// Partition replicas placed on it, and those it leads as far as the metadata says.
+    /// Partition replicas placed on it (moves to it included; for a draining node, the
+    /// replicas left to move off), and those it leads as far as the metadata says.
     partitions: usize,
     leaders: usize,
-    /// `active` when it answers, `down` when it does not within --timeout.
+    /// `active` when it answers, `down` when it does not within --timeout; `draining` or
+    /// `removed` as the metadata says once it is decommissioned.
     state: &'static str,
 }
 
@@ -45,8 +51,52 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 print(&rows(&metadata, &views), format);
                 Ok(ExitCode::SUCCESS)
             }
+            NodeCommand::Decommission { client, id, wait } => {
+                let client = Client::connect(client_config(&client, TIMEOUT_DEFAULT)).await?;
+                let moves = client.decommission(id).await?;
+                println!("node {id} is draining: {moves} partition moves started");
+                match wait {
+                    Some(wait) => wait_removed(&client, id, wait).await,
+                    None => Ok(ExitCode::SUCCESS),
+                }
+            }
         }
     })
+}
+
+/// Polls the metadata until node `id` is removed, printing the replicas it still hosts.
+async fn wait_removed(client: &Client, id: u64, wait: Duration) -> anyhow::Result<ExitCode> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut last = None;
+    loop {
+        if let Ok(metadata) = client.metadata_from_leader(None).await {
+            let state = metadata.broker(id).map_or("unknown", |b| b.state.as_str());
+            if state == "removed" {
+                println!("node {id} is removed: it hosts nothing and may be stopped");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let left = hosted(&metadata, id);
+            if last != Some(left) {
+                println!("  node {id} {state}: {left} partition replicas left");
+                last = Some(left);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "node {id} still hosts {} partition replicas after {wait:?}; the moves go on in the cluster \
+                 (`keel topic describe` shows each one's phase)",
+                last.map_or("some".to_string(), |n| n.to_string())
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(POLL_PERIOD).await;
+    }
+}
+
+/// The partitions node `id` hosts: those it is a replica of or a move adds it to.
+fn hosted(metadata: &ClusterMetadata, id: u64) -> usize {
+    let partitions = metadata.topics.iter().flat_map(|t| &t.partitions);
+    partitions.filter(|p| p.replicas.contains(&id) || p.target.contains(&id)).count()
 }
 
 /// One row per broker; `views[i]` is broker i's own status, if it answered.
@@ -65,9 +115,16 @@ fn rows(metadata: &ClusterMetadata, views: &[Option<ClusterView>]) -> Vec<NodeRo
                 address: b.address.clone(),
                 kafka_address: b.kafka_address.clone(),
                 role: if voter { "voter" } else { "broker" },
-                partitions: replicas.clone().filter(|p| p.replicas.contains(&b.id)).count(),
+                partitions: hosted(metadata, b.id),
                 leaders: replicas.filter(|p| p.leader == Some(b.id)).count(),
-                state: if view.is_some() { "active" } else { "down" },
+                state: match (b.state.as_str(), view.is_some()) {
+                    ("draining", true) => "draining",
+                    ("draining", false) => "draining, down",
+                    ("removed", true) => "removed",
+                    ("removed", false) => "removed, down",
+                    (_, true) => "active",
+                    (_, false) => "down",
+                },
             }
         })
         .collect()

@@ -1,5 +1,6 @@
 //! `keel topic create|list|describe|delete`.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -45,7 +46,7 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
             let client = connect(&client).await?;
             let created = client.create_topic(&name, partitions, replicas, &configs).await?;
             match format {
-                OutputFormat::Json => println!("{}", describe_json(&created)),
+                OutputFormat::Json => println!("{}", describe_json(&created, &BTreeMap::new())),
                 OutputFormat::Text => {
                     let replicas = created.partitions.first().map_or(0, |p| p.replicas.len());
                     println!("created topic {name}: {} partitions, {replicas} replicas each", created.partitions.len());
@@ -85,9 +86,10 @@ async fn topic(command: TopicCommand) -> anyhow::Result<ExitCode> {
                 return Err(keel::client::ClientError::UnknownTopic(name).into());
             };
             let topic = with_fresh_offsets(&client, topic.clone()).await;
+            let phases = move_phases(&client, &topic).await;
             match format {
-                OutputFormat::Json => println!("{}", describe_json(&topic)),
-                OutputFormat::Text => print_describe(&topic),
+                OutputFormat::Json => println!("{}", describe_json(&topic, &phases)),
+                OutputFormat::Text => print_describe(&topic, &phases),
             }
         }
         TopicCommand::Delete { client, name } => {
@@ -134,12 +136,29 @@ async fn with_fresh_offsets(client: &Client, mut topic: TopicView) -> TopicView 
 
 /// `{"name", "partitions": [{"partition", "group", "leader", "replicas", "in_sync", "log_start_offset",
 /// "log_end_offset"}], "config": {...}}`: a stable contract for scripts.
-fn describe_json(t: &TopicView) -> serde_json::Value {
+/// Where each moving partition's move stands, as its leader says (`None`: no answer).
+async fn move_phases(client: &keel::client::Client, t: &TopicView) -> BTreeMap<u32, Option<String>> {
+    let moving = t.partitions.iter().filter(|p| !p.target.is_empty());
+    let asks = moving.map(|p| async move {
+        let phase = match client.move_status(&t.name, p.partition).await {
+            Ok(Some((phase, behind))) if behind.is_empty() => Some(phase),
+            Ok(Some((phase, behind))) => Some(format!("{phase} (behind: {behind:?})")),
+            Ok(None) => Some("finished".to_string()),
+            Err(_) => None,
+        };
+        (p.partition, phase)
+    });
+    futures_util::future::join_all(asks).await.into_iter().collect()
+}
+
+fn describe_json(t: &TopicView, phases: &BTreeMap<u32, Option<String>>) -> serde_json::Value {
     let partitions: Vec<_> = t
         .partitions
         .iter()
         .map(|p| {
             json!({
+                "target": (!p.target.is_empty()).then_some(&p.target),
+                "move_phase": phases.get(&p.partition).cloned().flatten(),
                 "partition": p.partition,
                 "group": p.group,
                 "leader": p.leader,
@@ -155,7 +174,7 @@ fn describe_json(t: &TopicView) -> serde_json::Value {
     json!({ "name": t.name, "partitions": partitions, "config": config })
 }
 
-fn print_describe(t: &TopicView) {
+fn print_describe(t: &TopicView, phases: &BTreeMap<u32, Option<String>>) {
     println!("topic {}  partitions {}", t.name, t.partitions.len());
     for (key, value) in &t.config {
         println!("  {key} = {value}");
@@ -173,5 +192,9 @@ fn print_describe(t: &TopicView) {
             show(p.log_start_offset),
             show(p.log_end_offset)
         );
+    }
+    for p in t.partitions.iter().filter(|p| !p.target.is_empty()) {
+        let phase = phases.get(&p.partition).cloned().flatten().unwrap_or_else(|| "leader not answering".into());
+        println!("  partition {} moving to {}: {phase}", p.partition, ids(&p.target));
     }
 }

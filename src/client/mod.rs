@@ -376,6 +376,55 @@ impl Client {
         }
     }
 
+    /// Starts moving `topic`/`partition` to the replicas `target` (first = preferred
+    /// leader). Answers once the metadata recorded the move; the group's leader does it.
+    pub async fn move_partition(&self, topic: &str, partition: u32, target: &[u64]) -> Result<(), ClientError> {
+        let request = Request::MovePartition { topic: topic.into(), partition, target: target.to_vec() };
+        match self.to_controller(&request).await? {
+            Response::MoveStarted => Ok(()),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    /// Abandons the move of `topic`/`partition`, through its leader; refused once the move
+    /// entered joint consensus (the message says where it stands).
+    pub async fn abort_move(&self, topic: &str, partition: u32) -> Result<(), ClientError> {
+        let request = Request::AbortMove { topic: topic.into(), partition };
+        match self.to_named_node(&request, Duration::ZERO, false).await? {
+            Response::MoveAborted => Ok(()),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    /// Where the move of `topic`/`partition` stands, as its leader sees it: the phase
+    /// (`None`: no move) and the learners not caught up yet.
+    pub async fn move_status(&self, topic: &str, partition: u32) -> Result<Option<(String, Vec<u64>)>, ClientError> {
+        let request = Request::MoveStatus { topic: topic.into(), partition };
+        match self.to_named_node(&request, Duration::ZERO, true).await? {
+            Response::MoveStatus { phase, .. } if phase.is_empty() => Ok(None),
+            Response::MoveStatus { phase, behind } => Ok(Some((phase, behind))),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    /// Records the end of a move of group `group` (a node, leading the group, asks).
+    pub async fn finish_move(&self, group: u64, replicas: &[u64]) -> Result<(), ClientError> {
+        let request = Request::FinishMove { group, replicas: replicas.to_vec() };
+        match self.to_controller(&request).await? {
+            Response::MoveFinished => Ok(()),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
+    /// Starts decommissioning node `node`: its replicas move to the other active nodes and
+    /// it is marked removed once it hosts nothing. Answers the moves started now.
+    pub async fn decommission(&self, node: u64) -> Result<u32, ClientError> {
+        match self.to_controller(&Request::Decommission { node }).await? {
+            Response::Decommissioning { moves } => Ok(moves),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
     /// Deletes a topic and, on every node, its partitions' data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
         match self.to_controller(&Request::DeleteTopic { name: name.into() }).await? {

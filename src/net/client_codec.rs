@@ -34,6 +34,11 @@ mod kind {
     // Cluster operations (issue 17) number from 40 and 140, apart from other additions.
     pub const TRANSFER_LEADER: u8 = 40;
     pub const BALANCE_LEADERS: u8 = 41;
+    pub const MOVE_PARTITION: u8 = 42;
+    pub const ABORT_MOVE: u8 = 43;
+    pub const MOVE_STATUS: u8 = 44;
+    pub const FINISH_MOVE: u8 = 45;
+    pub const DECOMMISSION: u8 = 46;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -49,6 +54,11 @@ mod kind {
     pub const PRODUCER_SESSION: u8 = 114;
     pub const LEADER_TRANSFERRING: u8 = 140;
     pub const LEADERS_BALANCED: u8 = 141;
+    pub const MOVE_STARTED: u8 = 142;
+    pub const MOVE_ABORTED: u8 = 143;
+    pub const MOVE_STATUS_OK: u8 = 144;
+    pub const MOVE_FINISHED: u8 = 145;
+    pub const DECOMMISSIONING: u8 = 146;
     pub const ERROR: u8 = 127;
 }
 
@@ -140,6 +150,32 @@ pub enum Request {
     /// To the metadata leader: move every partition's leadership to its preferred replica
     /// where that replica is caught up (`keel leader balance`).
     BalanceLeaders,
+    /// To the metadata leader: start moving a partition's replicas to `target` (first =
+    /// preferred leader; `keel partition move`).
+    MovePartition {
+        topic: String,
+        partition: u32,
+        target: Vec<u64>,
+    },
+    /// To a partition's leader: abandon its move, if it has not entered joint consensus.
+    AbortMove {
+        topic: String,
+        partition: u32,
+    },
+    /// To a partition's leader: where its move stands.
+    MoveStatus {
+        topic: String,
+        partition: u32,
+    },
+    /// A group's leader records the end of a move (to the metadata leader).
+    FinishMove {
+        group: u64,
+        replicas: Vec<u64>,
+    },
+    /// To the metadata leader: drain node `node` and remove it once it hosts nothing.
+    Decommission {
+        node: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +217,19 @@ pub enum Response {
     ProducerSession {
         producer_id: i64,
         epoch: i16,
+    },
+    MoveStarted,
+    MoveAborted,
+    /// `phase` is empty when no move is in progress; `behind` lists the learners not
+    /// caught up yet.
+    MoveStatus {
+        phase: String,
+        behind: Vec<u64>,
+    },
+    MoveFinished,
+    /// The moves the decommission started now (others may be under way already).
+    Decommissioning {
+        moves: u32,
     },
 }
 
@@ -226,6 +275,9 @@ pub struct BrokerView {
     pub address: String,
     /// Where it serves Kafka clients, if it does.
     pub kafka_address: Option<String>,
+    /// `active`, `draining` or `removed` (the metadata's word; whether it answers is
+    /// another matter).
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -252,6 +304,8 @@ pub struct PartitionView {
     /// As the leader last said, when it did.
     pub log_start_offset: Option<u64>,
     pub log_end_offset: Option<u64>,
+    /// The replicas it is moving to (empty: no move in progress).
+    pub target: Vec<u64>,
 }
 
 /// One node's disk: a node refuses produce while `free_bytes` is below `reserve_bytes`.
@@ -450,6 +504,31 @@ impl Request {
                 vec![b.finish()]
             }
             Request::BalanceLeaders => vec![FrameBuilder::new(kind::BALANCE_LEADERS, 0).finish()],
+            Request::MovePartition { topic, partition, target } => {
+                let mut b = FrameBuilder::new(kind::MOVE_PARTITION, 12 + topic.len() + 8 * target.len());
+                put_bytes(b.body(), topic.as_bytes());
+                b.body().put_u32_le(*partition);
+                put_ids(b.body(), target);
+                vec![b.finish()]
+            }
+            Request::AbortMove { topic, partition } | Request::MoveStatus { topic, partition } => {
+                let k = if matches!(self, Request::AbortMove { .. }) { kind::ABORT_MOVE } else { kind::MOVE_STATUS };
+                let mut b = FrameBuilder::new(k, 8 + topic.len());
+                put_bytes(b.body(), topic.as_bytes());
+                b.body().put_u32_le(*partition);
+                vec![b.finish()]
+            }
+            Request::FinishMove { group, replicas } => {
+                let mut b = FrameBuilder::new(kind::FINISH_MOVE, 12 + 8 * replicas.len());
+                b.body().put_u64_le(*group);
+                put_ids(b.body(), replicas);
+                vec![b.finish()]
+            }
+            Request::Decommission { node } => {
+                let mut b = FrameBuilder::new(kind::DECOMMISSION, 8);
+                b.body().put_u64_le(*node);
+                vec![b.finish()]
+            }
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -531,6 +610,15 @@ impl Request {
                 to: r.u64("new leader")?,
             },
             kind::BALANCE_LEADERS => Request::BalanceLeaders,
+            kind::MOVE_PARTITION => Request::MovePartition {
+                topic: r.string("topic")?,
+                partition: r.u32("partition")?,
+                target: ids(&mut r, "target")?,
+            },
+            kind::ABORT_MOVE => Request::AbortMove { topic: r.string("topic")?, partition: r.u32("partition")? },
+            kind::MOVE_STATUS => Request::MoveStatus { topic: r.string("topic")?, partition: r.u32("partition")? },
+            kind::FINISH_MOVE => Request::FinishMove { group: r.u64("group")?, replicas: ids(&mut r, "replicas")? },
+            kind::DECOMMISSION => Request::Decommission { node: r.u64("node")? },
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -578,6 +666,20 @@ impl Response {
                 vec![b.finish()]
             }
             Response::LeaderTransferring => vec![FrameBuilder::new(kind::LEADER_TRANSFERRING, 0).finish()],
+            Response::MoveStarted => vec![FrameBuilder::new(kind::MOVE_STARTED, 0).finish()],
+            Response::MoveAborted => vec![FrameBuilder::new(kind::MOVE_ABORTED, 0).finish()],
+            Response::MoveFinished => vec![FrameBuilder::new(kind::MOVE_FINISHED, 0).finish()],
+            Response::MoveStatus { phase, behind } => {
+                let mut b = FrameBuilder::new(kind::MOVE_STATUS_OK, 8 + phase.len() + 8 * behind.len());
+                put_bytes(b.body(), phase.as_bytes());
+                put_ids(b.body(), behind);
+                vec![b.finish()]
+            }
+            Response::Decommissioning { moves } => {
+                let mut b = FrameBuilder::new(kind::DECOMMISSIONING, 4);
+                b.body().put_u32_le(*moves);
+                vec![b.finish()]
+            }
             Response::LeadersBalanced(moves) => {
                 let mut b = FrameBuilder::new(kind::LEADERS_BALANCED, 4 + 48 * moves.len());
                 b.body().put_u32_le(moves.len() as u32);
@@ -654,6 +756,11 @@ impl Response {
             kind::BROKER_REGISTERED => Response::BrokerRegistered,
             kind::PRODUCER_IDS => Response::ProducerIds { first: r.u64("first producer id")?, count: r.u32("count")? },
             kind::LEADER_TRANSFERRING => Response::LeaderTransferring,
+            kind::MOVE_STARTED => Response::MoveStarted,
+            kind::MOVE_ABORTED => Response::MoveAborted,
+            kind::MOVE_FINISHED => Response::MoveFinished,
+            kind::MOVE_STATUS_OK => Response::MoveStatus { phase: r.string("phase")?, behind: ids(&mut r, "behind")? },
+            kind::DECOMMISSIONING => Response::Decommissioning { moves: r.u32("moves")? },
             kind::LEADERS_BALANCED => {
                 let n = r.count(4 + 4 + 9 + 8 + 1 + 4, "leader move count")?;
                 let mut moves = Vec::with_capacity(n);
@@ -737,6 +844,7 @@ fn encode_metadata(buf: &mut bytes::BytesMut, m: &ClusterMetadata) {
         put_bytes(buf, b.address.as_bytes());
         buf.put_u8(b.kafka_address.is_some() as u8);
         put_bytes(buf, b.kafka_address.as_deref().unwrap_or("").as_bytes());
+        put_bytes(buf, b.state.as_bytes());
     }
     buf.put_u32_le(m.topics.len() as u32);
     for t in &m.topics {
@@ -751,13 +859,14 @@ fn decode_metadata(r: &mut Reader) -> Result<ClusterMetadata, FrameError> {
         controller: opt_u64(r, "controller")?,
         ..ClusterMetadata::default()
     };
-    let n = r.count(8 + 4 + 1 + 4, "broker count")?;
+    let n = r.count(8 + 4 + 1 + 4 + 4, "broker count")?;
     for _ in 0..n {
         let id = r.u64("broker id")?;
         let address = r.string("broker address")?;
         let has_kafka = r.bool("kafka address given")?;
         let kafka = r.string("kafka address")?;
-        m.brokers.push(BrokerView { id, address, kafka_address: has_kafka.then_some(kafka) });
+        let state = r.string("broker state")?;
+        m.brokers.push(BrokerView { id, address, kafka_address: has_kafka.then_some(kafka), state });
     }
     let n = r.count(4 + 1 + 4 + 4, "topic count")?;
     for _ in 0..n {
@@ -779,6 +888,7 @@ fn encode_topic(buf: &mut bytes::BytesMut, t: &TopicView) {
         put_ids(buf, &p.in_sync);
         put_opt_u64(buf, p.log_start_offset);
         put_opt_u64(buf, p.log_end_offset);
+        put_ids(buf, &p.target);
     }
     buf.put_u32_le(t.config.len() as u32);
     for (key, value) in &t.config {
@@ -789,7 +899,7 @@ fn encode_topic(buf: &mut bytes::BytesMut, t: &TopicView) {
 
 fn decode_topic(r: &mut Reader) -> Result<TopicView, FrameError> {
     let mut t = TopicView { name: r.string("topic")?, internal: r.bool("internal")?, ..TopicView::default() };
-    let n = r.count(4 + 8 + 9 + 8 + 4 + 4 + 9 + 9, "partition count")?;
+    let n = r.count(4 + 8 + 9 + 8 + 4 + 4 + 9 + 9 + 4, "partition count")?;
     for _ in 0..n {
         t.partitions.push(PartitionView {
             partition: r.u32("partition")?,
@@ -800,6 +910,7 @@ fn decode_topic(r: &mut Reader) -> Result<TopicView, FrameError> {
             in_sync: ids(r, "in sync")?,
             log_start_offset: opt_u64(r, "log start")?,
             log_end_offset: opt_u64(r, "log end")?,
+            target: ids(r, "target")?,
         });
     }
     let n = r.count(8, "config count")?;
@@ -1008,6 +1119,11 @@ mod tests {
             Request::InitProducerId { producer_id: 7000, epoch: 3 },
             Request::TransferLeader { topic: "orders".into(), partition: 5, to: 3 },
             Request::BalanceLeaders,
+            Request::MovePartition { topic: "t".into(), partition: 2, target: vec![2, 3, 4] },
+            Request::AbortMove { topic: "t".into(), partition: 2 },
+            Request::MoveStatus { topic: "t".into(), partition: 0 },
+            Request::FinishMove { group: 9, replicas: vec![1, 4] },
+            Request::Decommission { node: 3 },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);
@@ -1030,7 +1146,12 @@ mod tests {
                 cluster_id: 1,
                 node_id: 2,
                 controller: Some(1),
-                brokers: vec![BrokerView { id: 1, address: "a:1".into(), kafka_address: Some("a:9092".into()) }],
+                brokers: vec![BrokerView {
+                    id: 1,
+                    address: "a:1".into(),
+                    kafka_address: Some("a:9092".into()),
+                    state: "draining".into(),
+                }],
                 topics: vec![TopicView {
                     name: "orders".into(),
                     internal: false,
@@ -1043,6 +1164,7 @@ mod tests {
                         in_sync: vec![1, 2],
                         log_start_offset: Some(0),
                         log_end_offset: None,
+                        target: vec![2, 3, 4],
                     }],
                     config: vec![("retention.ms".into(), "-1".into())],
                 }],
@@ -1054,6 +1176,11 @@ mod tests {
             Response::ProducerIds { first: 3000, count: 1000 },
             Response::ProducerSession { producer_id: 3001, epoch: 0 },
             Response::LeaderTransferring,
+            Response::MoveStarted,
+            Response::MoveAborted,
+            Response::MoveFinished,
+            Response::MoveStatus { phase: "learners catching up".into(), behind: vec![4] },
+            Response::Decommissioning { moves: 5 },
             Response::LeadersBalanced(vec![
                 LeaderMoveView {
                     topic: "a".into(),

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::group::Event;
 use super::status::{GroupStatus, role_name};
 use crate::broker::groups::Coordinators;
+use crate::broker::moves::MovePhase;
 use crate::broker::{Broker, BrokerError, PendingProduce};
 use crate::groups::GroupError;
 use crate::kafka::backend::GroupCall;
@@ -238,6 +239,27 @@ impl ClientService {
                 self.broker.transfer_leader(&topic, partition, to).await.map(|()| Response::LeaderTransferring)
             }
             Request::BalanceLeaders => self.broker.balance_leaders().await.map(Response::LeadersBalanced),
+            Request::MovePartition { topic, partition, target } => {
+                self.broker.start_move(&topic, partition, target).await.map(|()| Response::MoveStarted)
+            }
+            Request::AbortMove { topic, partition } => {
+                self.broker.abort_move(&topic, partition).await.map(|()| Response::MoveAborted)
+            }
+            Request::MoveStatus { topic, partition } => {
+                self.broker.move_phase(&topic, partition).await.map(|phase| match phase {
+                    Some(MovePhase::CatchingUp { behind }) => {
+                        Response::MoveStatus { phase: MovePhase::CatchingUp { behind: vec![] }.name().into(), behind }
+                    }
+                    Some(phase) => Response::MoveStatus { phase: phase.name().into(), behind: vec![] },
+                    None => Response::MoveStatus { phase: String::new(), behind: vec![] },
+                })
+            }
+            Request::FinishMove { group, replicas } => {
+                self.broker.finish_move(group, replicas).await.map(|()| Response::MoveFinished)
+            }
+            Request::Decommission { node } => {
+                self.broker.decommission(node).await.map(|moves| Response::Decommissioning { moves })
+            }
             Request::PartitionStatus { topic, partition } => match self.broker.replica(&topic, partition) {
                 Ok(group) => match group.status().await {
                     Some(status) => Ok(Response::Status(self.view(status))),
@@ -311,7 +333,12 @@ impl ClientService {
         let state = self.broker.state();
         let brokers = state
             .brokers()
-            .map(|b| BrokerView { id: b.id.get(), address: b.address.clone(), kafka_address: b.kafka_address.clone() })
+            .map(|b| BrokerView {
+                id: b.id.get(),
+                address: b.address.clone(),
+                kafka_address: b.kafka_address.clone(),
+                state: b.state.name().into(),
+            })
             .collect();
         let wanted: Vec<&crate::metadata::Topic> = match topics {
             Some(names) => names.iter().filter_map(|n| state.topic(n)).collect(),
@@ -349,6 +376,7 @@ impl ClientService {
             in_sync: offsets.as_ref().map(|o| o.in_sync.clone()).unwrap_or_default(),
             log_start_offset: offsets.as_ref().map(|o| o.log_start_offset),
             log_end_offset: offsets.as_ref().map(|o| o.high_watermark),
+            target: p.target.iter().flatten().map(|n| n.get()).collect(),
         }
     }
 

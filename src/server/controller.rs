@@ -5,7 +5,7 @@
 //! - keeps a link to every broker the registry names (links belong to the node);
 //! - starts a replica of every group the metadata places on this node, and deletes the
 //!   replicas it no longer does (a deleted topic, a moved partition) — only for groups the
-//!   applied metadata knows (`MetadataState::local_plan`);
+//!   applied metadata knows (`MetadataState::local_plan`), and never one that leads its group;
 //! - hands each data group its topic's settings (retention) when they change.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,6 +263,15 @@ impl Controller {
             }
         }
         for group in plan.delete {
+            // A replica moved off this node that still leads its group is in the group's
+            // configuration, whatever the metadata says: the metadata drops a node only once a configuration without it
+            // committed (`broker/moves.rs`), and a leader removed by it steps down. Deleting
+            // it now would take a voter away from a group that still counts it.
+            let moved_off = state.group(group).is_some();
+            if moved_off && self.node.registry.get(group.get()).is_some_and(|g| g.leader().me) {
+                warn!(group = group.get(), "not deleting a replica that leads its group; will look again");
+                continue;
+            }
             match self.node.remove_group(group.get()).await {
                 Ok(()) => info!(group = group.get(), "deleted a replica the metadata no longer places here"),
                 Err(e) => warn!(group = group.get(), error = %e, "cannot delete a replica"),

@@ -656,6 +656,8 @@ impl Group {
             log_end_offset: committed.next_offset,
             members,
             producers_tracked: self.producers.as_ref().map_or(0, |p| p.table().len()),
+            membership: membership.clone(),
+            membership_committed: raft.membership_index() <= raft.commit(),
         }
     }
 

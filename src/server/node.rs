@@ -227,6 +227,7 @@ impl NodeHandle {
             limits: config.limits.clone(),
             free_space: FreeSpace::watch(&config.data_dir, config.limits.disk_free_bytes_min),
             producer_ids: Default::default(),
+            moves: Default::default(),
         });
         let bootstrap = Bootstrap {
             members: config.peers.clone(),
@@ -234,6 +235,7 @@ impl NodeHandle {
             default_partitions: config.default_partitions,
         };
         tokio::spawn(Controller::new(shared.clone(), broker.clone(), bootstrap).run());
+        tokio::spawn(broker.clone().drive_moves_every());
         if let Some(period) = config.leader_balance_every {
             tokio::spawn(broker.clone().balance_leaders_every(period));
         }

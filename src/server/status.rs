@@ -1,7 +1,7 @@
 //! What one replica reports about its group: a domain type, which each front end turns
 //! into its own wire form (`keel-client`'s metadata, `keel status`).
 
-use crate::raft::{NodeId, Role};
+use crate::raft::{Membership, NodeId, Role};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupStatus {
@@ -17,6 +17,10 @@ pub struct GroupStatus {
     pub members: Vec<MemberStatus>,
     /// Idempotent producers in the partition's producer table (0 in the metadata group).
     pub producers_tracked: usize,
+    /// The latest configuration in this replica's log, and whether it is committed: a move
+    /// (`broker/moves.rs`) reads its phase from the leader's.
+    pub membership: Membership,
+    pub membership_committed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

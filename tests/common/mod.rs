@@ -236,6 +236,25 @@ impl Cluster {
     }
 
     /// Waits until a running node reports itself leader; returns its id.
+    /// Waits for the cluster's own set-up, then creates `topic` with `partitions`
+    /// partitions of 3 replicas. A metadata leader elected a moment ago may not have
+    /// applied the brokers yet, and refuses a topic it cannot place: asked again, a settled
+    /// one creates it.
+    pub async fn create_topic_once_set_up(&self, client: &Client, topic: &str, partitions: u32) {
+        self.wait_set_up(1).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match client.create_topic(topic, Some(partitions), Some(3), &[]).await {
+                Ok(_) => return,
+                Err(keel::client::ClientError::Invalid(why)) if Instant::now() < deadline => {
+                    println!("create topic: {why}; again")
+                }
+                Err(e) => panic!("create topic: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn wait_leader(&self, timeout: Duration, excluding: &[u64]) -> Option<u64> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {

@@ -1,0 +1,255 @@
+//! Partition moves and node decommission on real `keel serve` processes (issue 17): a move
+//! under produce load ends with the new replicas byte-identical and the old one deleted; a
+//! decommissioned node ends hosting nothing and can be stopped without losing a majority;
+//! a move to a node that is down waits before joint consensus, is abandoned by `--abort`,
+//! and completes once the node is up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, read_log};
+use keel::batch::Record;
+use keel::client::{Client, Offset};
+use keel::net::client_codec::{ClusterMetadata, PartitionView};
+use keel::server::layout::group_log_dir;
+
+/// Acked records: (topic, partition, offset) -> value.
+type Acked = Arc<Mutex<BTreeMap<(String, u32, u64), String>>>;
+
+async fn metadata(client: &Client) -> ClusterMetadata {
+    client.metadata_from_leader(None).await.expect("metadata")
+}
+
+async fn partition(client: &Client, topic: &str, p: u32) -> PartitionView {
+    metadata(client).await.topic(topic).expect("topic").partitions[p as usize].clone()
+}
+
+/// Produces small batches round-robin to `topic`'s partitions until `stop`, recording what
+/// was acked. A batch whose outcome is unknown may be stored or not: it is not recorded.
+fn spawn_producer(client: Client, topic: &str, partitions: u32, acked: Acked, stop: Arc<AtomicBool>) -> JoinProducer {
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let p = (n % u64::from(partitions)) as u32;
+            let values: Vec<String> = (0..5).map(|i| format!("{topic}-{n}-{i}")).collect();
+            let records: Vec<Record> = values.iter().map(|v| Record::new(v.clone())).collect();
+            match client.produce_to(&topic, p, records).await {
+                Ok(base) => {
+                    let mut acked = acked.lock().unwrap();
+                    for (i, v) in values.into_iter().enumerate() {
+                        acked.insert((topic.clone(), p, base + i as u64), v);
+                    }
+                }
+                Err(e) => println!("produce to {topic}/{p}: {e}"),
+            }
+            n += 1;
+        }
+        n
+    })
+}
+
+type JoinProducer = tokio::task::JoinHandle<u64>;
+
+/// Every acked record is in its partition at its offset.
+async fn check_acked(client: &Client, acked: &Acked) {
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "the producer had nothing acked");
+    let partitions: std::collections::BTreeSet<(String, u32)> = acked.keys().map(|(t, p, _)| (t.clone(), *p)).collect();
+    for (topic, partition) in partitions {
+        let want: BTreeMap<u64, &String> = acked
+            .iter()
+            .filter(|((t, p, _), _)| *t == topic && *p == partition)
+            .map(|((_, _, o), v)| (*o, v))
+            .collect();
+        let end = want.keys().last().map_or(0, |o| o + 1);
+        let mut consumer = client.consumer_of(&topic, partition, Offset::At(0));
+        let mut got = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got.keys().last().is_none_or(|o| o + 1 < end) {
+            assert!(Instant::now() < deadline, "{topic}/{partition}: read only {} records", got.len());
+            for (offset, record) in consumer.poll().await.expect("poll") {
+                got.insert(offset, String::from_utf8_lossy(record.value_bytes()).into_owned());
+            }
+        }
+        for (offset, value) in want {
+            assert_eq!(got.get(&offset), Some(value), "{topic}/{partition}: acked record at {offset} lost");
+        }
+    }
+}
+
+/// Runs the keel command line off the async threads (the producer keeps running).
+async fn keel(args: Vec<String>) -> (std::process::ExitStatus, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        common::keel(&args, b"")
+    })
+    .await
+    .expect("keel ran")
+}
+
+fn client_args(cluster: &Cluster) -> Vec<String> {
+    vec!["--bootstrap".into(), cluster.bootstrap_arg(), "--tls".into(), cluster.tls.to_str().unwrap().into()]
+}
+
+/// `keel partition move TOPIC/0 --to TARGET --wait WAIT` with the cluster's client flags.
+fn move_args(cluster: &Cluster, topic: &str, target: &[u64], wait: &str) -> Vec<String> {
+    let mut args = vec!["partition".into(), "move".into(), format!("{topic}/0"), "--to".into(), ids(target)];
+    args.extend(["--wait".into(), wait.into()]);
+    args.extend(client_args(cluster));
+    args
+}
+
+fn ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Waits until `check` holds, polling, or fails naming `what`.
+async fn wait_until(cluster: &Cluster, what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} not within {limit:?}\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The data entries (records) of `group` on node `id`, by index: the node must be stopped.
+fn data_entries(cluster: &Cluster, id: u64, group: u64) -> BTreeMap<u64, bytes::Bytes> {
+    let log = read_log(&cluster.node(id).dir, group);
+    log.into_iter().filter(|e| e.record_count() > 0).map(|e| (e.index(), e.as_bytes().clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moves_to_another_node_under_produce_load() {
+    const TOPIC: &str = "moving";
+    let mut cluster = Cluster::start(4, &[]);
+    let client = cluster.client().await;
+    cluster.create_topic_once_set_up(&client, TOPIC, 1).await;
+    let before = partition(&client, TOPIC, 0).await;
+    // The preferred leader leaves (it most likely leads: the move hands leadership over),
+    // and the one node that hosted nothing of the topic joins.
+    let leaving = before.replicas[0];
+    let joining = (1..=4).find(|n| !before.replicas.contains(n)).expect("a fourth node");
+    let target = vec![before.replicas[1], before.replicas[2], joining];
+
+    let (acked, stop) = (Acked::default(), Arc::new(AtomicBool::new(false)));
+    let producer = spawn_producer(cluster.client().await, TOPIC, 1, acked.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, out, err) = keel(move_args(&cluster, TOPIC, &target, "40s")).await;
+    assert!(status.success(), "keel partition move failed: {out}{err}\n{}", cluster.logs());
+    println!("{out}");
+    assert!(out.contains(&format!("moved {TOPIC}/0: replicas {}", ids(&target))), "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let batches = producer.await.expect("producer");
+    println!("{batches} batches sent during the move");
+
+    let after = partition(&client, TOPIC, 0).await;
+    assert_eq!(after.replicas, target);
+    assert!(after.target.is_empty());
+    let group = after.group;
+    let dir = group_log_dir(&cluster.node(leaving).dir, group);
+    wait_until(&cluster, "the old replica deleted", Duration::from_secs(20), async || !dir.exists()).await;
+    assert!(group_log_dir(&cluster.node(joining).dir, group).exists());
+    check_acked(&client, &acked).await;
+
+    // Byte-identical: the new replica holds every data entry the others hold, the same bytes.
+    cluster.stop_all();
+    let reference = data_entries(&cluster, target[0], group);
+    assert!(!reference.is_empty());
+    for id in &target[1..] {
+        assert_eq!(data_entries(&cluster, *id, group), reference, "node {id}'s log differs from node {}", target[0]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommissioned_node_hosts_nothing_and_can_be_stopped() {
+    const TOPIC: &str = "draining";
+    const VICTIM: u64 = 4;
+    let mut cluster = Cluster::start(4, &[]);
+    let client = cluster.client().await;
+    cluster.create_topic_once_set_up(&client, TOPIC, 4).await;
+    let (acked, stop) = (Acked::default(), Arc::new(AtomicBool::new(false)));
+    let producer = spawn_producer(cluster.client().await, TOPIC, 4, acked.clone(), stop.clone());
+
+    let mut args: Vec<String> = vec!["node".into(), "decommission".into(), VICTIM.to_string()];
+    args.extend(["--wait".into(), "45s".into()]);
+    args.extend(client_args(&cluster));
+    let (status, out, err) = keel(args).await;
+    assert!(status.success(), "keel node decommission failed: {out}{err}\n{}", cluster.logs());
+    println!("{out}");
+    assert!(out.contains(&format!("node {VICTIM} is removed")), "{out}");
+
+    let m = metadata(&client).await;
+    assert_eq!(m.broker(VICTIM).map(|b| b.state.as_str()), Some("removed"));
+    for t in &m.topics {
+        for p in &t.partitions {
+            assert!(!p.replicas.contains(&VICTIM) && p.target.is_empty(), "{}/{}: {p:?}", t.name, p.partition);
+            assert_eq!(p.replicas.len(), 3, "{}/{}: {p:?}", t.name, p.partition);
+        }
+    }
+    let groups = cluster.node(VICTIM).dir.join("groups");
+    wait_until(&cluster, "every data replica deleted from the node", Duration::from_secs(20), async || {
+        let left: Vec<_> = std::fs::read_dir(&groups).into_iter().flatten().flatten().collect();
+        left.iter().all(|e| e.file_name() == "0")
+    })
+    .await;
+
+    // Stopped, it takes no partition's majority away: produce goes on everywhere.
+    cluster.stop(VICTIM, Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = acked.lock().unwrap().len();
+    wait_until(&cluster, "produce after the node stopped", Duration::from_secs(20), async || {
+        acked.lock().unwrap().len() > before + 100
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    producer.await.expect("producer");
+    check_acked(&client, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_a_down_node_waits_before_joint_consensus_and_can_be_aborted() {
+    const TOPIC: &str = "stuck";
+    let mut cluster = Cluster::start(4, &[]);
+    let client = cluster.client().await;
+    cluster.create_topic_once_set_up(&client, TOPIC, 1).await;
+    let before = partition(&client, TOPIC, 0).await;
+    let down = (1..=4).find(|n| !before.replicas.contains(n)).expect("a fourth node");
+    let target = vec![before.replicas[1], before.replicas[2], down];
+    cluster.kill(down);
+
+    let (status, out, err) = keel(move_args(&cluster, TOPIC, &target, "3s")).await;
+    assert!(!status.success(), "a move to a down node finished: {out}{err}");
+    assert!(err.contains("learners catching up"), "{out}{err}");
+
+    // It stays before joint consensus for as long as the learner is down.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let phase = client.move_status(TOPIC, 0).await.expect("move status").expect("a move");
+        assert_eq!(phase, ("learners catching up".to_string(), vec![down]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut abort = vec!["partition".into(), "move".into(), format!("{TOPIC}/0"), "--abort".into()];
+    abort.extend(client_args(&cluster));
+    let (status, out, err) = keel(abort).await;
+    assert!(status.success(), "abort failed: {out}{err}\n{}", cluster.logs());
+    let after = partition(&client, TOPIC, 0).await;
+    assert_eq!((after.replicas, after.target), (before.replicas.clone(), vec![]));
+
+    // With the node up, the same move completes.
+    cluster.restart(down);
+    let acked = Acked::default();
+    let values: Vec<String> = (0..50).map(|i| format!("v{i}")).collect();
+    let records = values.iter().map(|v| Record::new(v.clone())).collect();
+    let base = client.produce_to(TOPIC, 0, records).await.expect("produce");
+    acked.lock().unwrap().extend(values.into_iter().enumerate().map(|(i, v)| ((TOPIC.into(), 0, base + i as u64), v)));
+    let (status, out, err) = keel(move_args(&cluster, TOPIC, &target, "40s")).await;
+    assert!(status.success(), "the move did not complete with the node up: {out}{err}\n{}", cluster.logs());
+    assert_eq!(partition(&client, TOPIC, 0).await.replicas, target);
+    check_acked(&client, &acked).await;
+}
