@@ -139,9 +139,10 @@ async fn a_partition_moves_to_another_node_under_produce_load() {
     let (acked, stop) = (Acked::default(), Arc::new(AtomicBool::new(false)));
     let producer = spawn_producer(cluster.client().await, TOPIC, 1, acked.clone(), stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
     let (status, out, err) = keel(move_args(&cluster, TOPIC, &target, "40s")).await;
     assert!(status.success(), "keel partition move failed: {out}{err}\n{}", cluster.logs());
-    println!("{out}");
+    println!("{out}the move took {:?} under produce load", started.elapsed());
     assert!(out.contains(&format!("moved {TOPIC}/0: replicas {}", ids(&target))), "{out}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
@@ -179,9 +180,10 @@ async fn a_decommissioned_node_hosts_nothing_and_can_be_stopped() {
     let mut args: Vec<String> = vec!["node".into(), "decommission".into(), VICTIM.to_string()];
     args.extend(["--wait".into(), "45s".into()]);
     args.extend(client_args(&cluster));
+    let started = Instant::now();
     let (status, out, err) = keel(args).await;
     assert!(status.success(), "keel node decommission failed: {out}{err}\n{}", cluster.logs());
-    println!("{out}");
+    println!("{out}the decommission took {:?} under produce load", started.elapsed());
     assert!(out.contains(&format!("node {VICTIM} is removed")), "{out}");
 
     let m = metadata(&client).await;
@@ -201,6 +203,13 @@ async fn a_decommissioned_node_hosts_nothing_and_can_be_stopped() {
 
     // Stopped, it takes no partition's majority away: produce goes on everywhere.
     cluster.stop(VICTIM, Duration::from_secs(10));
+    let mut list: Vec<String> = vec!["node".into(), "list".into(), "--format".into(), "json".into()];
+    list.extend(client_args(&cluster));
+    let (status, out, err) = keel(list).await;
+    assert!(status.success(), "keel node list failed: {out}{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).expect("json");
+    let row = rows.iter().find(|r| r["id"] == VICTIM).expect("the node listed");
+    assert_eq!((&row["state"], &row["partitions"]), (&"removed, down".into(), &0.into()), "{rows:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = acked.lock().unwrap().len();
     wait_until(&cluster, "produce after the node stopped", Duration::from_secs(20), async || {
