@@ -232,6 +232,20 @@ async fn a_move_to_a_down_node_waits_before_joint_consensus_and_can_be_aborted()
     let target = vec![before.replicas[1], before.replicas[2], down];
     cluster.kill(down);
 
+    // Requests that cannot be moves are refused, saying why; so is another move meanwhile.
+    let other = [before.replicas[0], before.replicas[1], down];
+    let refusals: [(&str, &[u64], &str); 4] = [
+        ("nope/0", &target, "unknown topic \"nope\""),
+        ("stuck/5", &target, "has no partition 5"),
+        ("stuck/0", &[1, 2, 9], "node 9 is not a registered broker"),
+        ("stuck/0", &target[..2], "has 3 replicas; the target names 2"),
+    ];
+    for (what, to, why) in refusals {
+        let mut args = vec!["partition".into(), "move".into(), what.into(), "--to".into(), ids(to)];
+        args.extend(client_args(&cluster));
+        let (status, out, err) = keel(args).await;
+        assert!(!status.success() && err.contains(why), "{what} --to {to:?}: {out}{err}");
+    }
     let (status, out, err) = keel(move_args(&cluster, TOPIC, &target, "3s")).await;
     assert!(!status.success(), "a move to a down node finished: {out}{err}");
     assert!(err.contains("learners catching up"), "{out}{err}");
@@ -243,6 +257,8 @@ async fn a_move_to_a_down_node_waits_before_joint_consensus_and_can_be_aborted()
         assert_eq!(phase, ("learners catching up".to_string(), vec![down]));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let (status, out, err) = keel(move_args(&cluster, TOPIC, &other, "3s")).await;
+    assert!(!status.success() && err.contains("is already moving to"), "{out}{err}");
     let mut abort = vec!["partition".into(), "move".into(), format!("{TOPIC}/0"), "--abort".into()];
     abort.extend(client_args(&cluster));
     let (status, out, err) = keel(abort).await;
@@ -261,4 +277,19 @@ async fn a_move_to_a_down_node_waits_before_joint_consensus_and_can_be_aborted()
     assert!(status.success(), "the move did not complete with the node up: {out}{err}\n{}", cluster.logs());
     assert_eq!(partition(&client, TOPIC, 0).await.replicas, target);
     check_acked(&client, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decommission_that_would_leave_too_few_nodes_is_refused_and_changes_nothing() {
+    let cluster = Cluster::start(3, &[]);
+    let client = cluster.client().await;
+    cluster.wait_set_up(1).await;
+    let mut args: Vec<String> = vec!["node".into(), "decommission".into(), "3".into()];
+    args.extend(client_args(&cluster));
+    let (status, out, err) = keel(args).await;
+    assert!(!status.success() && err.contains("cannot drain node 3"), "{out}{err}");
+    assert!(err.contains("add a broker first"), "{err}");
+    let m = metadata(&client).await;
+    assert_eq!(m.broker(3).map(|b| b.state.as_str()), Some("active"));
+    assert!(m.topics.iter().flat_map(|t| &t.partitions).all(|p| p.target.is_empty()));
 }
