@@ -293,3 +293,29 @@ async fn a_decommission_that_would_leave_too_few_nodes_is_refused_and_changes_no
     assert_eq!(m.broker(3).map(|b| b.state.as_str()), Some("active"));
     assert!(m.topics.iter().flat_map(|t| &t.partitions).all(|p| p.target.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_resumes_under_the_next_leader_after_its_leader_is_killed() {
+    const TOPIC: &str = "resumed";
+    let mut cluster = Cluster::start(4, &[]);
+    let client = cluster.client().await;
+    cluster.create_topic_once_set_up(&client, TOPIC, 1).await;
+    let before = partition(&client, TOPIC, 0).await;
+    let joining = (1..=4).find(|n| !before.replicas.contains(n)).expect("a fourth node");
+    let target = vec![before.replicas[1], before.replicas[2], joining];
+    // The move starts while its new node is down, so it waits with a learner added.
+    cluster.kill(joining);
+    let (status, out, err) = keel(move_args(&cluster, TOPIC, &target, "2s")).await;
+    assert!(!status.success() && err.contains("learners catching up"), "{out}{err}");
+
+    // Its leader dies; another takes the partition over, then the new node comes up.
+    let leader = partition(&client, TOPIC, 0).await.leader.expect("a leader");
+    cluster.kill(leader);
+    cluster.restart(joining);
+    let (status, out, err) = keel(move_args(&cluster, TOPIC, &target, "40s")).await;
+    assert!(status.success(), "the move did not resume after node {leader} died: {out}{err}\n{}", cluster.logs());
+    // Done by the next leader: the command may find it finished, or follow it to the end.
+    println!("{out}");
+    let after = partition(&client, TOPIC, 0).await;
+    assert_eq!((after.replicas, after.target), (target, vec![]));
+}
