@@ -56,17 +56,22 @@ fn cpu_seconds(pid: i32) -> f64 {
 #[test]
 #[ignore = "heavy: 3 000 replicas on one machine; its cold start churns under load (see above)"]
 fn three_nodes_host_a_thousand_groups_through_a_kill_and_a_restart() {
-    // The topic `default` with 999 partitions: with the metadata group, 1 000 groups.
-    let partitions = (GROUPS - 1).to_string();
+    // The topic `default` with 983 partitions: with the metadata group and the 16 of
+    // `__consumer_offsets`, 1 000 groups.
+    let partitions = (GROUPS - 1 - u64::from(keel::server::controller::OFFSETS_PARTITIONS)).to_string();
     let mut cluster = Cluster::start(3, &["--default-partitions", &partitions]);
     let all = [1, 2, 3];
+    let progress = std::cell::Cell::new(Instant::now());
     let elected = wait(&cluster, Duration::from_secs(120), "every group elects a leader", || {
-        total(&cluster, &all, "keel_groups_led") == GROUPS as f64
+        let led = total(&cluster, &all, "keel_groups_led");
+        if progress.get().elapsed() >= Duration::from_secs(5) {
+            progress.set(Instant::now());
+            let hosted = total(&cluster, &all, "keel_groups_hosted");
+            eprintln!("{led} groups led, {hosted} replicas hosted");
+        }
+        led == GROUPS as f64 && all.iter().all(|id| cluster.metric(*id, "keel_groups_hosted") == Some(GROUPS as f64))
     });
-    for id in all {
-        assert_eq!(cluster.metric(id, "keel_groups_hosted"), Some(GROUPS as f64), "node {id} hosts every group");
-    }
-    eprintln!("{GROUPS} groups elected leaders {elected:?} after start");
+    eprintln!("{GROUPS} groups hosted on every node and led {elected:?} after start");
 
     // kill -9 the node that leads the most groups: each of them gets a new leader.
     let victim = *all.iter().max_by_key(|id| cluster.metric(**id, "keel_groups_led").unwrap_or(0.0) as u64).unwrap();

@@ -283,7 +283,17 @@ impl Broker {
             let deadline = tokio::time::Instant::now() + ABORT_COMMIT_WAIT;
             loop {
                 let status = group.status().await.ok_or_else(stopping)?;
-                if status.membership.learners.is_empty() && status.membership_committed {
+                let config = &status.membership;
+                if config.is_joint() || config.voters != old {
+                    // The removal was lost with a leadership change, and the next leader took
+                    // the move on: recording the old replicas now would have the metadata
+                    // drop voters the group still counts.
+                    return Err(BrokerError::Invalid(format!(
+                        "the move of {what} went on under another leader while it was being abandoned (voters {:?});                          it completes once the target's nodes answer",
+                        config.voters
+                    )));
+                }
+                if config.learners.is_empty() && status.membership_committed {
                     break;
                 }
                 if tokio::time::Instant::now() >= deadline {

@@ -5,7 +5,7 @@
 //! - keeps a link to every broker the registry names (links belong to the node);
 //! - starts a replica of every group the metadata places on this node, and deletes the
 //!   replicas it no longer does (a deleted topic, a moved partition) — only for groups the
-//!   applied metadata knows (`MetadataState::local_plan`), and never one that leads its group;
+//!   applied metadata knows (`MetadataState::local_plan`), and never one its group still counts as a voter;
 //! - hands each data group its topic's settings (retention) when they change.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,14 +263,21 @@ impl Controller {
             }
         }
         for group in plan.delete {
-            // A replica moved off this node that still leads its group is in the group's
-            // configuration, whatever the metadata says: the metadata drops a node only once a configuration without it
-            // committed (`broker/moves.rs`), and a leader removed by it steps down. Deleting
-            // it now would take a voter away from a group that still counts it.
-            let moved_off = state.group(group).is_some();
-            if moved_off && self.node.registry.get(group.get()).is_some_and(|g| g.leader().me) {
-                warn!(group = group.get(), "not deleting a replica that leads its group; will look again");
-                continue;
+            // A replica moved off this node is deleted only once its own log shows a
+            // configuration whose voters leave this node out (a removed follower may hold the
+            // joint one, where it is only an outgoing voter). The metadata drops a node once a
+            // configuration without it committed (`broker/moves.rs`), but if that and the
+            // group ever disagreed, deleting a voter the group still counts could lose
+            // acknowledged records; keeping a replica too long costs only disk.
+            // A leader removed by the move hands its leadership over first.
+            if state.group(group).is_some()
+                && let Some(handle) = self.node.registry.get(group.get())
+            {
+                let voter = handle.status().await.is_some_and(|s| s.membership.voters.contains(&self.node.id()));
+                if voter || handle.leader().me {
+                    warn!(group = group.get(), "not deleting a replica that is a voter or the leader of its group");
+                    continue;
+                }
             }
             match self.node.remove_group(group.get()).await {
                 Ok(()) => info!(group = group.get(), "deleted a replica the metadata no longer places here"),
