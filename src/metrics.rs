@@ -82,6 +82,7 @@ pub const GROUPS_VOTE_BARRIER: &str = "keel_groups_vote_barrier";
 pub const GROUPS_HOSTED: &str = "keel_groups_hosted";
 pub const GROUPS_LED: &str = "keel_groups_led";
 pub const GROUPS_QUIET: &str = "keel_groups_quiet";
+pub const RAFT_TICK: &str = "keel_raft_tick_seconds";
 pub const GROUPS_UNDER_REPLICATED: &str = "keel_groups_under_replicated";
 pub const PEER_FRAMES_UNROUTED: &str = "keel_peer_frames_unrouted_total";
 pub const KAFKA_REQUESTS: &str = "keel_kafka_requests_total";
@@ -227,6 +228,8 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (GROUPS_HOSTED, Gauge, N, NONE, "Raft groups this node hosts a replica of."),
     (GROUPS_LED, Gauge, N, NONE, "Raft groups this node leads."),
     (GROUPS_QUIET, Gauge, N, NONE, "Raft groups quiet here: idle, no heartbeats or timers until woken."),
+    (RAFT_TICK, Gauge, N, NONE,
+        "The Raft clock's tick here: every election and heartbeat timeout is a number of ticks."),
     (GROUPS_UNDER_REPLICATED, Gauge, N, NONE, "Groups led here with a voter that lacks entries the leader has."),
     (PEER_FRAMES_UNROUTED, Counter, N, Fixed("reason", UNROUTED_REASONS),
         "Peer frames dropped on arrival: for a group this node does not host, or whose queue was full."),

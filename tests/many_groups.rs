@@ -48,13 +48,13 @@ fn cpu_seconds(pid: i32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-/// Run by hand (`cargo test --release --test many_groups -- --ignored --nocapture`): on this
-/// 2-core machine under other load, the cold start of 1 000 groups at once can churn
-/// (leaders step down for want of a quorum heard within an election timeout, terms climb
-/// into the 30s) past the 120 s bound; on a quiet machine it passes. Until heartbeats are
-/// coalesced per node pair, or check-quorum can use the node's pings, it stays out of CI.
+/// Run by hand (`cargo test --release --test many_groups -- --ignored --nocapture`, about a
+/// minute): 3 000 replicas on one 2-core machine. With the tick stretched by the groups a
+/// node hosts (`server::registry::tick_period`: 50 ms here) it passed each time it was run;
+/// at a fixed 10 ms tick the cold start sometimes churned (terms past 40, leaders losing
+/// their quorums) for minutes. Kept out of CI for its weight and that history.
 #[test]
-#[ignore = "heavy: 3 000 replicas on one machine; its cold start churns under load (see above)"]
+#[ignore = "heavy: 3 000 replicas on one machine (see above)"]
 fn three_nodes_host_a_thousand_groups_through_a_kill_and_a_restart() {
     // The topic `default` with 983 partitions: with the metadata group and the 16 of
     // `__consumer_offsets`, 1 000 groups.
@@ -108,16 +108,17 @@ fn three_nodes_host_a_thousand_groups_through_a_kill_and_a_restart() {
         cluster.kill(id);
     }
 
-    // Byte for byte, every group's log is the same on the three nodes.
+    // Byte for byte, every group's log is the same on the three nodes, as far as the
+    // shortest goes: a leadership handed back to a preferred replica just before the kill
+    // may have logged its no-op on some nodes only, which Raft allows.
     for group in 0..GROUPS {
         let logs: Vec<Vec<Entry>> = all.iter().map(|id| entries(&cluster.node(*id).dir, group)).collect();
         for (k, log) in logs.iter().enumerate().skip(1) {
-            assert_eq!(log.len(), logs[0].len(), "group {group}: node {} holds another number of entries", k + 1);
             for (a, b) in logs[0].iter().zip(log) {
                 assert_eq!(a.as_bytes(), b.as_bytes(), "group {group}: entry {} differs on node {}", a.index(), k + 1);
             }
         }
         // The initial configuration is in the hard state; a leader's no-op at least is logged.
-        assert!(!logs[0].is_empty(), "group {group} holds no entry: no leader ever committed");
+        assert!(logs.iter().all(|l| !l.is_empty()), "group {group}: a node holds no entry, though a leader committed");
     }
 }

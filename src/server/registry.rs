@@ -170,13 +170,17 @@ pub async fn route(
 /// anyone (and a produce to it wakes it, and check-quorum steps it down). Waking every quiet
 /// leader at each node failure would wake a thousand groups at once for nothing.
 /// Housekeeping reaches every group, quiet or not.
+///
+/// The tick stretches with the groups the node hosts (`tick_period`): every Raft timeout is
+/// a number of ticks, so a node with many groups times elections and heartbeats more
+/// loosely, in proportion.
 pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Duration, peers: crate::net::peer::Peers) {
     let me = peers.id();
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_housekeeping = tokio::time::Instant::now();
+    let mut next = period;
     loop {
-        ticker.tick().await;
+        metrics::gauge!(m::RAFT_TICK).set(next.as_secs_f64());
+        tokio::time::sleep(next).await;
         let now = tokio::time::Instant::now();
         let chores = now.duration_since(last_housekeeping) >= housekeeping;
         if chores {
@@ -184,7 +188,9 @@ pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Durat
         }
         // Asked once a tick, not once a group.
         let down: Vec<NodeId> = peers.ids().into_iter().filter(|&n| n != me && !peers.alive(n)).collect();
+        let mut hosted = 0;
         registry.for_each(|handle| {
+            hosted += 1;
             if !handle.is_quiet() {
                 let _ = handle.events.try_send(Event::Tick);
             } else if let LeaderHint { me: false, leader: Some(leader) } = handle.leader()
@@ -196,7 +202,25 @@ pub async fn tick(registry: Arc<Registry>, period: Duration, housekeeping: Durat
                 let _ = handle.events.try_send(Event::Housekeeping);
             }
         });
+        next = tick_period(period, hosted);
     }
+}
+
+/// Groups a node hosts at the base tick; each further this many stretch the tick by one
+/// base period, up to `TICK_STRETCH_MAX` periods. A thousand groups electing at once at the
+/// base tick (10 ms: elections after 150–300 ms) kept a 2-core machine so busy that
+/// heartbeats came late, leaders lost their quorums and terms climbed for minutes. The
+/// stretch follows the groups hosted, not those active, because the replicas of one group
+/// must keep the same time: placement spreads replicas evenly, so nodes' counts differ by
+/// less than a step, and neighbouring steps differ by at most 2× — a leader's heartbeats
+/// (5 ticks) still come well within a follower's shortest election timeout (15 ticks).
+pub const GROUPS_PER_TICK_STRETCH: usize = 200;
+pub const TICK_STRETCH_MAX: u32 = 5;
+
+/// The tick for a node hosting `hosted` groups.
+pub fn tick_period(base: Duration, hosted: usize) -> Duration {
+    let stretch = (hosted / GROUPS_PER_TICK_STRETCH).clamp(1, TICK_STRETCH_MAX as usize);
+    base * stretch as u32
 }
 
 #[cfg(test)]
@@ -226,6 +250,16 @@ mod tests {
         let frames = peer_codec::encode(group, &Message::Heartbeat { term, commit: 0 });
         // As a link hands frames on: whole, without the length prefix.
         Inbound { from: 2, frame: Bytes::from(frames.concat()).slice(4..) }
+    }
+
+    #[test]
+    fn the_tick_stretches_with_the_groups_hosted_up_to_its_bound() {
+        let base = Duration::from_millis(10);
+        assert_eq!(tick_period(base, 0), base);
+        assert_eq!(tick_period(base, GROUPS_PER_TICK_STRETCH * 2 - 1), base);
+        assert_eq!(tick_period(base, GROUPS_PER_TICK_STRETCH * 2), base * 2);
+        assert_eq!(tick_period(base, 1000), Duration::from_millis(50));
+        assert_eq!(tick_period(base, 1_000_000), base * TICK_STRETCH_MAX);
     }
 
     /// Issue 12: one group's queue full (its task stalled) costs the others nothing; what
