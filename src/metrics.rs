@@ -228,7 +228,7 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (GROUPS_HOSTED, Gauge, N, NONE, "Raft groups this node hosts a replica of."),
     (GROUPS_LED, Gauge, N, NONE, "Raft groups this node leads."),
     (GROUPS_QUIET, Gauge, N, NONE, "Raft groups quiet here: idle, no heartbeats or timers until woken."),
-    (RAFT_TICK, Gauge, N, NONE,
+    (RAFT_TICK, Gauge, S, NONE,
         "The Raft clock's tick here: every election and heartbeat timeout is a number of ticks."),
     (GROUPS_UNDER_REPLICATED, Gauge, N, NONE, "Groups led here with a voter that lacks entries the leader has."),
     (PEER_FRAMES_UNROUTED, Counter, N, Fixed("reason", UNROUTED_REASONS),
