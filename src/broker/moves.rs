@@ -289,7 +289,8 @@ impl Broker {
                     // the move on: recording the old replicas now would have the metadata
                     // drop voters the group still counts.
                     return Err(BrokerError::Invalid(format!(
-                        "the move of {what} went on under another leader while it was being abandoned (voters {:?});                          it completes once the target's nodes answer",
+                        "the move of {what} went on under another leader while it was being abandoned \
+                         (voters {:?}); it completes once the target's nodes answer",
                         config.voters
                     )));
                 }
