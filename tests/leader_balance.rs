@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use keel::batch::Record;
-use keel::client::{Client, ClientError, Offset};
+use keel::client::{Client, ClientError};
 use keel::net::client_codec::ClusterMetadata;
 
 const TOPIC: &str = "orders";
@@ -102,19 +102,7 @@ async fn check_acked_in(client: &Client, topic: &str, partitions: u32, acked: &B
     for partition in 0..partitions {
         let want: BTreeMap<u64, &String> =
             acked.iter().filter(|((p, _), _)| *p == partition).map(|((_, o), v)| (*o, v)).collect();
-        let end = want.keys().last().copied().map_or(0, |o| o + 1);
-        let mut consumer = client.consumer_of(topic, partition, Offset::At(0));
-        let mut got = BTreeMap::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while got.keys().last().is_none_or(|o| o + 1 < end) {
-            assert!(Instant::now() < deadline, "partition {partition}: read only {} records", got.len());
-            for (offset, record) in consumer.poll().await.expect("poll") {
-                got.insert(offset, String::from_utf8_lossy(record.value_bytes()).into_owned());
-            }
-        }
-        for (offset, value) in want {
-            assert_eq!(got.get(&offset), Some(value), "partition {partition}: acked record at {offset} lost");
-        }
+        common::assert_acked_read_back(client, topic, partition, &want).await;
     }
 }
 

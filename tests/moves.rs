@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, read_log};
 use keel::batch::Record;
-use keel::client::{Client, Offset};
+use keel::client::Client;
 use keel::net::client_codec::{ClusterMetadata, PartitionView};
 use keel::server::layout::group_log_dir;
 
@@ -66,19 +66,7 @@ async fn check_acked(client: &Client, acked: &Acked) {
             .filter(|((t, p, _), _)| *t == topic && *p == partition)
             .map(|((_, _, o), v)| (*o, v))
             .collect();
-        let end = want.keys().last().map_or(0, |o| o + 1);
-        let mut consumer = client.consumer_of(&topic, partition, Offset::At(0));
-        let mut got = BTreeMap::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while got.keys().last().is_none_or(|o| o + 1 < end) {
-            assert!(Instant::now() < deadline, "{topic}/{partition}: read only {} records", got.len());
-            for (offset, record) in consumer.poll().await.expect("poll") {
-                got.insert(offset, String::from_utf8_lossy(record.value_bytes()).into_owned());
-            }
-        }
-        for (offset, value) in want {
-            assert_eq!(got.get(&offset), Some(value), "{topic}/{partition}: acked record at {offset} lost");
-        }
+        common::assert_acked_read_back(client, &topic, partition, &want).await;
     }
 }
 

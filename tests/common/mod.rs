@@ -376,3 +376,26 @@ pub fn read_log(dir: &Path, group: u64) -> Vec<Entry> {
     }
     out
 }
+
+/// Reads `topic`/`partition` from offset 0 until it holds an offset at or past `end - 1`
+/// (20 s at most) and checks that every record of `want` is there at its offset.
+pub async fn assert_acked_read_back(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    want: &std::collections::BTreeMap<u64, &String>,
+) {
+    let end = want.keys().last().map_or(0, |o| o + 1);
+    let mut consumer = client.consumer_of(topic, partition, keel::client::Offset::At(0));
+    let mut got = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.keys().last().is_none_or(|o| o + 1 < end) {
+        assert!(Instant::now() < deadline, "{topic}/{partition}: read only {} records", got.len());
+        for (offset, record) in consumer.poll().await.expect("poll") {
+            got.insert(offset, String::from_utf8_lossy(record.value_bytes()).into_owned());
+        }
+    }
+    for (offset, value) in want {
+        assert_eq!(got.get(offset), Some(*value), "{topic}/{partition}: acked record at {offset} lost");
+    }
+}
