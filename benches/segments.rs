@@ -235,6 +235,39 @@ sync mark cost, {} MiB of 1 KiB entries per case, best of {REPEATS} interleaved 
     );
 }
 
+/// What saving a replica's hard state costs (every replica of a group saves it at each
+/// term and vote change: an election on a node hosting a thousand groups saves it a
+/// thousand times): a file of two slots rewritten in place (one write, one fdatasync)
+/// against a file replaced whole (write, fsync, rename, fsync the directory). Interleaved
+/// in one run, median of each.
+fn state_file_cost(root: &Path) {
+    use segments::state_file::{self, SlotFile};
+    const SAVES: usize = 200;
+    let payload = [7u8; 120];
+    let (mut slotted, mut replaced) = (Vec::with_capacity(SAVES), Vec::with_capacity(SAVES));
+    let slots_path = root.join("slots");
+    let mut slots = SlotFile::create(&slots_path, 2, 1, &payload).unwrap();
+    let whole_path = root.join("whole");
+    for _ in 0..SAVES {
+        let started = Instant::now();
+        slots.write(1, &payload).unwrap();
+        slotted.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        state_file::write(&whole_path, 2, 1, &payload).unwrap();
+        replaced.push(started.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2] * 1e6
+    };
+    let (slotted, replaced) = (median(&mut slotted), median(&mut replaced));
+    println!(
+        "\nhard-state save, median of {SAVES}: two slots in place {slotted:.0} us, replaced whole {replaced:.0} us \
+         (ratio {:.2})",
+        slotted / replaced
+    );
+}
+
 /// A timestamp function that reads the payload, as keel's (a Kafka batch's maxTimestamp)
 /// does: through `as_bytes`, a borrow, where `payload()` would count a reference.
 fn payload_timestamp(e: &Entry) -> Option<u64> {
@@ -367,8 +400,13 @@ fn main() {
         sync_mark_cost(root.path()); // alone: `cargo bench --bench segments -- sync-mark`
         return;
     }
+    if std::env::args().any(|a| a == "state-file") {
+        state_file_cost(root.path()); // alone: `cargo bench --bench segments -- state-file`
+        return;
+    }
     append_table(root.path());
     sync_mark_cost(root.path());
+    state_file_cost(root.path());
     timestamp_cost(root.path());
     read_and_lookup(root.path());
     open_time(root.path());

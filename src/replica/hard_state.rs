@@ -1,6 +1,8 @@
 //! What a replica keeps beside its log: Raft's hard state (term, vote, commit, the last
-//! committed configuration, the vote barrier), in a CRC-checked file replaced atomically,
-//! and the latest snapshot of a state machine that is not the log (`snapshot.rs`).
+//! committed configuration, the vote barrier), in a CRC-checked file of two slots
+//! rewritten in turn (one write and one fdatasync per save: elections write it on every
+//! replica of every group), and the latest snapshot of a state machine that is not the
+//! log (`snapshot.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,7 @@ use super::snapshot::{self, KIND_SNAPSHOT, SNAPSHOT_FILE, SNAPSHOT_VERSION};
 use crate::codec::{DecodeError, Reader};
 use crate::raft::{HardState, Membership, Snapshot, VoteBarrier};
 
-use segments::state_file::{self, StateFileError};
+use segments::state_file::{self, SLOT_BYTES_MIN, SlotFile, StateFileError};
 
 const HARD_STATE_FILE: &str = "hard-state";
 const KIND_HARD_STATE: u8 = 2;
@@ -46,7 +48,9 @@ pub trait HardStateStore {
 }
 
 pub struct HardStateFile {
-    path: PathBuf,
+    dir: PathBuf,
+    /// `None` until the first save of a node's first start.
+    file: Option<SlotFile>,
     last: Persisted,
     snapshot_path: PathBuf,
     snapshot: Option<Snapshot>,
@@ -56,16 +60,32 @@ impl HardStateFile {
     /// Opens the file in `dir`; a node's first start uses `initial` (the --peers voters).
     pub fn open(dir: &Path, initial: Membership) -> Result<HardStateFile, StateError> {
         let path = dir.join(HARD_STATE_FILE);
-        let last = match state_file::read(&path, KIND_HARD_STATE)? {
-            None => Persisted {
-                hard_state: HardState::default(),
-                membership_index: 0,
-                membership: initial,
-                vote_barrier: None,
+        let (file, read) = match std::fs::metadata(&path) {
+            // Written by an earlier keel, replaced whole at every save: read it, and
+            // rewrite it in the slotted layout at once.
+            Ok(meta) if meta.len() < 2 * SLOT_BYTES_MIN => {
+                let (version, payload) = state_file::read(&path, KIND_HARD_STATE)?
+                    .ok_or_else(|| StateError::Malformed { path: path.clone(), why: "vanished".into() })?;
+                let persisted = decode(version, payload)
+                    .map_err(|e| StateError::Malformed { path: path.clone(), why: e.to_string() })?;
+                let file = SlotFile::create(&path, KIND_HARD_STATE, HARD_STATE_VERSION, &encode(&persisted))?;
+                (Some(file), Some(persisted))
+            }
+            _ => match SlotFile::open(&path, KIND_HARD_STATE)? {
+                None => (None, None),
+                Some((file, version, payload)) => {
+                    let persisted = decode(version, payload)
+                        .map_err(|e| StateError::Malformed { path: path.clone(), why: e.to_string() })?;
+                    (Some(file), Some(persisted))
+                }
             },
-            Some((version, payload)) => decode(version, payload)
-                .map_err(|e| StateError::Malformed { path: path.clone(), why: e.to_string() })?,
         };
+        let last = read.unwrap_or(Persisted {
+            hard_state: HardState::default(),
+            membership_index: 0,
+            membership: initial,
+            vote_barrier: None,
+        });
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot = match state_file::read(&snapshot_path, KIND_SNAPSHOT)? {
             None => None,
@@ -74,7 +94,7 @@ impl HardStateFile {
                     .map_err(|e| StateError::Malformed { path: snapshot_path.clone(), why: e.to_string() })?,
             ),
         };
-        Ok(HardStateFile { path, last, snapshot_path, snapshot })
+        Ok(HardStateFile { dir: dir.into(), file, last, snapshot_path, snapshot })
     }
 }
 
@@ -83,13 +103,20 @@ impl HardStateStore for HardStateFile {
         &self.last
     }
 
-    /// Writes and fsyncs the new state (a no-op when nothing changed).
+    /// Writes and fdatasyncs the new state (a no-op when nothing changed).
     fn save(&mut self, next: Persisted) -> Result<(), StateError> {
         if next == self.last {
             return Ok(());
         }
         assert!(next.hard_state.term >= self.last.hard_state.term, "term never goes backwards");
-        state_file::write(&self.path, KIND_HARD_STATE, HARD_STATE_VERSION, &encode(&next))?;
+        let payload = encode(&next);
+        match &mut self.file {
+            Some(file) => file.write(HARD_STATE_VERSION, &payload)?,
+            None => {
+                let path = self.dir.join(HARD_STATE_FILE);
+                self.file = Some(SlotFile::create(&path, KIND_HARD_STATE, HARD_STATE_VERSION, &payload)?);
+            }
+        }
         self.last = next;
         Ok(())
     }
@@ -202,5 +229,24 @@ mod tests {
             vote_barrier: None,
         };
         assert_eq!(file.persisted(), &want);
+        // Rewritten in the slotted layout at once, and read back the same.
+        let path = dir.path().join(HARD_STATE_FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * SLOT_BYTES_MIN);
+        assert_eq!(HardStateFile::open(dir.path(), Membership::default()).unwrap().persisted(), &want);
+    }
+
+    #[test]
+    fn saves_rewrite_the_file_in_place_and_the_newest_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let initial = Membership::new([1, 2, 3]);
+        let mut file = HardStateFile::open(dir.path(), initial.clone()).unwrap();
+        let mut last = file.persisted().clone();
+        for term in 1..=5 {
+            last.hard_state = HardState { term, vote: Some(term % 3 + 1), commit: term * 10 };
+            file.save(last.clone()).unwrap();
+            assert_eq!(HardStateFile::open(dir.path(), initial.clone()).unwrap().persisted(), &last);
+        }
+        let path = dir.path().join(HARD_STATE_FILE);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * SLOT_BYTES_MIN, "never replaced");
     }
 }
