@@ -18,7 +18,11 @@
 //!     by the producer's sticky partitioner), as a ratio to (c): many groups should not cost
 //!     throughput;
 //! (g) head of line: (d) on a partition of its own while a producer floods another topic's
-//!     partition on the same nodes, as a ratio to (d) measured idle.
+//!     partition on the same nodes, as a ratio to (d) measured idle;
+//! (h) the latency baseline: 1 KiB write + fdatasync, p50 and p99, with (d) as a ratio to it
+//!     (the aim: p50 and p99 each within 2x);
+//! (i) consume: what (c) committed, read back from one node with the client library's
+//!     `Consumer` (page cache), MB/s and its ratio to (a) (the aim: >= 0.8).
 //!
 //! `cargo bench --bench cluster` (about a minute here); `KEEL_BENCH_QUICK=1` for a shorter run.
 //! MB are 10^6 bytes. The last line printed is one JSON object with every figure.
@@ -113,9 +117,23 @@ fn main() {
             flooded,
             busy / idle
         );
-        (keel, bound, p50, p99, many / keel, busy / idle)
+        let (sync_p50, sync_p99) = fdatasync_latency(root.path(), sizes.latency_samples);
+        println!(
+            "(h) 1 KiB write + fdatasync: p50 {sync_p50:.2} ms, p99 {sync_p99:.2} ms; (d) as a ratio: p50 {:.2}, \
+             p99 {:.2}",
+            p50 / sync_p50,
+            p99 / sync_p99
+        );
+        let consumed = consume(&cluster, "default", sizes.keel_records).await;
+        println!(
+            "(i) consume from one node, {} records of (c): {consumed:.0} MB/s; ratio to (a): {:.2}",
+            sizes.keel_records,
+            consumed / quic
+        );
+        let latency_ratios = (p50 / sync_p50, p99 / sync_p99);
+        (keel, bound, p50, p99, many / keel, busy / idle, latency_ratios, consumed)
     });
-    let (keel, bound, p50, p99, many_ratio, hol_ratio) = figures;
+    let (keel, bound, p50, p99, many_ratio, hol_ratio, latency_ratios, consumed) = figures;
     let mut cluster = cluster;
     let mut failovers = runtime.block_on(failovers(&mut cluster, sizes.failovers));
     failovers.sort_by(f64::total_cmp);
@@ -134,6 +152,10 @@ fn main() {
         "commit_p99_ms": round(p99),
         "many_groups_ratio": round(many_ratio),
         "head_of_line_ratio": round(hol_ratio),
+        "commit_p50_to_fdatasync": round(latency_ratios.0),
+        "commit_p99_to_fdatasync": round(latency_ratios.1),
+        "consume_mb_s": round(consumed),
+        "consume_to_quic": round(consumed / quic),
         "failover_median_ms": round(median),
         "failover_ms": failovers.iter().map(|ms| round(*ms)).collect::<Vec<_>>(),
     });
@@ -193,6 +215,44 @@ fn raw_disk(root: &Path, bytes: u64) -> f64 {
     drop(file);
     std::fs::remove_file(&path).expect("remove");
     at as f64 / MB / secs
+}
+
+/// (h) p50 and p99 in ms of 1 KiB writes each followed by fdatasync, appended to a file
+/// sized up front (as a segment is) in the directory of the cluster's data.
+fn fdatasync_latency(root: &Path, samples: u64) -> (f64, f64) {
+    let path = root.join("raw-latency");
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).expect("file");
+    file.set_len(samples * RECORD_BYTES as u64).expect("size the file");
+    file.sync_all().expect("sync");
+    let piece = vec![0x5au8; RECORD_BYTES];
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    for n in 0..samples {
+        let started = Instant::now();
+        file.write_all_at(&piece, n * RECORD_BYTES as u64).expect("write");
+        file.sync_data().expect("fdatasync");
+        histogram.record(started.elapsed().as_micros().max(1) as u64).expect("in bounds");
+    }
+    drop(file);
+    std::fs::remove_file(&path).expect("remove");
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    (ms(0.50), ms(0.99))
+}
+
+/// (i) MB/s of record values read from partition 0 of `topic`, from offset 0 until
+/// `records` records, through one node.
+async fn consume(cluster: &Cluster, topic: &str, records: u64) -> f64 {
+    let client = cluster.client().await;
+    let mut consumer = client.consumer_of(topic, 0, keel::client::Offset::At(0)).max_bytes(8 << 20);
+    let (mut read, mut bytes) = (0u64, 0u64);
+    let started = Instant::now();
+    while read < records {
+        let polled = consumer.poll().await.expect("poll");
+        assert!(!polled.is_empty(), "the records (c) committed are there to read");
+        read += polled.len() as u64;
+        bytes += polled.iter().map(|(_, r)| r.value.as_ref().map_or(0, |v| v.len() as u64)).sum::<u64>();
+    }
+    bytes as f64 / MB / started.elapsed().as_secs_f64()
 }
 
 /// (c) MB/s of 1 KiB records committed, from the first send to the last acknowledgement.
