@@ -201,6 +201,16 @@ async fn a_voter_that_is_down_stays_a_learner_and_the_metadata_keeps_committing(
     args.extend(client_args(&cluster));
     let (status, out, err) = keel(args).await;
     assert!(!status.success() && err.contains("node 2 is already registered at"), "{out}{err}");
+    // So is a node that joins with it, and it exits saying so.
+    let dir = cluster.root.path().join("intruder");
+    let listen = format!("127.0.0.1:{}", common::free_ports(1)[0]);
+    let tls = cluster.tls.to_str().unwrap().to_string();
+    let serve = ["serve", "--id", "2", "--listen", &listen, "--join", &cluster.node(1).addr, "--tls", &tls, "--dir"];
+    let mut args: Vec<String> = serve.map(String::from).to_vec();
+    args.push(dir.to_str().unwrap().into());
+    let (status, out, err) = keel(args).await;
+    assert!(!status.success(), "a node joined with another node's id: {out}{err}");
+    assert!(err.contains("refused to add this node") && err.contains("already registered at"), "{out}{err}");
 
     wait_until(&cluster, "node 4 a learner of the metadata group", Duration::from_secs(20), async || {
         voters_and_learners(&cluster).await == (vec![1, 2, 3], vec![4])

@@ -92,6 +92,8 @@ pub enum StartError {
          (node-{id}.pem) was made by `keel certs --node {id}` with the cluster's CA; then start it again"
     )]
     Join { id: NodeId, bootstrap: String, waited: std::time::Duration, last: String },
+    #[error("the cluster refused to add this node: {0}")]
+    JoinRefused(String),
 }
 
 /// A running node. Dropping it does not stop it; call `shutdown`.
@@ -606,14 +608,7 @@ async fn join(
                 return Ok(());
             }
             // Refusals that asking again will not change.
-            Err(crate::client::ClientError::Invalid(why)) => {
-                return Err(StartError::Join {
-                    id,
-                    bootstrap: bootstrap.join(","),
-                    waited: started.elapsed(),
-                    last: why,
-                });
-            }
+            Err(crate::client::ClientError::Invalid(why)) => return Err(StartError::JoinRefused(why)),
             Err(e) => e.to_string(),
         };
         if said.as_ref() != Some(&why) {
