@@ -192,3 +192,22 @@ fn kafka_listener_flags_that_do_not_add_up() {
     let err = serve(&["--kafka", &taken]);
     assert_says(&err, &["cannot listen for Kafka clients", &taken]);
 }
+
+#[test]
+fn a_node_with_neither_peers_nor_join_needs_a_cluster_in_its_data_directory() {
+    let root = tempfile::tempdir_in(common::test_tmp()).expect("tmp");
+    let tls = root.path().join("tls");
+    certs(&tls, &[1, 4]);
+    let dir = root.path().join("data");
+    let (listen, tls_arg, dir_arg) = (listen(), tls.to_str().unwrap(), dir.to_str().unwrap());
+    let err = serve_fails(&["--id", "4", "--listen", &listen, "--tls", tls_arg, "--dir", dir_arg]);
+    assert_says(&err, &["holds no cluster yet", "--peers", "--join HOST:PORT"]);
+    assert!(!dir.exists(), "a refused start created the data directory");
+    let both = ["--peers", "4=127.0.0.1:17004", "--join", "127.0.0.1:17001"];
+    let err =
+        serve_fails(&[&["--id", "4", "--listen", &listen, "--tls", tls_arg, "--dir", dir_arg][..], &both].concat());
+    assert_says(&err, &["--join"]);
+    let wildcard = ["--id", "4", "--listen", "0.0.0.0:17004", "--join", "127.0.0.1:17001", "--tls", tls_arg];
+    let err = serve_fails(&[&wildcard[..], &["--dir", dir_arg]].concat());
+    assert_says(&err, &["listens on every address", "the address the others reach it at"]);
+}

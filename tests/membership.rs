@@ -43,6 +43,7 @@ impl Nodes {
             data_dir: self.root.path().join(format!("node-{id}")),
             listen: self.addrs[&id],
             peers: peers.iter().map(|p| (*p, self.addrs[p])).collect(),
+            entry: Default::default(),
             tls_dir: self.root.path().join("tls"),
             metrics: None,
             require_client_cert: true,

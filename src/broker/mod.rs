@@ -11,6 +11,7 @@ pub mod balance;
 pub mod groups;
 pub mod kafka;
 pub mod leaders;
+pub mod members;
 pub mod moves;
 pub mod producer_ids;
 

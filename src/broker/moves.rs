@@ -93,6 +93,14 @@ enum Step {
     Stuck(String),
 }
 
+/// Whether member `id` is within `CATCH_UP_LAG_MAX` entries of the leader's commit.
+pub(super) fn caught_up(status: &GroupStatus, id: NodeId) -> bool {
+    let matched = status.members.iter().find(|m| m.id == id).and_then(|m| m.match_index).unwrap_or(0);
+    // Every log holds at least its first configuration or no-op: a member at 0 has not
+    // answered yet, however short the log.
+    matched > 0 && matched + CATCH_UP_LAG_MAX >= status.commit_index
+}
+
 fn next_step(status: &GroupStatus, replicas: &[Node], target: &[Node]) -> Step {
     let config = &status.membership;
     let old: BTreeSet<NodeId> = replicas.iter().map(|n| n.get()).collect();
@@ -122,11 +130,7 @@ fn next_step(status: &GroupStatus, replicas: &[Node], target: &[Node]) -> Step {
     if !missing.is_empty() {
         return Step::Propose(missing, MovePhase::AddingLearners);
     }
-    let matched = |id: NodeId| status.members.iter().find(|m| m.id == id).and_then(|m| m.match_index).unwrap_or(0);
-    // Every log holds at least its first configuration or no-op: a learner at 0 has not
-    // answered yet, however short the log.
-    let caught_up = |n: NodeId| matched(n) > 0 && matched(n) + CATCH_UP_LAG_MAX >= status.commit_index;
-    let behind: Vec<NodeId> = joining.iter().copied().filter(|n| !caught_up(*n)).collect();
+    let behind: Vec<NodeId> = joining.iter().copied().filter(|n| !caught_up(status, *n)).collect();
     if !behind.is_empty() {
         return Step::Wait(MovePhase::CatchingUp { behind });
     }
@@ -160,6 +164,7 @@ impl Broker {
         }
         if self.leads_metadata() && self.metadata_ready() {
             self.drive_decommissions().await;
+            self.drive_metadata_members().await;
         }
     }
 
@@ -177,14 +182,7 @@ impl Broker {
         match next_step(&status, replicas, target) {
             Step::Wait(phase) => Ok(phase),
             Step::Propose(changes, phase) => {
-                let addresses = changes
-                    .iter()
-                    .filter_map(|c| match c {
-                        MembershipChange::AddLearner(id) => Some(*id),
-                        _ => None,
-                    })
-                    .filter_map(|id| Some((id, self.address_of(id)?.parse().ok()?)))
-                    .collect();
+                let addresses = self.learner_addresses(&changes);
                 info!(group = group.id, ?changes, "changing a moving group's configuration");
                 group.change_membership(changes, addresses).await.map_err(BrokerError::Busy)?;
                 Ok(phase)
@@ -198,6 +196,18 @@ impl Broker {
             }
             Step::Stuck(why) => Err(BrokerError::Invalid(format!("group {}: {why}", group.id))),
         }
+    }
+
+    /// Where the learners `changes` adds listen, for the configuration entry to carry.
+    pub(super) fn learner_addresses(&self, changes: &[MembershipChange]) -> Vec<(NodeId, std::net::SocketAddr)> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                MembershipChange::AddLearner(id) => Some(*id),
+                _ => None,
+            })
+            .filter_map(|id| Some((id, self.address_of(id)?.parse().ok()?)))
+            .collect()
     }
 
     /// Where the move of `topic`/`partition` stands, on its group's leader.
@@ -322,6 +332,7 @@ impl Broker {
         }
         // Checked before the node is drained: a refusal leaves it as it was.
         state.drain_moves(Node(node)).map_err(meta)?;
+        self.check_metadata_voters_without(node).await?;
         if broker.state == BrokerState::Active {
             self.command(Command::SetBrokerState { node: Node(node), state: BrokerState::Draining }).await?;
             info!(node, "decommissioning: the node is draining");
@@ -331,6 +342,23 @@ impl Broker {
             debug!(error = %e, "leader balance before a decommission");
         }
         Ok(self.propose_drain(node).await)
+    }
+
+    /// Refuses to decommission the last voter of the metadata group: the cluster's metadata
+    /// would have no one to commit it. Fewer voters tolerate fewer failures (a majority of
+    /// `n` survives `(n - 1) / 2` down); the operator is told by `keel node decommission`.
+    async fn check_metadata_voters_without(&self, node: NodeId) -> Result<(), BrokerError> {
+        let group = self.metadata_group().ok_or_else(BrokerError::starting)?;
+        let status = group.status().await.ok_or_else(|| BrokerError::Busy("the node is shutting down".into()))?;
+        let voters = &status.membership.voters;
+        if voters.contains(&node) && voters.len() == 1 {
+            return Err(BrokerError::Invalid(format!(
+                "node {node} is the metadata group's only voter: without it no one could commit the cluster's \
+                 metadata; add a node with `keel node add ID --address ADDR --voter` (or `keel serve --join ... \
+                 --voter`) first"
+            )));
+        }
+        Ok(())
     }
 
     /// Proposes the moves still missing to drain `node`; answers how many started.
@@ -407,7 +435,7 @@ fn meta(e: MetaError) -> BrokerError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::raft::Membership;
     use crate::server::status::MemberStatus;
@@ -416,7 +444,7 @@ mod tests {
     const TARGET: [Node; 3] = [Node(2), Node(3), Node(4)];
 
     /// The leader's status: `config` committed or not, each member's match index.
-    fn status(config: Membership, committed: bool, matched: &[(NodeId, u64)]) -> GroupStatus {
+    pub(in crate::broker) fn status(config: Membership, committed: bool, matched: &[(NodeId, u64)]) -> GroupStatus {
         let members = matched
             .iter()
             .map(|(id, m)| MemberStatus { id: *id, voter: config.is_voter(*id), match_index: Some(*m) })

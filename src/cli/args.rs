@@ -19,7 +19,7 @@ pub enum Command {
     /// Create a cluster CA, node certificates and a client certificate.
     Certs(CertsArgs),
     /// Run one node of a cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Append records read from stdin, one per line.
     Produce(ProduceArgs),
     /// Read records by offset and print them.
@@ -94,8 +94,17 @@ pub struct ServeArgs {
     #[arg(long, env = "KEEL_LISTEN")]
     pub listen: Option<String>,
     /// Every voter of the initial cluster: ID=HOST:PORT,...
-    #[arg(long, env = "KEEL_PEERS")]
+    #[arg(long, env = "KEEL_PEERS", conflicts_with = "join")]
     pub peers: Option<String>,
+    /// Join a running cluster through any of these nodes (HOST:PORT,...): on first start the
+    /// node registers and receives the metadata as a learner. Instead of --peers; a node
+    /// that joined restarts with neither.
+    #[arg(long, env = "KEEL_JOIN")]
+    pub join: Option<String>,
+    /// With --join: become a voter of the metadata group once caught up (default: a broker
+    /// that hosts partitions and votes on no metadata).
+    #[arg(long, env = "KEEL_VOTER", requires = "join")]
+    pub voter: bool,
     /// Directory with ca.pem, node-ID.pem and node-ID.key (from `keel certs`).
     #[arg(long, env = "KEEL_TLS")]
     pub tls: Option<PathBuf>,
@@ -451,6 +460,23 @@ pub enum NodeCommand {
         client: ClientArgs,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+    },
+    /// Register node ID (before or after starting it with `keel serve --join`): it is added
+    /// to the metadata group as a learner, and with --voter promoted to a voter once caught up.
+    Add {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The new node's id (its certificate is node-ID.pem from `keel certs --node ID`).
+        id: u64,
+        /// Where the node serves peers and clients (HOST:PORT, its --listen).
+        #[arg(long)]
+        address: String,
+        /// Where it serves Kafka clients, if it does (its --kafka-advertised).
+        #[arg(long)]
+        kafka_address: Option<String>,
+        /// Make it a voter of the metadata group once it has caught up.
+        #[arg(long)]
+        voter: bool,
     },
     /// Move every replica off node ID (leadership first), then mark it removed. Refused
     /// when the other active nodes cannot hold a partition's replicas.

@@ -35,7 +35,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args),
         Command::Certs(args) => certs::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Status(args) => status::run(args),

@@ -21,7 +21,9 @@ struct NodeRow {
     id: u64,
     address: String,
     kafka_address: Option<String>,
-    /// `voter` in the metadata group, or `broker` (hosts partitions, votes on no metadata).
+    /// `voter` in the metadata group, `learner` (receives the metadata, votes on none; a
+    /// `--voter` node stays one until caught up), or `broker` (not in the metadata group:
+    /// being added, or removed).
     role: &'static str,
     /// Partition replicas placed on it (moves to it included; for a draining node, the
     /// replicas left to move off), and those it leads as far as the metadata says.
@@ -51,10 +53,30 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 print(&rows(&metadata, &views), format);
                 Ok(ExitCode::SUCCESS)
             }
+            NodeCommand::Add { client, id, address, kafka_address, voter } => {
+                let client = Client::connect(client_config(&client, TIMEOUT_DEFAULT)).await?;
+                client.add_node(id, &address, kafka_address.as_deref(), voter).await?;
+                let then = if voter { ", then a voter once caught up" } else { "" };
+                println!(
+                    "node {id} is registered at {address}: it joins the metadata group as a learner{then} once it \
+                     runs (`keel serve --id {id} --join ...`); `keel node list` shows it"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             NodeCommand::Decommission { client, id, wait } => {
                 let client = Client::connect(client_config(&client, TIMEOUT_DEFAULT)).await?;
+                let voters = metadata_voters(&client).await;
                 let moves = client.decommission(id).await?;
                 println!("node {id} is draining: {moves} partition moves started");
+                if let Some(voters) = voters.filter(|v| v.contains(&id)) {
+                    let left = voters.len() - 1;
+                    println!(
+                        "node {id} is a metadata voter: once drained it leaves the metadata group, which then has \
+                         {left} voters and keeps working with up to {} of them down{}",
+                        (left - 1) / 2,
+                        if left % 2 == 0 { " (an even count tolerates no more failures than one less)" } else { "" }
+                    );
+                }
                 match wait {
                     Some(wait) => wait_removed(&client, id, wait).await,
                     None => Ok(ExitCode::SUCCESS),
@@ -62,6 +84,17 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+/// The metadata group's voters, as a node that answers sees them.
+async fn metadata_voters(client: &Client) -> Option<Vec<u64>> {
+    let metadata = client.metadata(None).await.ok()?;
+    for b in &metadata.brokers {
+        if let Ok(view) = client.status_from(&b.address).await {
+            return Some(view.members.iter().filter(|m| m.voter).map(|m| m.id).collect());
+        }
+    }
+    None
 }
 
 /// Polls the metadata until node `id` is removed, printing the replicas it still hosts.
@@ -101,20 +134,31 @@ fn hosted(metadata: &ClusterMetadata, id: u64) -> usize {
 
 /// One row per broker; `views[i]` is broker i's own status, if it answered.
 fn rows(metadata: &ClusterMetadata, views: &[Option<ClusterView>]) -> Vec<NodeRow> {
-    // The metadata group's members as a node that answered sees them.
-    let members = views.iter().flatten().map(|v| &v.members).next();
+    // The metadata group's members as the metadata leader (else any node that answered)
+    // sees them: a follower may not have applied the latest configuration.
+    let leader = views.iter().flatten().find_map(|v| v.leader);
+    let members = views
+        .iter()
+        .flatten()
+        .find(|v| Some(v.node_id) == leader)
+        .or_else(|| views.iter().flatten().next())
+        .map(|v| &v.members);
     metadata
         .brokers
         .iter()
         .zip(views)
         .map(|(b, view)| {
             let replicas = metadata.topics.iter().flat_map(|t| &t.partitions);
-            let voter = members.is_some_and(|m| m.iter().any(|m| m.id == b.id && m.voter));
+            let member = members.and_then(|m| m.iter().find(|m| m.id == b.id));
             NodeRow {
                 id: b.id,
                 address: b.address.clone(),
                 kafka_address: b.kafka_address.clone(),
-                role: if voter { "voter" } else { "broker" },
+                role: match member {
+                    Some(m) if m.voter => "voter",
+                    Some(_) => "learner",
+                    None => "broker",
+                },
                 partitions: hosted(metadata, b.id),
                 leaders: replicas.filter(|p| p.leader == Some(b.id)).count(),
                 state: match (b.state.as_str(), view.is_some()) {

@@ -54,6 +54,7 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
         dir,
         listen,
         peers,
+        join,
         tls,
         metrics,
         retention_bytes,
@@ -73,6 +74,7 @@ fn with_config_file(mut args: ServeArgs) -> anyhow::Result<ServeArgs> {
     args.allow_anonymous_clients |= file.allow_anonymous_clients;
     args.auto_create_topics |= file.auto_create_topics;
     args.kafka_tls |= file.kafka_tls;
+    args.voter |= file.voter;
     Ok(args)
 }
 
@@ -120,7 +122,38 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
     };
     let data_dir = required(&args.dir, "dir", "KEEL_DIR", "dir")?;
     let listen = socket(&required(&args.listen, "listen", "KEEL_LISTEN", "listen")?, "--listen")?;
-    let peer_names = config::parse_peer_names(&required(&args.peers, "peers", "KEEL_PEERS", "peers")?)?;
+    let (entry, peer_names) = match (&args.peers, &args.join) {
+        (Some(_), Some(_)) => {
+            let why = "--peers and --join are exclusive: --peers starts a new cluster's members, --join adds a node \
+                       to a running cluster";
+            return Err(Usage(why.into()).into());
+        }
+        (Some(peers), None) => {
+            if args.voter {
+                return Err(Usage("--voter goes with --join (the members of --peers are voters)".into()).into());
+            }
+            (config::ClusterEntry::Initial, config::parse_peer_names(peers)?)
+        }
+        // A node that joins, or restarts after joining, knows only itself: the metadata
+        // names the others.
+        (None, join) => {
+            let entry = match join {
+                Some(join) => {
+                    if listen.ip().is_unspecified() {
+                        return Err(ConfigError::JoinUnspecifiedListen(listen).into());
+                    }
+                    let bootstrap: Vec<String> =
+                        join.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
+                    if bootstrap.is_empty() {
+                        return Err(Usage(format!("--join `{join}` names no HOST:PORT")).into());
+                    }
+                    config::ClusterEntry::Join { bootstrap, voter: args.voter }
+                }
+                None => config::ClusterEntry::Existing,
+            };
+            (entry, BTreeMap::from([(id, listen.to_string())]))
+        }
+    };
     let peers = resolve_peers(&peer_names)?;
     let tls_dir = required(&args.tls, "tls", "KEEL_TLS", "tls")?;
     let metrics = args.metrics.as_deref().map(|m| socket(m, "--metrics")).transpose()?;
@@ -138,6 +171,7 @@ fn node_config(args: &ServeArgs) -> anyhow::Result<(NodeConfig, BTreeMap<u64, St
         data_dir,
         listen,
         peers,
+        entry,
         tls_dir,
         metrics,
         require_client_cert: !args.allow_anonymous_clients,

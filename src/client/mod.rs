@@ -341,6 +341,23 @@ impl Client {
         }
     }
 
+    /// Registers node `node` and adds it to the metadata group as a learner (`keel node add`,
+    /// and a node that joins); with `voter`, it is promoted to a metadata voter once caught up.
+    pub async fn add_node(
+        &self,
+        node: u64,
+        address: &str,
+        kafka_address: Option<&str>,
+        voter: bool,
+    ) -> Result<(), ClientError> {
+        let kafka_address = kafka_address.map(str::to_string);
+        let request = Request::AddNode { node, address: address.into(), kafka_address, voter };
+        match self.to_controller(&request).await? {
+            Response::BrokerRegistered => Ok(()),
+            other => Err(ClientError::Unavailable(format!("unexpected answer: {other:?}"))),
+        }
+    }
+
     /// Allocates a block of `count` producer ids to node `node` (a node asks for itself).
     pub async fn allocate_producer_ids(&self, node: u64, count: u32) -> Result<(u64, u32), ClientError> {
         match self.to_controller(&Request::AllocateProducerIds { node, count }).await? {

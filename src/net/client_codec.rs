@@ -39,6 +39,7 @@ mod kind {
     pub const MOVE_STATUS: u8 = 44;
     pub const FINISH_MOVE: u8 = 45;
     pub const DECOMMISSION: u8 = 46;
+    pub const ADD_NODE: u8 = 47;
     pub const PRODUCED: u8 = 101;
     pub const FETCHED: u8 = 102;
     pub const METADATA_OK: u8 = 103;
@@ -175,6 +176,14 @@ pub enum Request {
     /// To the metadata leader: drain node `node` and remove it once it hosts nothing.
     Decommission {
         node: u64,
+    },
+    /// To the metadata leader: register node `node` (a node that joins, or `keel node add`)
+    /// and add it to the metadata group as a learner; with `voter`, promote it once caught up.
+    AddNode {
+        node: u64,
+        address: String,
+        kafka_address: Option<String>,
+        voter: bool,
     },
 }
 
@@ -529,6 +538,15 @@ impl Request {
                 b.body().put_u64_le(*node);
                 vec![b.finish()]
             }
+            Request::AddNode { node, address, kafka_address, voter } => {
+                let mut b = FrameBuilder::new(kind::ADD_NODE, 32 + address.len());
+                b.body().put_u64_le(*node);
+                put_bytes(b.body(), address.as_bytes());
+                b.body().put_u8(kafka_address.is_some() as u8);
+                put_bytes(b.body(), kafka_address.as_deref().unwrap_or("").as_bytes());
+                b.body().put_u8(*voter as u8);
+                vec![b.finish()]
+            }
             Request::Offsets { topic, partition } | Request::PartitionStatus { topic, partition } => {
                 let k = if matches!(self, Request::Offsets { .. }) { kind::OFFSETS } else { kind::PARTITION_STATUS };
                 let mut b = FrameBuilder::new(k, 8 + topic.len());
@@ -619,6 +637,18 @@ impl Request {
             kind::MOVE_STATUS => Request::MoveStatus { topic: r.string("topic")?, partition: r.u32("partition")? },
             kind::FINISH_MOVE => Request::FinishMove { group: r.u64("group")?, replicas: ids(&mut r, "replicas")? },
             kind::DECOMMISSION => Request::Decommission { node: r.u64("node")? },
+            kind::ADD_NODE => {
+                let node = r.u64("node")?;
+                let address = r.string("address")?;
+                let has_kafka = r.bool("kafka address given")?;
+                let kafka = r.string("kafka address")?;
+                Request::AddNode {
+                    node,
+                    address,
+                    kafka_address: has_kafka.then_some(kafka),
+                    voter: r.bool("voter flag")?,
+                }
+            }
             other => return Err(FrameError::Kind(other)),
         };
         r.end()?;
@@ -1124,6 +1154,8 @@ mod tests {
             Request::MoveStatus { topic: "t".into(), partition: 0 },
             Request::FinishMove { group: 9, replicas: vec![1, 4] },
             Request::Decommission { node: 3 },
+            Request::AddNode { node: 4, address: "10.0.0.4:7000".into(), kafka_address: None, voter: true },
+            Request::AddNode { node: 5, address: "h:7000".into(), kafka_address: Some("k:9092".into()), voter: false },
         ];
         for req in requests {
             assert_eq!(Request::decode(join(req.encode())).unwrap(), req);

@@ -257,6 +257,9 @@ impl ClientService {
             Request::FinishMove { group, replicas } => {
                 self.broker.finish_move(group, replicas).await.map(|()| Response::MoveFinished)
             }
+            Request::AddNode { node, address, kafka_address, voter } => {
+                self.broker.add_node(node, address, kafka_address, voter).await.map(|()| Response::BrokerRegistered)
+            }
             Request::Decommission { node } => {
                 self.broker.decommission(node).await.map(|moves| Response::Decommissioning { moves })
             }

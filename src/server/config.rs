@@ -14,8 +14,12 @@ pub struct NodeConfig {
     pub id: NodeId,
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    /// Every voter of the initial cluster, this node included.
+    /// Every voter of the initial cluster, this node included. A node that joins (or
+    /// restarts after joining) lists only itself, at the address the others reach it.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// How this node comes into the cluster: as an initial member, by joining, or from what
+    /// its data directory already holds.
+    pub entry: ClusterEntry,
     pub tls_dir: PathBuf,
     pub metrics: Option<SocketAddr>,
     /// Clients must present a certificate signed by the cluster CA.
@@ -40,6 +44,21 @@ pub struct NodeConfig {
     /// How often the metadata leader moves leadership back to preferred replicas
     /// (`broker/balance.rs`); `None`: only on `keel leader balance`.
     pub leader_balance_every: Option<Duration>,
+}
+
+/// How a node comes into its cluster (`keel serve --peers`, `--join`, or neither).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClusterEntry {
+    /// An initial member: `peers` are the metadata group's first voters.
+    #[default]
+    Initial,
+    /// A node added to a running cluster: on first start it asks one of `bootstrap` (client
+    /// addresses, `host:port`) to register it and add it to the metadata group as a learner;
+    /// with `voter` it is promoted to a metadata voter once caught up.
+    Join { bootstrap: Vec<String>, voter: bool },
+    /// Neither: the data directory must already hold the metadata group (a node that joined
+    /// earlier, restarted).
+    Existing,
 }
 
 /// `leader_balance_every` unless configured.
@@ -100,6 +119,16 @@ pub enum ConfigError {
     Resolve { id: NodeId, addr: String, why: String },
     #[error("this node's id {0} is not in --peers; list every voter, this node included")]
     SelfMissing(NodeId),
+    #[error(
+        "the data directory {dir} holds no cluster yet: start the node with --peers (a new cluster's \
+         members) or --join HOST:PORT (a node added to a running cluster)"
+    )]
+    NoCluster { dir: PathBuf },
+    #[error(
+        "--listen {0} listens on every address: a node that joins needs the address the others reach it at \
+         (e.g. --listen 10.0.0.4:7000)"
+    )]
+    JoinUnspecifiedListen(SocketAddr),
     #[error(
         "segment_bytes {segment_bytes} is too small for record_bytes_max {record_bytes_max}: \
          a segment must hold a whole batch; raise segment_bytes or lower record_bytes_max"

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::clients::ClientService;
-use super::config::{self, ConfigError, NodeConfig};
+use super::config::{self, ClusterEntry, ConfigError, NodeConfig};
 use super::controller::DEFAULT_TOPIC;
 use super::controller::{Bootstrap, Controller};
 use super::disk::FreeSpace;
@@ -35,6 +35,11 @@ use crate::replica::backend::SharedLog;
 use crate::replica::hard_state::HardStateFile;
 use crate::replica::retention::Retention;
 use crate::replica::{Committed, Replica};
+
+/// How long a node that joins keeps asking its bootstrap nodes to add it.
+pub const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often it asks again meanwhile.
+const JOIN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Peer frames waiting to be routed to their groups.
 const INBOUND_FRAMES_MAX: usize = 4096;
@@ -81,6 +86,14 @@ pub enum StartError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Kafka(#[from] crate::kafka::ListenError),
+    #[error(
+        "cannot join the cluster through {bootstrap}: no node accepted this node within {waited:?} (last: {last}); \
+         check that those nodes run and answer at those addresses, and that this node's certificate \
+         (node-{id}.pem) was made by `keel certs --node {id}` with the cluster's CA; then start it again"
+    )]
+    Join { id: NodeId, bootstrap: String, waited: std::time::Duration, last: String },
+    #[error("the cluster refused to add this node: {0}")]
+    JoinRefused(String),
 }
 
 /// A running node. Dropping it does not stop it; call `shutdown`.
@@ -178,6 +191,11 @@ impl NodeHandle {
             crate::metrics::serve(addr, config.peers.keys().copied().filter(|&p| p != config.id))?;
             info!(%addr, "serving /metrics");
         }
+        // Checked before the layout is made: a refused start leaves no data directory.
+        let has_metadata = super::layout::group_dir(&config.data_dir, METADATA_GROUP).exists();
+        if config.entry == ClusterEntry::Existing && !has_metadata {
+            return Err(ConfigError::NoCluster { dir: config.data_dir.clone() }.into());
+        }
         let layout = Layout::open(&config.data_dir, cluster_id, config.id)?;
 
         let endpoint = node_endpoint(config.listen, &tls)?;
@@ -202,8 +220,12 @@ impl NodeHandle {
         tokio::spawn(super::registry::tick(registry.clone(), config.tick, HOUSEKEEPING_PERIOD, peers.clone()));
         tokio::spawn(tell_leaders(peers.clone(), leaders.clone(), config.id));
 
-        // Group 0, the metadata group: its voters are the initial members.
-        let voters = Membership { voters: config.peers.keys().copied().collect(), ..Membership::default() };
+        // Group 0, the metadata group: its voters are the initial members. A node that joins
+        // starts outside its configuration (so it never campaigns); the metadata leader adds
+        // it as a learner.
+        let initial = config.entry == ClusterEntry::Initial;
+        let voters = if initial { config.peers.keys().copied().collect() } else { Default::default() };
+        let voters = Membership { voters, ..Membership::default() };
         let (machine, metadata) = MetadataMachine::new();
         shared.start_group(GroupSpec {
             group: METADATA_GROUP,
@@ -230,7 +252,8 @@ impl NodeHandle {
             moves: Default::default(),
         });
         let bootstrap = Bootstrap {
-            members: config.peers.clone(),
+            // Only a new cluster's initial members set it up.
+            members: if initial { config.peers.clone() } else { BTreeMap::new() },
             settings: Bootstrap::settings(&config),
             default_partitions: config.default_partitions,
         };
@@ -248,7 +271,14 @@ impl NodeHandle {
             connections: Arc::new(Semaphore::new(config.limits.client_connections_max)),
             streams: std::sync::atomic::AtomicU64::new(1),
         });
-        tokio::spawn(accept_loop(endpoint.clone(), peers, service));
+        tokio::spawn(accept_loop(endpoint.clone(), peers.clone(), service));
+        if let ClusterEntry::Join { bootstrap, voter } = &config.entry {
+            if has_metadata {
+                info!("this node joined its cluster before (its data directory holds the metadata): --join is ignored");
+            } else {
+                join(&config, &broker, &peers, bootstrap, *voter).await?;
+            }
+        }
         let kafka = match &config.kafka {
             Some(k) => Some(start_kafka(k, &config, broker.clone(), groups).await?),
             None => None,
@@ -535,6 +565,62 @@ fn batch_timestamp(entry: &segments::Entry) -> Option<u64> {
         return None;
     }
     crate::batch::index_timestamp(&entry.as_bytes()[segments::HEADER_LEN..])
+}
+
+/// Asks the cluster, through any of `bootstrap`, to add this node (registered as a broker,
+/// then a learner of the metadata group), retrying every `JOIN_RETRY` for `JOIN_TIMEOUT`;
+/// then links to the brokers the cluster names, so that the metadata leader's connection
+/// is accepted before this node has any metadata of its own.
+async fn join(
+    config: &NodeConfig,
+    broker: &Broker,
+    peers: &Peers,
+    bootstrap: &[String],
+    voter: bool,
+) -> Result<(), StartError> {
+    let id = config.id;
+    let started = tokio::time::Instant::now();
+    let deadline = started + JOIN_TIMEOUT;
+    let mut said = None;
+    let last = loop {
+        let mut client_config = crate::client::ClientConfig::new(bootstrap.to_vec(), &config.tls_dir);
+        client_config.as_node = Some(id);
+        client_config.timeout = JOIN_TIMEOUT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let attempt = async {
+            let client = crate::client::Client::connect(client_config).await?;
+            client.add_node(id, &broker.own_address, broker.kafka_address.as_deref(), voter).await?;
+            client.metadata(None).await
+        };
+        let why = match attempt.await {
+            Ok(metadata) => {
+                for b in metadata.brokers.iter().filter(|b| b.id != id) {
+                    match b.address.parse::<SocketAddr>() {
+                        Ok(addr) => peers.add(b.id, addr),
+                        Err(_) => warn!(node = b.id, address = %b.address, "a broker's address is not IP:PORT"),
+                    }
+                }
+                info!(
+                    ?bootstrap,
+                    voter,
+                    brokers = metadata.brokers.len(),
+                    "joined the cluster: waiting for the metadata"
+                );
+                return Ok(());
+            }
+            // Refusals that asking again will not change.
+            Err(crate::client::ClientError::Invalid(why)) => return Err(StartError::JoinRefused(why)),
+            Err(e) => e.to_string(),
+        };
+        if said.as_ref() != Some(&why) {
+            warn!(?bootstrap, error = %why, "cannot join the cluster yet; retrying for up to {JOIN_TIMEOUT:?}");
+            said = Some(why.clone());
+        }
+        if tokio::time::Instant::now() + JOIN_RETRY >= deadline {
+            break why;
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    };
+    Err(StartError::Join { id, bootstrap: bootstrap.join(","), waited: started.elapsed(), last })
 }
 
 /// Tells every peer what this node knows of the groups it leads: once a second, and soon

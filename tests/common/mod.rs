@@ -1,6 +1,8 @@
 //! A cluster of real `keel serve` processes on loopback, for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,6 +37,9 @@ pub struct Node {
     pub kafka: Option<String>,
     child: Option<Child>,
     extra: Vec<String>,
+    /// How it comes into the cluster: `--peers` (an initial member), `--join` (the first
+    /// start of a node added later), or nothing (a joined node restarting).
+    entry: Vec<String>,
 }
 
 pub struct Cluster {
@@ -81,6 +86,7 @@ impl Cluster {
                 kafka,
                 child: None,
                 extra,
+                entry: vec!["--peers".into(), cluster.peers.clone()],
             };
             cluster.nodes.push(node);
         }
@@ -90,14 +96,56 @@ impl Cluster {
         cluster
     }
 
+    /// Adds node `id` (the next id: ids are consecutive) to the test's nodes without
+    /// starting it: its certificate made by `keel certs` with the cluster's CA, its first
+    /// start `keel serve --join` through the running nodes, with `extra` flags (`--voter`).
+    pub fn prepare_join(&mut self, id: u64, extra: &[&str]) -> &Node {
+        assert_eq!(id as usize, self.nodes.len() + 1, "joined nodes take the next id");
+        let status = Command::new(KEEL)
+            .args(["certs", "--dir"])
+            .arg(&self.tls)
+            .args(["--node", &id.to_string()])
+            .stdout(Stdio::null())
+            .status();
+        assert!(status.expect("keel certs").success(), "keel certs --node {id} failed");
+        let running: Vec<String> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.addr.clone()).collect();
+        self.nodes.push(Node {
+            id,
+            addr: format!("127.0.0.1:{}", free_ports(1)[0]),
+            metrics: format!("127.0.0.1:{}", free_tcp_ports(1)[0]),
+            dir: self.root.path().join(format!("node-{id}")),
+            log: self.root.path().join(format!("node-{id}.log")),
+            kafka: None,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            entry: vec!["--join".into(), running.join(",")],
+        });
+        self.node(id)
+    }
+
+    /// Starts a node `prepare_join` added; restarted later, it is given neither --join nor
+    /// --peers (its data directory holds the metadata).
+    pub fn start_joined(&mut self, id: u64) {
+        self.spawn(id as usize - 1);
+        let node = &mut self.nodes[id as usize - 1];
+        node.entry.clear();
+        node.extra.retain(|flag| flag != "--voter");
+    }
+
+    /// `prepare_join` then `start_joined`.
+    pub fn join(&mut self, id: u64, extra: &[&str]) {
+        self.prepare_join(id, extra);
+        self.start_joined(id);
+    }
+
     fn spawn(&mut self, i: usize) {
         let tls = self.tls.clone();
-        let peers = self.peers.clone();
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("node log");
         let child = Command::new(KEEL)
             .arg("serve")
-            .args(["--id", &node.id.to_string(), "--listen", &node.addr, "--peers", &peers, "--metrics", &node.metrics])
+            .args(["--id", &node.id.to_string(), "--listen", &node.addr, "--metrics", &node.metrics])
+            .args(&node.entry)
             .arg("--dir")
             .arg(&node.dir)
             .arg("--tls")
@@ -110,6 +158,11 @@ impl Cluster {
             .spawn()
             .expect("spawn keel serve");
         node.child = Some(child);
+    }
+
+    /// Whether the test has node `id` running (started and not stopped or killed).
+    pub fn running(&self, id: u64) -> bool {
+        self.node(id).child.is_some()
     }
 
     pub fn node(&self, id: u64) -> &Node {
