@@ -146,6 +146,30 @@ async fn a_node_whose_data_directory_was_deleted_is_decommissioned_and_replaced(
     // Node 3's disk is lost: it is down, and decommissioned while down.
     cluster.kill(3);
     std::fs::remove_dir_all(&cluster.node(3).dir).expect("delete node 3's data");
+    // Node 3 may not come back under its old id with an empty disk: it would have
+    // forgotten its votes and the records it acknowledged.
+    let tls = cluster.tls.to_str().unwrap().to_string();
+    let (listen, dir) = (cluster.node(3).addr.clone(), cluster.node(3).dir.to_str().unwrap().to_string());
+    let serve =
+        ["serve", "--id", "3", "--listen", &listen, "--join", &cluster.node(1).addr, "--tls", &tls, "--dir", &dir];
+    let mut reborn = common::spawn_keel(&serve);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exited = loop {
+        if let Some(status) = reborn.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = reborn.kill();
+            let _ = reborn.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut reborn.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(exited.is_some_and(|s| !s.success()), "node 3 came back with an empty disk under its old id: {err}");
+    assert!(err.contains("must not come back under its old id"), "{err}");
+    std::fs::remove_dir_all(&cluster.node(3).dir).ok();
     let out = run_keel(&cluster, "node decommission", &["node", "decommission", "3", "--wait", "90s"]).await;
     println!("{out}");
     assert!(out.contains("node 3 is removed"), "{out}");

@@ -588,6 +588,7 @@ async fn join(
         client_config.timeout = JOIN_TIMEOUT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let attempt = async {
             let client = crate::client::Client::connect(client_config).await?;
+            refuse_a_voter_reborn(&client, bootstrap, id, &broker.own_address).await?;
             client.add_node(id, &broker.own_address, broker.kafka_address.as_deref(), voter).await?;
             client.metadata(None).await
         };
@@ -621,6 +622,32 @@ async fn join(
         tokio::time::sleep(JOIN_RETRY).await;
     };
     Err(StartError::Join { id, bootstrap: bootstrap.join(","), waited: started.elapsed(), last })
+}
+
+/// A node joins with an empty data directory. If its id and address are a voter of the
+/// metadata group, a node of that id ran there before and lost its data: it would have forgotten its votes and
+/// the entries it acknowledged, and could help elect a leader that lacks them (Raft
+/// assumes stable storage). Refused, saying what to do. (A node registered by `keel node
+/// add` is a learner until it has run and caught up, so its first join passes; another
+/// address is another node, which the registration refuses.)
+async fn refuse_a_voter_reborn(
+    client: &crate::client::Client,
+    bootstrap: &[String],
+    id: NodeId,
+    address: &str,
+) -> Result<(), crate::client::ClientError> {
+    for addr in bootstrap {
+        let Ok(view) = client.status_from(addr).await else { continue };
+        if view.members.iter().any(|m| m.id == id && m.voter && m.address == address) {
+            return Err(crate::client::ClientError::Invalid(format!(
+                "node {id} is a voter of the cluster's metadata group, and this data directory is empty: a node \
+                 that lost its data must not come back under its old id (it would forget its votes and the records \
+                 it acknowledged). Decommission node {id} (`keel node decommission {id}`), then join with a new id"
+            )));
+        }
+        return Ok(());
+    }
+    Ok(())
 }
 
 /// Tells every peer what this node knows of the groups it leads: once a second, and soon
