@@ -1,15 +1,16 @@
 //! One node's Raft state and its plumbing: construction from persisted state, the term
 //! rules every message passes through, role changes, and the Ready batch.
 
+use super::kind;
 use super::log::RaftLog;
 use super::membership::Configs;
 use super::progress::Progress;
 use super::snapshot::Receiving;
-use super::{Config, HardState, LogStore, Membership, Message, NodeId, ProgressView, StartError, VoteBarrier, kind};
+use super::{Config, Entry, HardState, LogStore, Membership, Message, NodeId, ProgressView, StartError, VoteBarrier};
 use super::{Ready, Role, SoftState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Where a proposal landed: the producer's ack carries `base_offset` once `index` commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +70,16 @@ pub struct Raft {
     pub(super) vote_barrier: Option<VoteBarrier>,
     /// The group is quiet: no timers run here until something wakes it (`quiesce.rs`).
     pub(super) quiesced: bool,
+    /// Damaged entries kept in place and fetched again from the peers (`refetch.rs`).
+    pub(super) holes: BTreeSet<u64>,
+    /// Checked copies of holes for the caller to write back (`take_rewrites`).
+    pub(super) rewrites: Vec<Entry>,
+    /// Ticks since holes were last asked for.
+    pub(super) refetch_elapsed: u32,
+    /// Ticks since the first hole opened or a hole was written back.
+    pub(super) hole_open_ticks: u32,
+    /// The first hole, once no peer filled it for long (`take_unfilled`).
+    pub(super) unfilled: Vec<u64>,
     /// The leader's snapshot as received so far (`snapshot.rs`); dropped on a new term.
     pub(super) receiving: Option<Receiving>,
     messages: Vec<(NodeId, Message)>,
@@ -129,6 +140,11 @@ impl Raft {
             ack: AckState::default(),
             vote_barrier: None,
             quiesced: false,
+            holes: BTreeSet::new(),
+            rewrites: Vec::new(),
+            refetch_elapsed: 0,
+            hole_open_ticks: 0,
+            unfilled: Vec::new(),
             receiving: None,
             messages: Vec::new(),
             committed_membership: None,
@@ -206,6 +222,14 @@ impl Raft {
             return;
         }
         self.wake_on_message(from, &msg);
+        // Refetches change no term and need none (`refetch.rs`): any peer may answer.
+        match msg {
+            Message::Refetch { index, last_index, .. } => return self.handle_refetch(from, index, last_index, store),
+            Message::RefetchResponse { proof_index, proof_term, entries, .. } => {
+                return self.handle_refetch_response(from, proof_index, proof_term, entries, store);
+            }
+            _ => {}
+        }
         let term = msg.term();
         if term > self.term {
             let vote_request = match &msg {
@@ -258,6 +282,7 @@ impl Raft {
             Message::SnapshotResponse { index, received, .. } => {
                 self.handle_snapshot_response(from, index, received, store)
             }
+            Message::Refetch { .. } | Message::RefetchResponse { .. } => unreachable!("handled above"),
         }
     }
 
@@ -299,6 +324,8 @@ impl Raft {
     /// Whether `take_ready` would return anything.
     pub fn has_ready(&self) -> bool {
         !self.messages.is_empty()
+            || !self.rewrites.is_empty()
+            || !self.unfilled.is_empty()
             || self.log.has_pending()
             || self.committed_membership.is_some()
             || self.hard_state() != self.reported_hard_state

@@ -117,6 +117,7 @@ impl Raft {
             && configuration_settled
             && commit == last
             && self.log.persisted() >= last
+            && self.holes.is_empty()
             && self.lead.progress.values().all(|pr| pr.match_index == last)
     }
 
