@@ -252,9 +252,12 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
         if !self.raft.has_ready() {
             return Ok(None);
         }
-        self.write_back_holes()?;
+        let rewrote = self.write_back_holes()?;
         if !self.raft.has_ready() {
-            return Ok(None);
+            // A hole closed: the committed prefix may read further now, and the state
+            // machines that stopped at the hole go on.
+            let committed = rewrote.then(|| self.refresh_committed());
+            return Ok(committed.map(|committed| Applied { ready: Ready::default(), committed: Some(committed) }));
         }
         let ready = self.raft.take_ready();
         // 0. A leader's snapshot: durable before the hard state and the log refer to it.
@@ -289,11 +292,14 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
             }
             self.log.write(ready.reset.as_ref().map(|(start, _)| *start), ready.truncate_after, &ready.entries)?;
         }
-        let committed = ready.commit.map(|commit| {
-            assert!(commit >= self.committed.index, "the commit index never decreases");
-            self.committed = self.committed_at(commit);
-            self.committed
-        });
+        let committed = ready
+            .commit
+            .map(|commit| {
+                assert!(commit >= self.committed.index, "the commit index never decreases");
+                self.committed = self.committed_at(commit);
+                self.committed
+            })
+            .or_else(|| rewrote.then(|| self.refresh_committed()));
         Ok(Some(Applied { ready, committed }))
     }
 
@@ -302,7 +308,9 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
     /// the scrub looks again from there (damage may continue after a written-back entry).
     /// A copy the storage refuses stays a hole, and the next repair cuts the log there, as
     /// for a hole no peer filled for long (`Raft::take_unfilled`).
-    fn write_back_holes(&mut self) -> Result<(), ReplicaError> {
+    /// Answers whether it wrote any back.
+    fn write_back_holes(&mut self) -> Result<bool, ReplicaError> {
+        let mut rewrote = false;
         for index in self.raft.take_unfilled() {
             if self.rewrite_refused.len() < raft::HOLES_MAX {
                 self.rewrite_refused.insert(index);
@@ -313,6 +321,7 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
             let index = entry.index();
             match self.log.rewrite_damaged(&entry)? {
                 Ok(()) => {
+                    rewrote = true;
                     metrics::counter!(crate::metrics::STORAGE_REPAIRS).increment(1);
                     self.core(|raft, store| raft.rewritten(index, store));
                 }
@@ -325,7 +334,13 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
             }
             self.damage_hint = Some(self.damage_hint.map_or(index, |h| h.min(index)));
         }
-        Ok(())
+        Ok(rewrote)
+    }
+
+    /// The committed prefix at the same commit index, read again (after a write-back).
+    fn refresh_committed(&mut self) -> Committed {
+        self.committed = self.committed_at(self.committed.index);
+        self.committed
     }
 
     /// Writes the lazily kept hard state (only the commit index or a lifted barrier moved).
@@ -383,13 +398,20 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
             return Ok(Repair::Hole);
         }
         self.rewrite_refused.clear();
+        // A cut starts a fresh core, which knows no holes: it goes below every hole still
+        // open, or the new core would count those damaged entries as held.
+        let index =
+            self.raft.holes().iter().copied().find(|h| *h < index && self.log.still_damaged(*h)).unwrap_or(index);
         Ok(if self.repair(index)? { Repair::Cut } else { Repair::Gone })
     }
 
     /// The committed prefix through `index`.
     fn committed_at(&self, index: u64) -> Committed {
         let view = self.log.view();
-        let next_offset = self.raft.offset_after(index, &view).unwrap_or_else(|_| view.start().offset);
+        // Entry `index` unreadable (a hole): the prefix already known, never a lower one
+        // at the same or a higher commit (that would hide committed records from readers).
+        let known = if index >= self.committed.index { self.committed.next_offset } else { view.start().offset };
+        let next_offset = self.raft.offset_after(index, &view).unwrap_or(known);
         Committed { index, next_offset }
     }
 
