@@ -429,6 +429,46 @@ fn a_hole_counts_for_nothing_until_written_back() {
     assert_eq!(c.raft(1).commit(), commit + 3, "committed once both wrote their entries back");
 }
 
+// A damaged entry after the commit index, found at start (`Raft::with_holes`): it may be
+// a configuration entry, and Raft §6 has a node use the latest configuration in its log.
+// Until its copy is written back the node does not campaign (it might count votes in the
+// wrong configuration) and takes no configuration past it as committed; then it learns
+// the entry's configuration and campaigns as before. Cutting the log at the entry instead
+// raises a vote barrier over every entry after it, which may leave no electable node.
+#[test]
+fn a_hole_found_at_start_after_the_commit_index_holds_campaigns_until_its_configuration_is_known() {
+    let (old, new) = (Membership::new([1, 2, 3]), Membership::new([1, 2]));
+    let entry = |index: u64, kind: u8, payload: &[u8]| {
+        let record_count = u32::from(kind == kind::DATA);
+        Entry::encode(EntryMeta { index, term: 1, kind, base_offset: 0, record_count }, payload)
+    };
+    let entries =
+        vec![entry(1, kind::CONFIG, &old.encode()), entry(2, kind::CONFIG, &new.encode()), entry(3, kind::DATA, b"x")];
+    let mut store = keel::raft::memstore::MemStore::default();
+    store.apply(&keel::raft::Ready { entries: entries.clone(), ..keel::raft::Ready::default() });
+    let hard_state = HardState { term: 1, vote: None, commit: 1 };
+    let holes = std::collections::BTreeSet::from([2]);
+    let mut raft = keel::raft::Raft::with_holes(Config::new(1, 7), hard_state, (1, old.clone()), &store, &holes)
+        .expect("starts with a hole");
+    assert_eq!(raft.membership(), &old, "the damaged configuration is not known yet");
+    for _ in 0..100 {
+        raft.tick(&store);
+    }
+    assert_eq!(raft.role(), Role::Follower, "no campaign with a configuration unknown");
+    // Peer 2's copy, proved by its term at index 3 (Raft §5.3, Log Matching).
+    let response =
+        Message::RefetchResponse { term: 1, proof_index: 3, proof_term: 1, entries: vec![entries[1].clone()] };
+    raft.step(2, response, &store);
+    assert_eq!(raft.take_rewrites(), vec![entries[1].clone()]);
+    raft.rewritten(2, &store);
+    assert!(raft.holes().is_empty());
+    assert_eq!(raft.membership(), &new, "the written-back configuration is the latest");
+    for _ in 0..100 {
+        raft.tick(&store);
+    }
+    assert_ne!(raft.role(), Role::Follower, "campaigns once it knows its configuration");
+}
+
 // The barrier in isolation: below it a node never campaigns and judges candidates by the
 // log it had before the cut: it refuses one that its shorter log would have accepted,
 // and grants one at least as up to date as its old log.

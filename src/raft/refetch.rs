@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Entry, LogStore, Message, NodeId, Raft, Role};
+use super::{Entry, LogStore, Membership, Message, NodeId, Raft, Role, kind};
 
 /// Holes one node tracks at once; damage beyond this many is cut as before (the caller
 /// checks `add_hole`'s answer).
@@ -79,10 +79,50 @@ impl Raft {
         }
         tracing::info!(id = self.config.id, index, "damaged entry written back from a peer's copy");
         self.hole_open_ticks = 0;
+        if self.unknown_configs.remove(&index) {
+            self.learn_config_at(index, store);
+            self.configs_settled();
+        }
         if self.role == Role::Leader {
             self.maybe_commit(store);
         } else {
             self.flush_ack();
+        }
+    }
+
+    /// The highest index through which this node knows every configuration entry of its
+    /// log: before the first hole found at start after the commit index (`Raft::with_holes`).
+    pub(super) fn configs_known_through(&self) -> u64 {
+        self.unknown_configs.first().map_or(u64::MAX, |h| h - 1)
+    }
+
+    /// Hole `index`, found at start after the commit index, was written back: if it is a
+    /// configuration entry, the node learns it now (Raft §6: the latest in the log wins).
+    fn learn_config_at(&mut self, index: u64, store: &impl LogStore) {
+        let mut entries = Vec::new();
+        if let Err(error) = self.log.entries(store, index, 1, 1, &mut entries) {
+            tracing::error!(id = self.config.id, index, %error, "cannot read an entry just written back");
+            return;
+        }
+        let Some(entry) = entries.first().filter(|e| e.kind() == kind::CONFIG) else { return };
+        match Membership::decode(&entry.payload()) {
+            Ok(membership) => {
+                tracing::info!(id = self.config.id, index, ?membership, "a written-back entry is a configuration");
+                self.configs.insert(index, membership);
+                self.membership_changed(store);
+            }
+            Err(error) => {
+                tracing::error!(id = self.config.id, index, %error, "a written-back configuration is malformed")
+            }
+        }
+    }
+
+    /// Fewer configurations are unknown: those now known to be committed are reported,
+    /// which `take_ready` held back (it takes none past `configs_known_through`).
+    fn configs_settled(&mut self) {
+        let through = self.log.commit().min(self.configs_known_through());
+        if let Some(newest) = self.configs.take_committed(through) {
+            self.committed_membership = Some(newest);
         }
     }
 
@@ -99,6 +139,10 @@ impl Raft {
         // Retention may have dropped the log's prefix, holes included.
         let first_index = self.log.first_index(store);
         self.holes.retain(|h| *h >= first_index);
+        if self.unknown_configs.first().is_some_and(|h| *h < first_index) {
+            self.unknown_configs.retain(|h| *h >= first_index);
+            self.configs_settled();
+        }
         let Some(&first) = self.holes.first() else { return };
         self.hole_open_ticks += 1;
         if self.hole_open_ticks >= self.config.election_ticks_max.saturating_mul(HOLE_OPEN_TIMEOUTS_MAX) {
@@ -172,5 +216,9 @@ impl Raft {
     pub(super) fn forget_holes_after(&mut self, keep: u64) {
         self.holes.retain(|h| *h <= keep);
         self.rewrites.retain(|e| e.index() <= keep);
+        if self.unknown_configs.last().is_some_and(|h| *h > keep) {
+            self.unknown_configs.retain(|h| *h <= keep);
+            self.configs_settled();
+        }
     }
 }
