@@ -222,7 +222,7 @@ const METRICS: &[(&str, Kind, Unit, Labels, &str)] = &[
     (FRAMES_REJECTED, Counter, N, Fixed("protocol", PROTOCOLS), "Malformed frames received, by protocol."),
     (PEER_FRAMES_DROPPED, Counter, N, NONE, "Frames to peers dropped because their queue was full."),
     (STORAGE_CORRUPTIONS, Counter, N, NONE, "Corrupt entries found on disk (then repaired)."),
-    (STORAGE_REPAIRS, Counter, N, NONE, "Log cuts before a damaged entry, to fetch it again from the leader."),
+    (STORAGE_REPAIRS, Counter, N, NONE, "Damaged entries repaired: written back from a peer's copy, or cut."),
     (GROUPS_VOTE_BARRIER, Gauge, N, NONE,
         "Groups in which this node cut damaged entries and votes only once it holds them again."),
     (GROUPS_HOSTED, Gauge, N, NONE, "Raft groups this node hosts a replica of."),

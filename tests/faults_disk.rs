@@ -55,6 +55,24 @@ fn a_flipped_bit_in_a_sealed_segment_is_found_by_a_check_not_at_open() {
 }
 
 #[test]
+fn two_nodes_are_damaged_at_different_entries() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for dir in &dirs {
+        let (mut log, _) = Log::open(dir.path(), config()).unwrap();
+        append(&mut log, 100, true);
+    }
+    let mut rng = SmallRng::seed_from_u64(5);
+    let (_, first) = disk::flip_sealed(dirs[0].path(), &mut rng, None).unwrap();
+    // The same seed again would pick the same entry: the second must avoid it.
+    let (_, second) = disk::flip_sealed(dirs[1].path(), &mut SmallRng::seed_from_u64(5), first).unwrap();
+    assert!(first.is_some() && second.is_some() && first != second, "{first:?} {second:?}");
+    for (dir, bad) in dirs.iter().zip([first, second]) {
+        let (log, _) = Log::open(dir.path(), config()).unwrap();
+        assert_eq!(first_damage(&log), bad);
+    }
+}
+
+#[test]
 fn truncating_the_active_segment_loses_synced_entries() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = Log::open(dir.path(), config()).unwrap();

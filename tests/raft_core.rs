@@ -7,9 +7,9 @@ use keel::raft::{
     Message, NUMBER_MAX, NodeId, ProgressState, ProposeError, Role, Snapshot, SnapshotMeta, TransferError, VoteBarrier,
     kind,
 };
-use keel::replica::ReplicaError;
 use keel::replica::snapshot::SnapshotError;
 use keel::replica::testkit::Cluster;
+use keel::replica::{Repair, ReplicaError};
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -358,6 +358,139 @@ fn a_follower_that_lost_entries_gets_them_again_from_an_idle_leader() {
     assert_eq!(c.node(2).store().last_index(), 9, "S2 has its entries again without any new proposal");
     assert_eq!(c.node(2).store().live().entry(9), c.node(1).store().live().entry(9));
     assert_eq!(c.raft(2).vote_barrier(), None);
+}
+
+// FAST'18, "Protocol-Aware Recovery for Consensus-Based Storage", §5 (CTRL): S1 and S2
+// are damaged at different entries and S3 is gone for good. Each keeps the entries after
+// its damaged one, so their logs still say where they end and they elect a leader; each
+// fetches the other's copy, proved its own by Raft §5.3 (Log Matching). Cutting instead
+// would put each below the other's vote barrier: no leader at all.
+#[test]
+fn two_nodes_damaged_at_different_entries_with_the_third_gone_elect_and_fetch_each_others_copy() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose_entries(1, 10);
+    c.run(5);
+    assert_eq!(c.raft(2).commit(), 11);
+    c.isolate(3);
+    assert_eq!(c.node_mut(1).damage_entry(4).unwrap(), Repair::Hole);
+    assert_eq!(c.node_mut(2).damage_entry(7).unwrap(), Repair::Hole);
+    assert_eq!((c.node(1).store().last_index(), c.node(2).store().last_index()), (11, 11), "nothing cut");
+    assert_eq!(c.raft(2).vote_barrier(), None);
+    // The leader restarts: S1 and S2 must elect a leader between them.
+    c.node_mut(1).crash(&mut SmallRng::seed_from_u64(3), false);
+    c.node_mut(1).restart().unwrap();
+    assert_eq!(c.node_mut(1).damage_entry(4).unwrap(), Repair::Hole, "found again at start");
+    c.run(60);
+    let leader = c.leader().expect("a leader of the two damaged nodes");
+    for id in [1, 2] {
+        assert!(c.raft(id).holes().is_empty(), "S{id} wrote its entry back");
+        assert_eq!(c.raft(id).vote_barrier(), None);
+    }
+    c.propose_entries(leader, 3);
+    c.run(5);
+    let last = c.node(leader).store().last_index();
+    assert_eq!((c.raft(1).commit(), c.raft(2).commit()), (last, last));
+    for index in 1..=last {
+        assert_eq!(c.node(1).store().live().entry(index), c.node(2).store().live().entry(index), "entry {index}");
+    }
+}
+
+/// Delivers what is in flight (50 messages at most), losing every refetch and its answer:
+/// holes stay open.
+fn deliver_losing_refetches(c: &mut Cluster) {
+    for _ in 0..50 {
+        c.network.retain(|(_, _, m)| !matches!(m, Message::Refetch { .. } | Message::RefetchResponse { .. }));
+        if !c.deliver_one() {
+            break;
+        }
+    }
+}
+
+// A cut goes below every hole still open: it starts a fresh core, which knows no holes
+// and would count a damaged entry below the cut as held, and acknowledge it.
+#[test]
+fn a_cut_goes_below_every_hole_still_open() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose_entries(1, 5);
+    c.run(5);
+    assert_eq!(c.node_mut(2).damage_entry(3).unwrap(), Repair::Hole);
+    // Two more entries, written on S2 but not synced: damage there cannot be a hole.
+    c.auto_sync = false;
+    for k in 0..2 {
+        c.propose(1, &[k]).unwrap();
+    }
+    deliver_losing_refetches(&mut c);
+    let last = c.node(2).store().last_index();
+    assert!(c.raft(2).holes().contains(&3) && last >= 8, "S2 holds {last}, holes {:?}", c.raft(2).holes());
+    assert_eq!(c.node_mut(2).damage_entry(last).unwrap(), Repair::Cut);
+    assert_eq!(c.node(2).store().last_index(), 2, "cut before the hole, not before entry {last}");
+}
+
+// A hole counts for nothing until it is written back: a leader with one commits nothing
+// past it, and a follower with one acknowledges nothing past it, however many entries
+// after it they hold (FAST'18 §5: no replica counts as holding what it has not verified).
+#[test]
+fn a_hole_counts_for_nothing_until_written_back() {
+    let mut c = Cluster::new(&[1, 2, 3], |_| {});
+    c.elect(1);
+    c.propose_entries(1, 5);
+    c.run(5);
+    c.isolate(3);
+    assert_eq!(c.node_mut(1).damage_entry(3).unwrap(), Repair::Hole);
+    assert_eq!(c.node_mut(2).damage_entry(4).unwrap(), Repair::Hole);
+    deliver_losing_refetches(&mut c);
+    let commit = c.raft(1).commit();
+    for k in 0..3 {
+        c.propose(1, &[k]).unwrap();
+        deliver_losing_refetches(&mut c);
+    }
+    assert_eq!(c.raft(1).commit(), commit, "nothing new commits while S1 and S2 have holes");
+    assert_eq!(c.raft(1).progress().iter().find(|p| p.id == 2).map(|p| p.match_index), Some(commit));
+    c.run(5);
+    assert!(c.raft(1).holes().is_empty() && c.raft(2).holes().is_empty());
+    assert_eq!(c.raft(1).commit(), commit + 3, "committed once both wrote their entries back");
+}
+
+// A damaged entry after the commit index, found at start (`Raft::with_holes`): it may be
+// a configuration entry, and Raft §6 has a node use the latest configuration in its log.
+// Until its copy is written back the node does not campaign (it might count votes in the
+// wrong configuration) and takes no configuration past it as committed; then it learns
+// the entry's configuration and campaigns as before. Cutting the log at the entry instead
+// raises a vote barrier over every entry after it, which may leave no electable node.
+#[test]
+fn a_hole_found_at_start_after_the_commit_index_holds_campaigns_until_its_configuration_is_known() {
+    let (old, new) = (Membership::new([1, 2, 3]), Membership::new([1, 2]));
+    let entry = |index: u64, kind: u8, payload: &[u8]| {
+        let record_count = u32::from(kind == kind::DATA);
+        Entry::encode(EntryMeta { index, term: 1, kind, base_offset: 0, record_count }, payload)
+    };
+    let entries =
+        vec![entry(1, kind::CONFIG, &old.encode()), entry(2, kind::CONFIG, &new.encode()), entry(3, kind::DATA, b"x")];
+    let mut store = keel::raft::memstore::MemStore::default();
+    store.apply(&keel::raft::Ready { entries: entries.clone(), ..keel::raft::Ready::default() });
+    let hard_state = HardState { term: 1, vote: None, commit: 1 };
+    let holes = std::collections::BTreeSet::from([2]);
+    let mut raft = keel::raft::Raft::with_holes(Config::new(1, 7), hard_state, (1, old.clone()), &store, &holes)
+        .expect("starts with a hole");
+    assert_eq!(raft.membership(), &old, "the damaged configuration is not known yet");
+    for _ in 0..100 {
+        raft.tick(&store);
+    }
+    assert_eq!(raft.role(), Role::Follower, "no campaign with a configuration unknown");
+    // Peer 2's copy, proved by its term at index 3 (Raft §5.3, Log Matching).
+    let response =
+        Message::RefetchResponse { term: 1, proof_index: 3, proof_term: 1, entries: vec![entries[1].clone()] };
+    raft.step(2, response, &store);
+    assert_eq!(raft.take_rewrites(), vec![entries[1].clone()]);
+    raft.rewritten(2, &store);
+    assert!(raft.holes().is_empty());
+    assert_eq!(raft.membership(), &new, "the written-back configuration is the latest");
+    for _ in 0..100 {
+        raft.tick(&store);
+    }
+    assert_ne!(raft.role(), Role::Follower, "campaigns once it knows its configuration");
 }
 
 // The barrier in isolation: below it a node never campaigns and judges candidates by the

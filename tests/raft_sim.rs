@@ -1,7 +1,8 @@
 //! The deterministic simulator for the Raft core, in the spirit of TigerBeetle's VOPR: one
 //! seed picks a whole fault schedule (message loss, duplication, delay and reordering;
 //! symmetric, one-way and bridge partitions and an isolated leader; crashes that lose what
-//! was not durable, with torn writes, and on some seeds synced entries damaged at restart;
+//! was not durable, with torn writes, and on some seeds synced entries damaged at restart,
+//! or single entries of two nodes damaged in place at different indexes;
 //! slow disks; membership changes, leadership transfers and log compaction under all of
 //! that), runs 3 or 5 voters (plus two spares) in virtual time, checks the safety
 //! invariants after every step, then heals everything and requires a leader to commit a
@@ -82,7 +83,8 @@ fn run_many(parity: u64) {
             "{} seeds ({} voters) in {:.1}s: {} virtual s, {} events, {} messages, {} crashes, {} elections, \
              {} membership changes, {} transfers, {} truncations, {} resets, {} compactions, {} entries committed, \
              {} quiescences, {} detector wake-ups, {} quiet leaders lost for good, {} snapshots taken, {} installed, \
-             {} restarts with damaged synced entries; slowest convergence after healing {}ms",
+             {} restarts with damaged synced entries, {} entries damaged in place; \
+             slowest convergence after healing {}ms",
             seeds.len(),
             if parity == 0 { 3 } else { 5 },
             started.elapsed().as_secs_f64(),
@@ -103,6 +105,7 @@ fn run_many(parity: u64) {
             total.snapshots,
             total.installs,
             total.damaged,
+            total.holes,
             total.liveness_ms
         );
     }

@@ -1,6 +1,7 @@
 //! Storage damage on real `keel serve` processes: a replica that finds a damaged entry
-//! serves nothing it cannot trust, cuts its log before the entry, fetches it again from
-//! the leader, and until its log is whole again refuses to vote (ARCHITECTURE.md,
+//! serves nothing it cannot trust; it keeps the entries after it and writes it back from
+//! a peer's copy, or, for a damaged tail recovery cut at start, fetches the rest again
+//! from the leader and until its log is whole again refuses to vote (ARCHITECTURE.md,
 //! "Corruption"; FAST'18, "Protocol-Aware Recovery for Consensus-Based Storage").
 
 mod common;
@@ -132,11 +133,14 @@ fn node_log(cluster: &Cluster, id: u64) -> String {
 
 // FAST'18's scenario on real processes. While follower G is down, the leader L and
 // follower F commit more entries. Then F's disk damages an old entry, and L goes down.
-// F restarts: its scrub cuts its log below what it committed. With its shorter log
-// it would let G, which lacks the newer entries, win an election: it must not. Once L
-// is back, F fetches the entries again from the new leader; nothing acknowledged is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_damaged_follower_helps_elect_no_leader_that_lacks_what_it_acknowledged() {
+// F restarts: it finds the damage. Had it cut its log there, its shorter log would let
+// G, which lacks the newer entries, win an election. F keeps the entries after the
+// damaged one instead (a hole), so its log still ends where it did: G cannot win, F
+// can, and it writes the damaged entry back from G's copy (FAST'18 §5, CTRL). Nothing
+// acknowledged is lost. Run twice: F's lazily written commit index past the damaged
+// entry (the scrub after start finds it), and behind it (the start itself reads it,
+// looking for configuration entries).
+async fn a_damaged_follower_elects_itself_and_loses_nothing(commit_behind_the_damage: bool) {
     let mut cluster = Cluster::start(3, &["--segment-bytes", SEGMENT_BYTES]);
     let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
     let (follower, lagging) = {
@@ -150,31 +154,44 @@ async fn a_damaged_follower_helps_elect_no_leader_that_lacks_what_it_acknowledge
     wait_committed(&cluster, &[leader, follower], last, Duration::from_secs(10)).await;
     cluster.kill(follower);
     let bad = damage_sealed_entry(&cluster.node(follower).dir, 3);
+    if commit_behind_the_damage {
+        lower_persisted_commit(&cluster.node(follower).dir, bad - 1);
+    }
     cluster.kill(leader);
     cluster.restart(lagging);
     cluster.restart(follower);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let view = loop {
-        if let Some(v) = cluster.view(follower).await.filter(|v| v.last_index < last) {
-            break v;
-        }
-        assert!(Instant::now() < deadline, "no repair\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(view.last_index, bad - 1, "cut just before the damaged entry");
-    assert!(cluster.metric(follower, "keel_storage_repairs_total").unwrap_or(0.0) >= 1.0);
-    assert_eq!(cluster.wait_leader(Duration::from_secs(3), &[leader]).await, None, "{}", cluster.logs());
-    assert_eq!(cluster.metric(follower, "keel_groups_vote_barrier"), Some(1.0), "the follower's barrier is up");
-    // The leader returns: the follower fetches the entries and its barrier lifts.
-    cluster.restart(leader);
-    cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("a leader once the old one is back");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cluster.metric(follower, "keel_groups_vote_barrier").is_none_or(|b| b > 0.0) {
-        assert!(Instant::now() < deadline, "the barrier never lifted\n{}", cluster.logs());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let new = cluster.wait_leader(Duration::from_secs(20), &[leader]).await;
+    assert_eq!(new, Some(follower), "only the follower holds every committed entry\n{}", cluster.logs());
     read_back(&cluster, follower, &acked, Duration::from_secs(20)).await;
+    let log = node_log(&cluster, follower);
+    assert!(log.contains("written back from a peer's copy"), "entry {bad}\n{}", cluster.logs());
+    assert!(cluster.metric(follower, "keel_storage_repairs_total").unwrap_or(0.0) >= 1.0);
+    assert!(cluster.view(follower).await.expect("view").last_index >= last, "nothing was cut");
+    cluster.restart(leader);
     read_back(&cluster, lagging, &acked, Duration::from_secs(20)).await;
+}
+
+/// Sets the commit index in the hard state of a stopped node's default group to `commit`:
+/// the node went down before its lazily written commit index caught up.
+fn lower_persisted_commit(dir: &Path, commit: u64) {
+    use keel::replica::hard_state::{HardStateFile, HardStateStore};
+    let group = keel::server::layout::group_dir(dir, DEFAULT_GROUP);
+    let mut hard = HardStateFile::open(&group, keel::raft::Membership::new([1, 2, 3])).expect("hard state");
+    let mut next = hard.persisted().clone();
+    next.hard_state.commit = next.hard_state.commit.min(commit);
+    hard.save(next).expect("save the hard state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_follower_helps_elect_no_leader_that_lacks_what_it_acknowledged() {
+    a_damaged_follower_elects_itself_and_loses_nothing(false).await;
+}
+
+// As above, found by the start: the entry could be a configuration entry, so F learns it
+// from G's copy before it campaigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_follower_whose_commit_index_lagged_still_elects_itself() {
+    a_damaged_follower_elects_itself_and_loses_nothing(true).await;
 }
 
 // The same with the damage in the tail that recovery scans at open, where an unsynced
@@ -216,10 +233,10 @@ async fn a_follower_whose_synced_tail_was_damaged_helps_elect_no_leader_that_lac
 }
 
 // Bit rot under running nodes: a follower and the leader each get a flipped byte in a
-// sealed segment. Reads through them find it; the follower cuts and fetches again, the
-// leader steps down to do the same. No acknowledged record is lost or served damaged.
+// sealed segment. Reads through them find it; each writes the entry back from a peer's
+// copy. No acknowledged record is lost or served damaged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damage_found_by_a_read_is_cut_and_fetched_again_on_followers_and_leaders() {
+async fn damage_found_by_a_read_is_repaired_on_followers_and_leaders() {
     let cluster = Cluster::start(3, &["--segment-bytes", SEGMENT_BYTES]);
     let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
     let acked = produce(&cluster, 150).await;
@@ -244,4 +261,52 @@ async fn damage_found_by_a_read_is_cut_and_fetched_again_on_followers_and_leader
     let view = cluster.view(new).await.expect("view");
     wait_committed(&cluster, &[1, 2, 3], view.commit_index, Duration::from_secs(20)).await;
     assert!(view.log_end_offset >= end);
+}
+
+// FAST'18, "Protocol-Aware Recovery for Consensus-Based Storage", §5 (CTRL): two of three
+// nodes damaged at different entries, the third down for good. Each keeps the intact
+// entries after its damaged one, so both still know where their logs end and elect a
+// leader; each fetches the one entry it lacks from the other (Raft §5.3, Log Matching,
+// proves the copy is its own) and writes it back in place. Cutting the log instead would
+// leave each below the other's vote barrier: no leader, and the entries after the lower
+// damage lost if the third never returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_damaged_at_different_entries_with_the_third_down_fetch_each_others_copy() {
+    let mut cluster = Cluster::start(3, &["--segment-bytes", SEGMENT_BYTES]);
+    let leader = cluster.wait_leader(Duration::from_secs(10), &[]).await.expect("leader");
+    let mut acked = produce(&cluster, 150).await;
+    let last = cluster.view(leader).await.expect("leader view").last_index;
+    wait_committed(&cluster, &[1, 2, 3], last, Duration::from_secs(10)).await;
+    cluster.stop_all();
+    let (a, b) = (1, 2);
+    let bad_a = damage_sealed_entry(&cluster.node(a).dir, 3);
+    let bad_b = damage_sealed_entry(&cluster.node(b).dir, 7);
+    assert!(bad_a < bad_b, "damage at different entries: {bad_a}, {bad_b}");
+    cluster.restart(a);
+    cluster.restart(b);
+    cluster.wait_leader(Duration::from_secs(20), &[3]).await.expect("a leader of the two damaged nodes");
+    read_back(&cluster, a, &acked, Duration::from_secs(30)).await;
+    read_back(&cluster, b, &acked, Duration::from_secs(30)).await;
+    for id in [a, b] {
+        let log = node_log(&cluster, id);
+        assert!(log.contains("written back from a peer's copy"), "node {id}\n{}", cluster.logs());
+        assert!(!log.contains("cut the log before a damaged entry"), "node {id}\n{}", cluster.logs());
+        assert_eq!(cluster.metric(id, "keel_groups_vote_barrier"), Some(0.0), "node {id}");
+    }
+    // The two commit new records together, and hold the same bytes.
+    acked.extend(produce_from(&cluster, 150, 5).await);
+    let last = cluster.view(a).await.expect("view").last_index;
+    wait_committed(&cluster, &[a, b], last, Duration::from_secs(10)).await;
+    read_back(&cluster, a, &acked, Duration::from_secs(10)).await;
+    cluster.stop_all();
+    let bytes = |id: u64| -> Vec<bytes::Bytes> {
+        common::read_log(&cluster.node(id).dir, DEFAULT_GROUP).iter().map(|e| e.as_bytes().clone()).collect()
+    };
+    let (log_a, log_b) = (bytes(a), bytes(b));
+    let through = usize::try_from(last).expect("an index");
+    assert!(log_a.len().min(log_b.len()) >= through, "{} and {} entries", log_a.len(), log_b.len());
+    // Through what both committed: the one stopped second may have taken over leadership
+    // from the first as it stopped, and appended an entry it could not commit alone.
+    let differ: Vec<usize> = (0..through).filter(|i| log_a[*i] != log_b[*i]).collect();
+    assert!(differ.is_empty(), "the two logs differ at entries {differ:?}");
 }

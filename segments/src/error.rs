@@ -51,6 +51,12 @@ pub enum Error {
     #[error("cannot truncate after index {index}: the log starts at {first}, so the lowest allowed is {first} - 1")]
     TruncateBelowStart { index: u64, first: u64 },
 
+    #[error(
+        "entry {index} cannot be written back in place: {why}; truncate the log before it and fetch \
+         it again from the leader"
+    )]
+    RewriteRefused { index: u64, why: &'static str },
+
     #[error("invalid configuration: {reason}")]
     InvalidConfig { reason: String },
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::SystemTime;
 
 use crate::config::Config;
-use crate::entry::Entry;
+use crate::entry::{Entry, HEADER_LEN};
 use crate::error::Error;
 use crate::files;
 use crate::format::{Checkpoint, INDEX_HEADER_LEN, INDEX_RECORD_LEN, LogStart, Record, SegmentHeader, SyncMark};
@@ -344,6 +344,59 @@ impl Log {
             index += 1;
         }
         Ok(index)
+    }
+
+    /// Writes back damaged entry `entry.index()` with an intact copy of it, in place, and
+    /// makes it durable (FORMAT.md, "Damage: writing an entry back"). The copy has the
+    /// same bytes as the one it replaces (an entry is encoded once, by the leader, and the
+    /// caller checked it is the same entry), so it ends where the next entry begins; that
+    /// is checked, with its term, before a byte is written. Only durable entries whose
+    /// start a walk from a checkpoint reaches are written back, and only while damaged:
+    /// no reader can hold a view of bytes that fail their CRC. False if the entry reads
+    /// back intact already.
+    pub fn rewrite_damaged(&mut self, entry: &Entry) -> Result<bool, Error> {
+        self.check_poison()?;
+        let index = entry.index();
+        let refuse = |why| Err(Error::RewriteRefused { index, why });
+        if index < self.first_index() || index > self.synced {
+            return refuse("it is not a durable entry of the log");
+        }
+        if self.term(index) != Some(entry.term()) {
+            return refuse("the copy's term differs from the log's");
+        }
+        let max_len = self.config.entry_bytes_max;
+        let k = self.segment_of(index);
+        let segment_last = self.last_of(k);
+        let state = self.state(k)?;
+        let position = state.position_of(index, max_len)?;
+        if state.entry_at(position, index, max_len).is_ok() {
+            return Ok(false);
+        }
+        let end = position + entry.encoded_len() as u64;
+        let fits = if index < state.last_index {
+            // The next entry's header: its index and first record offset follow the copy.
+            let next = state.map.get(end as usize..end as usize + HEADER_LEN);
+            let field = |at: usize| next.map(|h| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes")));
+            field(16) == Some(index + 1) && field(32) == Some(entry.next_offset())
+        } else {
+            index == state.last_index && end == state.end && entry.next_offset() == state.next_offset
+        };
+        if !fits || index > segment_last {
+            return refuse("the copy does not end where the next entry begins");
+        }
+        let path = state.path.clone();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).map_err(Error::io("open", &path))?;
+        // As for appends, a failed write or fdatasync leaves the disk unknown: poisoned.
+        let written = std::os::unix::fs::FileExt::write_all_at(&file, entry.as_bytes(), position)
+            .map_err(Error::io("write", &path))
+            .and_then(|()| file.sync_data().map_err(Error::io("fdatasync", &path)));
+        if let Err(e) = written {
+            let _ = self.poison.set("write back a damaged entry");
+            return Err(e);
+        }
+        // The map shares the page cache: the entry reads back intact now.
+        self.state(k)?.entry_at(position, index, max_len)?;
+        Ok(true)
     }
 
     /// The index of the entry whose records contain `offset`; `None` at or past `next_offset()`.

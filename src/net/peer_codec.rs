@@ -23,16 +23,20 @@ mod kind {
     pub const QUIESCE: u8 = 20;
     pub const SNAPSHOT: u8 = 21;
     pub const SNAPSHOT_RESPONSE: u8 = 22;
+    pub const REFETCH: u8 = 23;
+    pub const REFETCH_RESPONSE: u8 = 24;
 }
 
 /// Which stream a message travels on. Every Append (empty ones too), Reset and snapshot
 /// chunk shares the ordered bulk lane: an empty Append that overtook the entries before it
 /// would be rejected and throw the leader's pipeline back to probing. Votes, heartbeats,
-/// Quiesce (which stands for a heartbeat) and every response take the control lane, so
-/// they never wait behind a large batch.
+/// Quiesce (which stands for a heartbeat) and every other response take the control lane,
+/// so they never wait behind a large batch; a RefetchResponse carries an entry, so it is bulk.
 pub fn lane(msg: &Message) -> Lane {
     match msg {
-        Message::Append { .. } | Message::Reset { .. } | Message::Snapshot { .. } => Lane::Bulk,
+        Message::Append { .. } | Message::Reset { .. } | Message::Snapshot { .. } | Message::RefetchResponse { .. } => {
+            Lane::Bulk
+        }
         _ => Lane::Control,
     }
 }
@@ -53,6 +57,8 @@ pub fn encode(group: u64, msg: &Message) -> Vec<Bytes> {
         Message::Quiesce { .. } => kind::QUIESCE,
         Message::Snapshot { .. } => kind::SNAPSHOT,
         Message::SnapshotResponse { .. } => kind::SNAPSHOT_RESPONSE,
+        Message::Refetch { .. } => kind::REFETCH,
+        Message::RefetchResponse { .. } => kind::REFETCH_RESPONSE,
     };
     let mut frame = FrameBuilder::new(k, 64);
     let b = frame.body();
@@ -101,6 +107,16 @@ pub fn encode(group: u64, msg: &Message) -> Vec<Bytes> {
         Message::SnapshotResponse { index, received, .. } => {
             b.put_u64_le(*index);
             b.put_u64_le(*received);
+        }
+        Message::Refetch { index, last_index, .. } => {
+            b.put_u64_le(*index);
+            b.put_u64_le(*last_index);
+        }
+        Message::RefetchResponse { proof_index, proof_term, entries, .. } => {
+            b.put_u64_le(*proof_index);
+            b.put_u64_le(*proof_term);
+            b.put_u32_le(u32::try_from(entries.len()).expect("one entry"));
+            tail = entries.iter().map(|e| e.as_bytes().clone()).collect();
         }
     }
     frame.finish_with(tail)
@@ -175,6 +191,14 @@ pub fn decode(frame: Bytes, entry_bytes_max: u32) -> Result<(u64, Message), Fram
         kind::SNAPSHOT_RESPONSE => {
             Message::SnapshotResponse { term, index: r.u64("snapshot index")?, received: r.u64("received")? }
         }
+        kind::REFETCH => Message::Refetch { term, index: r.u64("refetch index")?, last_index: r.u64("last index")? },
+        kind::REFETCH_RESPONSE => {
+            let proof_index = r.u64("proof index")?;
+            let proof_term = r.u64("proof term")?;
+            let n = r.count(segments::HEADER_LEN, "entry count")?;
+            let entries = decode_entries(&mut r, n, entry_bytes_max)?;
+            Message::RefetchResponse { term, proof_index, proof_term, entries }
+        }
         other => return Err(FrameError::Kind(other)),
     };
     r.end()?;
@@ -244,6 +268,9 @@ mod tests {
                 data: Bytes::from_static(b"chunk"),
             },
             Message::SnapshotResponse { term: 3, index: 99, received: 4 },
+            Message::Refetch { term: 3, index: 5, last_index: 40 },
+            Message::RefetchResponse { term: 3, proof_index: 40, proof_term: 2, entries: vec![entry(5)] },
+            Message::RefetchResponse { term: 3, proof_index: 40, proof_term: 2, entries: vec![] },
         ]
     }
 

@@ -6,6 +6,7 @@ use super::{LogStore, Message, NodeId, Raft, Role};
 
 impl Raft {
     pub(super) fn tick_election(&mut self, store: &impl LogStore) {
+        self.tick_refetch(store);
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.election_elapsed < self.election_timeout {
             return;
@@ -20,6 +21,7 @@ impl Raft {
     }
 
     pub(super) fn tick_leader(&mut self, store: &impl LogStore) {
+        self.tick_refetch(store);
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if let Some((to, elapsed)) = &mut self.lead.transfer {

@@ -125,6 +125,7 @@ impl Raft {
                 return false;
             }
             self.configs.truncate_after(keep);
+            self.forget_holes_after(keep);
             self.membership_changed(store);
         }
         self.log.append(store, &entries[new_at..]);
@@ -161,9 +162,10 @@ impl Raft {
         Some(configs)
     }
 
-    /// The highest index we can acknowledge: it matches the leader's log and is durable.
+    /// The highest index we can acknowledge: it matches the leader's log, is durable, and
+    /// comes before any entry our disk damaged (`refetch.rs`).
     fn ackable(&self) -> u64 {
-        self.ack.matched.min(self.log.persisted())
+        self.ack.matched.min(self.log.persisted()).min(self.hole_free_through())
     }
 
     /// Acknowledges an accepted Append that established a match through `want`: now if

@@ -320,6 +320,16 @@ impl Configs {
         self.pending.push_back((index, membership));
     }
 
+    /// A configuration entry at `index`, below entries already pushed, was read only now
+    /// (it was a hole, `refetch.rs`): kept in index order.
+    pub(super) fn insert(&mut self, index: u64, membership: Membership) {
+        if index <= self.committed.0 || self.pending.iter().any(|(i, _)| *i == index) {
+            return;
+        }
+        let at = self.pending.partition_point(|(i, _)| *i < index);
+        self.pending.insert(at, (index, membership));
+    }
+
     /// The log was truncated after `index`: its configurations after it are gone.
     pub(super) fn truncate_after(&mut self, index: u64) {
         assert!(index >= self.committed.0, "a committed configuration is never truncated");

@@ -123,6 +123,23 @@ pub enum Message {
         index: u64,
         received: u64,
     },
+    /// "Send me your entry `index`": the sender's disk damaged it (`refetch.rs`); its log
+    /// ends at `last_index`. Sent to every member, leader or not; changes no term.
+    Refetch {
+        term: u64,
+        index: u64,
+        last_index: u64,
+    },
+    /// The answer to Refetch: the entry (none if the responder cannot read it) and the
+    /// responder's term `proof_term` at `proof_index`, at or after the entry and at most
+    /// the asker's `last_index`. If the asker's log has that term there too, the entry is
+    /// the asker's own (Raft §5.3, Log Matching).
+    RefetchResponse {
+        term: u64,
+        proof_index: u64,
+        proof_term: u64,
+        entries: Vec<Entry>,
+    },
 }
 
 impl Message {
@@ -140,7 +157,9 @@ impl Message {
             | Message::Reset { term, .. }
             | Message::Quiesce { term, .. }
             | Message::Snapshot { term, .. }
-            | Message::SnapshotResponse { term, .. } => *term,
+            | Message::SnapshotResponse { term, .. }
+            | Message::Refetch { term, .. }
+            | Message::RefetchResponse { term, .. } => *term,
         }
     }
 
@@ -175,6 +194,13 @@ impl Message {
                 &[*term, start.index, start.prev_term, start.offset, meta.membership_index, meta.bytes, *offset]
             }
             Message::SnapshotResponse { term, index, received } => &[*term, *index, *received],
+            Message::Refetch { term, index, last_index } => &[*term, *index, *last_index],
+            Message::RefetchResponse { term, proof_index, proof_term, entries } => {
+                if !entries.iter().all(entry_ok) {
+                    return false;
+                }
+                &[*term, *proof_index, *proof_term]
+            }
         };
         numbers.iter().all(|n| *n <= NUMBER_MAX)
     }
@@ -195,6 +221,8 @@ impl Message {
             Message::Quiesce { .. } => "Quiesce",
             Message::Snapshot { .. } => "Snapshot",
             Message::SnapshotResponse { .. } => "SnapshotResponse",
+            Message::Refetch { .. } => "Refetch",
+            Message::RefetchResponse { .. } => "RefetchResponse",
         }
     }
 }

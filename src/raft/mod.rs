@@ -35,11 +35,12 @@
 //! pre-vote, votes, check-quorum, transfer), `leader.rs` (becoming leader, proposals,
 //! membership changes), `replication.rs` (the leader's side of AppendEntries),
 //! `follower.rs` (the follower's side), `progress.rs` (per-follower flow control),
-//! `snapshot.rs` (sending, receiving and installing snapshots), `quiesce.rs` (idle groups
-//! and what wakes them), `membership.rs` (configurations, quorums, their codec), `log.rs`
-//! (the store seen through the changes not yet handed out), `message.rs`, `ready.rs`,
-//! `store.rs`, `config.rs`, `error.rs`; `memstore.rs` is an in-memory store for tests,
-//! the simulator and the benchmarks.
+//! `snapshot.rs` (sending, receiving and installing snapshots), `quiesce.rs` (idle
+//! groups and what wakes them), `refetch.rs` (damaged entries kept in place and fetched
+//! again), `membership.rs` (configurations, quorums, their codec), `log.rs` (the store
+//! seen through the changes not yet handed out), `message.rs`, `ready.rs`, `store.rs`,
+//! `config.rs`, `error.rs`; `memstore.rs` is an in-memory store for tests, the
+//! simulator and the benchmarks.
 
 mod config;
 mod election;
@@ -54,6 +55,7 @@ mod node;
 mod progress;
 mod quiesce;
 mod ready;
+mod refetch;
 mod replication;
 mod snapshot;
 mod store;
@@ -66,6 +68,7 @@ pub use node::{Proposal, Raft};
 pub use progress::{ProgressState, ProgressView};
 pub use quiesce::WakeReason;
 pub use ready::{Ready, Role, SoftState};
+pub use refetch::HOLES_MAX;
 pub use segments::{Entry, EntryMeta};
 pub use snapshot::{Snapshot, SnapshotMeta};
 pub use store::{LogStore, StoreError};

@@ -1,15 +1,16 @@
 //! One node's Raft state and its plumbing: construction from persisted state, the term
 //! rules every message passes through, role changes, and the Ready batch.
 
+use super::kind;
 use super::log::RaftLog;
 use super::membership::Configs;
 use super::progress::Progress;
 use super::snapshot::Receiving;
-use super::{Config, HardState, LogStore, Membership, Message, NodeId, ProgressView, StartError, VoteBarrier, kind};
+use super::{Config, Entry, HardState, LogStore, Membership, Message, NodeId, ProgressView, StartError, VoteBarrier};
 use super::{Ready, Role, SoftState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Where a proposal landed: the producer's ack carries `base_offset` once `index` commits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,10 +70,23 @@ pub struct Raft {
     pub(super) vote_barrier: Option<VoteBarrier>,
     /// The group is quiet: no timers run here until something wakes it (`quiesce.rs`).
     pub(super) quiesced: bool,
+    /// Damaged entries kept in place and fetched again from the peers (`refetch.rs`).
+    pub(super) holes: BTreeSet<u64>,
+    /// Holes found at start after the commit index: each might be a configuration entry
+    /// (`with_holes`). Emptied as they are written back.
+    pub(super) unknown_configs: BTreeSet<u64>,
+    /// Checked copies of holes for the caller to write back (`take_rewrites`).
+    pub(super) rewrites: Vec<Entry>,
+    /// Ticks since holes were last asked for.
+    pub(super) refetch_elapsed: u32,
+    /// Ticks since the first hole opened or a hole was written back.
+    pub(super) hole_open_ticks: u32,
+    /// The first hole, once no peer filled it for long (`take_unfilled`).
+    pub(super) unfilled: Vec<u64>,
     /// The leader's snapshot as received so far (`snapshot.rs`); dropped on a new term.
     pub(super) receiving: Option<Receiving>,
     messages: Vec<(NodeId, Message)>,
-    committed_membership: Option<(u64, Membership)>,
+    pub(super) committed_membership: Option<(u64, Membership)>,
     reported_hard_state: HardState,
     reported_soft_state: SoftState,
     reported_quiesced: bool,
@@ -90,6 +104,21 @@ impl Raft {
         membership: (u64, Membership),
         store: &impl LogStore,
     ) -> Result<Raft, StartError> {
+        Raft::with_holes(config, hard_state, membership, store, &BTreeSet::new())
+    }
+
+    /// As `new`, on a log whose entries `holes` read back damaged (`refetch.rs`): they
+    /// start as holes, fetched from the peers. The scan for configuration entries passes
+    /// over them, so one after the commit index might be a configuration this node does
+    /// not know yet: until it is written back, the node does not campaign, and takes no
+    /// configuration at or after it as committed.
+    pub fn with_holes(
+        config: Config,
+        hard_state: HardState,
+        membership: (u64, Membership),
+        store: &impl LogStore,
+        holes: &BTreeSet<u64>,
+    ) -> Result<Raft, StartError> {
         config.validate()?;
         let last_index = store.last_index();
         // Entries before the log or in the snapshot were committed when they were dropped.
@@ -100,10 +129,19 @@ impl Raft {
         }
         let mut configs = Configs::new(membership);
         let mut next = configs.committed().0.max(commit) + 1;
+        let holes: BTreeSet<u64> = holes.range(store.first_index()..=last_index).copied().collect();
+        let unknown_configs: BTreeSet<u64> = holes.range(next..).copied().collect();
         let mut batch = Vec::new();
         while next <= last_index {
+            if holes.contains(&next) {
+                next += 1;
+                continue;
+            }
+            // Up to the next hole: reading it would fail.
+            let before_hole = holes.range(next..).next().map_or(u64::MAX, |h| h - next);
+            let entries_max = usize::try_from(before_hole).unwrap_or(usize::MAX).min(config.append_entries_max);
             batch.clear();
-            store.entries(next, config.append_bytes_max, config.append_entries_max, &mut batch)?;
+            store.entries(next, config.append_bytes_max, entries_max, &mut batch)?;
             for entry in batch.iter().filter(|e| e.kind() == kind::CONFIG) {
                 let parsed = Membership::decode(&entry.payload());
                 let membership = parsed.map_err(|source| StartError::Membership { index: entry.index(), source })?;
@@ -129,6 +167,12 @@ impl Raft {
             ack: AckState::default(),
             vote_barrier: None,
             quiesced: false,
+            holes,
+            unknown_configs,
+            rewrites: Vec::new(),
+            refetch_elapsed: 0,
+            hole_open_ticks: 0,
+            unfilled: Vec::new(),
             receiving: None,
             messages: Vec::new(),
             committed_membership: None,
@@ -206,6 +250,14 @@ impl Raft {
             return;
         }
         self.wake_on_message(from, &msg);
+        // Refetches change no term and need none (`refetch.rs`): any peer may answer.
+        match msg {
+            Message::Refetch { index, last_index, .. } => return self.handle_refetch(from, index, last_index, store),
+            Message::RefetchResponse { proof_index, proof_term, entries, .. } => {
+                return self.handle_refetch_response(from, proof_index, proof_term, entries, store);
+            }
+            _ => {}
+        }
         let term = msg.term();
         if term > self.term {
             let vote_request = match &msg {
@@ -258,6 +310,7 @@ impl Raft {
             Message::SnapshotResponse { index, received, .. } => {
                 self.handle_snapshot_response(from, index, received, store)
             }
+            Message::Refetch { .. } | Message::RefetchResponse { .. } => unreachable!("handled above"),
         }
     }
 
@@ -299,6 +352,8 @@ impl Raft {
     /// Whether `take_ready` would return anything.
     pub fn has_ready(&self) -> bool {
         !self.messages.is_empty()
+            || !self.rewrites.is_empty()
+            || !self.unfilled.is_empty()
             || self.log.has_pending()
             || self.committed_membership.is_some()
             || self.hard_state() != self.reported_hard_state
@@ -314,7 +369,7 @@ impl Raft {
         let hard_state = self.hard_state();
         let commit = (hard_state.commit > self.reported_hard_state.commit).then_some(hard_state.commit);
         let mut committed_membership = self.committed_membership.take();
-        if let Some(newest) = commit.and_then(|c| self.configs.take_committed(c)) {
+        if let Some(newest) = commit.and_then(|c| self.configs.take_committed(c.min(self.configs_known_through()))) {
             committed_membership = Some(newest);
         }
         // A term or a vote must be durable before anyone hears of it (Raft Figure 2).
@@ -403,7 +458,7 @@ impl Raft {
         let id = self.config.id;
         let voter = self.configs.active().is_voter(id)
             || (self.log.commit() < self.configs.active_index() && self.configs.any_has_voter(id));
-        voter && !self.barred()
+        voter && !self.barred() && self.unknown_configs.is_empty()
     }
 
     pub(super) fn reset_election_timer(&mut self) {

@@ -117,6 +117,7 @@ impl Raft {
             && configuration_settled
             && commit == last
             && self.log.persisted() >= last
+            && self.holes.is_empty()
             && self.lead.progress.values().all(|pr| pr.match_index == last)
     }
 
@@ -160,7 +161,8 @@ impl Raft {
             if commit > self.log.commit() {
                 self.log.commit_to(store, commit);
             }
-            if last == commit && self.log.persisted() >= commit {
+            // Not with a hole open: a quiet follower would never ask for it again.
+            if last == commit && self.log.persisted() >= commit && self.holes.is_empty() {
                 self.quiesced = true;
                 self.receiving = None;
                 return;

@@ -143,9 +143,10 @@ impl Raft {
 
     /// Raft §5.4.2, Figure 8: an index is committed once a quorum holds it *and* its entry
     /// is from the current term; earlier entries then commit with it. The leader counts
-    /// itself only for entries `persisted` reported durable (thesis §10.2.1).
+    /// itself only for entries `persisted` reported durable (thesis §10.2.1), and never
+    /// for an entry its disk damaged or any after it (`refetch.rs`).
     pub(super) fn maybe_commit(&mut self, store: &impl LogStore) {
-        let (me, persisted) = (self.config.id, self.log.persisted());
+        let (me, persisted) = (self.config.id, self.log.persisted().min(self.hole_free_through()));
         let progress = &self.lead.progress;
         let quorum = self
             .configs

@@ -205,6 +205,7 @@ impl Raft {
         store: &impl LogStore,
     ) {
         self.configs.reset(membership.clone());
+        self.forget_holes_after(0);
         self.report_membership(membership);
         self.membership_changed(store);
         let prev = start.index - 1;

@@ -65,6 +65,11 @@ pub trait LogBackend {
     /// The first damaged entry from the checkpoint before `from` on, if any. Blocking: on
     /// a real disk it reads the rest of the log.
     fn find_damage(&self, from: u64) -> Option<Damage>;
+
+    /// Writes damaged entry `entry.index()` back in place with `entry`, an intact copy of
+    /// it, durably (`segments::Log::rewrite_damaged`). `Ok(Err(why))`: the storage refuses
+    /// (the copy does not fit where the entry was); the log must be cut before it instead.
+    fn rewrite_damaged(&mut self, entry: &Entry) -> Result<Result<(), String>, StorageError>;
 }
 
 /// Whether a read through a view came across damaged bytes.
@@ -142,6 +147,14 @@ impl LogBackend for SharedLog {
     fn still_damaged(&self, index: u64) -> bool {
         let log = self.read();
         index >= log.first_index() && index <= log.last_index() && log.verify(index, 1).is_err_and(|d| d.index <= index)
+    }
+
+    fn rewrite_damaged(&mut self, entry: &Entry) -> Result<Result<(), String>, StorageError> {
+        match self.write_lock().rewrite_damaged(entry) {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if is_damage(&e) || matches!(e, segments::Error::RewriteRefused { .. }) => Ok(Err(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Checks a chunk at a time under the read lock, so appends wait at most for one chunk.

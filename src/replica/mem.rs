@@ -143,6 +143,17 @@ impl LogBackend for MemLog {
     fn find_damage(&self, _from: u64) -> Option<Damage> {
         None
     }
+
+    /// The harness's damage leaves the bytes in memory: a copy the core accepted must be
+    /// exactly them (Log Matching), or the core's checks are wrong, which this asserts.
+    fn rewrite_damaged(&mut self, entry: &Entry) -> Result<Result<(), String>, StorageError> {
+        let mut held = Vec::new();
+        if self.store.entries(entry.index(), 1, 1, &mut held).is_err() || held.is_empty() {
+            return Ok(Err(format!("entry {} is no longer in the log", entry.index())));
+        }
+        assert_eq!(held.first(), Some(entry), "a peer's copy of damaged entry {} is not the entry", entry.index());
+        Ok(Ok(()))
+    }
 }
 
 /// Hard state and a snapshot that are durable as soon as they are saved.

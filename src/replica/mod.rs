@@ -25,6 +25,8 @@ pub mod snapshot;
 pub mod store;
 pub mod testkit;
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 
 use crate::raft::{
@@ -42,6 +44,18 @@ pub struct Committed {
     pub index: u64,
     /// The offset after the last committed record.
     pub next_offset: u64,
+}
+
+/// What `Replica::repair_damage` did about a damaged entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// The entry is no longer in the log, or no longer damaged.
+    Gone,
+    /// Kept in place with the entries after it, and fetched again from the peers
+    /// (`raft/refetch.rs`); the core and its role are unchanged.
+    Hole,
+    /// The log was cut before it and a fresh core started as a follower (`repair`).
+    Cut,
 }
 
 /// A Ready whose hard state and log changes were carried out.
@@ -80,6 +94,9 @@ pub struct Replica<L: LogBackend, H: HardStateStore> {
     committed: Committed,
     /// A read came across damaged bytes at or after the checkpoint before this index.
     damage_hint: Option<u64>,
+    /// Holes whose intact copy the storage refused to write back: cut at the next repair.
+    /// At most `raft::HOLES_MAX`; emptied by a cut.
+    rewrite_refused: BTreeSet<u64>,
 }
 
 impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
@@ -103,6 +120,7 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
             hard_dirty: false,
             committed: Committed::default(),
             damage_hint: None,
+            rewrite_refused: BTreeSet::new(),
         };
         replica.committed = replica.committed_at(replica.raft.commit());
         Ok(replica)
@@ -234,6 +252,13 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
         if !self.raft.has_ready() {
             return Ok(None);
         }
+        let rewrote = self.write_back_holes()?;
+        if !self.raft.has_ready() {
+            // A hole closed: the committed prefix may read further now, and the state
+            // machines that stopped at the hole go on.
+            let committed = rewrote.then(|| self.refresh_committed());
+            return Ok(committed.map(|committed| Applied { ready: Ready::default(), committed: Some(committed) }));
+        }
         let ready = self.raft.take_ready();
         // 0. A leader's snapshot: durable before the hard state and the log refer to it.
         if let Some(snapshot) = &ready.snapshot {
@@ -267,12 +292,55 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
             }
             self.log.write(ready.reset.as_ref().map(|(start, _)| *start), ready.truncate_after, &ready.entries)?;
         }
-        let committed = ready.commit.map(|commit| {
-            assert!(commit >= self.committed.index, "the commit index never decreases");
-            self.committed = self.committed_at(commit);
-            self.committed
-        });
+        let committed = ready
+            .commit
+            .map(|commit| {
+                assert!(commit >= self.committed.index, "the commit index never decreases");
+                self.committed = self.committed_at(commit);
+                self.committed
+            })
+            .or_else(|| rewrote.then(|| self.refresh_committed()));
         Ok(Some(Applied { ready, committed }))
+    }
+
+    /// Writes the peers' intact copies of damaged entries back in place, durably, and tells
+    /// the core, before anything it says next goes out: only then may it count them. Then
+    /// the scrub looks again from there (damage may continue after a written-back entry).
+    /// A copy the storage refuses stays a hole, and the next repair cuts the log there, as
+    /// for a hole no peer filled for long (`Raft::take_unfilled`).
+    /// Answers whether it wrote any back.
+    fn write_back_holes(&mut self) -> Result<bool, ReplicaError> {
+        let mut rewrote = false;
+        for index in self.raft.take_unfilled() {
+            if self.rewrite_refused.len() < raft::HOLES_MAX {
+                self.rewrite_refused.insert(index);
+            }
+            self.damage_hint = Some(self.damage_hint.map_or(index, |h| h.min(index)));
+        }
+        for entry in self.raft.take_rewrites() {
+            let index = entry.index();
+            match self.log.rewrite_damaged(&entry)? {
+                Ok(()) => {
+                    rewrote = true;
+                    metrics::counter!(crate::metrics::STORAGE_REPAIRS).increment(1);
+                    self.core(|raft, store| raft.rewritten(index, store));
+                }
+                Err(why) => {
+                    tracing::warn!(index, why, "a damaged entry cannot be written back; the log will be cut there");
+                    if self.rewrite_refused.len() < raft::HOLES_MAX {
+                        self.rewrite_refused.insert(index);
+                    }
+                }
+            }
+            self.damage_hint = Some(self.damage_hint.map_or(index, |h| h.min(index)));
+        }
+        Ok(rewrote)
+    }
+
+    /// The committed prefix at the same commit index, read again (after a write-back).
+    fn refresh_committed(&mut self) -> Committed {
+        self.committed = self.committed_at(self.committed.index);
+        self.committed
     }
 
     /// Writes the lazily kept hard state (only the commit index or a lifted barrier moved).
@@ -288,6 +356,11 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
     pub fn sync_all(&mut self) -> Result<(), ReplicaError> {
         self.log.sync_now()?;
         self.flush_lazy()
+    }
+
+    /// Holes this replica will cut at its next repair (`repair_damage`), lowest first.
+    pub fn holes_to_cut(&self) -> Vec<u64> {
+        self.rewrite_refused.iter().copied().filter(|i| self.raft.holes().contains(i)).collect()
     }
 
     /// Where the last reads came across damaged bytes, once: search from here.
@@ -313,10 +386,32 @@ impl<L: LogBackend, H: HardStateStore> Replica<L, H> {
         Ok(true)
     }
 
+    /// Damage found at entry `index`: kept as a hole, with the intact entries after it,
+    /// while the core can fetch it again from a peer and the storage can write it back
+    /// (ARCHITECTURE.md, "Corruption"; `raft/refetch.rs`); otherwise cut as `repair` does.
+    pub fn repair_damage(&mut self, index: u64) -> Result<Repair, ReplicaError> {
+        if !self.log.still_damaged(index) {
+            return Ok(Repair::Gone);
+        }
+        let refused = self.rewrite_refused.contains(&index);
+        if !refused && (self.raft.holes().contains(&index) || self.core(|raft, store| raft.add_hole(index, store))) {
+            return Ok(Repair::Hole);
+        }
+        self.rewrite_refused.clear();
+        // A cut starts a fresh core, which knows no holes: it goes below every hole still
+        // open, or the new core would count those damaged entries as held.
+        let index =
+            self.raft.holes().iter().copied().find(|h| *h < index && self.log.still_damaged(*h)).unwrap_or(index);
+        Ok(if self.repair(index)? { Repair::Cut } else { Repair::Gone })
+    }
+
     /// The committed prefix through `index`.
     fn committed_at(&self, index: u64) -> Committed {
         let view = self.log.view();
-        let next_offset = self.raft.offset_after(index, &view).unwrap_or_else(|_| view.start().offset);
+        // Entry `index` unreadable (a hole): the prefix already known, never a lower one
+        // at the same or a higher commit (that would hide committed records from readers).
+        let known = if index >= self.committed.index { self.committed.next_offset } else { view.start().offset };
+        let next_offset = self.raft.offset_after(index, &view).unwrap_or(known);
         Committed { index, next_offset }
     }
 

@@ -3,6 +3,8 @@
 //! A cut that removes entries this node may have acknowledged sets the vote barrier first
 //! (`Raft::set_vote_barrier`). Finding the damage is the backend's (`LogBackend::find_damage`).
 
+use std::collections::BTreeSet;
+
 use segments::SyncMark;
 use tracing::error;
 
@@ -93,8 +95,11 @@ pub fn check_log_lost_nothing<L: LogBackend, H: HardStateStore>(
 }
 
 /// Starts a core on `log` from the persisted state `next`, with `commit`, and sets its
-/// vote barrier. `Raft::new` reads the configuration entries after the commit index: if
-/// one is damaged, the log is cut before it (as above) and the start tried again.
+/// vote barrier. `Raft::new` reads the configuration entries after the commit index: one
+/// that is damaged starts as a hole (`Raft::with_holes`), fetched from the peers while
+/// the entries after it are kept; past `raft::HOLES_MAX` holes, the log is cut before it
+/// (as above), and the start is tried again. Cutting there would raise the vote barrier
+/// over every entry after it, which the surviving peers may all lack: no leader then.
 pub fn start_core<L: LogBackend, H: HardStateStore>(
     config: raft::Config,
     log: &mut L,
@@ -103,23 +108,34 @@ pub fn start_core<L: LogBackend, H: HardStateStore>(
     commit: u64,
 ) -> Result<Raft, RepairError> {
     let mut commit = commit;
+    let mut holes = BTreeSet::new();
     loop {
         let hard_state = HardState { commit, ..next.hard_state };
         let membership = (next.membership_index, next.membership.clone());
-        let started =
-            Raft::new(config.clone(), hard_state, membership, &WithSnapshot::new(log.view(), hard.snapshot()));
+        let started = {
+            let store = WithSnapshot::new(log.view(), hard.snapshot());
+            Raft::with_holes(config.clone(), hard_state, membership, &store, &holes)
+        };
         match started {
             Ok(mut raft) => {
                 raft.set_vote_barrier(next.vote_barrier);
                 return Ok(raft);
             }
             Err(StartError::Store(StoreError::Corrupt { index, detail })) => {
-                let damage = log.find_damage(index).unwrap_or(Damage { index, detail });
-                if damage.index > log.view().last_index() {
+                // The search starts at a checkpoint, which may lie before a hole already known.
+                let found = log.find_damage(index).filter(|d| !holes.contains(&d.index));
+                let damage = found.unwrap_or(Damage { index, detail });
+                if damage.index > log.view().last_index() || holes.contains(&damage.index) {
                     return Err(StartError::Store(StoreError::Corrupt { index, detail: damage.detail }).into());
                 }
                 metrics::counter!(m::STORAGE_CORRUPTIONS).increment(1);
+                if holes.len() < raft::HOLES_MAX {
+                    error!(index = damage.index, detail = %damage.detail, "damaged entry in the log, read at start");
+                    holes.insert(damage.index);
+                    continue;
+                }
                 commit = cut_before(log, hard, next, damage.index, commit)?;
+                holes.retain(|h| *h < damage.index);
             }
             Err(e) => return Err(e.into()),
         }

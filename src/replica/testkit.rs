@@ -7,7 +7,7 @@
 use super::hard_state::Persisted;
 pub use super::mem::PendingWrite;
 use super::mem::{MemHardState, MemLog};
-use super::{Replica, ReplicaError};
+use super::{Repair, Replica, ReplicaError};
 use crate::raft::memstore::MemStore;
 use crate::raft::{Config, HardState, Membership, MembershipChange, Message, NodeId, Proposal, Snapshot, SnapshotMeta};
 use crate::raft::{Entry, EntryMeta, ProposeError, Raft, Ready, Role, TransferError, VoteBarrier, WakeReason, kind};
@@ -180,9 +180,17 @@ impl Node {
 
     /// Runs the replica's `apply_ready`: what must happen before the Ready's messages
     /// leave. Returns the Ready so the caller can send the messages and look at the rest.
+    /// A hole to be cut (one no peer filled for long) is cut here first, as the server's
+    /// scrub and repair would: the in-memory storage has no scrub.
     pub fn advance(&mut self) -> Option<Ready> {
-        let applied = self.replica_mut()?.apply_ready().expect("in-memory storage does not fail")?;
-        Some(applied.ready)
+        let r = self.replica_mut()?;
+        let applied = r.apply_ready().expect("in-memory storage does not fail");
+        if r.take_damage_hint().is_some() {
+            for index in r.holes_to_cut() {
+                r.repair_damage(index).expect("in-memory storage does not fail");
+            }
+        }
+        Some(applied?.ready)
     }
 
     pub fn pending_writes(&self) -> usize {
@@ -227,6 +235,13 @@ impl Node {
         let r = self.replica_mut().expect("the node is up");
         assert!(r.repair(keep + 1)?, "entries after {keep} are in the log");
         Ok(())
+    }
+
+    /// The disk damaged entry `index` alone (the server finds it by CRC): the replica
+    /// keeps it as a hole if it can, and fetches it from the peers (`Replica::repair_damage`).
+    /// The bytes stay readable in memory; what this checks is what the core does with a hole.
+    pub fn damage_entry(&mut self, index: u64) -> Result<Repair, ReplicaError> {
+        self.replica_mut().expect("the node is up").repair_damage(index)
     }
 
     /// While the node is down, the disk damaged synced entries after `keep`: the next

@@ -27,7 +27,7 @@ use crate::raft::{Membership, MembershipChange, Message, NodeId, ProposeError, R
 use crate::replica::backend::{Damage, LogBackend, SharedLog};
 use crate::replica::hard_state::{HardStateFile, HardStateStore};
 use crate::replica::retention::{self, Retention};
-use crate::replica::{Committed, Replica, ReplicaError};
+use crate::replica::{Committed, Repair, Replica, ReplicaError};
 
 /// Events queued for a group's task before senders wait (or, for peer frames, drop).
 pub const EVENTS_MAX: usize = 4096;
@@ -603,14 +603,22 @@ impl Group {
         });
     }
 
-    /// Damage found: the replica cuts its log and restarts its core (`Replica::repair`); a
-    /// leader steps down this way, and producers waiting on it learn their outcome is unknown.
+    /// Damage found: the replica keeps it as a hole and fetches it from the peers, or else
+    /// cuts its log and restarts its core (`Replica::repair_damage`); a leader steps down
+    /// that way, and producers waiting on it learn their outcome is unknown.
     fn repair(&mut self, damage: Damage) -> Result<(), GroupError> {
-        metrics::counter!(m::STORAGE_CORRUPTIONS).increment(1);
-        error!(index = damage.index, detail = %damage.detail, role = role_name(self.role), "damaged entry in the log");
-        if !self.replica.repair(damage.index)? {
-            info!(index = damage.index, "the damaged entry is no longer in the log");
-            return Ok(());
+        if !self.replica.raft().holes().contains(&damage.index) {
+            metrics::counter!(m::STORAGE_CORRUPTIONS).increment(1);
+            let (index, role) = (damage.index, role_name(self.role));
+            error!(index, detail = %damage.detail, role, "damaged entry in the log");
+        }
+        match self.replica.repair_damage(damage.index)? {
+            Repair::Gone => {
+                info!(index = damage.index, "the damaged entry is no longer in the log");
+                return Ok(());
+            }
+            Repair::Hole => return Ok(()),
+            Repair::Cut => {}
         }
         self.produce.fail_all("the node found damage in its log and stopped leading");
         if let Some(producers) = &mut self.producers {

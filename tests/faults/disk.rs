@@ -5,6 +5,8 @@
 //!
 //! - `FlipSealed`: one byte in the middle of an entry of a segment before the last one
 //!   (recovery sealed it; it is never scanned at open, so a read or the scrub finds it).
+//! - `FlipSealedOnTwo`: the same on two nodes at once, at different entries (the nemesis
+//!   picks the nodes; `flip_sealed` with the first one's entry to avoid).
 //! - `TruncateActive`: the last segment holding entries is cut short (truncate(2)) at an
 //!   entry boundary: synced entries are lost, maybe committed ones.
 //! - `DeleteIndexes`: every `.idx` file is deleted (recovery rebuilds them).
@@ -34,18 +36,25 @@ const INDEX_MAGIC: &[u8; 8] = b"KEELIDX\0";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskFault {
     FlipSealed,
+    FlipSealedOnTwo,
     TruncateActive,
     DeleteIndexes,
     LoseUnsynced,
 }
 
 impl DiskFault {
-    pub const ALL: [DiskFault; 4] =
-        [DiskFault::FlipSealed, DiskFault::TruncateActive, DiskFault::DeleteIndexes, DiskFault::LoseUnsynced];
+    pub const ALL: [DiskFault; 5] = [
+        DiskFault::FlipSealed,
+        DiskFault::FlipSealedOnTwo,
+        DiskFault::TruncateActive,
+        DiskFault::DeleteIndexes,
+        DiskFault::LoseUnsynced,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             DiskFault::FlipSealed => "flip a byte in a sealed segment",
+            DiskFault::FlipSealedOnTwo => "flip a byte in a sealed segment on two nodes, at different entries",
             DiskFault::TruncateActive => "truncate the active segment's tail",
             DiskFault::DeleteIndexes => "delete the index files",
             DiskFault::LoseUnsynced => "lose unsynced data",
@@ -128,7 +137,7 @@ pub fn damage(log_dir: &Path, fault: DiskFault, rng: &mut SmallRng) -> Result<St
         return Err(format!("{} is not a log directory: the data layout changed?", log_dir.display()));
     }
     match fault {
-        DiskFault::FlipSealed => flip_sealed(log_dir, rng),
+        DiskFault::FlipSealed | DiskFault::FlipSealedOnTwo => flip_sealed(log_dir, rng, None).map(|(what, _)| what),
         DiskFault::TruncateActive => truncate_active(log_dir, rng),
         DiskFault::DeleteIndexes => {
             let files = files_with(log_dir, "idx");
@@ -141,21 +150,30 @@ pub fn damage(log_dir: &Path, fault: DiskFault, rng: &mut SmallRng) -> Result<St
     }
 }
 
-fn flip_sealed(dir: &Path, rng: &mut SmallRng) -> Result<String, String> {
-    let all = segments(dir);
-    let sealed: Vec<&(PathBuf, Vec<Found>)> =
-        all.iter().take(all.len().saturating_sub(1)).filter(|(_, e)| !e.is_empty()).collect();
-    if sealed.is_empty() {
-        return Ok("nothing done: no sealed segment holds entries yet".into());
+/// Flips a bit of an entry of a sealed segment other than entry `avoid`; says what it did
+/// and which entry it damaged (none if no sealed segment holds another entry).
+pub fn flip_sealed(dir: &Path, rng: &mut SmallRng, avoid: Option<u64>) -> Result<(String, Option<u64>), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a log directory: the data layout changed?", dir.display()));
     }
-    let (path, found) = sealed[rng.random_range(0..sealed.len())];
+    let all = segments(dir);
+    let sealed: Vec<(&PathBuf, Vec<Found>)> = all
+        .iter()
+        .take(all.len().saturating_sub(1))
+        .map(|(p, e)| (p, e.iter().copied().filter(|e| Some(e.index) != avoid).collect::<Vec<_>>()))
+        .filter(|(_, e)| !e.is_empty())
+        .collect();
+    if sealed.is_empty() {
+        return Ok(("nothing done: no sealed segment holds entries yet".into(), None));
+    }
+    let (path, found) = &sealed[rng.random_range(0..sealed.len())];
     let e = found[rng.random_range(0..found.len())];
     let at = e.position + 4 + rng.random_range(0..e.len - 4);
     let file = open_rw(path)?;
     let mut b = [0u8];
     file.read_exact_at(&mut b, at).map_err(|e| e.to_string())?;
     file.write_all_at(&[b[0] ^ (1 << rng.random_range(0..8))], at).map_err(|e| e.to_string())?;
-    Ok(format!("flipped a bit of entry {} at byte {at} of {}", e.index, name(path)))
+    Ok((format!("flipped a bit of entry {} at byte {at} of {}", e.index, name(path)), Some(e.index)))
 }
 
 fn truncate_active(dir: &Path, rng: &mut SmallRng) -> Result<String, String> {

@@ -11,7 +11,7 @@ use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-use super::disk;
+use super::disk::{self, DiskFault};
 use super::history::{Op, Phase, Recorder};
 use super::net::{NetState, Topology};
 use super::nodes::Nodes;
@@ -42,8 +42,8 @@ pub struct Active {
     /// Paused now, killed halfway through the window.
     kill_later: Vec<u64>,
     net: bool,
-    /// The node whose files of this partition were damaged.
-    damaged: Option<(u64, u32)>,
+    /// The nodes whose files of this partition were damaged.
+    damaged: Vec<(u64, u32)>,
     detail: Vec<String>,
 }
 
@@ -187,24 +187,44 @@ impl<'a> Nemesis<'a> {
                     state.slow.insert(x, *percent);
                     a.detail.push(format!("n{x}: {percent}% of its packets through a narrow queue"));
                 }
+                Fault::Disk(DiskFault::FlipSealedOnTwo) => {
+                    // Two nodes at once (a majority of three), damaged at different entries:
+                    // each must fetch its entry from the other or the third, keeping the rest.
+                    let first = self.pick(Target::Any, &mut rng, &busy, p).await;
+                    let busy: Vec<u64> = busy.iter().copied().chain([first]).collect();
+                    let second = self.pick(Target::Any, &mut rng, &busy, p).await;
+                    let mut avoid = None;
+                    for id in [first, second] {
+                        self.nodes.kill(id);
+                        let dir = group_log_dir(&self.nodes.dir(id), self.groups.get(p as usize).copied().unwrap_or(0));
+                        let what = match disk::flip_sealed(&dir, &mut rng, avoid) {
+                            Ok((what, index)) => {
+                                avoid = avoid.or(index);
+                                what
+                            }
+                            Err(e) => self.disk_fault_failed(id, p, &e),
+                        };
+                        a.detail.push(format!("n{id}: {what}"));
+                    }
+                    for id in [first, second] {
+                        if let Err(e) = self.nodes.restart(id) {
+                            a.detail.push(format!("restart failed: {e}"));
+                        }
+                        a.damaged.push((id, p));
+                    }
+                }
                 Fault::Disk(kind) => {
                     let id = self.pick(Target::Any, &mut rng, &busy, p).await;
                     self.nodes.kill(id);
                     let group = self.groups.get(p as usize).copied().unwrap_or(0);
                     let what = match disk::damage(&group_log_dir(&self.nodes.dir(id), group), *kind, &mut rng) {
                         Ok(what) => what,
-                        Err(e) => {
-                            // A fault that could not be injected tests nothing: the run fails.
-                            let what = format!("disk fault on n{id}, {}/{p}: {e}", self.topic);
-                            let t = self.recorder.now();
-                            self.recorder.record(Op::Problem { t, what: what.clone() });
-                            what
-                        }
+                        Err(e) => self.disk_fault_failed(id, p, &e),
                     };
                     if let Err(e) = self.nodes.restart(id) {
                         a.detail.push(format!("restart failed: {e}"));
                     }
-                    a.damaged = Some((id, p));
+                    a.damaged.push((id, p));
                     a.detail.push(format!("n{id}: {what}"));
                 }
             }
@@ -225,6 +245,14 @@ impl<'a> Nemesis<'a> {
         let t = self.recorder.now();
         self.recorder.record(Op::Fault { t, phase: Phase::Start, name: a.name.clone(), detail });
         a
+    }
+
+    /// A disk fault that could not be injected tests nothing: the run fails.
+    fn disk_fault_failed(&self, id: u64, partition: u32, error: &str) -> String {
+        let what = format!("disk fault on n{id}, {}/{partition}: {error}", self.topic);
+        let t = self.recorder.now();
+        self.recorder.record(Op::Problem { t, what: what.clone() });
+        what
     }
 
     /// Halfway through a window: nodes paused to be killed are killed now.
@@ -252,7 +280,7 @@ impl<'a> Nemesis<'a> {
                 detail.push(format!("n{id} not restarted: {e}"));
             }
         }
-        if let Some((id, partition)) = a.damaged {
+        for (id, partition) in std::mem::take(&mut a.damaged) {
             detail.push(self.catch_up(id, partition).await);
         }
         let detail = detail.join("; ");

@@ -48,6 +48,7 @@ pub enum Fault {
     Slow { percent: u32 },
     /// One minority node is killed, its files damaged, and it is restarted; the fault
     /// lasts until it caught up again. Never combined with another fault.
+    /// `DiskFault::FlipSealedOnTwo` does this to two nodes at once, at different entries.
     Disk(DiskFault),
 }
 

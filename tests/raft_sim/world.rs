@@ -6,6 +6,7 @@ use super::check::{Checker, Violation};
 use super::schedule::{Fault, MS, Micros, NetworkProfile, Partition, Schedule, Target};
 use super::state_machine::StateMachine;
 use keel::raft::{Config, LogStore, Membership, MembershipChange, Message, NodeId, Ready, Role, WakeReason};
+use keel::replica::Repair;
 use keel::replica::testkit::Node;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -126,6 +127,8 @@ pub struct Stats {
     pub installs: u64,
     /// Restarts that found synced entries damaged.
     pub damaged: u64,
+    /// Entries damaged in place, kept as holes and fetched again.
+    pub holes: u64,
 }
 
 impl Stats {
@@ -148,6 +151,7 @@ impl Stats {
         self.snapshots += other.snapshots;
         self.installs += other.installs;
         self.damaged += other.damaged;
+        self.holes += other.holes;
     }
 }
 
@@ -348,7 +352,14 @@ impl World {
         loop {
             let sim = self.nodes.get_mut(&id).expect("node");
             let writes_before = sim.node.pending_writes();
+            let commit_before = sim.node.try_raft().map(|r| r.commit());
             let Some(ready) = sim.node.advance() else { break };
+            if sim.node.try_raft().map(|r| r.commit()) < commit_before {
+                // A hole no peer filled was cut (`Node::advance`): a fresh core, as at a restart.
+                self.note(|| format!("node {id}: CUT at an unfilled hole"));
+                self.checker.on_restart(&self.nodes[&id].node)?;
+            }
+            let sim = self.nodes.get_mut(&id).expect("node");
             if sim.node.pending_writes() > writes_before {
                 let latency = self.rng.random_range(sim.disk_latency.0..=sim.disk_latency.1);
                 let done = (self.now + latency).max(sim.disk_free_at);
@@ -666,6 +677,9 @@ impl World {
             self.apply_committed(node)?;
         }
         self.checker.durable_majority(self.nodes.values().map(|s| &s.node))?;
+        if self.schedule.damage_two_entries {
+            self.damage_two_entries(node)?;
+        }
         self.at(self.now + period, Event::Tick { node, epoch });
         self.flush(node)
     }
@@ -702,6 +716,49 @@ impl World {
         self.nodes.get_mut(&node).expect("node").node.damage_tail(keep);
         self.stats.damaged += 1;
         self.note(|| format!("node {node}: DAMAGED synced entries {}..={last}", keep + 1));
+    }
+
+    /// Damages one durable entry of `node`, just restarted, and another of a second running
+    /// node (`Schedule::damage_two_entries`), in place: both keep them as holes. The
+    /// in-memory bytes stay as they were, so a copy written back must equal them
+    /// (`MemLog::rewrite_damaged` asserts it: a peer's copy that passed the core's checks
+    /// is the node's own entry).
+    fn damage_two_entries(&mut self, node: NodeId) -> Result<(), Violation> {
+        let open = self.nodes.values().any(|s| s.node.try_raft().is_some_and(|r| !r.holes().is_empty()));
+        let others: Vec<NodeId> =
+            self.nodes.iter().filter(|(id, s)| **id != node && s.node.is_up()).map(|(id, _)| *id).collect();
+        if open || others.is_empty() {
+            return Ok(());
+        }
+        let other = others[self.rng.random_range(0..others.len())];
+        let range = |s: &SimNode| {
+            let durable = s.node.store().durable();
+            (durable.first_index(), durable.last_index().min(s.node.raft().persisted_index()))
+        };
+        let ((a_first, a_last), (b_first, b_last)) = (range(&self.nodes[&node]), range(&self.nodes[&other]));
+        if a_first > a_last {
+            return Ok(());
+        }
+        let a = self.rng.random_range(a_first..=a_last);
+        let bs: Vec<u64> = (b_first..=b_last).filter(|i| *i != a).collect();
+        if bs.is_empty() {
+            return Ok(());
+        }
+        let b = bs[self.rng.random_range(0..bs.len())];
+        for (id, index) in [(node, a), (other, b)] {
+            let repair = self.nodes.get_mut(&id).expect("node").node.damage_entry(index);
+            let repair = repair.map_err(|e| format!("node {id} cannot repair entry {index}: {e}"))?;
+            if repair == Repair::Gone {
+                continue; // compacted from the live log since
+            }
+            if repair != Repair::Hole {
+                return Err(format!("node {id}: damaged entry {index} became {repair:?}, not a hole"));
+            }
+            self.stats.holes += 1;
+            self.note(|| format!("node {id}: DAMAGED entry {index} in place: {repair:?}"));
+            self.flush(id)?;
+        }
+        Ok(())
     }
 
     /// Proposes, through the leader, a change chosen among those valid now.

@@ -163,6 +163,43 @@ fn a_flipped_byte_in_a_sealed_segment_is_reported_on_read_then_repaired_by_trunc
     assert_eq!(check_consistent(&log), want, "the damaged bytes stay behind the next segment's start");
 }
 
+/// An owned copy of an entry's bytes (entries read from the log are views of its map).
+fn copy(e: &segments::Entry) -> segments::Entry {
+    segments::Entry::decode(bytes::Bytes::copy_from_slice(e.as_bytes()), u32::MAX).unwrap()
+}
+
+#[test]
+fn a_damaged_entry_is_written_back_in_place_from_an_intact_copy_and_the_suffix_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = synced_log(dir.path(), 20, 10);
+    let expected: Vec<segments::Entry> = check_consistent(&log).iter().map(copy).collect();
+    for (k, nth) in [(3usize, 1u64), (5, 0)] {
+        let segment = &log.segments()[k];
+        let bad = segment.first_index + nth;
+        let (path, position) = log.position_of(bad).unwrap();
+        flip(&path, position + 30);
+        assert!(log.read(bad, 1, &mut Vec::new()).is_err(), "entry {bad} is damaged");
+        let good = expected[bad as usize - 1].clone();
+        // A copy of another term, or of another length, is refused before a byte is written.
+        let other_term = make(bad, good.term() + 1, good.base_offset(), 400);
+        assert!(matches!(log.rewrite_damaged(&other_term), Err(Error::RewriteRefused { .. })));
+        let other = expected.iter().find(|e| e.term() == good.term() && e.encoded_len() != good.encoded_len());
+        if let Some(other) = other {
+            let meta = segments::EntryMeta { index: bad, ..other.meta() };
+            let longer = segments::Entry::encode(meta, &other.payload());
+            assert!(matches!(log.rewrite_damaged(&longer), Err(Error::RewriteRefused { .. })));
+        }
+        assert!(log.read(bad, 1, &mut Vec::new()).is_err(), "still damaged");
+        assert!(log.rewrite_damaged(&good).unwrap(), "written back");
+        assert!(!log.rewrite_damaged(&good).unwrap(), "an intact entry is left alone");
+    }
+    assert_eq!(check_consistent(&log), expected, "every entry reads back, none was cut");
+    drop(log);
+    let (log, report) = open(dir.path(), small_config());
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(check_consistent(&log), expected, "durable");
+}
+
 #[test]
 fn a_corrupt_log_start_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
