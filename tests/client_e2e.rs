@@ -262,7 +262,7 @@ async fn a_client_certificate_from_another_ca_is_refused() {
     let (status, _, err) = keel(&["status", "--bootstrap", &boot, "--tls", mixed.to_str().unwrap()], b"");
     assert!(!status.success(), "a foreign client certificate must be refused");
     assert!(err.to_lowercase().contains("certificate") || err.contains("alert"), "unclear error: {err}");
-    let ok = keel(&["status", "--bootstrap", &boot, "--tls", cluster.tls.to_str().unwrap()], b"");
+    let ok = keel(&["status", "--bootstrap", &boot, "--tls", cluster.tls.to_str().unwrap(), "--timeout", "10s"], b"");
     assert!(ok.0.success(), "our own client certificate works: {}", ok.2);
 }
 

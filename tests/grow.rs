@@ -118,7 +118,7 @@ async fn a_cluster_grows_from_three_to_five_nodes_under_produce_load() {
         |id: u64| m.topic(TOPIC).expect("topic").partitions.iter().filter(|p| p.replicas.contains(&id)).count();
     assert!(hosted(4) >= 2 && hosted(5) >= 2, "replicas on 4: {}, on 5: {}", hosted(4), hosted(5));
 
-    let list = run_keel(&cluster, "node list", &["node", "list", "--format", "json"]).await;
+    let list = run_keel(&cluster, "node list", &["node", "list", "--format", "json", "--timeout", "10s"]).await;
     let rows: Vec<serde_json::Value> = serde_json::from_str(&list).expect("json");
     let role = |id: u64| rows.iter().find(|r| r["id"] == id).map(|r| r["role"].clone());
     assert_eq!((role(4), role(5)), (Some("voter".into()), Some("learner".into())), "{rows:?}");

@@ -248,8 +248,10 @@ async fn keel_leader_balance_returns_leaders_and_says_what_moved() {
 async fn keel_node_list_shows_roles_replicas_leaders_and_a_node_down() {
     let mut cluster = Cluster::start(3, &[]);
     let tls = cluster.tls.to_str().expect("utf-8 path").to_string();
-    let list = |bootstrap: &str| {
-        let args = ["node", "list", "--bootstrap", bootstrap, "--tls", &tls, "--format", "json"];
+    // `timeout` bounds each node's status answer: a node that does not answer within it is
+    // listed as down. Live nodes get a generous one (CI runs several clusters on 2 cores).
+    let list = |bootstrap: &str, timeout: &str| {
+        let args = ["node", "list", "--bootstrap", bootstrap, "--tls", &tls, "--format", "json", "--timeout", timeout];
         let (status, out, err) = common::keel(&args, b"");
         assert!(status.success(), "keel node list failed: {out}{err}");
         serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("json")
@@ -257,7 +259,7 @@ async fn keel_node_list_shows_roles_replicas_leaders_and_a_node_down() {
     // Every partition placed and led (by some replica) once the cluster is set up.
     let m = cluster.wait_set_up(1).await;
     let replicas = m.topics.iter().map(|t| t.partitions.len() * 3).sum::<usize>();
-    let rows = list(&cluster.bootstrap_arg());
+    let rows = list(&cluster.bootstrap_arg(), "10s");
     assert_eq!(rows.len(), 3, "{rows:?}");
     for row in &rows {
         assert_eq!(row["role"], "voter", "{row}");
@@ -269,7 +271,7 @@ async fn keel_node_list_shows_roles_replicas_leaders_and_a_node_down() {
     assert_eq!(led as usize, replicas / 3, "every partition has one leader: {rows:?}");
 
     cluster.kill(3);
-    let rows = list(&cluster.node(1).addr);
+    let rows = list(&cluster.node(1).addr, "1s");
     let three = rows.iter().find(|r| r["id"] == 3).expect("node 3 listed");
     assert_eq!(three["state"], "down", "{rows:?}");
 }
