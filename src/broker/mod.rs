@@ -130,6 +130,11 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node that lacks a topic a client named waits to learn what the metadata
 /// leader already has (`Broker::catch_up_metadata`).
 const CATCH_UP_MAX: Duration = Duration::from_secs(2);
+/// How often `catch_up_metadata` looks again for a metadata leader that answers.
+const CATCH_UP_POLL: Duration = Duration::from_millis(50);
+/// How long `catch_up_metadata` waits for one leader's answer: a leader that died is
+/// replaced within about an election timeout.
+const CATCH_UP_ASK_MAX: Duration = Duration::from_millis(500);
 
 impl Forwarder {
     pub fn new(tls_dir: std::path::PathBuf) -> Forwarder {
@@ -264,14 +269,28 @@ impl Broker {
     /// unknown here for a moment, and a client told "created" would be told "unknown".
     pub async fn catch_up_metadata(&self) {
         let Some(group) = self.metadata_group() else { return };
-        let hint = group.leader();
-        let Some(addr) = hint.leader.filter(|_| !hint.me).and_then(|id| self.address_of(id)) else { return };
         let deadline = tokio::time::Instant::now() + CATCH_UP_MAX;
         let Ok(Ok(client)) = tokio::time::timeout_at(deadline, self.controller_client()).await else { return };
-        let view = match tokio::time::timeout_at(deadline, client.status_from(&addr)).await {
-            Ok(Ok(view)) => view,
-            Ok(Err(e)) => return debug!(%addr, error = %e, "cannot ask the metadata leader its commit index"),
-            Err(_) => return debug!(%addr, "the metadata leader did not say its commit index in time"),
+        // A node just restarted may know no leader yet, or name one that died: it asks again
+        // until a leader answers (bounded), rather than call a topic unknown from a state
+        // that may lack it.
+        let view = loop {
+            let hint = group.leader();
+            if hint.me {
+                return;
+            }
+            if let Some(addr) = hint.leader.and_then(|id| self.address_of(id)) {
+                let ask_by = deadline.min(tokio::time::Instant::now() + CATCH_UP_ASK_MAX);
+                match tokio::time::timeout_at(ask_by, client.status_from(&addr)).await {
+                    Ok(Ok(view)) => break view,
+                    Ok(Err(e)) => debug!(%addr, error = %e, "cannot ask the metadata leader its commit index"),
+                    Err(_) => debug!(%addr, "the metadata leader did not say its commit index in time"),
+                }
+            }
+            if tokio::time::Instant::now() + CATCH_UP_POLL >= deadline {
+                return debug!("no metadata leader answered in time");
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
         };
         let mut committed = group.committed.clone();
         let caught_up = tokio::time::timeout_at(deadline, committed.wait_for(|c| c.index >= view.commit_index)).await;

@@ -322,7 +322,8 @@ impl Broker {
     }
 
     /// On the metadata leader: starts decommissioning `node`. Refused when the other
-    /// active brokers cannot hold some partition's replicas. Answers the moves started.
+    /// active brokers cannot hold some partition's replicas. Answers the partition replicas
+    /// it still hosts, each moving off.
     pub async fn decommission(&self, node: NodeId) -> Result<u32, BrokerError> {
         self.applied_on_leader().await?;
         let state = self.state();
@@ -341,7 +342,10 @@ impl Broker {
         if let Err(e) = self.balance_leaders().await {
             debug!(error = %e, "leader balance before a decommission");
         }
-        Ok(self.propose_drain(node).await)
+        // The periodic drive may have proposed the moves first: answer every replica still
+        // on the node (each moving off), not only the moves this call started.
+        self.propose_drain(node).await;
+        Ok(self.state().groups_hosted_by(Node(node)).len() as u32)
     }
 
     /// Refuses to decommission the last voter of the metadata group: the cluster's metadata

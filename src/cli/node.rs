@@ -67,7 +67,7 @@ pub fn run(args: NodeArgs) -> anyhow::Result<ExitCode> {
                 let client = Client::connect(client_config(&client, TIMEOUT_DEFAULT)).await?;
                 let voters = metadata_voters(&client).await;
                 let moves = client.decommission(id).await?;
-                println!("node {id} is draining: {moves} partition moves started");
+                println!("node {id} is draining: {moves} partition replicas to move off");
                 if let Some(voters) = voters.filter(|v| v.contains(&id)) {
                     let left = voters.len() - 1;
                     println!(

@@ -45,6 +45,7 @@ mod notice;
 pub mod partitioner;
 mod producer;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,6 +68,10 @@ use conn::{Failure, Nodes, resolve};
 pub const DEFAULT_TOPIC: &str = "default";
 /// How long `metadata_from_leader` waits for one node's answer.
 const LEADER_ASK_MAX: Duration = Duration::from_secs(2);
+/// How long `metadata_from_leader` looks for the metadata leader before it takes any
+/// node's metadata, and how often it looks again.
+const LEADER_SEARCH_MAX: Duration = Duration::from_secs(5);
+const LEADER_SEARCH_POLL: Duration = Duration::from_millis(100);
 
 /// How to reach a cluster, and how long to try.
 #[derive(Clone, Debug)]
@@ -113,12 +118,15 @@ pub struct Client {
     config: ClientConfig,
     /// The idle producer sessions of one-batch produce calls.
     sessions: std::sync::Arc<idempotence::SessionPool>,
+    /// The node that last served a request of the metadata leader, tried first: with a node
+    /// down, starting from the known list would wait out its timeout on every call.
+    controller: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
 }
 
 impl Client {
     pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
         let nodes = Nodes::new(&config)?;
-        Ok(Client { nodes, config, sessions: Default::default() })
+        Ok(Client { nodes, config, sessions: Default::default(), controller: Default::default() })
     }
 
     /// What the client has to say while it keeps trying (see [`Notice`]); a subscriber
@@ -138,19 +146,29 @@ impl Client {
     /// The metadata as the metadata group's leader has it, for what `keel topic list` and
     /// `describe` show: another node learns of a topic created or deleted a moment after
     /// the leader reported it done. The first node to answer names the leader; when none
-    /// does, or the leader does not answer, any node's metadata is given.
+    /// does, or the leader does not answer, it asks again for up to `LEADER_SEARCH_MAX` (a
+    /// leader that died is replaced), then gives any node's metadata.
     pub async fn metadata_from_leader(&self, topics: Option<&[&str]>) -> Result<ClusterMetadata, ClientError> {
         let bound = self.config.request_timeout.min(LEADER_ASK_MAX);
         let names: Option<Vec<String>> = topics.map(|t| t.iter().map(|s| s.to_string()).collect());
-        for addr in self.nodes.known() {
-            let Ok(view) = self.nodes.status_at(&addr.to_string(), &Request::Status, bound).await else { continue };
-            let Some(leader) = view.leader_address().and_then(|a| resolve(a).ok()) else { break };
-            if let Ok(metadata) = self.nodes.metadata_of(leader, names.clone(), bound).await {
-                return Ok(metadata);
+        // A leader that just died is named until another is elected: ask again, bounded.
+        let search_by = Instant::now() + self.config.timeout.min(LEADER_SEARCH_MAX);
+        loop {
+            for addr in self.nodes.known() {
+                let Ok(view) = self.nodes.status_at(&addr.to_string(), &Request::Status, bound).await else {
+                    continue;
+                };
+                let Some(leader) = view.leader_address().and_then(|a| resolve(a).ok()) else { break };
+                if let Ok(metadata) = self.nodes.metadata_of(leader, names.clone(), bound).await {
+                    return Ok(metadata);
+                }
+                break;
             }
-            break;
+            if Instant::now() + LEADER_SEARCH_POLL >= search_by {
+                return self.metadata(topics).await;
+            }
+            tokio::time::sleep(LEADER_SEARCH_POLL).await;
         }
-        self.metadata(topics).await
     }
 
     /// How many partitions `topic` has.
@@ -434,7 +452,8 @@ impl Client {
     }
 
     /// Starts decommissioning node `node`: its replicas move to the other active nodes and
-    /// it is marked removed once it hosts nothing. Answers the moves started now.
+    /// it is marked removed once it hosts nothing. Answers the partition replicas it still
+    /// hosts, each moving off.
     pub async fn decommission(&self, node: u64) -> Result<u32, ClientError> {
         match self.to_controller(&Request::Decommission { node }).await? {
             Response::Decommissioning { moves } => Ok(moves),
@@ -453,7 +472,7 @@ impl Client {
     /// A request the metadata group's leader serves: sent to any node, then to the one it
     /// names, until the deadline. Only answers proving nothing was done are retried.
     async fn to_controller(&self, request: &Request) -> Result<Response, ClientError> {
-        self.to_named_node(request, Duration::ZERO, false).await
+        self.to_named_node_from(request, Duration::ZERO, false, Some(&self.controller)).await
     }
 
     /// A request that one node serves and the others redirect to (`NotLeader` with its
@@ -466,9 +485,26 @@ impl Client {
         wait: Duration,
         repeatable: bool,
     ) -> Result<Response, ClientError> {
+        self.to_named_node_from(request, wait, repeatable, None).await
+    }
+
+    /// [`Self::to_named_node`], trying first the node `hint` holds and remembering there
+    /// the node that served.
+    async fn to_named_node_from(
+        &self,
+        request: &Request,
+        wait: Duration,
+        repeatable: bool,
+        hint: Option<&std::sync::Mutex<Option<SocketAddr>>>,
+    ) -> Result<Response, ClientError> {
         let deadline = Instant::now() + self.config.timeout;
-        let mut target = None;
+        let mut target = hint.and_then(|h| h.lock().expect("hint lock").take());
         let mut last = String::from("no node answered");
+        let remember = |addr| {
+            if let Some(h) = hint {
+                *h.lock().expect("hint lock") = Some(addr);
+            }
+        };
         loop {
             let candidates = match target.take() {
                 Some(addr) => vec![addr],
@@ -486,8 +522,14 @@ impl Client {
                         }
                     }
                     Ok(Response::Error(ErrorReply::Busy(why))) => last = why,
-                    Ok(Response::Error(e)) => return Err(e.into()),
-                    Ok(response) => return Ok(response),
+                    Ok(Response::Error(e)) => {
+                        remember(addr);
+                        return Err(e.into());
+                    }
+                    Ok(response) => {
+                        remember(addr);
+                        return Ok(response);
+                    }
                     Err(Failure::Certificate(e)) => return Err(e.into()),
                     Err(Failure::Lost(why)) if !repeatable => return Err(ClientError::OutcomeUnknown(why)),
                     Err(f) => last = f.message(),

@@ -236,7 +236,7 @@ pub enum Response {
         behind: Vec<u64>,
     },
     MoveFinished,
-    /// The moves the decommission started now (others may be under way already).
+    /// The partition replicas the draining node still hosts, each moving off.
     Decommissioning {
         moves: u32,
     },
