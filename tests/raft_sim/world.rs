@@ -298,7 +298,7 @@ impl World {
     }
 
     fn durable_majority(&self, group: Group) -> Result<(), Violation> {
-        self.groups[group].checker.durable_majority(self.group_nodes(group))
+        self.groups[group].checker.durable_majority(self.group_nodes(group)).map_err(|v| in_group(group, v))
     }
 
     fn at(&mut self, time: Micros, event: Event) {
@@ -360,7 +360,7 @@ impl World {
         }
         for group in self.group_ids() {
             self.durable_majority(group)?;
-            self.groups[group].checker.final_log_matching(self.group_nodes(group))?;
+            self.groups[group].checker.final_log_matching(self.group_nodes(group)).map_err(|v| in_group(group, v))?;
         }
         Ok(())
     }
@@ -476,7 +476,10 @@ impl World {
             if node.try_raft().map(|r| r.commit()) < commit_before {
                 // A hole no peer filled was cut (`Node::advance`): a fresh core, as at a restart.
                 self.note(|| format!("g{group} node {id}: CUT at an unfilled hole"));
-                self.groups[group].checker.on_restart(&self.nodes[&id].replicas[group].node)?;
+                self.groups[group]
+                    .checker
+                    .on_restart(&self.nodes[&id].replicas[group].node)
+                    .map_err(|v| in_group(group, v))?;
             }
             let sim = self.nodes.get_mut(&id).expect("node");
             if sim.replicas[group].node.pending_writes() > writes_before {
@@ -486,7 +489,10 @@ impl World {
                 let epoch = sim.epoch;
                 self.at(done, Event::DiskDone { group, node: id, epoch });
             }
-            self.groups[group].checker.on_ready(&self.nodes[&id].replicas[group].node, &ready)?;
+            self.groups[group]
+                .checker
+                .on_ready(&self.nodes[&id].replicas[group].node, &ready)
+                .map_err(|v| in_group(group, v))?;
             self.run_state_machine(group, id, &ready)?;
             if ready.quiesced == Some(true) {
                 self.stats.quiescences += 1;
@@ -528,7 +534,7 @@ impl World {
             }
         }
         self.commit_quorum(group, id)?;
-        self.groups[group].checker.after_event(&self.nodes[&id].replicas[group].node)
+        self.groups[group].checker.after_event(&self.nodes[&id].replicas[group].node).map_err(|v| in_group(group, v))
     }
 
     /// After a step: if `id` leads and its commit moved, the index is durable on a quorum
@@ -539,7 +545,10 @@ impl World {
         let (commit, config_index) = replica.seen;
         let now = (raft.commit(), raft.membership_index());
         if raft.role() == Role::Leader && now.0 > commit {
-            self.groups[group].checker.commit_quorum(&replica.node, config_index, self.group_nodes(group))?;
+            self.groups[group]
+                .checker
+                .commit_quorum(&replica.node, config_index, self.group_nodes(group))
+                .map_err(|v| in_group(group, v))?;
         }
         self.nodes.get_mut(&id).expect("node").replicas[group].seen = now;
         Ok(())
@@ -739,7 +748,7 @@ impl World {
                     sm.applied
                 ));
             }
-            self.groups[group].checker.state_machine(id, sm.applied, sm.hash)?;
+            self.groups[group].checker.state_machine(id, sm.applied, sm.hash).map_err(|v| in_group(group, v))?;
             self.nodes.get_mut(&id).expect("node").replicas[group].sm = sm;
             self.stats.installs += 1;
             self.note(|| format!("g{group} node {id}: installed a snapshot at {}", snapshot.meta.index()));
@@ -779,7 +788,7 @@ impl World {
             let entry =
                 entry.ok_or_else(|| format!("g{group} node {id}: must apply entry {next}, which its log lacks"))?;
             sim.sm.apply(&entry);
-            self.groups[group].checker.state_machine(id, next, sim.sm.hash)?;
+            self.groups[group].checker.state_machine(id, next, sim.sm.hash).map_err(|v| in_group(group, v))?;
         }
         Ok(())
     }
@@ -831,11 +840,17 @@ impl World {
                     kept.map(|sm| sm.ok_or(format!("g{group} node {node}: undecodable snapshot"))).transpose()?;
                 sim.sm = kept.unwrap_or_default();
             }
-            self.groups[group].checker.on_restart(&self.nodes[&node].replicas[group].node)?;
+            self.groups[group]
+                .checker
+                .on_restart(&self.nodes[&node].replicas[group].node)
+                .map_err(|v| in_group(group, v))?;
             if self.schedule.snapshot_every.is_some() {
                 let sm = &self.nodes[&node].replicas[group].sm;
                 if sm.applied > 0 {
-                    self.groups[group].checker.state_machine(node, sm.applied, sm.hash)?;
+                    self.groups[group]
+                        .checker
+                        .state_machine(node, sm.applied, sm.hash)
+                        .map_err(|v| in_group(group, v))?;
                 }
                 self.apply_committed(group, node)?;
             }
@@ -1170,6 +1185,12 @@ impl World {
         }
         out
     }
+}
+
+/// Names the group a violation was found in.
+fn in_group(group: Group, violation: Violation) -> Violation {
+    let name = if group == METADATA { "metadata" } else { "partition" };
+    format!("{name} group: {violation}")
 }
 
 fn describe_message(group: Group, from: NodeId, to: NodeId, msg: &Message) -> String {
