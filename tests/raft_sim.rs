@@ -8,12 +8,21 @@
 //! invariants after every step, then heals everything and requires a leader to commit a
 //! new proposal everywhere within a bounded virtual time.
 //!
+//! One seed in five (`schedule::two_groups`: `(seed / 2) % 5 == 1`, so both voter counts
+//! get some) runs two groups on the same nodes, as keel does: the metadata group, and a
+//! partition group on other replicas that the metadata group moves while the faults go on
+//! (`moves.rs`: a move committed there, carried out by whoever leads the partition group with
+//! learners and joint consensus, ended by a second command). Such a seed ends only once the
+//! last move finished and the partition group's committed configuration is its replicas.
+//!
 //! - `cargo test --release --test raft_sim`: the CI budget (`SEEDS_CI` seeds, split over two tests).
 //! - `KEEL_SIM_SEED=<n>`: replay one seed exactly, printing its schedule and trace.
 //! - `KEEL_SIM_SEEDS=<count>` (and optionally `KEEL_SIM_SEED_BASE=<first>`): soak.
 
 #[path = "raft_sim/check.rs"]
 mod check;
+#[path = "raft_sim/moves.rs"]
+mod moves;
 #[path = "raft_sim/schedule.rs"]
 mod schedule;
 #[path = "raft_sim/state_machine.rs"]
@@ -84,6 +93,7 @@ fn run_many(parity: u64) {
              {} membership changes, {} transfers, {} truncations, {} resets, {} compactions, {} entries committed, \
              {} quiescences, {} detector wake-ups, {} quiet leaders lost for good, {} snapshots taken, {} installed, \
              {} restarts with damaged synced entries, {} entries damaged in place; \
+             {} seeds with a partition group: {} moves started, {} finished, {} configuration changes for them; \
              slowest convergence after healing {}ms",
             seeds.len(),
             if parity == 0 { 3 } else { 5 },
@@ -106,6 +116,10 @@ fn run_many(parity: u64) {
             total.installs,
             total.damaged,
             total.holes,
+            total.two_group_seeds,
+            total.moves_started,
+            total.moves_finished,
+            total.move_changes,
             total.liveness_ms
         );
     }

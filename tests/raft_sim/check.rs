@@ -88,6 +88,9 @@ impl Checker {
                 return Err(format!("node {id} truncated after {after}, below its commit {before}"));
             }
         }
+        if raft.role() == Role::Leader {
+            self.config_changes(node, ready)?;
+        }
         // Log Matching (§5.3): the same (index, term) means the same entry after the same history.
         for entry in &ready.entries {
             let prev_term = log.term(entry.index() - 1).expect("an appended entry has a predecessor");
@@ -119,6 +122,75 @@ impl Checker {
         }
         if let Some(commit) = ready.commit {
             self.on_commit(node, commit)?;
+        }
+        Ok(())
+    }
+
+    /// Raft §6: a leader appends a configuration only once the previous one is committed
+    /// (one change pending at most), and changes the voters only through a joint
+    /// configuration C_old,new that it leaves for C_new and nothing else.
+    fn config_changes(&self, node: &Node, ready: &Ready) -> Result<(), Violation> {
+        let (id, raft, log) = (node.id(), node.raft(), node.store().live());
+        let appended = ready.entries.iter().filter(|e| e.kind() == kind::CONFIG && e.term() == raft.term());
+        for entry in appended {
+            let index = entry.index();
+            let previous = (log.first_index()..index).rev().find_map(|i| {
+                let e = log.entry(i).filter(|e| e.kind() == kind::CONFIG)?;
+                Some((i, Membership::decode(&e.payload()).expect("configurations in a log decode")))
+            });
+            let persisted = node.persisted_membership();
+            let Some((at, before)) = previous.or((persisted.0 < index).then_some(persisted)) else { continue };
+            let after = Membership::decode(&entry.payload()).expect("configurations in a log decode");
+            if at > raft.commit() {
+                return Err(format!(
+                    "leader {id} appended configuration {index} while {at} is not committed (commit {}): \
+                     two changes pending",
+                    raft.commit()
+                ));
+            }
+            let joint_left = before.is_joint() && after == before.leave_joint();
+            let joint_entered = !before.is_joint() && after.voters_outgoing == before.voters;
+            let voters_kept = !before.is_joint() && !after.is_joint() && after.voters == before.voters;
+            if !(joint_left || joint_entered || voters_kept) {
+                return Err(format!(
+                    "leader {id} went from configuration {at} {before:?} to {index} {after:?} \
+                     without a joint configuration between them"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Raft §6: the index a leader just committed is durable on a majority of the
+    /// configuration it used then (the one at `config_index`, the latest in its log before
+    /// this step), of both C_old and C_new in a joint one.
+    pub fn commit_quorum<'a>(
+        &self,
+        leader: &Node,
+        config_index: u64,
+        nodes: impl Iterator<Item = &'a Node> + Clone,
+    ) -> Result<(), Violation> {
+        let (raft, log) = (leader.raft(), leader.store().live());
+        let index = raft.commit();
+        let Some(entry) = log.entry(index) else { return Ok(()) };
+        let config = if config_index == raft.membership_index() {
+            raft.membership().clone()
+        } else if config_index == 0 {
+            self.initial.clone()
+        } else if let Some(e) = log.entry(config_index).filter(|e| e.kind() == kind::CONFIG) {
+            Membership::decode(&e.payload()).expect("configurations in a log decode")
+        } else {
+            return Ok(()); // compacted
+        };
+        for half in [&config.voters, &config.voters_outgoing].into_iter().filter(|h| !h.is_empty()) {
+            let holding = nodes.clone().filter(|n| half.contains(&n.id()) && holds(n, index, entry)).count();
+            if holding <= half.len() / 2 {
+                return Err(format!(
+                    "leader {} committed {index} durable on {holding} of voters {half:?} \
+                     (configuration {config_index}: {config:?})",
+                    leader.id()
+                ));
+            }
         }
         Ok(())
     }
@@ -206,15 +278,9 @@ impl Checker {
     pub fn durable_majority<'a>(&self, nodes: impl Iterator<Item = &'a Node> + Clone) -> Result<(), Violation> {
         let voters = self.committed_membership(nodes.clone()).voters;
         let majority = voters.len() / 2 + 1;
-        let images: Vec<_> = nodes
-            .filter(|n| voters.contains(&n.id()))
-            .map(|n| (n.store().durable(), n.vote_barrier().map_or(0, |b| b.index)))
-            .collect();
+        let images: Vec<&Node> = nodes.filter(|n| voters.contains(&n.id())).collect();
         for (index, entry) in &self.committed {
-            let holding = images
-                .iter()
-                .filter(|(d, barrier)| *index < d.first_index() || d.entry(*index) == Some(entry) || index <= barrier)
-                .count();
+            let holding = images.iter().filter(|n| holds(n, *index, entry)).count();
             if holding < majority {
                 return Err(format!(
                     "committed entry {index} is durable on {holding} of voters {voters:?}, below a majority"
@@ -245,4 +311,13 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// Whether `node`'s durable log holds `entry` at `index`, compacted it (it was there), or
+/// remembers it by its persisted vote barrier.
+fn holds(node: &Node, index: u64, entry: &Entry) -> bool {
+    let durable = node.store().durable();
+    index < durable.first_index()
+        || durable.entry(index) == Some(entry)
+        || node.vote_barrier().is_some_and(|b| index <= b.index)
 }

@@ -77,6 +77,16 @@ pub enum Fault {
     Churn {
         duration: Micros,
     },
+    /// Two-group seeds: the metadata group's leader commits a move of the partition group
+    /// to replicas chosen when this fires, unless a move is still in progress.
+    Move,
+}
+
+/// Two-group seeds: a partition group beside the metadata group, on the same nodes.
+#[derive(Clone, Debug)]
+pub struct PartitionGroup {
+    /// Its replicas at start: as many as the metadata group has voters, never the same set.
+    pub replicas: Vec<NodeId>,
 }
 
 /// One seed's run.
@@ -120,6 +130,15 @@ pub struct Schedule {
     /// keeps it as a hole and fetches it from a peer (`raft/refetch.rs`). Only while no
     /// node has a hole open: two holes at the same entry may leave no intact copy.
     pub damage_two_entries: bool,
+    /// Two-group seeds (`two_groups`): the partition group, moved by the metadata group
+    /// (`Fault::Move`) while the faults go on.
+    pub partition: Option<PartitionGroup>,
+}
+
+/// Whether a seed runs a partition group beside the metadata group: one seed in five of
+/// each parity (seeds 2..=3, 12..=13, 22..=23, ...), so both voter counts get some.
+pub fn two_groups(seed: u64) -> bool {
+    (seed / 2) % 5 == 1
 }
 
 /// Seeds with an even number run 3 voters, odd ones 5; two spares each.
@@ -160,6 +179,19 @@ pub fn generate(seed: u64) -> Schedule {
     // holds what it lost, and the one held down may be the only one.
     let damage_on_restart =
         (!hold_leader_down && more.random_range(0..3) == 0).then(|| [1, 4, 20][more.random_range(0..3)]);
+    // From a third generator, so that single-group seeds keep the schedules they had.
+    let mut groups = SmallRng::seed_from_u64(seed ^ 0x6a09_e667_f3bc_c908);
+    let partition = two_groups(seed).then(|| {
+        let metadata: Vec<NodeId> = (1..=voters as u64).collect();
+        let mut replicas = metadata.clone();
+        while replicas == metadata {
+            replicas = some_nodes(&mut groups, &nodes, voters, voters);
+        }
+        let moves = groups.random_range(2..=6);
+        faults.extend((0..moves).map(|_| (groups.random_range(0..fault_phase), Fault::Move)));
+        faults.sort_by_key(|(at, _)| *at);
+        PartitionGroup { replicas }
+    });
     Schedule {
         seed,
         voters,
@@ -181,6 +213,7 @@ pub fn generate(seed: u64) -> Schedule {
         // Not with snapshots: a hole whose entry every peer compacted stays open until the
         // server's scrub cuts it (`Raft::take_unfilled`), which the simulator does not model.
         damage_two_entries: more.random_range(0..3) == 0 && snapshot_every.is_none(),
+        partition,
     }
 }
 
@@ -288,6 +321,13 @@ impl fmt::Display for Schedule {
         }
         if self.damage_two_entries {
             writeln!(f, "  crashed nodes restart with a damaged entry, and another node is damaged at another")?;
+        }
+        if let Some(partition) = &self.partition {
+            writeln!(
+                f,
+                "  a partition group on replicas {:?} beside the metadata group, moved by it",
+                partition.replicas
+            )?;
         }
         for (at, fault) in &self.faults {
             writeln!(f, "  {:>9.3}ms  {fault:?}", *at as f64 / MS as f64)?;
