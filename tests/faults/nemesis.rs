@@ -384,7 +384,9 @@ impl<'a> Nemesis<'a> {
                         format!("{what} moved to {:?} ({took:.1}s after heal)", now.replicas)
                     }
                     Some(why) => format!("{what}: move aborted ({why}); replicas {:?}", now.replicas),
-                    None => format!("{what} not moved (the move did not start): replicas {:?}", now.replicas),
+                    None => {
+                        format!("{what} not moved: no move under way, replicas {:?} (not the target)", now.replicas)
+                    }
                 };
             }
             if tokio::time::Instant::now() > deadline {
