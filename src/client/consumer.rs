@@ -103,6 +103,12 @@ impl Consumer {
         self
     }
 
+    /// The bootstrap node (its index) that answered the last fetch, or the preferred one
+    /// before any did.
+    pub fn node_index(&self) -> usize {
+        self.node
+    }
+
     /// The next offset this consumer will read, once known.
     pub fn position(&self) -> Option<u64> {
         self.next

@@ -27,6 +27,10 @@ struct Node {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Started with `--join` (and `--voter`) instead of `--peers`: the node was wiped and
+    /// joins the running cluster afresh. Restarted, it keeps `--join`, which a node whose
+    /// data directory holds the metadata ignores.
+    joins: bool,
 }
 
 pub struct Nodes {
@@ -62,6 +66,7 @@ impl Nodes {
                 log: root.join(format!("node-{id}.log")),
                 child: None,
                 paused: false,
+                joins: false,
             };
             nodes.insert(*id, node);
         }
@@ -75,6 +80,7 @@ impl Nodes {
     fn spawn(&mut self, id: u64) -> Result<(), String> {
         let peers = self.peers.clone();
         let tls = self.tls.clone();
+        let others: Vec<String> = self.nodes.iter().filter(|(o, _)| **o != id).map(|(_, n)| n.addr.clone()).collect();
         let node = self.nodes.get_mut(&id).expect("a node");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).map_err(|e| e.to_string())?;
         let mut cmd = match &node.ns {
@@ -85,8 +91,13 @@ impl Nodes {
             }
             None => Command::new(keel()),
         };
-        cmd.args(["serve", "--id", &id.to_string(), "--listen", &node.addr, "--peers", &peers])
-            .arg("--dir")
+        cmd.args(["serve", "--id", &id.to_string(), "--listen", &node.addr]);
+        if node.joins {
+            cmd.args(["--join", &others.join(","), "--voter"]);
+        } else {
+            cmd.args(["--peers", &peers]);
+        }
+        cmd.arg("--dir")
             .arg(&node.dir)
             .arg("--tls")
             .arg(&tls)
@@ -173,6 +184,20 @@ impl Nodes {
         if self.running(id) {
             return Ok(());
         }
+        self.spawn(id)
+    }
+
+    /// Kills node `id`, deletes its data directory and starts it again as a new node that
+    /// joins the running cluster (`--join` the others, `--voter`) under the same id and address.
+    pub fn wipe_and_join(&mut self, id: u64) -> Result<(), String> {
+        self.kill(id);
+        let node = self.nodes.get_mut(&id).expect("a node");
+        if let Err(e) = std::fs::remove_dir_all(&node.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(format!("cannot delete {}: {e}", node.dir.display()));
+        }
+        node.joins = true;
         self.spawn(id)
     }
 

@@ -18,12 +18,14 @@ use super::schedule::{Fault, Schedule};
 use super::workload::{self, Reader, Workload};
 use keel::server::layout::group_log_dir;
 
-pub const NODES: [u64; 3] = [1, 2, 3];
+/// Four nodes, so that partitions of three replicas can move and a node can be
+/// decommissioned while three remain.
+pub const NODES: [u64; 4] = [1, 2, 3, 4];
 /// The topic under test: one producer per partition, one consumer per partition (each
-/// through another node, in turn), every replica on every node.
+/// preferring another node, in turn), three replicas of each placed over the four nodes.
 pub const TOPIC: &str = "faults";
 pub const PARTITIONS: u32 = 4;
-const REPLICAS: u16 = 3;
+pub const REPLICAS: u16 = 3;
 const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// The workload runs this long before the first fault and after the last heal.
 const WARM_UP: Duration = Duration::from_secs(3);
@@ -60,8 +62,10 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
     let deadline = Instant::now() + LEADER_WAIT;
     for p in 0..PARTITIONS {
         loop {
+            let replicas = nemesis.replicas(p).await;
             let views = nemesis.views(p).await;
-            if views.len() == NODES.len() && views.values().any(|v| v.role == "leader") {
+            let all = replicas.len() == usize::from(REPLICAS) && replicas.iter().all(|r| views.contains_key(r));
+            if all && views.values().any(|v| v.role == "leader") {
                 break;
             }
             if Instant::now() > deadline {
@@ -73,15 +77,15 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    check_group_dirs(&nemesis)?;
+    check_group_dirs(&nemesis).await?;
     let parts: Vec<Part> = (0..PARTITIONS).map(|p| Part::new(TOPIC, p)).collect();
-    let readers = (0..PARTITIONS)
-        .map(|p| {
-            let node = NODES[p as usize % NODES.len()];
-            Reader { part: Part::new(TOPIC, p), node, addr: nemesis.nodes.addr(node) }
-        })
-        .collect();
-    let mut workload = Workload::start(parts.clone(), addrs, readers, tls.clone(), recorder.clone(), opts.seed).await;
+    // Each consumer prefers one node (partition p node p mod 4 + 1, so every node's reads
+    // are checked) and goes on through the others where that one holds no replica: the
+    // replicas move.
+    let readers =
+        (0..PARTITIONS).map(|p| Reader { part: Part::new(TOPIC, p), prefer: p as usize % NODES.len() }).collect();
+    let mut workload =
+        Workload::start(parts.clone(), addrs, readers, NODES.to_vec(), tls.clone(), recorder.clone(), opts.seed).await;
     println!("{:>9.1}s  cluster up, workload running", recorder.now());
     tokio::time::sleep(WARM_UP).await;
 
@@ -111,17 +115,17 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
     workload.stop_producers().await;
     note_crashes(&mut nemesis, &recorder);
     println!("{:>9.1}s  healed; producers stopped; waiting for the replicas to converge", recorder.now());
-    // Per partition: (commit index, end offset) once converged.
-    let converged: Vec<(u64, u64)> = match converge(&nemesis).await {
+    // Per partition once converged: its commit index, end offset and replicas.
+    let converged: Vec<Converged> = match converge(&nemesis).await {
         Ok(c) => c,
         Err(what) => {
             let t = recorder.now();
             recorder.record(Op::Problem { t, what: what.clone() });
             println!("{what}");
-            vec![(0, 0); PARTITIONS as usize]
+            vec![Converged::default(); PARTITIONS as usize]
         }
     };
-    let end_of = |part: &Part| converged.get(part.partition as usize).map_or(0, |c| c.1);
+    let end_of = |part: &Part| converged.get(part.partition as usize).map_or(0, |c| c.end);
     for (part, end, position) in workload.finish_consumers(end_of, READ_MAX).await {
         if position.is_none_or(|p| p < end) {
             let what = format!("the consumer of {part} did not reach offset {end} (at {position:?})");
@@ -129,12 +133,13 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
             recorder.record(Op::Problem { t, what });
         }
     }
-    for (part, (_, end)) in parts.iter().zip(&converged) {
-        if *end == 0 {
+    // Each partition's current replicas (the moves changed them) are read and compared.
+    for (part, c) in parts.iter().zip(&converged) {
+        if c.end == 0 {
             continue;
         }
-        for id in NODES {
-            match workload::read_all(nemesis.nodes.addr(id), part, &tls, *end, READ_MAX).await {
+        for &id in &c.replicas {
+            match workload::read_all(nemesis.nodes.addr(id), part, &tls, c.end, READ_MAX).await {
                 Ok(ids) => {
                     let t = recorder.now();
                     recorder.record(Op::Final { t, part: part.clone(), node: id, ids });
@@ -148,18 +153,18 @@ pub async fn run(opts: &Options, net: Option<&mut Topology>, schedule: Schedule)
     }
     println!("{:>9.1}s  final reads done; stopping the nodes to compare their files", recorder.now());
     nemesis.nodes.stop_all(Duration::from_secs(10));
-    for ((part, (commit, _)), group) in parts.iter().zip(&converged).zip(nemesis.groups.clone()) {
-        if *commit == 0 {
+    for ((part, c), group) in parts.iter().zip(&converged).zip(nemesis.groups.clone()) {
+        if c.commit == 0 {
             continue;
         }
         let dirs: Vec<(u64, PathBuf)> =
-            NODES.iter().map(|id| (*id, group_log_dir(&nemesis.nodes.dir(*id), group))).collect();
-        let commit = *commit;
+            c.replicas.iter().map(|id| (*id, group_log_dir(&nemesis.nodes.dir(*id), group))).collect();
+        let commit = c.commit;
         let differences = tokio::task::spawn_blocking(move || compare(&dirs, commit))
             .await
             .unwrap_or_else(|e| vec![format!("compare failed: {e}")]);
         let t = recorder.now();
-        recorder.record(Op::Compare { t, part: part.clone(), nodes: NODES.to_vec(), commit, differences });
+        recorder.record(Op::Compare { t, part: part.clone(), nodes: c.replicas.clone(), commit, differences });
     }
     let ops = recorder.ops();
     let report = checker::check(&ops);
@@ -216,14 +221,15 @@ async fn create_topic(probe: &Client) -> Result<Vec<u64>, String> {
 }
 
 /// Disk faults and the final comparison find a partition's files by the group the
-/// metadata names: each partition must have a group of its own, in a directory on every node.
-fn check_group_dirs(nemesis: &Nemesis<'_>) -> Result<(), String> {
+/// metadata names: each partition must have a group of its own, in a directory on each of
+/// its replicas.
+async fn check_group_dirs(nemesis: &Nemesis<'_>) -> Result<(), String> {
     let distinct: std::collections::BTreeSet<u64> = nemesis.groups.iter().copied().collect();
     if distinct.len() != nemesis.groups.len() {
         return Err(format!("the metadata names groups {:?} for {TOPIC}'s partitions: not one each", nemesis.groups));
     }
-    for id in NODES {
-        for (p, group) in nemesis.groups.iter().enumerate() {
+    for (p, group) in (0..).zip(&nemesis.groups) {
+        for id in nemesis.replicas(p).await {
             let dir = group_log_dir(&nemesis.nodes.dir(id), *group);
             if !dir.is_dir() {
                 return Err(format!("{TOPIC}/{p} is group {group}, but n{id} has no {}", dir.display()));
@@ -233,24 +239,47 @@ fn check_group_dirs(nemesis: &Nemesis<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits until, in every partition, one leader is known and every node has its whole
-/// log committed: (commit index, end offset) per partition.
-async fn converge(nemesis: &Nemesis<'_>) -> Result<Vec<(u64, u64)>, String> {
+/// A partition once converged: its leader's commit index and end offset, its replicas.
+#[derive(Clone, Debug, Default)]
+struct Converged {
+    commit: u64,
+    end: u64,
+    replicas: Vec<u64>,
+}
+
+/// Waits until the members settled (`members_settled`) and, in every partition, one leader
+/// is known, its configuration is exactly the replicas the metadata names (voters only:
+/// no joint configuration, no learner of an unfinished move left) and every replica has
+/// the whole log committed.
+async fn converge(nemesis: &Nemesis<'_>) -> Result<Vec<Converged>, String> {
     let deadline = Instant::now() + CONVERGE_MAX;
+    while let Err(why) = members_settled(nemesis).await {
+        if Instant::now() > deadline {
+            return Err(format!("the cluster's members did not settle within {CONVERGE_MAX:?} after healing: {why}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let mut out = Vec::new();
     for p in 0..nemesis.partitions() {
         loop {
+            let placement = nemesis.placement(p).await.unwrap_or_default();
             let views = nemesis.views(p).await;
             let leader = views.values().filter(|v| v.role == "leader").max_by_key(|v| v.term);
+            let mut replicas = placement.replicas.clone();
+            replicas.sort_unstable();
             if let Some(l) = leader {
-                let all = views.len() == NODES.len()
-                    && views.values().all(|v| {
+                let mut voters: Vec<u64> = l.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+                voters.sort_unstable();
+                let settled = placement.target.is_empty() && voters == replicas && l.members.len() == voters.len();
+                let all = replicas.iter().all(|r| {
+                    views.get(r).is_some_and(|v| {
                         v.commit_index == l.last_index
                             && v.last_index == l.last_index
                             && v.log_end_offset == l.log_end_offset
-                    });
-                if all {
-                    out.push((l.commit_index, l.log_end_offset));
+                    })
+                });
+                if settled && all {
+                    out.push(Converged { commit: l.commit_index, end: l.log_end_offset, replicas });
                     break;
                 }
             }
@@ -259,16 +288,59 @@ async fn converge(nemesis: &Nemesis<'_>) -> Result<Vec<(u64, u64)>, String> {
                     .values()
                     .map(|v| {
                         let (id, role, term) = (v.node_id, &v.role, v.term);
-                        format!("n{id}: {role} term {term} commit {} last {}", v.commit_index, v.last_index)
+                        let members: Vec<String> = v
+                            .members
+                            .iter()
+                            .map(|m| format!("{}{}", m.id, if m.voter { "" } else { "(learner)" }))
+                            .collect();
+                        let members = members.join(",");
+                        format!(
+                            "n{id}: {role} term {term} commit {} last {} members {members}",
+                            v.commit_index, v.last_index
+                        )
                     })
                     .collect::<Vec<_>>()
                     .join(", ");
-                return Err(format!("{TOPIC}/{p}: no convergence within {CONVERGE_MAX:?} after healing: {last}"));
+                let (to, moving) = (&placement.target, if placement.target.is_empty() { "" } else { " moving to " });
+                return Err(format!(
+                    "{TOPIC}/{p}: no convergence within {CONVERGE_MAX:?} after healing (replicas {replicas:?}{moving}\
+                     {to:?}): {last}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
     Ok(out)
+}
+
+/// After the final heal, every node must be an active broker and a voter of the metadata
+/// group again (a decommissioned node re-added), and no partition may be moving.
+async fn members_settled(nemesis: &Nemesis<'_>) -> Result<(), String> {
+    let metadata = nemesis.metadata().await?;
+    let not_active: Vec<String> =
+        metadata.brokers.iter().filter(|b| b.state != "active").map(|b| format!("n{} {}", b.id, b.state)).collect();
+    if !not_active.is_empty() {
+        return Err(format!("nodes not active: {}", not_active.join(", ")));
+    }
+    let moving: Vec<String> = metadata
+        .topic(TOPIC)
+        .map(|t| t.partitions.iter().filter(|p| !p.target.is_empty()).map(|p| format!("{TOPIC}/{}", p.partition)))
+        .into_iter()
+        .flatten()
+        .collect();
+    if !moving.is_empty() {
+        return Err(format!("partitions still moving: {}", moving.join(", ")));
+    }
+    let views = nemesis.metadata_views().await;
+    let Some(leader) = views.values().filter(|v| v.role == "leader").max_by_key(|v| v.term) else {
+        return Err("no metadata leader".into());
+    };
+    let mut voters: Vec<u64> = leader.members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+    voters.sort_unstable();
+    if voters != NODES {
+        return Err(format!("the metadata group's voters are {voters:?}, not {NODES:?}"));
+    }
+    Ok(())
 }
 
 /// Compares the committed prefix (entries 1..=commit) of every node's log byte for byte.

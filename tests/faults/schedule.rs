@@ -21,6 +21,8 @@ pub enum Target {
     Leader,
     Follower,
     Any,
+    /// Any replica of the partition (disk faults damage its files).
+    Replica,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +37,7 @@ pub enum Fault {
     PauseThenKill(Target),
     /// The leader hears no node and no node hears it.
     IsolateLeader,
-    /// One node on one side, the others on the other (1|2 with three nodes).
+    /// One node on one side, the others on the other (1|3 with four nodes).
     Split,
     /// Two nodes cannot talk; a third, the bridge, talks to both.
     Bridge,
@@ -50,6 +52,12 @@ pub enum Fault {
     /// lasts until it caught up again. Never combined with another fault.
     /// `DiskFault::FlipSealedOnTwo` does this to two nodes at once, at different entries.
     Disk(DiskFault),
+    /// `partition move` of the window's partition to another set of replicas (at least one
+    /// node new to it); at heal, waits until the move finished (or aborts it).
+    Move,
+    /// Decommission a node; at heal, once it is removed, wipe its data directory and start
+    /// it again as a new node that joins the cluster (same id and address).
+    Decommission,
 }
 
 impl Fault {
@@ -65,12 +73,22 @@ impl Fault {
         self.needs_netns()
     }
 
+    /// A change of the cluster's members: it goes on through the faults paired with it.
+    pub fn is_membership(&self) -> bool {
+        matches!(self, Fault::Move | Fault::Decommission)
+    }
+
+    /// A fault that takes a node down (killed, or paused then killed).
+    fn is_kill(&self) -> bool {
+        matches!(self, Fault::Kill(_) | Fault::KillMajority | Fault::PauseThenKill(_))
+    }
+
     /// Whether the fault hits a node by its part in one partition (its leader, a follower,
     /// the replica whose files are damaged).
     pub fn names_partition(&self) -> bool {
         match self {
             Fault::Kill(t) | Fault::Pause(t) | Fault::PauseThenKill(t) => *t != Target::Any,
-            Fault::IsolateLeader | Fault::Disk(_) => true,
+            Fault::IsolateLeader | Fault::Disk(_) | Fault::Move => true,
             _ => false,
         }
     }
@@ -82,6 +100,7 @@ impl fmt::Display for Fault {
             Target::Leader => "the leader",
             Target::Follower => "a follower",
             Target::Any => "a node",
+            Target::Replica => "a replica",
         };
         match self {
             Fault::Kill(t) => write!(f, "kill -9 {}", target(t)),
@@ -89,7 +108,7 @@ impl fmt::Display for Fault {
             Fault::Pause(t) => write!(f, "pause {}", target(t)),
             Fault::PauseThenKill(t) => write!(f, "pause {} then kill -9 it", target(t)),
             Fault::IsolateLeader => write!(f, "isolate the leader"),
-            Fault::Split => write!(f, "split 1|2"),
+            Fault::Split => write!(f, "split 1|3"),
             Fault::Bridge => write!(f, "bridge"),
             Fault::OneWay { outbound: true } => write!(f, "one-way: a node's packets out dropped"),
             Fault::OneWay { outbound: false } => write!(f, "one-way: packets to a node dropped"),
@@ -97,6 +116,8 @@ impl fmt::Display for Fault {
             Fault::Slow { percent: 100 } => write!(f, "slow links to a node"),
             Fault::Slow { percent } => write!(f, "{percent}% of a node's packets delayed (reordering)"),
             Fault::Disk(d) => write!(f, "disk: {}", d.name()),
+            Fault::Move => write!(f, "move the partition"),
+            Fault::Decommission => write!(f, "decommission a node, wipe it, re-add it"),
         }
     }
 }
@@ -132,6 +153,9 @@ pub struct Schedule {
     pub windows: Vec<Window>,
 }
 
+/// The first pass makes the membership changes within its first this many windows.
+const MEMBERSHIP_AMONG_FIRST: usize = 6;
+
 /// Every fault the run can inject (network faults only with namespaces, loss and slow
 /// links only with nftables).
 fn kinds(netns: bool, nft: bool) -> Vec<Fault> {
@@ -152,6 +176,7 @@ fn kinds(netns: bool, nft: bool) -> Vec<Fault> {
         Fault::Slow { percent: 30 },
     ];
     all.extend(DiskFault::ALL.map(Fault::Disk));
+    all.extend([Fault::Move, Fault::Decommission]);
     all.retain(|f| (netns || !f.needs_netns()) && (nft || !f.needs_nft()));
     all
 }
@@ -162,6 +187,15 @@ pub fn generate(seed: u64, duration: Duration, netns: bool, nft: bool, partition
     let kinds = kinds(netns, nft);
     let mut first_pass = kinds.clone();
     first_pass.shuffle(&mut rng);
+    // The membership changes come among the first windows (the pass is taken from its
+    // end), so that the CI schedule, which may not reach the end of the pass, makes both.
+    for kind in [Fault::Move, Fault::Decommission] {
+        if let Some(at) = first_pass.iter().position(|f| *f == kind) {
+            let kind = first_pass.remove(at);
+            let len = first_pass.len();
+            first_pass.insert(rng.random_range(len.saturating_sub(MEMBERSHIP_AMONG_FIRST)..=len), kind);
+        }
+    }
     let mut windows = Vec::new();
     let mut planned = Duration::ZERO;
     while planned < duration {
@@ -170,11 +204,13 @@ pub fn generate(seed: u64, duration: Duration, netns: bool, nft: bool, partition
             None => {
                 let a = kinds[rng.random_range(0..kinds.len())].clone();
                 let b = kinds[rng.random_range(0..kinds.len())].clone();
-                // Pairs: a network fault with a process fault; disk faults alone.
+                // Pairs: a network fault with a process or membership fault, a membership
+                // change with a kill; disk faults alone.
+                let with_kill = |x: &Fault, y: &Fault| x.is_membership() && y.is_kill();
                 let pair = rng.random_range(0..3) == 0
                     && !matches!(a, Fault::Disk(_))
                     && !matches!(b, Fault::Disk(_))
-                    && a.is_network() != b.is_network();
+                    && (a.is_network() != b.is_network() || with_kill(&a, &b) || with_kill(&b, &a));
                 if pair { vec![a, b] } else { vec![a] }
             }
         };

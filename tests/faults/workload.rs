@@ -33,11 +33,11 @@ pub fn client_config(addrs: Vec<String>, tls: &std::path::Path) -> ClientConfig 
     config
 }
 
-/// A consumer: the partition it follows and the node it reads through.
+/// A consumer: the partition it follows and the node it prefers to read through (its
+/// index among the nodes). It reads through the others where that one holds no replica.
 pub struct Reader {
     pub part: Part,
-    pub node: u64,
-    pub addr: String,
+    pub prefer: usize,
 }
 
 struct Following {
@@ -55,11 +55,12 @@ pub struct Workload {
 
 impl Workload {
     /// One producer per partition in `writers` (writer k+1 sends to `writers[k]`) through
-    /// all `addrs`; one consumer per reader.
+    /// all `addrs`; one consumer per reader, also through all `addrs` (ids `nodes`, in order).
     pub async fn start(
         writers: Vec<Part>,
         addrs: Vec<String>,
         readers: Vec<Reader>,
+        nodes: Vec<u64>,
         tls: PathBuf,
         recorder: Recorder,
         seed: u64,
@@ -73,10 +74,11 @@ impl Workload {
         }
         let mut consumers = Vec::new();
         for (k, reader) in (1..).zip(readers) {
-            let client = Client::connect(client_config(vec![reader.addr], &tls)).await.expect("client");
+            let client = Client::connect(client_config(addrs.clone(), &tls)).await.expect("client");
             let until = Arc::new(AtomicU64::new(u64::MAX));
             let part = reader.part.clone();
-            let task = tokio::spawn(consume(k, reader.part, reader.node, client, recorder.clone(), until.clone()));
+            let follow = Follow { consumer: k, part: reader.part, nodes: nodes.clone(), prefer: reader.prefer };
+            let task = tokio::spawn(consume(follow, client, recorder.clone(), until.clone()));
             consumers.push(Following { part, until, task });
         }
         Workload { stop_producers, producers, consumers }
@@ -156,22 +158,28 @@ async fn produce(
     }
 }
 
-/// Follows a partition's log from offset 0 through one node until `until`; returns the position.
-async fn consume(
+/// What one consumer follows: its partition, and the nodes it reads through (by index, the
+/// one it prefers first).
+struct Follow {
     consumer: u32,
     part: Part,
-    node: u64,
-    client: Client,
-    recorder: Recorder,
-    until: Arc<AtomicU64>,
-) -> u64 {
-    let mut c = client.consumer_of(&part.topic, part.partition, Offset::At(0)).max_wait(POLL_WAIT);
+    nodes: Vec<u64>,
+    prefer: usize,
+}
+
+/// Follows a partition's log from offset 0 until `until`; returns the position. Each poll
+/// is recorded with the node that answered it.
+async fn consume(follow: Follow, client: Client, recorder: Recorder, until: Arc<AtomicU64>) -> u64 {
+    let Follow { consumer, part, nodes, prefer } = follow;
+    let mut c = client.consumer_of(&part.topic, part.partition, Offset::At(0)).max_wait(POLL_WAIT).prefer_node(prefer);
     loop {
         let offset = c.position().unwrap_or(0);
         if offset >= until.load(Ordering::SeqCst) {
             return offset;
         }
-        match c.poll().await {
+        let polled = c.poll().await;
+        let node = nodes.get(c.node_index()).copied().unwrap_or(0);
+        match polled {
             Ok(batch) => record_polls(&recorder, &part, consumer, node, &batch),
             Err(e) => {
                 let t = recorder.now();
