@@ -50,6 +50,46 @@ async fn run_keel(cluster: &Cluster, what: &str, args: &[&str]) -> String {
     out
 }
 
+/// Starts node `id` (its data directory empty) joining the cluster under its old id and
+/// address, and answers what it said on stderr once it exited refused (fails if it did not
+/// exit within 20 s, or exited successfully).
+async fn rejoin_refused(cluster: &Cluster, id: u64) -> String {
+    let tls = cluster.tls.to_str().unwrap().to_string();
+    let (listen, dir) = (cluster.node(id).addr.clone(), cluster.node(id).dir.to_str().unwrap().to_string());
+    let serve = [
+        "serve",
+        "--id",
+        &id.to_string(),
+        "--listen",
+        &listen,
+        "--join",
+        &cluster.node(1).addr,
+        "--tls",
+        &tls,
+        "--dir",
+        &dir,
+    ]
+    .map(String::from);
+    let mut reborn = common::spawn_keel(&serve.iter().map(String::as_str).collect::<Vec<_>>());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exited = loop {
+        if let Some(status) = reborn.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = reborn.kill();
+            let _ = reborn.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut reborn.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(exited.is_some_and(|s| !s.success()), "node {id} came back with an empty disk under its old id: {err}");
+    assert!(err.contains("must not come back under its old id"), "{err}");
+    err
+}
+
 /// Starts producing to `topic` round-robin, recording what is acked.
 fn produce(client: Client, topic: &str, partitions: u32) -> (Acked, Arc<AtomicBool>, common::load::JoinProducer) {
     let (acked, stop) = (Acked::default(), Arc::new(AtomicBool::new(false)));
@@ -126,6 +166,13 @@ async fn a_cluster_grows_from_three_to_five_nodes_under_produce_load() {
     stop.store(true, Ordering::Relaxed);
     producer.await.expect("producer");
     check_acked(&client, &acked).await;
+
+    // Node 5, a metadata learner that hosts replicas (and votes in their groups), lost its
+    // disk: it may not come back under its old id either.
+    cluster.kill(5);
+    std::fs::remove_dir_all(&cluster.node(5).dir).expect("delete node 5's data");
+    let err = rejoin_refused(&cluster, 5).await;
+    assert!(err.contains("a learner of the cluster's metadata group"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,27 +195,8 @@ async fn a_node_whose_data_directory_was_deleted_is_decommissioned_and_replaced(
     std::fs::remove_dir_all(&cluster.node(3).dir).expect("delete node 3's data");
     // Node 3 may not come back under its old id with an empty disk: it would have
     // forgotten its votes and the records it acknowledged.
-    let tls = cluster.tls.to_str().unwrap().to_string();
-    let (listen, dir) = (cluster.node(3).addr.clone(), cluster.node(3).dir.to_str().unwrap().to_string());
-    let serve =
-        ["serve", "--id", "3", "--listen", &listen, "--join", &cluster.node(1).addr, "--tls", &tls, "--dir", &dir];
-    let mut reborn = common::spawn_keel(&serve);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let exited = loop {
-        if let Some(status) = reborn.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = reborn.kill();
-            let _ = reborn.wait();
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut reborn.stderr.take().expect("stderr"), &mut err).expect("stderr");
-    assert!(exited.is_some_and(|s| !s.success()), "node 3 came back with an empty disk under its old id: {err}");
-    assert!(err.contains("must not come back under its old id"), "{err}");
+    let err = rejoin_refused(&cluster, 3).await;
+    assert!(err.contains("is a voter of the cluster's metadata group"), "{err}");
     std::fs::remove_dir_all(&cluster.node(3).dir).ok();
     let out = run_keel(&cluster, "node decommission", &["node", "decommission", "3", "--wait", "90s"]).await;
     println!("{out}");

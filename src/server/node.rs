@@ -588,7 +588,7 @@ async fn join(
         client_config.timeout = JOIN_TIMEOUT.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         let attempt = async {
             let client = crate::client::Client::connect(client_config).await?;
-            refuse_a_voter_reborn(&client, bootstrap, id, &broker.own_address).await?;
+            refuse_a_node_reborn(&client, bootstrap, id, &broker.own_address).await?;
             client.add_node(id, &broker.own_address, broker.kafka_address.as_deref(), voter).await?;
             client.metadata(None).await
         };
@@ -624,13 +624,16 @@ async fn join(
     Err(StartError::Join { id, bootstrap: bootstrap.join(","), waited: started.elapsed(), last })
 }
 
-/// A node joins with an empty data directory. If its id and address are a voter of the
-/// metadata group, a node of that id ran there before and lost its data: it would have forgotten its votes and
-/// the entries it acknowledged, and could help elect a leader that lacks them (Raft
-/// assumes stable storage). Refused, saying what to do. (A node registered by `keel node
-/// add` is a learner until it has run and caught up, so its first join passes; another
-/// address is another node, which the registration refuses.)
-async fn refuse_a_voter_reborn(
+/// A node joins with an empty data directory. If a node of its id and address ran there
+/// before, it lost its data: it would have forgotten its votes and the entries it
+/// acknowledged, and could help elect a leader that lacks them (Raft assumes stable
+/// storage). Refused, saying what to do. It ran before if it is a voter of the metadata
+/// group, or a learner the metadata leader has replicated entries to while its broker is
+/// not removed (such a node may vote in partition groups). A node registered by `keel node
+/// add` is a learner that no entry reached until it runs, so its first join passes; a
+/// removed node hosts nothing and may join again; another address is another node, which
+/// the registration refuses.
+async fn refuse_a_node_reborn(
     client: &crate::client::Client,
     bootstrap: &[String],
     id: NodeId,
@@ -638,14 +641,31 @@ async fn refuse_a_voter_reborn(
 ) -> Result<(), crate::client::ClientError> {
     for addr in bootstrap {
         let Ok(view) = client.status_from(addr).await else { continue };
-        if view.members.iter().any(|m| m.id == id && m.voter && m.address == address) {
-            return Err(crate::client::ClientError::Invalid(format!(
-                "node {id} is a voter of the cluster's metadata group, and this data directory is empty: a node \
-                 that lost its data must not come back under its old id (it would forget its votes and the records \
-                 it acknowledged). Decommission node {id} (`keel node decommission {id}`), then join with a new id"
-            )));
-        }
-        return Ok(());
+        // Only the metadata leader knows how far each member got.
+        let leader = match view.leader_address() {
+            Some(leader) if view.leader != Some(view.node_id) => client.status_from(leader).await.ok(),
+            _ => None,
+        };
+        let view = leader.unwrap_or(view);
+        let Some(member) = view.members.iter().find(|m| m.id == id && m.address == address) else { return Ok(()) };
+        let removed = || async {
+            let metadata = client.metadata(None).await.ok();
+            metadata.and_then(|m| m.broker(id).map(|b| b.state == "removed")).unwrap_or(false)
+        };
+        let reached = member.match_index.is_some_and(|m| m > 0);
+        let what = if member.voter {
+            "a voter of the cluster's metadata group"
+        } else if reached && !removed().await {
+            "a learner of the cluster's metadata group that has received its entries (it may vote in partition \
+             groups)"
+        } else {
+            return Ok(());
+        };
+        return Err(crate::client::ClientError::Invalid(format!(
+            "node {id} is {what}, and this data directory is empty: a node that lost its data must not come back \
+             under its old id (it would forget its votes and the records it acknowledged). Decommission node {id} \
+             (`keel node decommission {id}`), then join with a new id, or with this one once it is removed"
+        )));
     }
     Ok(())
 }
