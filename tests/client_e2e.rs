@@ -339,8 +339,17 @@ async fn paused_leader_left(idempotence: bool) {
         }
     }
     let after = client.produce(vec![Record::new("after")]).await.expect("produce at the new leader");
-    let end = client.end_offset("default", 0).await.expect("end offset");
-    assert!(after < end, "the produce after the pause is not in the log");
+    // The end offset comes from the node the client takes for the leader; the old one, just
+    // resumed, may answer until it learns of the new term: asked again, bounded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let end = loop {
+        let end = client.end_offset("default", 0).await.expect("end offset");
+        if after < end {
+            break end;
+        }
+        assert!(Instant::now() < deadline, "the produce after the pause is not in the log (end {end})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     if !idempotence {
         return;
     }

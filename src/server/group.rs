@@ -445,16 +445,17 @@ impl Group {
             info!(index = snapshot.meta.index(), "metadata restored from the leader's snapshot");
         }
         if let Some(committed) = applied.committed {
-            let log = self.log.read();
-            self.produce.committed(committed.index, |i| log.term(i), self.leader);
-            drop(log);
             if let Some(machine) = &mut self.metadata {
                 machine.apply_committed(&self.log, committed.index);
             }
             if let Some(producers) = &mut self.producers {
                 producers.apply_committed(&self.log, committed.index);
             }
+            // Published before the produce answers leave: a client that asks the end offset
+            // right after its ack sees its records in it.
             self.committed_tx.send_replace(committed);
+            let log = self.log.read();
+            self.produce.committed(committed.index, |i| log.term(i), self.leader);
         }
         if let Some(soft) = ready.soft_state {
             self.on_soft_state(soft);
