@@ -648,8 +648,9 @@ async fn refuse_a_node_reborn(
         };
         let view = leader.unwrap_or(view);
         let Some(member) = view.members.iter().find(|m| m.id == id && m.address == address) else { return Ok(()) };
+        // As the metadata leader has it: a follower may not have applied the removal yet.
         let removed = || async {
-            let metadata = client.metadata(None).await.ok();
+            let metadata = client.metadata_from_leader(None).await.ok();
             metadata.and_then(|m| m.broker(id).map(|b| b.state == "removed")).unwrap_or(false)
         };
         let reached = member.match_index.is_some_and(|m| m > 0);
