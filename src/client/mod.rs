@@ -68,10 +68,6 @@ use conn::{Failure, Nodes, resolve};
 pub const DEFAULT_TOPIC: &str = "default";
 /// How long `metadata_from_leader` waits for one node's answer.
 const LEADER_ASK_MAX: Duration = Duration::from_secs(2);
-/// How long `metadata_from_leader` looks for the metadata leader before it takes any
-/// node's metadata, and how often it looks again.
-const LEADER_SEARCH_MAX: Duration = Duration::from_secs(5);
-const LEADER_SEARCH_POLL: Duration = Duration::from_millis(100);
 
 /// How to reach a cluster, and how long to try.
 #[derive(Clone, Debug)]
@@ -146,29 +142,20 @@ impl Client {
     /// The metadata as the metadata group's leader has it, for what `keel topic list` and
     /// `describe` show: another node learns of a topic created or deleted a moment after
     /// the leader reported it done. The first node to answer names the leader; when none
-    /// does, or the leader does not answer, it asks again for up to `LEADER_SEARCH_MAX` (a
-    /// leader that died is replaced), then gives any node's metadata.
+    /// does, or the leader does not answer, any node's metadata is given (a node that lacks
+    /// a topic named in `topics` first catches up with the metadata leader, bounded).
     pub async fn metadata_from_leader(&self, topics: Option<&[&str]>) -> Result<ClusterMetadata, ClientError> {
         let bound = self.config.request_timeout.min(LEADER_ASK_MAX);
         let names: Option<Vec<String>> = topics.map(|t| t.iter().map(|s| s.to_string()).collect());
-        // A leader that just died is named until another is elected: ask again, bounded.
-        let search_by = Instant::now() + self.config.timeout.min(LEADER_SEARCH_MAX);
-        loop {
-            for addr in self.nodes.known() {
-                let Ok(view) = self.nodes.status_at(&addr.to_string(), &Request::Status, bound).await else {
-                    continue;
-                };
-                let Some(leader) = view.leader_address().and_then(|a| resolve(a).ok()) else { break };
-                if let Ok(metadata) = self.nodes.metadata_of(leader, names.clone(), bound).await {
-                    return Ok(metadata);
-                }
-                break;
+        for addr in self.nodes.known() {
+            let Ok(view) = self.nodes.status_at(&addr.to_string(), &Request::Status, bound).await else { continue };
+            let Some(leader) = view.leader_address().and_then(|a| resolve(a).ok()) else { break };
+            if let Ok(metadata) = self.nodes.metadata_of(leader, names.clone(), bound).await {
+                return Ok(metadata);
             }
-            if Instant::now() + LEADER_SEARCH_POLL >= search_by {
-                return self.metadata(topics).await;
-            }
-            tokio::time::sleep(LEADER_SEARCH_POLL).await;
+            break;
         }
+        self.metadata(topics).await
     }
 
     /// How many partitions `topic` has.
